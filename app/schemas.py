@@ -39,10 +39,11 @@ TENSORS_SCHEMA: dict[str, Any] = {
         {"type": "object", "additionalProperties": {"$ref": f"{COMPONENTS}Tensor"}},
     ],
 }
-"""Components that the OpenAPI document adds beside the models' own (see `app.api.app`)."""
-EXTRA_COMPONENTS = {"Tensor": TENSOR_SCHEMA, "Tensors": TENSORS_SCHEMA}
+EXTRA_COMPONENTS = {"Tensor": TENSOR_SCHEMA}
+"""Components that the OpenAPI document adds beside the models' own (see `app.api.openapi`)."""
 
-Tensors = Annotated[Any, WithJsonSchema({"$ref": f"{COMPONENTS}Tensors"})]
+# Inline (not a bare $ref): pydantic resolves a field's top-level $ref against its own definitions.
+Tensors = Annotated[Any, WithJsonSchema(TENSORS_SCHEMA)]
 
 
 class Spec(BaseModel):
@@ -405,19 +406,26 @@ class StepRequest(Spec):
     )
 
 
-class SessionView(SessionConfig):
-    """A session as `GET /v1/sessions/{id}` shows it: its config with every default filled in."""
-
+class SessionIdentity(BaseModel):
     id: uuid.UUID
     name: str | None
     dtype: Dtype
-    layout: Literal["single", "named"]
+    layout: Literal["single", "named"] = Field(
+        description="`single`: params is one array; `named`: an object of named arrays."
+    )
     shapes: dict[str, list[int]] = Field(description="Tensor name → shape, in order.")
+
+
+class SessionProgress(BaseModel):
     step: int = Field(description="t: updates applied so far.")
     lr: float = Field(description="η_t: the learning rate the next step will use.")
     last_loss: float | None
     created_at: datetime
     updated_at: datetime
+
+
+class SessionView(SessionProgress, SessionConfig, SessionIdentity):
+    """A session as `GET /v1/sessions/{id}` shows it: its config with every default filled in."""
 
 
 class CreatedSession(SessionView):

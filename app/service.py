@@ -32,7 +32,7 @@ from app.schemas import (
 )
 from app.store.models import PARAM_SLOT, SessionRecord
 from app.store.repository import SessionRepository
-from app.tensors import Layout, layout_of, tensors_from_json, tensors_to_json
+from app.tensors import Layout, layout_of, tensor_field, tensors_from_json, tensors_to_json
 
 TOKEN_BYTES = 32
 SERVICE_FIELDS = frozenset({"accumulate"})
@@ -59,7 +59,7 @@ def create_session(db: Session, request: CreateSession) -> CreatedSession:
     dtype = np.dtype(request.dtype)
     layout = layout_of(request.params)
     params = tensors_from_json(request.params, dtype, field="params")
-    _require_finite(params)
+    _require_finite(params, layout)
     optimizer = Optimizer(core_config(config), list(params))
     state = optimizer.init(params)
 
@@ -101,7 +101,7 @@ def delete_session(db: Session, session_id: str, token: str) -> None:
 def get_params(db: Session, session_id: str, token: str) -> ParamsResponse:
     repository = SessionRepository(db)
     record = _authorized_record(repository, session_id, token)
-    params, _ = split_arrays(repository.load_arrays(record.id))
+    params, _ = split_arrays(record, repository.load_arrays(record.id))
     return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
 
 
@@ -123,7 +123,7 @@ def step(
         )
     grads = tensors_from_json(request.gradients, np.dtype(record.dtype), field="gradients")
     optimizer = Optimizer(core_config(record.config), tensor_names(record))
-    params, slots = split_arrays(repository.load_arrays(record.id, writable=True))
+    params, slots = split_arrays(record, repository.load_arrays(record.id, writable=True))
     state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
 
     result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
@@ -163,12 +163,12 @@ def stored_arrays(params: Mapping[str, np.ndarray], state: OptimizerState) -> di
 
 
 def split_arrays(
-    arrays: Mapping[str, np.ndarray],
+    record: SessionRecord, arrays: Mapping[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Stored arrays → (θ by tensor name, the state slots keyed as the core keys them)."""
+    """Stored arrays → (θ by tensor name in the session's order, the state slots as keyed)."""
     prefix = f"{PARAM_SLOT}/"
-    params = {key.removeprefix(prefix): a for key, a in arrays.items() if key.startswith(prefix)}
-    slots = {key: a for key, a in arrays.items() if not key.startswith(prefix)}
+    params = {name: arrays[prefix + name] for name in tensor_names(record)}
+    slots = {key: array for key, array in arrays.items() if not key.startswith(prefix)}
     return params, slots
 
 
@@ -203,10 +203,12 @@ def _authorized_record(
     return record
 
 
-def _require_finite(params: Mapping[str, np.ndarray]) -> None:
+def _require_finite(params: Mapping[str, np.ndarray], layout: Layout) -> None:
     for name, array in params.items():
         if not np.isfinite(array).all():
-            raise InvalidContent(f"params.{name} holds NaN or Inf", tensor=name)
+            where = tensor_field("params", layout, name)
+            detail = f"{where} holds NaN or ±Inf, or values beyond the range of {array.dtype}"
+            raise InvalidContent(detail, tensor=name)
 
 
 def _form_name(layout: Layout) -> str:

@@ -39,7 +39,8 @@ def tensors_from_json(value: Any, dtype: np.dtype, *, field: str) -> dict[str, n
     for name, item in value.items():
         if not name:
             raise InvalidContent(f"{field} has a tensor with an empty name", field=field)
-        tensors[name] = tensor_from_json(item, dtype, field=f"{field}.{name}", tensor=name)
+        where = tensor_field(field, Layout.NAMED, name)
+        tensors[name] = tensor_from_json(item, dtype, field=where, tensor=name)
     return tensors
 
 
@@ -66,6 +67,11 @@ def tensor_from_json(
         )
     with np.errstate(over="ignore"):
         return array.astype(dtype)
+
+
+def tensor_field(field: str, layout: Layout, name: str) -> str:
+    """Where a tensor sits in a body: `params` (single form) or `params.<name>` (named form)."""
+    return field if layout is Layout.SINGLE else f"{field}.{name}"
 
 
 def tensors_to_json(layout: Layout, arrays: dict[str, np.ndarray]) -> Any:

@@ -66,5 +66,17 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         for name, schema in {**definitions.get("$defs", {}), **EXTRA_COMPONENTS}.items():
             schemas.setdefault(name, schema)
+        _declare_validation_errors_as_problems(document)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def _declare_validation_errors_as_problems(document: dict[str, Any]) -> None:
+    """FastAPI documents its 422 as `HTTPValidationError`; ours are problem+json documents."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            response = operation.get("responses", {}).get("422")
+            if response and JSON_MEDIA_TYPE in response.get("content", {}):
+                operation["responses"]["422"] = problems(422)[422]
+    for name in ("HTTPValidationError", "ValidationError"):
+        document["components"]["schemas"].pop(name, None)

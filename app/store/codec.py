@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STORED_DTYPES = frozenset({"float32", "float64"})
+STORED_DTYPES = frozenset({"float32", "float64", "int64"})
+"""θ and state are float32 or float64; per-tensor step counts are int64."""
 
 
 @dataclass(frozen=True)
