@@ -8,20 +8,16 @@ OPTAAS_REQUIRE_POSTGRES=1 (set by .ci/run), which makes them fail instead.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from tests.databases import POSTGRES_SERVER_URL, create_postgres_database, drop_postgres_database
 from tests.live_server import LiveServer
 
-POSTGRES_SERVER_URL = os.environ.get(
-    "OPTAAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"
-)
 REQUIRE_POSTGRES = os.environ.get("OPTAAS_REQUIRE_POSTGRES") == "1"
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -36,20 +32,14 @@ def _unavailable(reason: str) -> None:
 @contextmanager
 def temporary_postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database with a random name; dropped (connections and all) after."""
-    admin = create_engine(f"{POSTGRES_SERVER_URL}/postgres", isolation_level="AUTOCOMMIT")
-    name = f"optaas_test_{secrets.token_hex(6)}"
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = create_postgres_database()
     except OperationalError as error:
-        admin.dispose()
         _unavailable(f"no PostgreSQL at {POSTGRES_SERVER_URL}: {str(error).splitlines()[0]}")
     try:
-        yield f"{POSTGRES_SERVER_URL}/{name}"
+        yield url
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_postgres_database(url)
 
 
 def sqlite_url(directory: Path) -> str:
