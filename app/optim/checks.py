@@ -122,7 +122,7 @@ def fields_of(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
 def defaults_of(factory: Callable[..., Any]) -> dict[str, Any]:
     """Field → default for every field that has one (tuples become lists, as in JSON)."""
     return {
-        name: list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+        name: list(parameter.default) if type(parameter.default) is tuple else parameter.default
         for name, parameter in fields_of(factory).items()
         if parameter.default is not inspect.Parameter.empty
     }

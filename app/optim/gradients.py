@@ -65,14 +65,16 @@ def _as_gradient_of(name: str, param: np.ndarray, grad: Any) -> np.ndarray:
             array.shape,
             f"the gradient of {name!r} has shape {list(array.shape)}, expected {list(param.shape)}",
         )
-    return np.require(array, dtype=param.dtype, requirements=["C", "W"])
+    with np.errstate(over="ignore"):  # what overflows the session dtype is caught as non-finite
+        return np.require(array, dtype=param.dtype, requirements=["C", "W"])
 
 
 def squared_norm(array: np.ndarray) -> float:
     """Σ x² in the array's dtype; a non-finite result from finite values (overflow) is redone in
     float64 so a norm is reported. Non-finite values give NaN or Inf."""
     flat = array.reshape(-1)
-    total = float(np.dot(flat, flat))
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.dot(flat, flat))
     if not math.isfinite(total) and bool(np.isfinite(flat).all()):
         wide = flat.astype(np.float64)
         total = float(np.dot(wide, wide))

@@ -3,7 +3,8 @@
     θ_{t+1} = θ_t − η_t / (σ_t + eps) · m_t
 
 read left to right: pre-processing of g_t, then m_t (a momentum block), then σ_t (a σ-block
-dividing by σ_t + eps), then −η_t (`scale_by_learning_rate`); the engine adds the result to θ.
+dividing by σ_t + eps), then −η_t (`scale_by_learning_rate`), then decoupled weight decay where
+there is one (θ·(1 − η_t·λ)); the engine adds the result to θ.
 
 The factories' signatures carry torch.optim 2.13's defaults (and the contract's names:
 `betas` as a pair, `decoupled_weight_decay`, `accumulator`, `init`); `optimizer_defaults(type)`
@@ -138,8 +139,8 @@ def adam(
         ema(beta1),
         scale_by_bias_correction(beta1),
         scale_by_rms(beta2, eps, slot="exp_avg_sq", amsgrad=amsgrad, bias_correction=True),
-        _decoupled_decay(weight_decay) if decoupled else None,
         scale_by_learning_rate(),
+        _decoupled_decay(weight_decay) if decoupled else None,
     )
 
 
@@ -197,8 +198,8 @@ def nadam(
         *_preprocessing(maximize, 0.0 if decoupled else weight_decay),
         nadam_momentum(beta1, momentum_decay),
         scale_by_rms(beta2, eps, slot="exp_avg_sq", bias_correction=True),
-        _decoupled_decay(weight_decay) if decoupled else None,
         scale_by_learning_rate(),
+        _decoupled_decay(weight_decay) if decoupled else None,
     )
 
 
@@ -221,8 +222,8 @@ def radam(
         ema(beta1),
         scale_by_bias_correction(beta1),
         scale_by_rectified_rms(beta2, eps),
-        _decoupled_decay(weight_decay) if decoupled else None,
         scale_by_learning_rate(),
+        _decoupled_decay(weight_decay) if decoupled else None,
     )
 
 
@@ -262,8 +263,8 @@ def lion(
         *_preprocessing(maximize, 0.0),
         lion_interpolation(beta1, beta2),
         scale_by_sign(),
-        _decoupled_decay(weight_decay),
         scale_by_learning_rate(),
+        _decoupled_decay(weight_decay),
     )
 
 

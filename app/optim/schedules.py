@@ -178,8 +178,7 @@ def one_cycle(
 
     def rate(t: int, base_lr: float) -> float:
         del base_lr
-        if t >= total_steps:
-            return final_lr
+        t = min(t, total_steps - 1)  # the cycle's last rate holds after it
         if t <= peak_step:
             start_step, end_step, start_lr, end_lr = 0.0, peak_step, initial_lr, max_lr
         else:

@@ -11,7 +11,7 @@ In the general form `θ ← θ − η_t / (σ_t + eps) · m_t`:
   moving average of g², with Adam's bias correction, AMSGrad's running maximum, RMSprop's
   centering as options), `scale_by_rectified_rms` (RAdam), `scale_by_inf_norm` (Adamax),
   `scale_by_sign` (Lion: σ_t = |u|), `scale_by_delta_rms` (Adadelta's numerator);
-- `add_decayed_weights` (decoupled decay, AdamW's) and `scale_by_learning_rate` (−η_t).
+- `scale_by_learning_rate` (−η_t), then `add_decayed_weights` (decoupled decay, AdamW's).
 
 All arithmetic stays in the tensor's dtype: Python-float scalars do not up-cast float32 arrays
 (NEP 50). The big arrays are written in place (`out=`) into slots or the tensor's scratch.
@@ -339,12 +339,19 @@ def scale_by_delta_rms(rho: float, eps: float) -> GradientTransformation:
 
 
 def add_decayed_weights(weight_decay: float) -> GradientTransformation:
-    """Decoupled weight decay (AdamW, Lion): u ← u + λ·θ, so that after `scale_by_learning_rate`
-    θ ← θ − η_t·(u + λ·θ) = θ·(1 − η_t·λ) − η_t·u, torch's `param.mul_(1 − lr·λ)`."""
+    """Decoupled weight decay (AdamW, Lion), after `scale_by_learning_rate`:
+
+        θ ← θ·(1 − η_t·λ) + u,   i.e.   u ← u + (f − 1)·θ   with f = (1 − η_t·λ) in θ's dtype
+
+    torch multiplies θ by the rounded factor f (`param.mul_(1 − lr·λ)`); in float32 that rounding
+    is a drift of its own over many steps, so the block uses the same f (f − 1 is exact).
+    """
 
     def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
         del slots
-        decay = np.multiply(ctx.param, weight_decay, out=ctx.scratch.temp)
+        dtype = ctx.param.dtype.type
+        shrink = dtype(1.0 - ctx.lr * weight_decay) - dtype(1.0)
+        decay = np.multiply(ctx.param, shrink, out=ctx.scratch.temp)
         return np.add(updates, decay, out=ctx.scratch.work)
 
     return GradientTransformation(_no_slots, update)
