@@ -12,19 +12,20 @@ POSTGRES_SERVER_URL = os.environ.get(
 )
 
 
-def _admin_engine():
-    return create_engine(f"{POSTGRES_SERVER_URL}/postgres", isolation_level="AUTOCOMMIT")
+def _run_as_admin(statement: str) -> None:
+    """One statement outside any transaction (CREATE/DROP DATABASE need that)."""
+    admin = create_engine(f"{POSTGRES_SERVER_URL}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(statement))
+    finally:
+        admin.dispose()
 
 
 def create_postgres_database() -> str:
     """A new, empty database with a random name: its URL (OperationalError without a server)."""
     name = f"optaas_test_{secrets.token_hex(6)}"
-    admin = _admin_engine()
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
+    _run_as_admin(f'CREATE DATABASE "{name}"')
     return f"{POSTGRES_SERVER_URL}/{name}"
 
 
@@ -32,9 +33,4 @@ def drop_postgres_database(url: str) -> None:
     """Drop a database made by `create_postgres_database`, closing its connections."""
     name = make_url(url).database
     assert name and name.startswith("optaas_test_"), f"refusing to drop {name!r}"
-    admin = _admin_engine()
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    _run_as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
