@@ -261,10 +261,13 @@ def test_delete_removes_the_session_and_its_arrays(module_server, module_databas
     assert left == {}
 
 
-def test_concurrent_clients_on_one_session_lose_no_step(module_server):
-    """Steps are serialised: 4 clients × 10 steps, SGD with exact binary fractions."""
-    clients, steps, lr = 4, 10, 0.25
-    with module_server.client() as client:
+def post_concurrently(server, clients: int, steps: int, lr: float) -> tuple[dict, list[str]]:
+    """`clients` threads post `steps` SGD steps each to one session; its final params and failures.
+
+    SGD with gradients and lr that are exact binary fractions, so the sum does not depend on the
+    order the steps are applied in: θ = θ₀ − lr·Σg exactly, iff every step was applied once.
+    """
+    with server.client() as client:
         created = create_session(
             client,
             {"params": [0.0, 0.0], "dtype": "float64", "optimizer": {"type": "sgd", "lr": lr}},
@@ -273,11 +276,10 @@ def test_concurrent_clients_on_one_session_lose_no_step(module_server):
     failures: list[str] = []
 
     def post_steps(worker: int) -> None:
-        with module_server.client() as own:
+        with server.client() as own:
             for _ in range(steps):
-                response = post_json(
-                    own, f"{path}/step", {"gradients": [1.0, worker]}, headers=auth
-                )
+                body = {"gradients": [1.0, worker]}
+                response = post_json(own, f"{path}/step", body, headers=auth)
                 if response.status_code != 200:
                     failures.append(response.text)
 
@@ -286,8 +288,22 @@ def test_concurrent_clients_on_one_session_lose_no_step(module_server):
         thread.start()
     for thread in threads:
         thread.join()
-    with module_server.client() as client:
-        final = client.get(f"{path}/params", headers=auth).json()
+    with server.client() as client:
+        return client.get(f"{path}/params", headers=auth).json(), failures
+
+
+def test_concurrent_clients_on_one_session_lose_no_step(module_server):
+    clients, steps, lr = 4, 10, 0.25
+    final, failures = post_concurrently(module_server, clients, steps, lr)
+    assert failures == []
+    assert final["step"] == clients * steps
+    assert final["params"] == [-lr * clients * steps, -lr * steps * sum(range(clients))]
+
+
+def test_two_worker_processes_serialise_steps_on_one_session(start_server, database_url):
+    server = start_server(database_url, workers=2)
+    clients, steps, lr = 4, 10, 0.25
+    final, failures = post_concurrently(server, clients, steps, lr)
     assert failures == []
     assert final["step"] == clients * steps
     assert final["params"] == [-lr * clients * steps, -lr * steps * sum(range(clients))]
