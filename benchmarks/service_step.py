@@ -118,6 +118,7 @@ def environment() -> dict[str, object]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "sqlite": sqlite3.sqlite_version,
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine
         "machine": platform.platform(),
     }
 
@@ -127,7 +128,8 @@ def markdown(rows: list[dict[str, object]], context: dict[str, object]) -> str:
         "# Step latency, JSON, Adam float32, one server process",
         "",
         f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, "
-        f"SQLite {context['sqlite']}. Client and server on the same machine.",
+        f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
+        "the end. Client and server on the same machine.",
         "",
         "| database | parameters | steps | request bytes | p50 ms | p99 ms | mean ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
