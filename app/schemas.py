@@ -418,7 +418,9 @@ class SessionIdentity(BaseModel):
 
 class SessionProgress(BaseModel):
     step: int = Field(description="t: updates applied so far.")
-    lr: float = Field(description="η_t: the learning rate the next step will use.")
+    lr: float | None = Field(
+        description="η_t: the learning rate the next step will use (null if not finite)."
+    )
     last_loss: float | None
     created_at: datetime
     updated_at: datetime
@@ -433,11 +435,15 @@ class CreatedSession(SessionView):
 
 
 class StepResponse(BaseModel):
+    """JSON has no Inf or NaN: a number that is not finite is written as null."""
+
     step: int = Field(description="t after this step.")
-    lr: float = Field(description="η of this step.")
+    lr: float | None = Field(description="η of this step.")
     params: Tensors | None = Field(default=None, description="θ after this step.")
-    grad_norm: float | None = Field(description="‖g‖₂ over all tensors, before clipping.")
-    update_norm: float = Field(description="‖θ_{t+1} − θ_t‖₂.")
+    grad_norm: float | None = Field(
+        description="‖g‖₂ over all tensors, before clipping; null if g was not finite."
+    )
+    update_norm: float | None = Field(description="‖θ_{t+1} − θ_t‖₂.")
     skipped: bool = Field(description="A non-finite gradient under `nonfinite: skip`.")
 
 
