@@ -10,7 +10,8 @@ One step, in order (nothing is written until the checks have passed):
 3. `grad_norm`, the global L2 norm of the gradient as received;
 4. clip by value, then by global norm (torch's rules);
 5. per tensor: its step count += 1, then its group's chain at η_t = schedule(t, group lr), and
-   θ ← θ + u, i.e. θ ← θ − η_t/(σ_t + eps)·m_t;
+   θ ← θ + u, i.e. θ ← θ − η_t/(σ_t + eps)·m_t (large tensors slice by slice, so that the
+   chain's intermediates stay in cache);
 6. t += 1, and the loss (if given) is fed to `reduce_on_plateau`.
 
 The per-tensor `step` slot is a 0-d int64 array: an exact count (torch's float32 `step` stops
@@ -55,6 +56,8 @@ CONFIG_FIELDS = frozenset(
     {"optimizer", "schedule", "clip_grad_norm", "clip_grad_value", "nonfinite", "groups"}
 )
 NONFINITE_POLICIES = ("reject", "skip")
+CHUNK_ELEMENTS = 1 << 17
+"""Tensors above twice this size are updated slice by slice (cache blocking)."""
 
 
 @dataclass
@@ -152,6 +155,7 @@ class Optimizer:
         self.names = tuple(names)
         self.group_of = {name: self._match(name) for name in self.names}
         self._scratch: dict[str, Scratch] = {}
+        self._slice_scratch: dict[np.dtype, Scratch] = {}
 
     def _match(self, name: str) -> Group:
         """The first group with a glob matching `name`, else the base group."""
@@ -248,14 +252,53 @@ class Optimizer:
         group: Group,
         rate: float,
     ) -> float:
-        """θ ← θ + u with u = chain(g) = −η_t/(σ_t + eps)·m_t; returns ‖u‖²."""
+        """Advance the tensor's step count, then θ ← θ + chain(g); returns ‖θ_{t+1} − θ_t‖²."""
         step = slots[STEP_SLOT]
         step += 1
-        ctx = TensorStep(param, grad, int(step), rate, self._scratch_for(name, param))
-        update = group.transform.update(grad, slots, ctx)
-        np.add(param, update, out=param)
-        flat = update.reshape(-1)
-        return float(np.dot(flat, flat))
+        count = int(step)
+        if param.size <= 2 * CHUNK_ELEMENTS or not _contiguous(param, slots):
+            scratch = self._scratch_for(name, param)
+            return _apply_chain(group.transform, param, grad, slots, count, rate, scratch)
+        return self._apply_chain_in_slices(group.transform, param, grad, slots, count, rate)
+
+    def _apply_chain_in_slices(
+        self,
+        transform: GradientTransformation,
+        param: np.ndarray,
+        grad: np.ndarray,
+        slots: Slots,
+        count: int,
+        rate: float,
+    ) -> float:
+        """The chain over consecutive slices of CHUNK_ELEMENTS elements, so that the dozen or so
+        passes a chain makes over its intermediates hit the cache instead of memory.
+
+        The blocks are elementwise; a per-tensor scalar slot (0-d) is advanced by the first
+        slice, the others start from a copy of its old value and compute the same new one.
+        """
+        size = param.size
+        flat = {key: array.reshape(-1) for key, array in slots.items() if array.ndim}
+        scalars = {key: array for key, array in slots.items() if not array.ndim}
+        old_scalars = {key: array.copy() for key, array in scalars.items()}
+        scratch = self._slice_scratch.get(param.dtype)
+        if scratch is None:
+            scratch = self._slice_scratch[param.dtype] = Scratch((CHUNK_ELEMENTS,), param.dtype)
+        flat_param, flat_grad = param.reshape(-1), grad.reshape(-1)
+        squared = 0.0
+        for start in range(0, size, CHUNK_ELEMENTS):
+            stop = min(size, start + CHUNK_ELEMENTS)
+            view = {key: array[start:stop] for key, array in flat.items()}
+            view.update(scalars if start == 0 else {k: v.copy() for k, v in old_scalars.items()})
+            squared += _apply_chain(
+                transform,
+                flat_param[start:stop],
+                flat_grad[start:stop],
+                view,
+                count,
+                rate,
+                scratch.head(stop - start),
+            )
+        return squared
 
     def _scratch_for(self, name: str, param: np.ndarray) -> Scratch:
         """The tensor's scratch buffers, made once per shape and dtype."""
@@ -263,6 +306,29 @@ class Optimizer:
         if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
             scratch = self._scratch[name] = Scratch(param.shape, param.dtype)
         return scratch
+
+
+def _apply_chain(
+    transform: GradientTransformation,
+    param: np.ndarray,
+    grad: np.ndarray,
+    slots: Slots,
+    count: int,
+    rate: float,
+    scratch: Scratch,
+) -> float:
+    """θ ← θ + u with u = chain(g) = −η_t/(σ_t + eps)·m_t, in place; returns ‖u‖²."""
+    update = transform.update(grad, slots, TensorStep(param, grad, count, rate, scratch))
+    np.add(param, update, out=param)
+    flat = update.reshape(-1)
+    return float(np.dot(flat, flat))
+
+
+def _contiguous(param: np.ndarray, slots: Slots) -> bool:
+    """Whether θ and its full-size slots can be sliced flat as views."""
+    return param.flags.c_contiguous and all(
+        array.flags.c_contiguous for array in slots.values() if array.ndim
+    )
 
 
 def _group(hyperparameters: dict[str, Any], transform: GradientTransformation) -> Group:
