@@ -56,6 +56,7 @@ CONFIG_FIELDS = frozenset(
     {"optimizer", "schedule", "clip_grad_norm", "clip_grad_value", "nonfinite", "groups"}
 )
 NONFINITE_POLICIES = ("reject", "skip")
+SESSION_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 CHUNK_ELEMENTS = 1 << 17
 """Tensors above twice this size are updated slice by slice (cache blocking)."""
 
@@ -112,9 +113,10 @@ class StepResult:
     update_norm: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Group:
-    """A parameter group: its hyper-parameters (defaults filled in) and its chain."""
+    """A parameter group: its hyper-parameters (defaults filled in) and its chain (compared by
+    identity)."""
 
     hyperparameters: dict[str, Any]
     transform: GradientTransformation
@@ -145,7 +147,7 @@ class Optimizer:
             raise HyperParameterError("optimizer", "required field is missing")
         base_hyperparameters, base_transform = build_optimizer(config["optimizer"])
         self.base_group = _group(base_hyperparameters, base_transform)
-        self.groups = _build_groups(config.get("groups"), base_hyperparameters)
+        self.matched_groups = _build_groups(config.get("groups"), base_hyperparameters)
         self.schedule = build_schedule(config.get("schedule"))
         self.clip_grad_norm = _optional_positive(config, "clip_grad_norm")
         self.clip_grad_value = _optional_positive(config, "clip_grad_value")
@@ -153,13 +155,14 @@ class Optimizer:
             "nonfinite", config.get("nonfinite", "reject"), NONFINITE_POLICIES
         )
         self.names = tuple(names)
+        self.groups = (self.base_group, *(group for _, group in self.matched_groups))
         self.group_of = {name: self._match(name) for name in self.names}
         self._scratch: dict[str, Scratch] = {}
         self._slice_scratch: dict[np.dtype, Scratch] = {}
 
     def _match(self, name: str) -> Group:
         """The first group with a glob matching `name`, else the base group."""
-        for globs, group in self.groups:
+        for globs, group in self.matched_groups:
             if any(fnmatch.fnmatchcase(name, glob) for glob in globs):
                 return group
         return self.base_group
@@ -168,6 +171,9 @@ class Optimizer:
         """The state at t = 0: every tensor's slots as its group's chain starts them."""
         if set(params) != set(self.names):
             raise ValueError(f"params {sorted(params)} are not the tensors {sorted(self.names)}")
+        for name, param in params.items():
+            if param.dtype not in SESSION_DTYPES:
+                raise ValueError(f"{name!r} is {param.dtype}, not float32 or float64")
         slots = {name: self._fresh_slots(name, param) for name, param in params.items()}
         return OptimizerState(0, slots, self.schedule.init())
 
@@ -206,17 +212,14 @@ class Optimizer:
                 raise NonFiniteGradient(bad_tensor)
             return StepResult(skipped=True, lr=base_rate, grad_norm=None, update_norm=0.0)
         grad_norm = global_norm(squared.values())
-        self._clip(checked, squared, grad_norm)
-        rates = {
-            id(group): self.schedule.rate(t, group.lr, state.schedule)
-            for group in {id(g): g for g in self.group_of.values()}.values()
-        }
+        self._clip(checked, grad_norm)
+        rates = {group: self.schedule.rate(t, group.lr, state.schedule) for group in self.groups}
         update_squared = 0.0
         for name, grad in checked.items():
             group = self.group_of[name]
             slots = self._slots(state, name, params[name])
             update_squared += self._update_tensor(
-                name, params[name], grad, slots, group, rates[id(group)]
+                name, params[name], grad, slots, group, rates[group]
             )
         state.step = t + 1
         if loss is not None:
@@ -225,7 +228,7 @@ class Optimizer:
             skipped=False, lr=base_rate, grad_norm=grad_norm, update_norm=math.sqrt(update_squared)
         )
 
-    def _clip(self, grads: Params, squared: dict[str, float], grad_norm: float) -> None:
+    def _clip(self, grads: Params, grad_norm: float) -> None:
         """Clip by value, then by the global norm of what the value clipping left."""
         if self.clip_grad_value is not None:
             clip_by_value(grads, self.clip_grad_value)
