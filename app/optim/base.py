@@ -24,6 +24,7 @@ engine, not to any block (see `engine.py`).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -116,25 +117,36 @@ def join_path(prefix: str, field: str) -> str:
 
 
 class Scratch:
-    """Work buffers of one tensor's shape and dtype, made on first use and kept between steps.
+    """Work buffers of one shape and dtype, made on first use and kept between steps.
 
     At 1e6+ elements a fresh temporary costs as much as the arithmetic (allocation and page
-    faults), so the blocks write into these instead.
+    faults), so the blocks write into these instead. `head(n)` lends the first n elements of
+    these buffers to a slice of a tensor.
     """
 
-    def __init__(self, shape: Shape, dtype: np.dtype) -> None:
+    def __init__(self, shape: Shape, dtype: np.dtype, source: Scratch | None = None) -> None:
         self.shape = shape
         self.dtype = dtype
+        self._source = source
 
     @functools.cached_property
     def work(self) -> np.ndarray:
         """Where blocks write the running update once it is no longer the gradient or a slot."""
-        return np.empty(self.shape, self.dtype)
+        return self._buffer("work")
 
     @functools.cached_property
     def temp(self) -> np.ndarray:
         """A second buffer for a block's intermediate (a denominator, a difference)."""
-        return np.empty(self.shape, self.dtype)
+        return self._buffer("temp")
+
+    def head(self, size: int) -> Scratch:
+        """Scratch of shape (size,) backed by the first `size` elements of this one's buffers."""
+        return Scratch((size,), self.dtype, source=self)
+
+    def _buffer(self, name: str) -> np.ndarray:
+        if self._source is None:
+            return np.empty(self.shape, self.dtype)
+        return getattr(self._source, name).reshape(-1)[: math.prod(self.shape)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +173,10 @@ UpdateFn = Callable[[np.ndarray, Slots, TensorStep], np.ndarray]
 A block may update its own slots in place. It must not write into θ, into `ctx.grad` or into
 another block's slot; the running update it receives may be a slot of the block before it, so a
 block that changes it writes into `ctx.scratch.work` (in place when it already is that buffer).
+
+Blocks act elementwise, so the engine may run a chain over slices of a large tensor (to keep the
+intermediates in cache): a per-tensor scalar slot (0-d) must evolve from the step count and the
+hyper-parameters only, never from the tensor's values, so that every slice computes the same.
 """
 
 

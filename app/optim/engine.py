@@ -10,7 +10,8 @@ One step, in order (nothing is written until the checks have passed):
 3. `grad_norm`, the global L2 norm of the gradient as received;
 4. clip by value, then by global norm (torch's rules);
 5. per tensor: its step count += 1, then its group's chain at η_t = schedule(t, group lr), and
-   θ ← θ + u, i.e. θ ← θ − η_t/(σ_t + eps)·m_t;
+   θ ← θ + u, i.e. θ ← θ − η_t/(σ_t + eps)·m_t (large tensors slice by slice, so that the
+   chain's intermediates stay in cache);
 6. t += 1, and the loss (if given) is fed to `reduce_on_plateau`.
 
 The per-tensor `step` slot is a 0-d int64 array: an exact count (torch's float32 `step` stops
@@ -55,6 +56,9 @@ CONFIG_FIELDS = frozenset(
     {"optimizer", "schedule", "clip_grad_norm", "clip_grad_value", "nonfinite", "groups"}
 )
 NONFINITE_POLICIES = ("reject", "skip")
+SESSION_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+CHUNK_ELEMENTS = 1 << 17
+"""Tensors above twice this size are updated slice by slice (cache blocking)."""
 
 
 @dataclass
@@ -109,9 +113,10 @@ class StepResult:
     update_norm: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Group:
-    """A parameter group: its hyper-parameters (defaults filled in) and its chain."""
+    """A parameter group: its hyper-parameters (defaults filled in) and its chain (compared by
+    identity)."""
 
     hyperparameters: dict[str, Any]
     transform: GradientTransformation
@@ -142,7 +147,7 @@ class Optimizer:
             raise HyperParameterError("optimizer", "required field is missing")
         base_hyperparameters, base_transform = build_optimizer(config["optimizer"])
         self.base_group = _group(base_hyperparameters, base_transform)
-        self.groups = _build_groups(config.get("groups"), base_hyperparameters)
+        self.matched_groups = _build_groups(config.get("groups"), base_hyperparameters)
         self.schedule = build_schedule(config.get("schedule"))
         self.clip_grad_norm = _optional_positive(config, "clip_grad_norm")
         self.clip_grad_value = _optional_positive(config, "clip_grad_value")
@@ -150,12 +155,14 @@ class Optimizer:
             "nonfinite", config.get("nonfinite", "reject"), NONFINITE_POLICIES
         )
         self.names = tuple(names)
+        self.groups = (self.base_group, *(group for _, group in self.matched_groups))
         self.group_of = {name: self._match(name) for name in self.names}
         self._scratch: dict[str, Scratch] = {}
+        self._slice_scratch: dict[np.dtype, Scratch] = {}
 
     def _match(self, name: str) -> Group:
         """The first group with a glob matching `name`, else the base group."""
-        for globs, group in self.groups:
+        for globs, group in self.matched_groups:
             if any(fnmatch.fnmatchcase(name, glob) for glob in globs):
                 return group
         return self.base_group
@@ -164,6 +171,9 @@ class Optimizer:
         """The state at t = 0: every tensor's slots as its group's chain starts them."""
         if set(params) != set(self.names):
             raise ValueError(f"params {sorted(params)} are not the tensors {sorted(self.names)}")
+        for name, param in params.items():
+            if param.dtype not in SESSION_DTYPES:
+                raise ValueError(f"{name!r} is {param.dtype}, not float32 or float64")
         slots = {name: self._fresh_slots(name, param) for name, param in params.items()}
         return OptimizerState(0, slots, self.schedule.init())
 
@@ -202,17 +212,14 @@ class Optimizer:
                 raise NonFiniteGradient(bad_tensor)
             return StepResult(skipped=True, lr=base_rate, grad_norm=None, update_norm=0.0)
         grad_norm = global_norm(squared.values())
-        self._clip(checked, squared, grad_norm)
-        rates = {
-            id(group): self.schedule.rate(t, group.lr, state.schedule)
-            for group in {id(g): g for g in self.group_of.values()}.values()
-        }
+        self._clip(checked, grad_norm)
+        rates = {group: self.schedule.rate(t, group.lr, state.schedule) for group in self.groups}
         update_squared = 0.0
         for name, grad in checked.items():
             group = self.group_of[name]
             slots = self._slots(state, name, params[name])
             update_squared += self._update_tensor(
-                name, params[name], grad, slots, group, rates[id(group)]
+                name, params[name], grad, slots, group, rates[group]
             )
         state.step = t + 1
         if loss is not None:
@@ -221,7 +228,7 @@ class Optimizer:
             skipped=False, lr=base_rate, grad_norm=grad_norm, update_norm=math.sqrt(update_squared)
         )
 
-    def _clip(self, grads: Params, squared: dict[str, float], grad_norm: float) -> None:
+    def _clip(self, grads: Params, grad_norm: float) -> None:
         """Clip by value, then by the global norm of what the value clipping left."""
         if self.clip_grad_value is not None:
             clip_by_value(grads, self.clip_grad_value)
@@ -248,14 +255,53 @@ class Optimizer:
         group: Group,
         rate: float,
     ) -> float:
-        """θ ← θ + u with u = chain(g) = −η_t/(σ_t + eps)·m_t; returns ‖u‖²."""
+        """Advance the tensor's step count, then θ ← θ + chain(g); returns ‖θ_{t+1} − θ_t‖²."""
         step = slots[STEP_SLOT]
         step += 1
-        ctx = TensorStep(param, grad, int(step), rate, self._scratch_for(name, param))
-        update = group.transform.update(grad, slots, ctx)
-        np.add(param, update, out=param)
-        flat = update.reshape(-1)
-        return float(np.dot(flat, flat))
+        count = int(step)
+        if param.size <= 2 * CHUNK_ELEMENTS or not _contiguous(param, slots):
+            scratch = self._scratch_for(name, param)
+            return _apply_chain(group.transform, param, grad, slots, count, rate, scratch)
+        return self._apply_chain_in_slices(group.transform, param, grad, slots, count, rate)
+
+    def _apply_chain_in_slices(
+        self,
+        transform: GradientTransformation,
+        param: np.ndarray,
+        grad: np.ndarray,
+        slots: Slots,
+        count: int,
+        rate: float,
+    ) -> float:
+        """The chain over consecutive slices of CHUNK_ELEMENTS elements, so that the dozen or so
+        passes a chain makes over its intermediates hit the cache instead of memory.
+
+        The blocks are elementwise; a per-tensor scalar slot (0-d) is advanced by the first
+        slice, the others start from a copy of its old value and compute the same new one.
+        """
+        size = param.size
+        flat = {key: array.reshape(-1) for key, array in slots.items() if array.ndim}
+        scalars = {key: array for key, array in slots.items() if not array.ndim}
+        old_scalars = {key: array.copy() for key, array in scalars.items()}
+        scratch = self._slice_scratch.get(param.dtype)
+        if scratch is None:
+            scratch = self._slice_scratch[param.dtype] = Scratch((CHUNK_ELEMENTS,), param.dtype)
+        flat_param, flat_grad = param.reshape(-1), grad.reshape(-1)
+        squared = 0.0
+        for start in range(0, size, CHUNK_ELEMENTS):
+            stop = min(size, start + CHUNK_ELEMENTS)
+            view = {key: array[start:stop] for key, array in flat.items()}
+            view.update(scalars if start == 0 else {k: v.copy() for k, v in old_scalars.items()})
+            squared += _apply_chain(
+                transform,
+                flat_param[start:stop],
+                flat_grad[start:stop],
+                view,
+                count,
+                rate,
+                scratch.head(stop - start),
+            )
+        return squared
 
     def _scratch_for(self, name: str, param: np.ndarray) -> Scratch:
         """The tensor's scratch buffers, made once per shape and dtype."""
@@ -263,6 +309,29 @@ class Optimizer:
         if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
             scratch = self._scratch[name] = Scratch(param.shape, param.dtype)
         return scratch
+
+
+def _apply_chain(
+    transform: GradientTransformation,
+    param: np.ndarray,
+    grad: np.ndarray,
+    slots: Slots,
+    count: int,
+    rate: float,
+    scratch: Scratch,
+) -> float:
+    """θ ← θ + u with u = chain(g) = −η_t/(σ_t + eps)·m_t, in place; returns ‖u‖²."""
+    update = transform.update(grad, slots, TensorStep(param, grad, count, rate, scratch))
+    np.add(param, update, out=param)
+    flat = update.reshape(-1)
+    return float(np.dot(flat, flat))
+
+
+def _contiguous(param: np.ndarray, slots: Slots) -> bool:
+    """Whether θ and its full-size slots can be sliced flat as views."""
+    return param.flags.c_contiguous and all(
+        array.flags.c_contiguous for array in slots.values() if array.ndim
+    )
 
 
 def _group(hyperparameters: dict[str, Any], transform: GradientTransformation) -> Group:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from app.optim import (
     GradientMismatch,
@@ -120,3 +121,62 @@ def test_state_round_trip_through_arrays():
         for slot, array in slots.items():
             np.testing.assert_array_equal(copy.slots[tensor][slot], array)
             assert copy.slots[tensor][slot].dtype == array.dtype
+
+
+def test_changed_configuration_keeps_state_and_starts_new_slots_like_torch():
+    """PATCH mid-run: momentum switched on for SGD starts its buffer as torch does (with
+    dampening 0, torch's first-step copy and a fresh zero buffer agree)."""
+    params, grads = random_problem(8, np.float64, 40)
+    tensors = {n: torch.tensor(v.copy(), requires_grad=True) for n, v in params.items()}
+    reference = torch.optim.SGD(list(tensors.values()), lr=0.05)
+    theta = {n: v.copy() for n, v in params.items()}
+    optimizer = Optimizer({"optimizer": {"type": "sgd", "lr": 0.05}}, list(params))
+    state = optimizer.init(theta)
+    for t, step in enumerate(grads):
+        if t == 20:
+            reference.param_groups[0]["momentum"] = 0.9
+            optimizer = Optimizer(
+                {"optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9}}, list(params)
+            )
+        for name, tensor in tensors.items():
+            tensor.grad = torch.tensor(step[name].copy())
+        reference.step()
+        optimizer.step(theta, state, {n: g.copy() for n, g in step.items()})
+    assert_close(theta, {n: t.detach().numpy() for n, t in tensors.items()}, np.float64)
+    assert "momentum_buffer" in state.slots["vector"]
+
+
+def test_group_hyperparameters_have_defaults_filled_in():
+    optimizer = Optimizer(
+        {"optimizer": {"type": "adam"}, "groups": [{"match": ["enc.*"], "lr": 1e-4}]},
+        ["enc.w", "dec.w"],
+    )
+    assert optimizer.group_of["dec.w"] is optimizer.base_group
+    encoder = optimizer.group_of["enc.w"].hyperparameters
+    assert encoder == {**optimizer.base_group.hyperparameters, "lr": 1e-4}
+    assert optimizer.base_group.hyperparameters["betas"] == [0.9, 0.999]
+    assert optimizer.base_group.hyperparameters["type"] == "adam"
+
+
+def test_init_wants_float_parameters_with_the_named_tensors():
+    optimizer = Optimizer({"optimizer": {"type": "sgd"}}, ["w"])
+    with pytest.raises(ValueError, match="float32 or float64"):
+        optimizer.init({"w": np.ones(2, np.int64)})
+    with pytest.raises(ValueError, match="tensors"):
+        optimizer.init({"v": np.ones(2)})
+
+
+def test_lr_is_the_rate_of_the_next_step():
+    optimizer = Optimizer(
+        {
+            "optimizer": {"type": "sgd", "lr": 1.0},
+            "schedule": {"type": "exponential", "gamma": 0.5},
+        },
+        ["w"],
+    )
+    params = {"w": np.zeros(1)}
+    state = optimizer.init(params)
+    assert optimizer.lr(state) == 1.0
+    assert optimizer.step(params, state, {"w": np.ones(1)}).lr == 1.0
+    assert optimizer.lr(state) == 0.5
+    np.testing.assert_allclose(params["w"], [-1.0])
