@@ -1,0 +1,36 @@
+"""The optimizer core: pure numpy, no I/O. (θ, state, gradient, t) → (θ′, state′).
+
+The facade the service uses is re-exported here; see docs/design.md.
+"""
+
+from app.optim.base import (
+    GradientMismatch,
+    HyperParameterError,
+    NonFiniteGradient,
+    OptimError,
+)
+from app.optim.engine import Optimizer, OptimizerState, StepResult
+from app.optim.optimizers import OPTIMIZER_TYPES, optimizer_defaults, optimizer_fields
+from app.optim.schedules import (
+    ABSOLUTE_SCHEDULE_TYPES,
+    SCHEDULE_TYPES,
+    schedule_defaults,
+    schedule_lrs,
+)
+
+__all__ = [
+    "ABSOLUTE_SCHEDULE_TYPES",
+    "OPTIMIZER_TYPES",
+    "SCHEDULE_TYPES",
+    "GradientMismatch",
+    "HyperParameterError",
+    "NonFiniteGradient",
+    "OptimError",
+    "Optimizer",
+    "OptimizerState",
+    "StepResult",
+    "optimizer_defaults",
+    "optimizer_fields",
+    "schedule_defaults",
+    "schedule_lrs",
+]

@@ -1,0 +1,60 @@
+"""The application factory. Nothing is built at import: the engine is made in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from app.api import health, sessions
+from app.api.bodies import BodyLimitMiddleware
+from app.api.errors import install_error_handlers
+from app.api.openapi import build_openapi
+from app.config import Settings
+from app.store.database import Database
+
+DESCRIPTION = """\
+Optimisation as a service: the optimizer of a training run — parameters θ, σ-accumulators,
+momentum, step count and learning-rate schedule — kept in a database. Clients post gradients
+and get the updated parameters back: `θ_{t+1} = θ_t − (η_t / (σ_t + eps)) · m_t`.
+"""
+
+
+def operation_id(route: APIRoute) -> str:
+    """Readable operation ids for generated clients: `<tag>-<function name>`."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The optaas ASGI app; `settings` default to the environment's (`OPTAAS_*`)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.database = Database(settings.database_url)
+        try:
+            yield
+        finally:
+            app.state.database.dispose()
+
+    app = FastAPI(
+        title="optaas",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
+    app.state.settings = settings
+    app.include_router(sessions.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        return build_openapi(app)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

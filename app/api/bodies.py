@@ -1,0 +1,97 @@
+"""Request bodies: the size limit, the content type, and JSON parsed off the event loop.
+
+Bodies are read as bytes and parsed by orjson in the thread pool, then validated by pydantic
+with tensors left as plain lists (`app.tensors` turns them into numpy): no per-element validation
+of big arrays, and no JSON parsing on the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import optaas_problem, validation_problem
+from app.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+
+Model = TypeVar("Model", bound=BaseModel)
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `max_body_bytes` with 413, without reading more than the limit.
+
+    A declared Content-Length over the limit is answered at once, before any body is read; a
+    body streamed without one is cut off as soon as it passes the limit. (Starlette's own
+    `RequestBodyLimitMiddleware` answers in plain text where the app has not read the body;
+    every error here is problem+json.)
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await optaas_problem(self._too_large())(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request body is larger than this server's limit of {self.max_body_bytes} bytes",
+            max_body_bytes=self.max_body_bytes,
+        )
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """`application/json` and `application/<anything>+json`; an absent type is taken as JSON."""
+    if not content_type:
+        return True
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == JSON_MEDIA_TYPE or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def json_body(request: Request) -> bytes:
+    """The raw body of a JSON request (415 for any other content type)."""
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        raise UnsupportedMediaType(
+            f"this endpoint takes {JSON_MEDIA_TYPE}, not {content_type}",
+            supported=[JSON_MEDIA_TYPE],
+        )
+    return await request.body()
+
+
+def parse_json(body: bytes, model: type[Model]) -> Model:
+    """Blocking: parse `body` with orjson and validate it as `model` (400 / 422 on failure)."""
+    try:
+        document: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise MalformedBody(f"the body is not valid JSON: {error}") from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        raise validation_problem(list(error.errors()), prefix=("body",)) from None

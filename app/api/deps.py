@@ -1,0 +1,59 @@
+"""Dependencies, as named `Annotated` aliases for the endpoints' signatures."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.bodies import json_body
+from app.config import Settings
+from app.errors import ApiKeyRequired, TokenMissing
+from app.store.database import Database
+
+_bearer = HTTPBearer(auto_error=False, description="The session's token, from its creation.")
+_api_key = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="Needed to create sessions when the server has OPTAAS_API_KEYS.",
+)
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database
+
+
+def session_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The bearer token of `Authorization: Bearer <token>`; 401 when there is none."""
+    if credentials is None or not credentials.credentials:
+        raise TokenMissing("this endpoint needs the session's token: Authorization: Bearer <token>")
+    return credentials.credentials
+
+
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    key: Annotated[str | None, Depends(_api_key)],
+) -> None:
+    """With API keys configured, `X-API-Key` must be one of them (401 otherwise)."""
+    if not settings.api_keys:
+        return
+    given = (key or "").encode()
+    # Compare with every key, so the time taken does not tell which one came close.
+    matches = [hmac.compare_digest(given, allowed.encode()) for allowed in settings.api_keys]
+    if not any(matches):
+        raise ApiKeyRequired("creating a session on this server needs a valid X-API-Key header")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+TokenDep = Annotated[str, Depends(session_token)]
+ApiKeyDep = Annotated[None, Depends(require_api_key)]
+JsonBodyDep = Annotated[bytes, Depends(json_body)]

@@ -1,0 +1,72 @@
+"""Configuration: one `Settings`, read from `OPTAAS_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SQLITE_FILE_NAME = "optaas.sqlite3"
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told, each field as `OPTAAS_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="OPTAAS_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("./optaas-data"),
+        description="Directory of the default SQLite database (created on start when used).",
+    )
+    database_url: str = Field(
+        default="",
+        description=(
+            "SQLAlchemy URL of the database. Empty: a SQLite file in `data_dir`. "
+            "`postgresql://…` is read as `postgresql+psycopg://…`."
+        ),
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys; when set, creating a session needs `X-API-Key`.",
+    )
+    max_body_bytes: int = Field(
+        default=512 * 1024**2, gt=0, description="Largest request body accepted (413 above)."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
+    log_level: LogLevel = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def split_api_keys(cls, value: object) -> object:
+        """`"k1, k2"` → `["k1", "k2"]`; empty items are dropped."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def resolve_database_url(self) -> Settings:
+        """Default to SQLite in `data_dir`; make PostgreSQL URLs use the psycopg 3 driver."""
+        if not self.database_url:
+            path = (self.data_dir / SQLITE_FILE_NAME).resolve()
+            self.database_url = f"sqlite:///{path}"
+        self.database_url = normalise_database_url(self.database_url)
+        return self
+
+
+def normalise_database_url(url: str) -> str:
+    """`postgres://` and `postgresql://` → `postgresql+psycopg://` (psycopg 3); others unchanged."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url

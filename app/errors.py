@@ -1,0 +1,95 @@
+"""The one error family: every failure the service reports is an `OptaasError`.
+
+Each subclass fixes the HTTP status, a short slug (the problem type is `/problems/<slug>`) and a
+title; an instance adds the `detail` sentence and optional `extras` (extension members of the RFC
+9457 problem document, e.g. `tensor`, `expected_shape`). `app.api.errors` turns them into
+`application/problem+json` responses; nothing else in the code builds error responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class OptaasError(Exception):
+    """Base of every error the service reports; carries its HTTP status."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal Server Error"
+    headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, detail: str, **extras: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extras = extras
+
+
+class MalformedBody(OptaasError):
+    status = 400
+    slug = "malformed-body"
+    title = "Malformed request body"
+
+
+class TokenMissing(OptaasError):
+    status = 401
+    slug = "token-missing"
+    title = "Bearer token required"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class ApiKeyRequired(OptaasError):
+    status = 401
+    slug = "api-key-required"
+    title = "A valid API key is required"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+
+
+class SessionNotFound(OptaasError):
+    """Unknown id and wrong token alike, so that nobody learns which ids exist."""
+
+    status = 404
+    slug = "session-not-found"
+    title = "Session not found"
+
+    def __init__(self) -> None:
+        super().__init__("No session with this id is visible with the token given.")
+
+
+class PreconditionFailed(OptaasError):
+    status = 412
+    slug = "precondition-failed"
+    title = "Precondition failed"
+
+
+class PayloadTooLarge(OptaasError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Request body too large"
+
+
+class UnsupportedMediaType(OptaasError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class InvalidContent(OptaasError):
+    """Well-formed but unacceptable content (422)."""
+
+    status = 422
+    slug = "invalid-content"
+    title = "Invalid content"
+
+
+class RequestValidationFailed(InvalidContent):
+    """The body, path or query does not fit the schema; `extras["errors"]` lists each problem."""
+
+    slug = "validation-error"
+    title = "Request validation failed"
+
+
+class ServiceUnavailable(OptaasError):
+    status = 503
+    slug = "service-unavailable"
+    title = "Service unavailable"

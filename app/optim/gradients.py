@@ -1,0 +1,114 @@
+"""Gradient pre-processing as pure functions: validation against the parameters, non-finite
+detection, global norms, clipping by value and by global norm (torch's rules)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from app.optim.base import GradientMismatch, Params
+
+CLIP_NORM_EPS = 1e-6
+"""torch's `clip_grad_norm_`: scale by min(1, max_norm / (norm + 1e-6))."""
+
+
+def check_gradients(
+    params: Mapping[str, np.ndarray], grads: Mapping[str, Any], *, partial: bool
+) -> Params:
+    """Check every gradient against its parameter and return them as arrays the core may write
+    into: C-contiguous, writable and in the parameter's dtype (a copy only where needed).
+
+    Raises `GradientMismatch` for an unknown tensor, a missing one (unless `partial`), a shape
+    that differs or an array that is not of real numbers. Nothing is written before it returns.
+    """
+    for name, grad in grads.items():
+        if name not in params:
+            raise GradientMismatch(
+                name, None, np.shape(grad), f"there is no parameter named {name!r}"
+            )
+    if not partial:
+        for name, param in params.items():
+            if name not in grads:
+                raise GradientMismatch(
+                    name,
+                    param.shape,
+                    None,
+                    f"the gradient of {name!r} is missing (send it, or mark the step partial)",
+                )
+    return {
+        name: _as_gradient_of(name, param, grads[name])
+        for name, param in params.items()
+        if name in grads
+    }
+
+
+def _as_gradient_of(name: str, param: np.ndarray, grad: Any) -> np.ndarray:
+    """`grad` checked against `param` and cast to its dtype."""
+    try:
+        array = np.asarray(grad)
+    except (TypeError, ValueError):
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":
+        raise GradientMismatch(
+            name,
+            param.shape,
+            array.shape,
+            f"the gradient of {name!r} is not an array of real numbers",
+        )
+    if array.shape != param.shape:
+        raise GradientMismatch(
+            name,
+            param.shape,
+            array.shape,
+            f"the gradient of {name!r} has shape {list(array.shape)}, expected {list(param.shape)}",
+        )
+    with np.errstate(over="ignore"):  # what overflows the session dtype is caught as non-finite
+        return np.require(array, dtype=param.dtype, requirements=["C", "W"])
+
+
+def squared_norm(array: np.ndarray) -> float:
+    """Σ x² in the array's dtype; a non-finite result from finite values (overflow) is redone in
+    float64 so a norm is reported. Non-finite values give NaN or Inf."""
+    flat = array.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.dot(flat, flat))
+    if not math.isfinite(total) and bool(np.isfinite(flat).all()):
+        wide = flat.astype(np.float64)
+        total = float(np.dot(wide, wide))
+    return total
+
+
+def global_norm(squared_norms: Iterable[float]) -> float:
+    """The L2 norm over all tensors from their squared norms: sqrt(Σ_i ‖g_i‖²)."""
+    return math.sqrt(math.fsum(squared_norms))
+
+
+def first_nonfinite(
+    grads: Mapping[str, np.ndarray], squared_norms: Mapping[str, float]
+) -> str | None:
+    """The first tensor (in `grads`' order) holding NaN or ±Inf, or None.
+
+    A finite squared norm proves a tensor finite without a second pass over it.
+    """
+    for name, grad in grads.items():
+        if not math.isfinite(squared_norms[name]) and not bool(np.isfinite(grad).all()):
+            return name
+    return None
+
+
+def clip_by_value(grads: Mapping[str, np.ndarray], clip_value: float) -> None:
+    """torch's `clip_grad_value_`: every element clamped to [−v, v], in place."""
+    for grad in grads.values():
+        np.clip(grad, -clip_value, clip_value, out=grad)
+
+
+def clip_by_global_norm(grads: Mapping[str, np.ndarray], norm: float, max_norm: float) -> None:
+    """torch's `clip_grad_norm_`: every tensor scaled by min(1, max_norm / (norm + 1e-6)),
+    in place."""
+    coefficient = max_norm / (norm + CLIP_NORM_EPS)
+    if coefficient < 1.0:
+        for grad in grads.values():
+            grad *= coefficient

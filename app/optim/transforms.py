@@ -1,0 +1,389 @@
+"""The building blocks, each named for what it does to the running update `u`.
+
+In the general form `θ ← θ − η_t / (σ_t + eps) · m_t`:
+
+- pre-processing: `negate` (maximize), `add_coupled_weight_decay` (L2 added to the gradient);
+- m_t, momentum blocks that trace the running update: `trace` (torch's SGD buffer, also
+  RMSprop's), `ema` (Adam's first moment), `nadam_momentum`, `lion_interpolation`;
+  `scale_by_bias_correction` divides by `1 − β^t`;
+- σ_t, blocks that accumulate from the gradient `ctx.grad` and divide the running update:
+  `scale_by_rss` (Adagrad: root of the sum or the mean of g²), `scale_by_rms` (an exponential
+  moving average of g², with Adam's bias correction, AMSGrad's running maximum, RMSprop's
+  centering as options), `scale_by_rectified_rms` (RAdam), `scale_by_inf_norm` (Adamax),
+  `scale_by_sign` (Lion: σ_t = |u|), `scale_by_delta_rms` (Adadelta's numerator);
+- `scale_by_learning_rate` (−η_t), then `add_decayed_weights` (decoupled decay, AdamW's).
+
+All arithmetic stays in the tensor's dtype: Python-float scalars do not up-cast float32 arrays
+(NEP 50). The big arrays are written in place (`out=`) into slots or the tensor's scratch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+from app.optim.base import GradientTransformation, Slots, TensorStep
+
+
+def negate() -> GradientTransformation:
+    """`maximize`: g ← −g (ascent instead of descent)."""
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots, ctx
+        return np.negative(updates, out=updates)
+
+    return GradientTransformation(_no_slots, update, preprocess=True)
+
+
+def add_coupled_weight_decay(weight_decay: float) -> GradientTransformation:
+    """L2 regularisation added to the gradient: g ← g + λ·θ (torch's `weight_decay`).
+
+    Every later block, σ-blocks included, sees the decayed gradient.
+    """
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots
+        decay = np.multiply(ctx.param, weight_decay, out=ctx.scratch.temp)
+        return np.add(updates, decay, out=updates)
+
+    return GradientTransformation(_no_slots, update, preprocess=True)
+
+
+def trace(
+    decay: float, dampening: float = 0.0, nesterov: bool = False, *, dampen_first: bool = False
+) -> GradientTransformation:
+    """Heavy-ball momentum (slot `momentum_buffer`):
+
+        m_t = μ·m_{t−1} + (1 − dampening)·u_t,        u ← m_t
+        nesterov:                                     u ← u_t + μ·m_t
+
+    torch's SGD starts the buffer as a copy of the first update (dampening is not applied to
+    it); `dampen_first=True` starts from m_0 = 0 instead, as `custom` does. With dampening 0
+    the two agree.
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"momentum_buffer": np.zeros_like(param)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        buffer = slots["momentum_buffer"]
+        if ctx.count == 1 and not dampen_first:
+            np.copyto(buffer, updates)
+        else:
+            buffer *= decay
+            if dampening:
+                buffer += np.multiply(updates, 1.0 - dampening, out=ctx.scratch.temp)
+            else:
+                buffer += updates
+        if not nesterov:
+            return buffer
+        look_ahead = np.multiply(buffer, decay, out=ctx.scratch.temp)
+        return np.add(updates, look_ahead, out=ctx.scratch.work)
+
+    return GradientTransformation(init, update)
+
+
+def ema(decay: float, slot: str = "exp_avg") -> GradientTransformation:
+    """Exponential moving average of the running update: m_t = β·m_{t−1} + (1 − β)·u_t, u ← m_t.
+
+    Computed as torch's `lerp_(u, 1 − β)`, so the rounding is torch's too.
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {slot: np.zeros_like(param)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        average = slots[slot]
+        lerp_(average, updates, 1.0 - decay, ctx.scratch.temp)
+        return average
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_bias_correction(decay: float) -> GradientTransformation:
+    """Adam's bias correction of a moving average started at zero: u ← u / (1 − β^t)."""
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots
+        return np.divide(updates, 1.0 - decay**ctx.count, out=ctx.scratch.work)
+
+    return GradientTransformation(_no_slots, update)
+
+
+def nadam_momentum(beta1: float, momentum_decay: float) -> GradientTransformation:
+    """NAdam's momentum with its warming schedule (slots `exp_avg`, `mu_product`):
+
+        μ_t = β1·(1 − ½·0.96^(t·ψ)),   Π_t = μ_1·…·μ_t
+        m_t = β1·m_{t−1} + (1 − β1)·g_t
+        u ← (1 − μ_t)/(1 − Π_t)·g_t + μ_{t+1}/(1 − Π_t·μ_{t+1})·m_t
+
+    `mu_product` is a 0-d array in the tensor's dtype (torch keeps it in its default dtype).
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"exp_avg": np.zeros_like(param), "mu_product": np.ones((), param.dtype)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        mu = beta1 * (1.0 - 0.5 * 0.96 ** (ctx.count * momentum_decay))
+        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((ctx.count + 1) * momentum_decay))
+        mu_product = slots["mu_product"]
+        mu_product *= mu
+        average = slots["exp_avg"]
+        lerp_(average, updates, 1.0 - beta1, ctx.scratch.temp)
+        product = float(mu_product)
+        gradient_weight = (1.0 - mu) / (1.0 - product)
+        momentum_weight = mu_next / (1.0 - product * mu_next)
+        out = np.multiply(updates, gradient_weight, out=ctx.scratch.work)
+        out += np.multiply(average, momentum_weight, out=ctx.scratch.temp)
+        return out
+
+    return GradientTransformation(init, update)
+
+
+def lion_interpolation(beta1: float, beta2: float) -> GradientTransformation:
+    """Lion's momentum (slot `exp_avg`): u ← β1·m_{t−1} + (1 − β1)·g_t, then
+    m_t = β2·m_{t−1} + (1 − β2)·g_t. Followed by `scale_by_sign`."""
+
+    def init(param: np.ndarray) -> Slots:
+        return {"exp_avg": np.zeros_like(param)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        average = slots["exp_avg"]
+        interpolation = ctx.scratch.work
+        np.copyto(interpolation, average)
+        lerp_(interpolation, updates, 1.0 - beta1, ctx.scratch.temp)
+        lerp_(average, updates, 1.0 - beta2, ctx.scratch.temp)
+        return interpolation
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_sign() -> GradientTransformation:
+    """u ← sign(u): the σ-block with σ_t = |u_t| (and no eps)."""
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots
+        return np.sign(updates, out=ctx.scratch.work)
+
+    return GradientTransformation(_no_slots, update)
+
+
+def scale_by_rss(
+    eps: float,
+    accumulator: Literal["sum", "mean"] = "sum",
+    initial_accumulator_value: float = 0.0,
+) -> GradientTransformation:
+    """Adagrad's σ (slot `sum`): the root of the sum — or the mean — of squared gradients.
+
+    s_t = s_0 + Σ_{k≤t} g_k²
+    σ_t = sqrt(s_t)              (accumulator "sum", torch's Adagrad)
+    σ_t = sqrt(s_t / t)          (accumulator "mean", the lecture's form; t counts this
+                                  tensor's updates, so t = k + 1 at step k)
+    u ← u / (σ_t + eps)
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"sum": np.full_like(param, initial_accumulator_value)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        total = slots["sum"]
+        total += np.multiply(ctx.grad, ctx.grad, out=ctx.scratch.temp)
+        if accumulator == "mean":
+            sigma = np.sqrt(np.divide(total, ctx.count, out=ctx.scratch.temp), out=ctx.scratch.temp)
+        else:
+            sigma = np.sqrt(total, out=ctx.scratch.temp)
+        sigma += eps
+        return np.divide(updates, sigma, out=ctx.scratch.work)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_rms(
+    decay: float,
+    eps: float,
+    *,
+    slot: str = "square_avg",
+    init: Literal["zero", "first_grad"] = "zero",
+    centered: bool = False,
+    amsgrad: bool = False,
+    bias_correction: bool = False,
+    eps_inside_root: bool = False,
+) -> GradientTransformation:
+    """σ from an exponential moving average of squared gradients (slot `slot`):
+
+    v_t = α·v_{t−1} + (1 − α)·g_t²       (init "first_grad": v_1 = g_1², the lecture's form)
+    v̂_t = max(v̂_{t−1}, v_t)             (amsgrad; slot `max_exp_avg_sq`)
+    c_t = α·c_{t−1} + (1 − α)·g_t        (centered; slot `grad_avg`)
+    σ_t = sqrt(v̂_t − c_t²)               (centered, RMSprop's) else sqrt(v̂_t)
+    σ_t = sqrt(v̂_t) / sqrt(1 − α^t)      (bias_correction, Adam's)
+    u ← u / (σ_t + eps)                   (eps_inside_root: u / sqrt(v_t + eps), Adadelta's)
+    """
+    if init not in ("zero", "first_grad"):
+        raise ValueError(f"unknown init {init!r}")
+
+    def init_slots(param: np.ndarray) -> Slots:
+        slots = {slot: np.zeros_like(param)}
+        if centered:
+            slots["grad_avg"] = np.zeros_like(param)
+        if amsgrad:
+            slots["max_exp_avg_sq"] = np.zeros_like(param)
+        return slots
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        grad, temp = ctx.grad, ctx.scratch.temp
+        square_avg = slots[slot]
+        if init == "first_grad" and ctx.count == 1:
+            np.multiply(grad, grad, out=square_avg)
+        else:
+            square_avg *= decay
+            # torch's addcmul order: ((1 − α)·g)·g
+            square_avg += np.multiply(np.multiply(grad, 1.0 - decay, out=temp), grad, out=temp)
+        if amsgrad:
+            square_avg = np.maximum(
+                slots["max_exp_avg_sq"], square_avg, out=slots["max_exp_avg_sq"]
+            )
+        if eps_inside_root:
+            sigma = np.sqrt(np.add(square_avg, eps, out=temp), out=temp)
+            return np.divide(updates, sigma, out=ctx.scratch.work)
+        if centered:
+            grad_avg = slots["grad_avg"]
+            lerp_(grad_avg, grad, 1.0 - decay, temp)
+            variance = np.subtract(square_avg, np.multiply(grad_avg, grad_avg, out=temp), out=temp)
+            sigma = np.sqrt(variance, out=temp)
+        else:
+            sigma = np.sqrt(square_avg, out=temp)
+        if bias_correction:
+            sigma /= math.sqrt(1.0 - decay**ctx.count)
+        sigma += eps
+        return np.divide(updates, sigma, out=ctx.scratch.work)
+
+    return GradientTransformation(init_slots, update)
+
+
+def scale_by_rectified_rms(beta2: float, eps: float) -> GradientTransformation:
+    """RAdam's σ (slot `exp_avg_sq`): Adam's, switched on only once the variance of the
+    adaptive rate is tractable, and then rectified:
+
+        v_t = β2·v_{t−1} + (1 − β2)·g_t²
+        ρ_∞ = 2/(1 − β2) − 1,   ρ_t = ρ_∞ − 2t·β2^t/(1 − β2^t)
+        ρ_t > 5:  u ← u · r_t · sqrt(1 − β2^t) / (sqrt(v_t) + eps),
+                  r_t = sqrt((ρ_t − 4)(ρ_t − 2)ρ_∞ / ((ρ_∞ − 4)(ρ_∞ − 2)ρ_t))
+        else:     u unchanged (σ_t = 1)
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"exp_avg_sq": np.zeros_like(param)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        grad, temp, step = ctx.grad, ctx.scratch.temp, ctx.count
+        square_avg = slots["exp_avg_sq"]
+        square_avg *= beta2
+        square_avg += np.multiply(np.multiply(grad, 1.0 - beta2, out=temp), grad, out=temp)
+        bias_correction2 = 1.0 - beta2**step
+        rho_inf = 2.0 / (1.0 - beta2) - 1.0
+        rho_t = rho_inf - 2.0 * step * (beta2**step) / bias_correction2
+        if rho_t <= 5.0:
+            return updates
+        rect = math.sqrt(
+            (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
+        )
+        sigma = np.sqrt(square_avg, out=temp)
+        sigma += eps
+        out = np.divide(updates, sigma, out=ctx.scratch.work)
+        out *= rect * bias_correction2**0.5
+        return out
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_inf_norm(beta2: float, eps: float) -> GradientTransformation:
+    """Adamax's σ (slot `exp_inf`), an exponentially weighted infinity norm:
+
+    σ_t = max(β2·σ_{t−1}, |g_t| + eps),   u ← u / σ_t      (eps inside the max, as torch)
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"exp_inf": np.zeros_like(param)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        norm = slots["exp_inf"]
+        norm *= beta2
+        magnitude = np.abs(ctx.grad, out=ctx.scratch.temp)
+        magnitude += eps
+        np.maximum(norm, magnitude, out=norm)
+        return np.divide(updates, norm, out=ctx.scratch.work)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_delta_rms(rho: float, eps: float) -> GradientTransformation:
+    """Adadelta's numerator (slot `acc_delta`), after `scale_by_rms(eps_inside_root=True)`:
+
+    Δ_t = sqrt(d_{t−1} + eps) · u,   d_t = ρ·d_{t−1} + (1 − ρ)·Δ_t²,   u ← Δ_t
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"acc_delta": np.zeros_like(param)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        acc_delta, temp = slots["acc_delta"], ctx.scratch.temp
+        root = np.sqrt(np.add(acc_delta, eps, out=temp), out=temp)
+        delta = np.multiply(updates, root, out=ctx.scratch.work)
+        acc_delta *= rho
+        acc_delta += np.multiply(np.multiply(delta, 1.0 - rho, out=temp), delta, out=temp)
+        return delta
+
+    return GradientTransformation(init, update)
+
+
+def add_decayed_weights(weight_decay: float) -> GradientTransformation:
+    """Decoupled weight decay (AdamW, Lion), after `scale_by_learning_rate`:
+
+        θ ← θ·(1 − η_t·λ) + u,   i.e.   u ← u + (f − 1)·θ   with f = (1 − η_t·λ) in θ's dtype
+
+    torch multiplies θ by the rounded factor f (`param.mul_(1 − lr·λ)`); in float32 that rounding
+    is a drift of its own over many steps, so the block uses the same f (f − 1 is exact).
+    """
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots
+        dtype = ctx.param.dtype.type
+        shrink = dtype(1.0 - ctx.lr * weight_decay) - dtype(1.0)
+        decay = np.multiply(ctx.param, shrink, out=ctx.scratch.temp)
+        return np.add(updates, decay, out=ctx.scratch.work)
+
+    return GradientTransformation(_no_slots, update)
+
+
+def scale_by_learning_rate(lr_decay: float = 0.0) -> GradientTransformation:
+    """The last block: u ← −η_t·u, with η_t the group's scheduled rate.
+
+    `lr_decay` is Adagrad's own decay on top of the schedule: η_t / (1 + (t − 1)·lr_decay), with
+    t the tensor's step count.
+    """
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots
+        rate = ctx.lr / (1.0 + (ctx.count - 1) * lr_decay) if lr_decay else ctx.lr
+        return np.multiply(updates, -rate, out=ctx.scratch.work)
+
+    return GradientTransformation(_no_slots, update)
+
+
+def lerp_(start: np.ndarray, end: np.ndarray, weight: float, temp: np.ndarray) -> np.ndarray:
+    """start ← start + weight·(end − start), in place, with torch's two-sided formula (it
+    interpolates from the nearer end, so the rounding matches torch's `lerp_`)."""
+    difference = np.subtract(end, start, out=temp)
+    if abs(weight) < 0.5:
+        start += np.multiply(difference, weight, out=temp)
+        return start
+    difference *= 1.0 - weight
+    return np.subtract(end, difference, out=start)
+
+
+def _no_slots(param: np.ndarray) -> Slots:
+    """The init of a block without state."""
+    del param
+    return {}

@@ -1,0 +1,463 @@
+"""Wire models: the JSON bodies of the API, as pydantic models.
+
+Optimizer and schedule specs are discriminated by `type`; each forbids unknown fields, and its
+defaults are the optimizer core's (`app.optim.optimizer_defaults` / `schedule_defaults`; a test
+keeps them equal). Only types are checked here; value rules (lr ≥ 0, betas in [0, 1), …) are the
+core's, which names the offending field.
+
+Tensors (`params`, `gradients`) are typed `Any`: they are read straight into numpy by
+`app.tensors` rather than validated element by element; their JSON schema is written by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema
+
+Float = Annotated[float, Strict()]  # a JSON number (ints welcome), never a string or a bool
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Betas = tuple[Float, Float]
+
+COMPONENTS = "#/components/schemas/"
+TENSOR_SCHEMA: dict[str, Any] = {
+    "title": "Tensor",
+    "description": "A number, or a nested array of numbers whose nesting gives the shape.",
+    "anyOf": [{"type": "number"}, {"type": "array", "items": {"$ref": f"{COMPONENTS}Tensor"}}],
+}
+TENSORS_SCHEMA: dict[str, Any] = {
+    "title": "Tensors",
+    "description": (
+        "One tensor (named `params`), or an object of named tensors. "
+        "A session answers in the form it was created with."
+    ),
+    "anyOf": [
+        {"$ref": f"{COMPONENTS}Tensor"},
+        {"type": "object", "additionalProperties": {"$ref": f"{COMPONENTS}Tensor"}},
+    ],
+}
+EXTRA_COMPONENTS = {"Tensor": TENSOR_SCHEMA}
+"""Components that the OpenAPI document adds beside the models' own (see `app.api.openapi`)."""
+
+# Inline (not a bare $ref): pydantic resolves a field's top-level $ref against its own definitions.
+Tensors = Annotated[Any, WithJsonSchema(TENSORS_SCHEMA)]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------------------
+# Optimizers: torch.optim's defaults unless the contract says otherwise
+# ------------------------------------------------------------------------------------------
+
+
+class SGD(Spec):
+    """`m ← μ·m + (1−dampening)·g` (momentum μ = 0: plain gradient descent); `θ ← θ − η·m`."""
+
+    type: Literal["sgd"]
+    lr: Float = 1e-3
+    momentum: Float = 0.0
+    dampening: Float = 0.0
+    nesterov: Bool = False
+    weight_decay: Float = 0.0
+    maximize: Bool = False
+
+
+class Adagrad(Spec):
+    """σ² = Σ g² (`accumulator="sum"`, torch) or the mean of g² (`"mean"`, the lecture's form)."""
+
+    type: Literal["adagrad"]
+    lr: Float = 1e-2
+    lr_decay: Float = 0.0
+    weight_decay: Float = 0.0
+    initial_accumulator_value: Float = 0.0
+    eps: Float = 1e-10
+    accumulator: Literal["sum", "mean"] = "sum"
+    maximize: Bool = False
+
+
+class RMSprop(Spec):
+    """σ² ← α σ² + (1−α) g²; `init="first_grad"` starts from σ₀ = |g₀| (the lecture's form)."""
+
+    type: Literal["rmsprop"]
+    lr: Float = 1e-2
+    alpha: Float = 0.99
+    eps: Float = 1e-8
+    weight_decay: Float = 0.0
+    momentum: Float = 0.0
+    centered: Bool = False
+    init: Literal["zero", "first_grad"] = "zero"
+    maximize: Bool = False
+
+
+class Adam(Spec):
+    """RMSprop plus momentum, bias-corrected."""
+
+    type: Literal["adam"]
+    lr: Float = 1e-3
+    betas: Betas = (0.9, 0.999)
+    eps: Float = 1e-8
+    weight_decay: Float = 0.0
+    amsgrad: Bool = False
+    decoupled_weight_decay: Bool = False
+    maximize: Bool = False
+
+
+class AdamW(Spec):
+    """Adam with decoupled weight decay: `θ ← θ − η·λ·θ` before the Adam update."""
+
+    type: Literal["adamw"]
+    lr: Float = 1e-3
+    betas: Betas = (0.9, 0.999)
+    eps: Float = 1e-8
+    weight_decay: Float = 1e-2
+    amsgrad: Bool = False
+    maximize: Bool = False
+
+
+class Adamax(Spec):
+    type: Literal["adamax"]
+    lr: Float = 2e-3
+    betas: Betas = (0.9, 0.999)
+    eps: Float = 1e-8
+    weight_decay: Float = 0.0
+    maximize: Bool = False
+
+
+class NAdam(Spec):
+    type: Literal["nadam"]
+    lr: Float = 2e-3
+    betas: Betas = (0.9, 0.999)
+    eps: Float = 1e-8
+    weight_decay: Float = 0.0
+    momentum_decay: Float = 4e-3
+    decoupled_weight_decay: Bool = False
+    maximize: Bool = False
+
+
+class RAdam(Spec):
+    type: Literal["radam"]
+    lr: Float = 1e-3
+    betas: Betas = (0.9, 0.999)
+    eps: Float = 1e-8
+    weight_decay: Float = 0.0
+    decoupled_weight_decay: Bool = False
+    maximize: Bool = False
+
+
+class Adadelta(Spec):
+    type: Literal["adadelta"]
+    lr: Float = 1.0
+    rho: Float = 0.9
+    eps: Float = 1e-6
+    weight_decay: Float = 0.0
+    maximize: Bool = False
+
+
+class Lion(Spec):
+    """`θ ← θ − η·sign(β₁ m + (1−β₁) g)`, then `m ← β₂ m + (1−β₂) g` (optax / the paper)."""
+
+    type: Literal["lion"]
+    lr: Float = 1e-4
+    betas: Betas = (0.9, 0.99)
+    weight_decay: Float = 0.0
+    maximize: Bool = False
+
+
+class CustomMomentum(Spec):
+    """m_t = β m_{t−1} + (1 − dampening) g_t, optionally divided by (1 − β^{t+1})."""
+
+    beta: Float
+    dampening: Float = 0.0
+    bias_correction: Bool = False
+
+
+class CustomSigma(Spec):
+    """σ_t from the squared gradients: running `sum`, running `mean`, or `ema` with `alpha`."""
+
+    kind: Literal["sum", "mean", "ema"]
+    alpha: Float | None = None
+    init: Literal["zero", "first_grad"] = "zero"
+    bias_correction: Bool = False
+
+
+class Custom(Spec):
+    """The general form itself: `θ ← θ − η_t/(σ_t + eps) · m_t`; null means m_t = g_t or σ_t = 1."""
+
+    type: Literal["custom"]
+    lr: Float = 1e-3
+    momentum: CustomMomentum | None = None
+    sigma: CustomSigma | None = None
+    eps: Float = 1e-8
+    weight_decay: Float = 0.0
+    maximize: Bool = False
+
+
+OptimizerSpec = Annotated[
+    SGD | Adagrad | RMSprop | Adam | AdamW | Adamax | NAdam | RAdam | Adadelta | Lion | Custom,
+    Field(discriminator="type"),
+]
+
+
+# ------------------------------------------------------------------------------------------
+# Schedules: schedule(t) multiplies lr unless said to be absolute
+# ------------------------------------------------------------------------------------------
+
+
+class Constant(Spec):
+    type: Literal["constant"]
+
+
+class StepDecay(Spec):
+    """`gamma^floor(t / step_size)`."""
+
+    type: Literal["step"]
+    step_size: Int
+    gamma: Float = 0.1
+
+
+class MultiStep(Spec):
+    """`gamma^(number of milestones ≤ t)`."""
+
+    type: Literal["multistep"]
+    milestones: list[Int]
+    gamma: Float = 0.1
+
+
+class Exponential(Spec):
+    """`gamma^t`."""
+
+    type: Literal["exponential"]
+    gamma: Float
+
+
+class InverseSqrt(Spec):
+    """`1/sqrt(t+1)`."""
+
+    type: Literal["inverse_sqrt"]
+
+
+class Linear(Spec):
+    """torch LinearLR."""
+
+    type: Literal["linear"]
+    start_factor: Float = 1 / 3
+    end_factor: Float = 1.0
+    total_steps: Int = 5
+
+
+class Polynomial(Spec):
+    """torch PolynomialLR."""
+
+    type: Literal["polynomial"]
+    total_steps: Int
+    power: Float = 1.0
+
+
+class Cosine(Spec):
+    """torch CosineAnnealingLR, with the absolute floor `min_lr`."""
+
+    type: Literal["cosine"]
+    total_steps: Int
+    min_lr: Float = 0.0
+
+
+class CosineRestarts(Spec):
+    """torch CosineAnnealingWarmRestarts."""
+
+    type: Literal["cosine_restarts"]
+    t_0: Int
+    t_mult: Int = 1
+    min_lr: Float = 0.0
+
+
+class OneCycle(Spec):
+    """torch OneCycleLR (absolute)."""
+
+    type: Literal["one_cycle"]
+    max_lr: Float
+    total_steps: Int
+    pct_start: Float = 0.3
+    div_factor: Float = 25.0
+    final_div_factor: Float = 1e4
+    anneal: Literal["cos", "linear"] = "cos"
+
+
+class Noam(Spec):
+    """`factor · d_model^−0.5 · min((t+1)^−0.5, (t+1)·warmup_steps^−1.5)` (absolute)."""
+
+    type: Literal["noam"]
+    d_model: Int
+    warmup_steps: Int
+    factor: Float = 1.0
+
+
+class PiecewiseConstant(Spec):
+    """The value of the interval that holds t (absolute)."""
+
+    type: Literal["piecewise_constant"]
+    boundaries: list[Int]
+    values: list[Float]
+
+
+class Warmup(Spec):
+    """`(t+1)/warmup_steps` for t < warmup_steps, then `then(t − warmup_steps)`."""
+
+    type: Literal["warmup"]
+    warmup_steps: Int
+    then: ScheduleSpec = Field(default_factory=lambda: Constant(type="constant"))
+
+
+class Sequential(Spec):
+    """Schedule k runs on its own clock from milestone k−1 (torch SequentialLR's intent)."""
+
+    type: Literal["sequential"]
+    schedules: list[ScheduleSpec]
+    milestones: list[Int]
+
+
+class ReduceOnPlateau(Spec):
+    """torch ReduceLROnPlateau, fed by the `loss` of each step."""
+
+    type: Literal["reduce_on_plateau"]
+    mode: Literal["min", "max"] = "min"
+    factor: Float = 0.1
+    patience: Int = 10
+    threshold: Float = 1e-4
+    threshold_mode: Literal["rel", "abs"] = "rel"
+    cooldown: Int = 0
+    min_lr: Float = 0.0
+
+
+ScheduleSpec = Annotated[
+    Constant
+    | StepDecay
+    | MultiStep
+    | Exponential
+    | InverseSqrt
+    | Linear
+    | Polynomial
+    | Cosine
+    | CosineRestarts
+    | OneCycle
+    | Noam
+    | PiecewiseConstant
+    | Warmup
+    | Sequential
+    | ReduceOnPlateau,
+    Field(discriminator="type"),
+]
+Warmup.model_rebuild()
+Sequential.model_rebuild()
+
+
+class Group(BaseModel):
+    """Tensors whose names match one of the globs take these hyper-parameter overrides."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    match: list[str] = Field(min_length=1, description="Name globs, e.g. `encoder.*`.")
+
+
+# ------------------------------------------------------------------------------------------
+# Requests and responses
+# ------------------------------------------------------------------------------------------
+
+Dtype = Literal["float32", "float64"]
+
+
+class SessionConfig(Spec):
+    """How a session optimises: everything of the create body but the tensors, name and dtype."""
+
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec = Field(default_factory=lambda: Constant(type="constant"))
+    clip_grad_norm: Float | None = Field(
+        default=None, description="Scale g by min(1, max_norm / (‖g‖₂ + 1e-6)), torch's rule."
+    )
+    clip_grad_value: Float | None = Field(default=None, description="Clamp g to ±value.")
+    nonfinite: Literal["reject", "skip"] = Field(
+        default="reject",
+        description="A gradient with NaN/±Inf: `reject` (422) or `skip` (200, nothing changes).",
+    )
+    groups: list[Group] | None = Field(
+        default=None, description="Per-tensor overrides; the first group that matches wins."
+    )
+    accumulate: Int = Field(
+        default=1, ge=1, description="Gradients averaged per step (only 1 is served for now)."
+    )
+
+
+class CreateSession(SessionConfig):
+    name: str | None = Field(default=None, max_length=255)
+    params: Tensors = Field(description="The initial parameters θ₀.")
+    dtype: Dtype = "float32"
+
+
+class StepRequest(Spec):
+    gradients: Tensors = Field(description="∂loss/∂θ, in the form of the session's params.")
+    loss: Float | None = Field(default=None, description="Recorded with the step.")
+    partial: Bool = Field(
+        default=False,
+        description="Gradients for a subset of the tensors; the others (and their state) stay.",
+    )
+
+
+class SessionIdentity(BaseModel):
+    id: uuid.UUID
+    name: str | None
+    dtype: Dtype
+    layout: Literal["single", "named"] = Field(
+        description="`single`: params is one array; `named`: an object of named arrays."
+    )
+    shapes: dict[str, list[int]] = Field(description="Tensor name → shape, in order.")
+
+
+class SessionProgress(BaseModel):
+    step: int = Field(description="t: updates applied so far.")
+    lr: float | None = Field(
+        description="η_t: the learning rate the next step will use (null if not finite)."
+    )
+    last_loss: float | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionView(SessionProgress, SessionConfig, SessionIdentity):
+    """A session as `GET /v1/sessions/{id}` shows it: its config with every default filled in."""
+
+
+class CreatedSession(SessionView):
+    token: str = Field(description="Bearer token for this session. Shown once; keep it.")
+
+
+class StepResponse(BaseModel):
+    """JSON has no Inf or NaN: a number that is not finite is written as null."""
+
+    step: int = Field(description="t after this step.")
+    lr: float | None = Field(description="η of this step.")
+    params: Tensors | None = Field(default=None, description="θ after this step.")
+    grad_norm: float | None = Field(
+        description="‖g‖₂ over all tensors, before clipping; null if g was not finite."
+    )
+    update_norm: float | None = Field(description="‖θ_{t+1} − θ_t‖₂.")
+    skipped: bool = Field(description="A non-finite gradient under `nonfinite: skip`.")
+
+
+class ParamsResponse(BaseModel):
+    step: int
+    params: Tensors
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; extension members (e.g. `tensor`) may follow."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    type: str
+    title: str
+    status: int
+    detail: str

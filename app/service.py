@@ -1,0 +1,217 @@
+"""The use-cases: create a session, read it, step it, delete it. The one place the layers meet.
+
+Each function runs inside the caller's unit of work (`db`, a SQLAlchemy session in a
+transaction) and never commits: the API edge commits before it answers. Wire models come in
+(`app.schemas`), the optimizer core (`app.optim`) does the arithmetic, the repository
+(`app.store`) keeps rows and bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidContent, SessionNotFound
+from app.optim import Optimizer, OptimizerState
+from app.schemas import (
+    CreatedSession,
+    CreateSession,
+    ParamsResponse,
+    SessionConfig,
+    SessionView,
+    StepRequest,
+    StepResponse,
+)
+from app.store.models import PARAM_SLOT, SessionRecord
+from app.store.repository import SessionRepository
+from app.tensors import Layout, layout_of, tensor_field, tensors_from_json, tensors_to_json
+
+TOKEN_BYTES = 32
+SERVICE_FIELDS = frozenset({"accumulate"})
+"""Config fields the service acts on itself; the rest of the config is the core's."""
+
+# Compared against when the id is unknown, so that an unknown id and a wrong token take the same
+# time as well as getting the same 404.
+_DUMMY_TOKEN_HASH = hashlib.sha256(b"no session has this token").hexdigest()
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored as hex SHA-256: high-entropy random strings need no slow hash."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_session(db: Session, request: CreateSession) -> CreatedSession:
+    """A new session at t = 0: θ₀ from the request, the optimizer's initial state, a new token."""
+    config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
+    if config["accumulate"] != 1:
+        raise InvalidContent(
+            "accumulate > 1 (synchronous gradient accumulation) is not served yet; use 1",
+            field="accumulate",
+        )
+    dtype = np.dtype(request.dtype)
+    layout = layout_of(request.params)
+    params = tensors_from_json(request.params, dtype, field="params")
+    _require_finite(params, layout)
+    optimizer = Optimizer(core_config(config), list(params))
+    state = optimizer.init(params)
+
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    now = datetime.now(UTC)
+    record = SessionRecord(
+        id=uuid.uuid4(),
+        name=request.name,
+        token_hash=hash_token(token),
+        dtype=dtype.name,
+        layout=layout.value,
+        tensors=[{"name": name, "shape": list(array.shape)} for name, array in params.items()],
+        config=config,
+        step=state.step,
+        version=1,
+        schedule_state=state.schedule,
+        last_loss=None,
+        created_at=now,
+        updated_at=now,
+    )
+    repository = SessionRepository(db)
+    repository.add(record)
+    repository.save_arrays(record.id, stored_arrays(params, state))
+    return CreatedSession(**session_view(record, optimizer.lr(state)).model_dump(), token=token)
+
+
+def get_session(db: Session, session_id: str, token: str) -> SessionView:
+    record = _authorized_record(SessionRepository(db), session_id, token)
+    optimizer = Optimizer(core_config(record.config), tensor_names(record))
+    state = OptimizerState.from_arrays(record.step, {}, record.schedule_state)
+    return session_view(record, optimizer.lr(state))
+
+
+def delete_session(db: Session, session_id: str, token: str) -> None:
+    repository = SessionRepository(db)
+    repository.delete(_authorized_record(repository, session_id, token, for_update=True))
+
+
+def get_params(db: Session, session_id: str, token: str) -> ParamsResponse:
+    repository = SessionRepository(db)
+    record = _authorized_record(repository, session_id, token)
+    params, _ = split_arrays(record, repository.load_arrays(record.id))
+    return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
+
+
+def step(
+    db: Session, session_id: str, token: str, request: StepRequest, *, return_params: bool = True
+) -> StepResponse:
+    """Apply one gradient: lock the session, load θ and state, update them, store them back.
+
+    The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
+    one session are applied one after another, each to the state the previous one left.
+    """
+    repository = SessionRepository(db)
+    record = _authorized_record(repository, session_id, token, for_update=True)
+    layout = Layout(record.layout)
+    if layout_of(request.gradients) is not layout:
+        raise InvalidContent(
+            f"gradients must have the form of this session's params: {_form_name(layout)}",
+            field="gradients",
+        )
+    grads = tensors_from_json(request.gradients, np.dtype(record.dtype), field="gradients")
+    optimizer = Optimizer(core_config(record.config), tensor_names(record))
+    params, slots = split_arrays(record, repository.load_arrays(record.id, writable=True))
+    state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
+
+    result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
+
+    if not result.skipped:
+        repository.save_arrays(record.id, stored_arrays(params, state))
+        record.step = state.step
+        record.schedule_state = state.schedule
+        record.last_loss = request.loss
+        record.version += 1
+        record.updated_at = datetime.now(UTC)
+        db.flush()
+    return StepResponse(
+        step=record.step,
+        lr=result.lr,
+        params=tensors_to_json(layout, params) if return_params else None,
+        grad_norm=result.grad_norm,
+        update_norm=result.update_norm,
+        skipped=result.skipped,
+    )
+
+
+def core_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a session's config that the optimizer core reads."""
+    return {key: value for key, value in config.items() if key not in SERVICE_FIELDS}
+
+
+def tensor_names(record: SessionRecord) -> list[str]:
+    return [tensor["name"] for tensor in record.tensors]
+
+
+def stored_arrays(params: Mapping[str, np.ndarray], state: OptimizerState) -> dict[str, np.ndarray]:
+    """θ under `param/<tensor>` and every state slot under `<slot>/<tensor>`."""
+    arrays = {f"{PARAM_SLOT}/{name}": array for name, array in params.items()}
+    arrays.update(state.to_arrays())
+    return arrays
+
+
+def split_arrays(
+    record: SessionRecord, arrays: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Stored arrays → (θ by tensor name in the session's order, the state slots as keyed)."""
+    prefix = f"{PARAM_SLOT}/"
+    params = {name: arrays[prefix + name] for name in tensor_names(record)}
+    slots = {key: array for key, array in arrays.items() if not key.startswith(prefix)}
+    return params, slots
+
+
+def session_view(record: SessionRecord, lr: float) -> SessionView:
+    return SessionView(
+        **record.config,
+        id=record.id,
+        name=record.name,
+        dtype=record.dtype,
+        layout=record.layout,
+        shapes={tensor["name"]: tensor["shape"] for tensor in record.tensors},
+        step=record.step,
+        lr=lr,
+        last_loss=record.last_loss,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def _authorized_record(
+    repository: SessionRepository, session_id: str, token: str, *, for_update: bool = False
+) -> SessionRecord:
+    """The session if `token` is its token; otherwise the same 404 whether or not it exists."""
+    try:
+        parsed_id = uuid.UUID(session_id)
+    except ValueError:
+        raise SessionNotFound() from None
+    record = repository.get(parsed_id, for_update=for_update)
+    expected = record.token_hash if record is not None else _DUMMY_TOKEN_HASH
+    if not hmac.compare_digest(hash_token(token), expected) or record is None:
+        raise SessionNotFound()
+    return record
+
+
+def _require_finite(params: Mapping[str, np.ndarray], layout: Layout) -> None:
+    for name, array in params.items():
+        if not np.isfinite(array).all():
+            where = tensor_field("params", layout, name)
+            detail = f"{where} holds NaN or ±Inf, or values beyond the range of {array.dtype}"
+            raise InvalidContent(detail, tensor=name)
+
+
+def _form_name(layout: Layout) -> str:
+    if layout is Layout.SINGLE:
+        return "one (nested) array"
+    return "an object of named arrays"

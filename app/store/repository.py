@@ -1,0 +1,91 @@
+"""Sessions and their arrays in the database. Repositories flush; the caller's unit of work commits.
+
+The interface is kept narrow on purpose — get/add/delete a session row, load and save its arrays —
+so that how arrays are kept (today: every step rewrites them) can change behind it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, delete, insert, select
+from sqlalchemy.orm import Session
+
+from app.store import codec
+from app.store.models import SessionArray, SessionRecord
+
+
+class SessionRepository:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def get(self, session_id: uuid.UUID, *, for_update: bool = False) -> SessionRecord | None:
+        """The session row; `for_update` locks it until the transaction ends (PostgreSQL).
+
+        On SQLite the lock is the write transaction's own (BEGIN IMMEDIATE, see `database`).
+        """
+        statement = select(SessionRecord).where(SessionRecord.id == session_id)
+        if for_update:
+            statement = statement.with_for_update()
+        statement = statement.execution_options(populate_existing=True)
+        return self.db.scalars(statement).one_or_none()
+
+    def add(self, record: SessionRecord) -> None:
+        self.db.add(record)
+        self.db.flush()
+
+    def delete(self, record: SessionRecord) -> None:
+        """Delete the session; its arrays go with it (ON DELETE CASCADE)."""
+        self.db.delete(record)
+        self.db.flush()
+
+    def load_arrays(
+        self, session_id: uuid.UUID, *, writable: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Every stored array of the session by key; read-only views unless `writable`."""
+        statement = select(
+            SessionArray.key, SessionArray.dtype, SessionArray.shape, SessionArray.data
+        ).where(SessionArray.session_id == session_id)
+        rows = (
+            self._fetch_binary(statement)
+            if self.db.get_bind().dialect.name == "postgresql"
+            else self.db.execute(statement).all()
+        )
+        return {
+            key: codec.decode(dtype, shape, data, writable=writable)
+            for key, dtype, shape, data in rows
+        }
+
+    def save_arrays(self, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]) -> None:
+        """Replace every stored array of the session with `arrays`."""
+        self.db.execute(delete(SessionArray).where(SessionArray.session_id == session_id))
+        rows = []
+        for key, array in arrays.items():
+            encoded = codec.encode(array)
+            rows.append(
+                {
+                    "session_id": session_id,
+                    "key": key,
+                    "dtype": encoded.dtype,
+                    "shape": encoded.shape,
+                    "data": encoded.data,
+                }
+            )
+        if rows:
+            self.db.execute(insert(SessionArray), rows)
+
+    def _fetch_binary(self, statement: Select[Any]) -> list[Any]:
+        """Run `statement` on psycopg with a binary cursor, in the session's transaction.
+
+        psycopg 3 returns results as text by default, and bytea as text is hex: twice the bytes
+        on the wire plus a decoding pass. A binary cursor gets the bytes as they are stored.
+        """
+        connection = self.db.connection()
+        compiled = statement.compile(dialect=connection.dialect)
+        driver_connection = connection.connection.driver_connection
+        with driver_connection.cursor(binary=True) as cursor:
+            cursor.execute(str(compiled), compiled.params)
+            return cursor.fetchall()

@@ -1,0 +1,163 @@
+"""Step latency of a real optaas server process, on SQLite and on PostgreSQL.
+
+For each database, a server is started (`python -m app.cli serve`, one worker) and an Adam
+float32 session is stepped over HTTP with JSON bodies: a small one (N = 10 parameters) and a
+large one (N = 1e5). Latency is measured by the client around each request (request bytes
+prepared beforehand; the answer, with the new parameters, read whole), after a warm-up.
+
+    python benchmarks/service_step.py [--small-steps 500] [--large-steps 100]
+
+Prints a table and writes benchmarks/results/service_step.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.databases import create_postgres_database, drop_postgres_database  # noqa: E402
+from tests.live_server import LiveServer  # noqa: E402
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+WARMUP_STEPS = 20
+GRADIENT_VARIANTS = 8
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
+    """Latencies (ms) of `steps` JSON steps of an Adam float32 session with `size` parameters."""
+    rng = np.random.default_rng(size)
+    params = rng.standard_normal(size).astype(np.float32)
+    bodies = [
+        orjson.dumps(
+            {"gradients": rng.standard_normal(size).astype(np.float32), "loss": 1.0},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        for _ in range(GRADIENT_VARIANTS)
+    ]
+    with server.client() as client:
+        created = client.post(
+            "/v1/sessions",
+            content=orjson.dumps(
+                {"params": params, "optimizer": {"type": "adam", "lr": 1e-3}},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            ),
+            headers={"Content-Type": "application/json"},
+        )
+        created.raise_for_status()
+        session = created.json()
+        url = f"/v1/sessions/{session['id']}/step"
+        headers = {
+            "Authorization": f"Bearer {session['token']}",
+            "Content-Type": "application/json",
+        }
+        latencies = []
+        for index in range(WARMUP_STEPS + steps):
+            started = time.perf_counter()
+            response = client.post(url, content=bodies[index % GRADIENT_VARIANTS], headers=headers)
+            _ = response.content
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(response.text)
+            if index >= WARMUP_STEPS:
+                latencies.append(elapsed * 1000)
+    return {
+        "parameters": size,
+        "steps": steps,
+        "request_bytes": int(np.mean([len(body) for body in bodies])),
+        "response_bytes": len(response.content),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "mean_ms": float(np.mean(latencies)),
+    }
+
+
+def run(backends: list[str], small_steps: int, large_steps: int) -> list[dict[str, object]]:
+    rows = []
+    for backend in backends:
+        with ExitStack() as stack:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            if backend == "sqlite":
+                url = f"sqlite:///{directory / 'optaas.sqlite3'}"
+            else:
+                url = create_postgres_database()
+                stack.callback(drop_postgres_database, url)
+            server = stack.enter_context(LiveServer(url, directory / "server.log"))
+            for size, steps in ((10, small_steps), (100_000, large_steps)):
+                row = {"database": backend, **measure(server, size, steps)}
+                rows.append(row)
+                print(
+                    f"{backend:<10} N={size:<7} p50 {row['p50_ms']:7.2f} ms   "
+                    f"p99 {row['p99_ms']:7.2f} ms   mean {row['mean_ms']:7.2f} ms",
+                    flush=True,
+                )
+    return rows
+
+
+def environment() -> dict[str, object]:
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine
+        "machine": platform.platform(),
+    }
+
+
+def markdown(rows: list[dict[str, object]], context: dict[str, object]) -> str:
+    lines = [
+        "# Step latency, JSON, Adam float32, one server process",
+        "",
+        f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, "
+        f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
+        "the end. Client and server on the same machine.",
+        "",
+        "| database | parameters | steps | request bytes | p50 ms | p99 ms | mean ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['database']} | {row['parameters']:,} | {row['steps']} | "
+            f"{row['request_bytes']:,} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+            f"{row['mean_ms']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small-steps", type=int, default=500)
+    parser.add_argument("--large-steps", type=int, default=100)
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    args = parser.parse_args()
+    rows = run(args.backends, args.small_steps, args.large_steps)
+    context = environment()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "service_step.json").write_text(
+        json.dumps({"environment": context, "results": rows}, indent=2) + "\n"
+    )
+    (RESULTS / "service_step.md").write_text(markdown(rows, context))
+    print(f"written to {RESULTS / 'service_step.md'} and .json")
+
+
+if __name__ == "__main__":
+    main()

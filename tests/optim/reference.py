@@ -1,0 +1,127 @@
+"""Drive torch.optim and the core side by side on the same θ and gradients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.optim import Optimizer, optimizer_defaults
+
+TORCH_OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adamax": torch.optim.Adamax,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "adadelta": torch.optim.Adadelta,
+}
+"""Every contract type torch has; the field names are torch's keyword arguments."""
+
+CORE_ONLY_FIELDS = {"accumulator", "init"}
+"""Fields torch does not have (the lecture's forms); parity runs leave them at torch's value."""
+
+SHAPES = {"scalar": (), "vector": (7,), "cube": (2, 3, 4)}
+"""A 0-d, a vector and a 3-d tensor, as the issue asks."""
+
+
+@contextlib.contextmanager
+def torch_default_dtype(dtype: np.dtype) -> Iterator[None]:
+    """torch keeps scalar state (`step`, NAdam's `mu_product`) in its default dtype: float64
+    parity needs it to be float64. Restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def random_problem(
+    seed: int, dtype: np.dtype, steps: int, shapes: Mapping[str, tuple[int, ...]] = SHAPES
+) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    """Random θ and `steps` random gradients for the given shapes."""
+    rng = np.random.default_rng(seed)
+    params = {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}
+    grads = [
+        {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}
+        for _ in range(steps)
+    ]
+    return params, grads
+
+
+def torch_kwargs(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The contract's fields (defaults filled) as torch keyword arguments."""
+    merged = {**optimizer_defaults(kind), **fields}
+    kwargs = {k: v for k, v in merged.items() if k not in CORE_ONLY_FIELDS}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return kwargs
+
+
+def run_torch(
+    kind: str,
+    fields: Mapping[str, Any],
+    params: Mapping[str, np.ndarray],
+    grads: Sequence[Mapping[str, np.ndarray | None]],
+    *,
+    groups: Sequence[tuple[Sequence[str], Mapping[str, Any]]] = (),
+) -> dict[str, np.ndarray]:
+    """θ after torch.optim's steps; a None gradient is torch's `grad is None`. `groups` are
+    (tensor names, overrides) param groups; the remaining tensors form the first group."""
+    dtype = next(iter(params.values())).dtype
+    tensors = {
+        name: torch.tensor(value.copy(), requires_grad=True) for name, value in params.items()
+    }
+    grouped = {name for names, _ in groups for name in names}
+    param_groups = [{"params": [t for n, t in tensors.items() if n not in grouped]}]
+    param_groups += [
+        {"params": [tensors[n] for n in names], **overrides} for names, overrides in groups
+    ]
+    with torch_default_dtype(dtype):
+        optimizer = TORCH_OPTIMIZERS[kind](
+            [g for g in param_groups if g["params"]], **torch_kwargs(kind, fields)
+        )
+        for step in grads:
+            for name, tensor in tensors.items():
+                grad = step.get(name)
+                tensor.grad = None if grad is None else torch.tensor(grad.copy())
+            optimizer.step()
+    return {name: tensor.detach().numpy() for name, tensor in tensors.items()}
+
+
+def run_core(
+    config: Mapping[str, Any],
+    params: Mapping[str, np.ndarray],
+    grads: Sequence[Mapping[str, np.ndarray | None]],
+) -> dict[str, np.ndarray]:
+    """θ after the core's steps; a None gradient leaves the tensor out (a partial step)."""
+    optimizer = Optimizer(config, list(params))
+    theta = {name: value.copy() for name, value in params.items()}
+    state = optimizer.init(theta)
+    for step in grads:
+        present = {n: g.copy() for n, g in step.items() if g is not None}
+        optimizer.step(theta, state, present, partial=len(present) < len(theta))
+    return theta
+
+
+def tolerance(dtype: np.dtype) -> float:
+    """The contract's relative agreement after 200 steps."""
+    return 1e-9 if dtype == np.float64 else 1e-5
+
+
+def assert_close(
+    ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray], dtype: np.dtype
+) -> None:
+    """Relative agreement per tensor, with an absolute floor of the same size for entries
+    near zero."""
+    rtol = tolerance(dtype)
+    for name in theirs:
+        assert ours[name].dtype == dtype, name
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=rtol, atol=rtol, err_msg=name)

@@ -1,0 +1,90 @@
+"""Helpers for tests that talk HTTP to a live server and look into its database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+from sqlalchemy import func, select
+
+from app.optim import Optimizer, StepResult
+from app.store.database import Database
+from app.store.models import SessionArray, SessionRecord
+from app.tensors import Layout, tensors_to_json
+
+CORE_CONFIG_FIELDS = ("optimizer", "schedule", "clip_grad_norm", "clip_grad_value", "nonfinite")
+
+
+def json_bytes(document: Any) -> bytes:
+    """JSON as a client would send it: numpy arrays as their shortest round-tripping text."""
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def post_json(client: httpx.Client, path: str, document: Any, **kwargs: Any) -> httpx.Response:
+    headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+    return client.post(path, content=json_bytes(document), headers=headers, **kwargs)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def wire_tensors(arrays: Mapping[str, np.ndarray], layout: str) -> Any:
+    """Arrays in the session's form: the one array (single) or the object of arrays (named)."""
+    return tensors_to_json(Layout(layout), dict(arrays))
+
+
+def read_tensors(value: Any, dtype: str) -> dict[str, np.ndarray]:
+    """A JSON answer's tensors back as arrays of the session's dtype, by name."""
+    if isinstance(value, dict):
+        return {name: np.asarray(item, dtype=dtype) for name, item in value.items()}
+    return {"params": np.asarray(value, dtype=dtype)}
+
+
+def create_session(
+    client: httpx.Client, body: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    response = post_json(client, "/v1/sessions", body, headers=dict(headers or {}))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+class CoreRun:
+    """The optimizer core driven in-process with the config a session reports: the reference."""
+
+    def __init__(self, view: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> None:
+        config = {name: view[name] for name in (*CORE_CONFIG_FIELDS, "groups")}
+        self.optimizer = Optimizer(config, list(params))
+        self.params = {name: array.copy() for name, array in params.items()}
+        self.state = self.optimizer.init(self.params)
+
+    def step(
+        self, grads: Mapping[str, np.ndarray], loss: float | None = None, *, partial: bool = False
+    ) -> StepResult:
+        copies = {name: array.copy() for name, array in grads.items()}
+        return self.optimizer.step(self.params, self.state, copies, loss=loss, partial=partial)
+
+
+def database_snapshot(database: Database, session_id: str) -> tuple[Any, ...]:
+    """Every stored byte of a session — its row and all its arrays — plus the session count."""
+    with database.transaction(write=False) as db:
+        row = db.execute(
+            select(SessionRecord.__table__).where(SessionRecord.id == uuid.UUID(session_id))
+        ).one()
+        arrays = db.execute(
+            select(SessionArray.__table__)
+            .where(SessionArray.session_id == uuid.UUID(session_id))
+            .order_by(SessionArray.key)
+        ).all()
+        sessions = db.execute(select(func.count()).select_from(SessionRecord)).scalar_one()
+    return tuple(row), [tuple(array) for array in arrays], sessions
+
+
+def random_arrays(
+    rng: np.random.Generator, shapes: Mapping[str, Sequence[int]], dtype: str
+) -> dict[str, np.ndarray]:
+    return {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}

@@ -1,0 +1,527 @@
+"""Every error these endpoints can answer, through real HTTP, each leaving every session as it was.
+
+Each case is sent to a live server (SQLite, then PostgreSQL) configured with API keys and a small
+body limit; the answer must be the contract's status as `application/problem+json`, and every
+stored byte of every session (rows and arrays) must be unchanged afterwards.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from app.store.database import Database
+from tests.live_server import LiveServer
+from tests.support import bearer, create_session, database_snapshot, json_bytes
+
+API_KEY = "the-right-key"
+BODY_LIMIT = 64 * 1024
+
+W = [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]
+B = [0.1, 0.2, 0.3]
+GOOD_STEP = {"gradients": {"w": W, "b": B}}
+GOOD_CREATE = {"params": {"w": W, "b": B}, "optimizer": {"type": "adam"}}
+
+
+@pytest.fixture(scope="module")
+def server(module_database_url, tmp_path_factory):
+    env = {"OPTAAS_API_KEYS": f"another-key,{API_KEY}", "OPTAAS_MAX_BODY_BYTES": str(BODY_LIMIT)}
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    with LiveServer(module_database_url, log, env=env) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def sessions(server):
+    """A named-form float32 Adam session and a single-form float64 SGD session, one step in."""
+    with server.client() as client:
+        key = {"X-API-Key": API_KEY}
+        named = create_session(client, GOOD_CREATE, key)
+        single = create_session(
+            client,
+            {"params": [[1.0, 2.0], [3.0, 4.0]], "dtype": "float64", "optimizer": {"type": "sgd"}},
+            key,
+        )
+        for session, gradients in [(named, GOOD_STEP["gradients"]), (single, [[1, 1], [1, 1]])]:
+            response = client.post(
+                f"/v1/sessions/{session['id']}/step",
+                content=json_bytes({"gradients": gradients}),
+                headers={**bearer(session["token"]), "Content-Type": "application/json"},
+            )
+            assert response.status_code == 200, response.text
+    return {"named": named, "single": single}
+
+
+@pytest.fixture(scope="module")
+def database(module_database_url):
+    database = Database(module_database_url)
+    yield database
+    database.dispose()
+
+
+def snapshot_all(database, sessions):
+    return [database_snapshot(database, session["id"]) for session in sessions.values()]
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad request and the problem it must get."""
+
+    status: int
+    slug: str
+    body: Any = None
+    raw: bytes | None = None
+    method: str = "POST"
+    path: str = "/v1/sessions/{named}/step"
+    content_type: str | None = "application/json"
+    auth: str = "named"  # whose token: named | single | wrong | none | basic | empty
+    api_key: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    error_locs: list[list[Any]] = field(default_factory=list)
+
+
+def step(gradients: Any, **more: Any) -> dict[str, Any]:
+    return {"gradients": gradients, **more}
+
+
+def create(**changes: Any) -> dict[str, Any]:
+    body = {**GOOD_CREATE, **changes}
+    return {key: value for key, value in body.items() if value is not None}
+
+
+CREATE = {"path": "/v1/sessions", "auth": "none", "api_key": API_KEY}
+
+CASES = {
+    # -- 400: not JSON at all --------------------------------------------------------------
+    "step-malformed-json": Bad(400, "malformed-body", raw=b'{"gradients": [1,'),
+    "step-empty-body": Bad(400, "malformed-body", raw=b""),
+    "step-absurdly-deep-nesting": Bad(
+        400, "malformed-body", raw=b'{"gradients": {"w": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    ),
+    "create-malformed-json": Bad(400, "malformed-body", raw=b"{params: 1}", **CREATE),
+    # -- 401: no credentials ---------------------------------------------------------------
+    "step-no-token": Bad(401, "token-missing", body=GOOD_STEP, auth="none"),
+    "step-basic-auth": Bad(401, "token-missing", body=GOOD_STEP, auth="basic"),
+    "step-empty-bearer": Bad(401, "token-missing", body=GOOD_STEP, auth="empty"),
+    "get-no-token": Bad(
+        401, "token-missing", method="GET", path="/v1/sessions/{named}", auth="none"
+    ),
+    "params-no-token": Bad(
+        401, "token-missing", method="GET", path="/v1/sessions/{named}/params", auth="none"
+    ),
+    "delete-no-token": Bad(
+        401, "token-missing", method="DELETE", path="/v1/sessions/{named}", auth="none"
+    ),
+    "create-no-api-key": Bad(
+        401, "api-key-required", body=GOOD_CREATE, **{**CREATE, "api_key": None}
+    ),
+    "create-wrong-api-key": Bad(
+        401, "api-key-required", body=GOOD_CREATE, **{**CREATE, "api_key": "the-wrong-key"}
+    ),
+    # -- 404: unknown session, wrong token, unknown route -----------------------------------
+    "step-wrong-token": Bad(404, "session-not-found", body=GOOD_STEP, auth="wrong"),
+    "step-another-sessions-token": Bad(404, "session-not-found", body=GOOD_STEP, auth="single"),
+    "step-unknown-id": Bad(
+        404, "session-not-found", body=GOOD_STEP, path=f"/v1/sessions/{uuid.uuid4()}/step"
+    ),
+    "step-malformed-id": Bad(
+        404, "session-not-found", body=GOOD_STEP, path="/v1/sessions/not-a-uuid/step"
+    ),
+    "get-wrong-token": Bad(
+        404, "session-not-found", method="GET", path="/v1/sessions/{named}", auth="wrong"
+    ),
+    "params-another-sessions-token": Bad(
+        404, "session-not-found", method="GET", path="/v1/sessions/{named}/params", auth="single"
+    ),
+    "delete-wrong-token": Bad(
+        404, "session-not-found", method="DELETE", path="/v1/sessions/{named}", auth="wrong"
+    ),
+    "unknown-route": Bad(404, "not-found", method="GET", path="/v1/nothing-here"),
+    # -- 405 ---------------------------------------------------------------------------------
+    "put-on-a-session": Bad(405, "method-not-allowed", method="PUT", path="/v1/sessions/{named}"),
+    # -- 413 ---------------------------------------------------------------------------------
+    "step-body-over-the-limit": Bad(
+        413, "payload-too-large", raw=b'{"gradients": [' + b"0," * BODY_LIMIT + b"0]}"
+    ),
+    "create-body-over-the-limit": Bad(
+        413, "payload-too-large", raw=b'{"params": [' + b"0," * BODY_LIMIT + b"0]}", **CREATE
+    ),
+    # -- 415 ---------------------------------------------------------------------------------
+    "step-text-plain": Bad(
+        415, "unsupported-media-type", body=GOOD_STEP, content_type="text/plain"
+    ),
+    "step-form-urlencoded": Bad(
+        415,
+        "unsupported-media-type",
+        body=GOOD_STEP,
+        content_type="application/x-www-form-urlencoded",
+    ),
+    "create-text-plain": Bad(
+        415, "unsupported-media-type", body=GOOD_CREATE, content_type="text/plain", **CREATE
+    ),
+    # -- 422: gradients that do not fit the parameters ---------------------------------------
+    "step-wrong-shape": Bad(
+        422,
+        "gradient-mismatch",
+        body=step({"w": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], "b": B}),
+        extras={"tensor": "w", "expected_shape": [2, 3], "got_shape": [3, 2]},
+    ),
+    "step-missing-tensor": Bad(
+        422,
+        "gradient-mismatch",
+        body=step({"w": W}),
+        extras={"tensor": "b", "expected_shape": [3], "got_shape": None},
+    ),
+    "step-unknown-tensor": Bad(
+        422,
+        "gradient-mismatch",
+        body=step({"w": W, "b": B, "c": [1.0]}),
+        extras={"tensor": "c", "expected_shape": None, "got_shape": [1]},
+    ),
+    "step-single-form-for-named-session": Bad(
+        422, "invalid-content", body=step(W), extras={"field": "gradients"}
+    ),
+    "step-named-form-for-single-session": Bad(
+        422,
+        "invalid-content",
+        body=step({"params": [[1, 1], [1, 1]]}),
+        path="/v1/sessions/{single}/step",
+        auth="single",
+        extras={"field": "gradients"},
+    ),
+    "step-single-wrong-shape": Bad(
+        422,
+        "gradient-mismatch",
+        body=step([1.0, 2.0, 3.0, 4.0]),
+        path="/v1/sessions/{single}/step",
+        auth="single",
+        extras={"tensor": "params", "expected_shape": [2, 2], "got_shape": [4]},
+    ),
+    "step-string-in-gradient": Bad(
+        422,
+        "invalid-content",
+        body=step({"w": [["a", 0, 0], [0, 0, 0]], "b": B}),
+        extras={"tensor": "w"},
+    ),
+    "step-null-in-gradient": Bad(
+        422, "invalid-content", body=step({"w": W, "b": [0.1, None, 0.3]}), extras={"tensor": "b"}
+    ),
+    "step-ragged-gradient": Bad(
+        422,
+        "invalid-content",
+        body=step({"w": [[0.1, 0.2, 0.3], [0.4]], "b": B}),
+        extras={"tensor": "w"},
+    ),
+    "step-object-in-gradient": Bad(
+        422, "invalid-content", body=step({"w": W, "b": {"x": 1}}), extras={"tensor": "b"}
+    ),
+    "step-deeper-than-numpy-allows": Bad(
+        422,
+        "invalid-content",
+        raw=b'{"gradients": {"b": [0, 0, 0], "w": ' + b"[" * 100 + b"]" * 100 + b"}}",
+        extras={"tensor": "w"},
+    ),
+    "step-non-finite-gradient": Bad(
+        422,
+        "non-finite-gradient",
+        body=step({"w": W, "b": [0.1, 1e39, 0.3]}),
+        extras={"tensor": "b"},
+    ),
+    # -- 422: the envelope ------------------------------------------------------------------
+    "step-body-is-an-array": Bad(422, "validation-error", body=[1, 2], error_locs=[["body"]]),
+    "step-missing-gradients": Bad(
+        422, "validation-error", body={"loss": 1.0}, error_locs=[["body", "gradients"]]
+    ),
+    "step-unknown-field": Bad(
+        422,
+        "validation-error",
+        body={**GOOD_STEP, "gradient": B},
+        error_locs=[["body", "gradient"]],
+    ),
+    "step-loss-as-string": Bad(
+        422, "validation-error", body={**GOOD_STEP, "loss": "0.5"}, error_locs=[["body", "loss"]]
+    ),
+    "step-partial-not-a-bool": Bad(
+        422,
+        "validation-error",
+        body={**GOOD_STEP, "partial": "yes"},
+        error_locs=[["body", "partial"]],
+    ),
+    "step-unknown-return": Bad(
+        422,
+        "validation-error",
+        body=GOOD_STEP,
+        path="/v1/sessions/{named}/step?return=everything",
+        error_locs=[["query", "return"]],
+    ),
+    # -- 422: create bodies ----------------------------------------------------------------
+    "create-unknown-optimizer-type": Bad(
+        422,
+        "validation-error",
+        body=create(optimizer={"type": "adamz"}),
+        error_locs=[["body", "optimizer"]],
+        **CREATE,
+    ),
+    "create-unknown-optimizer-field": Bad(
+        422,
+        "validation-error",
+        body=create(optimizer={"type": "adam", "beta": 0.9}),
+        error_locs=[["body", "optimizer", "adam", "beta"]],
+        **CREATE,
+    ),
+    "create-unknown-schedule-type": Bad(
+        422,
+        "validation-error",
+        body=create(schedule={"type": "cosine_forever"}),
+        error_locs=[["body", "schedule"]],
+        **CREATE,
+    ),
+    "create-unknown-top-level-field": Bad(
+        422,
+        "validation-error",
+        body=create(paramz=[1.0]),
+        error_locs=[["body", "paramz"]],
+        **CREATE,
+    ),
+    "create-missing-params": Bad(
+        422, "validation-error", body=create(params=None), error_locs=[["body", "params"]], **CREATE
+    ),
+    "create-missing-optimizer": Bad(
+        422,
+        "validation-error",
+        body=create(optimizer=None),
+        error_locs=[["body", "optimizer"]],
+        **CREATE,
+    ),
+    "create-lr-as-string": Bad(
+        422,
+        "validation-error",
+        body=create(optimizer={"type": "sgd", "lr": "0.1"}),
+        error_locs=[["body", "optimizer", "sgd", "lr"]],
+        **CREATE,
+    ),
+    "create-dtype-float16": Bad(
+        422,
+        "validation-error",
+        body=create(dtype="float16"),
+        error_locs=[["body", "dtype"]],
+        **CREATE,
+    ),
+    "create-unknown-nonfinite-policy": Bad(
+        422,
+        "validation-error",
+        body=create(nonfinite="ignore"),
+        error_locs=[["body", "nonfinite"]],
+        **CREATE,
+    ),
+    "create-group-without-match": Bad(
+        422,
+        "validation-error",
+        body=create(groups=[{"lr": 0.1}]),
+        error_locs=[["body", "groups", 0, "match"]],
+        **CREATE,
+    ),
+    "create-name-too-long": Bad(
+        422,
+        "validation-error",
+        body=create(name="n" * 256),
+        error_locs=[["body", "name"]],
+        **CREATE,
+    ),
+    "create-negative-lr": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body=create(optimizer={"type": "adam", "lr": -0.001}),
+        extras={"field": "optimizer.lr"},
+        **CREATE,
+    ),
+    "create-betas-at-one": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body=create(optimizer={"type": "adam", "betas": [0.9, 1.0]}),
+        extras={"field": "optimizer.betas"},
+        **CREATE,
+    ),
+    "create-total-steps-zero": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body=create(schedule={"type": "cosine", "total_steps": 0}),
+        extras={"field": "schedule.total_steps"},
+        **CREATE,
+    ),
+    "create-nested-total-steps-zero": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body=create(
+            schedule={
+                "type": "warmup",
+                "warmup_steps": 5,
+                "then": {"type": "cosine", "total_steps": 0},
+            }
+        ),
+        extras={"field": "schedule.then.total_steps"},
+        **CREATE,
+    ),
+    "create-group-negative-lr": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body=create(groups=[{"match": ["w"], "lr": -1.0}]),
+        extras={"field": "groups.0.lr"},
+        **CREATE,
+    ),
+    "create-accumulate-two": Bad(
+        422, "invalid-content", body=create(accumulate=2), extras={"field": "accumulate"}, **CREATE
+    ),
+    "create-string-in-params": Bad(
+        422, "invalid-content", body=create(params={"w": ["1.0"]}), extras={"tensor": "w"}, **CREATE
+    ),
+    "create-null-in-params": Bad(
+        422,
+        "invalid-content",
+        body=create(params=[1.0, None]),
+        extras={"tensor": "params"},
+        **CREATE,
+    ),
+    "create-ragged-params": Bad(
+        422,
+        "invalid-content",
+        body=create(params=[[1.0], [1.0, 2.0]]),
+        extras={"tensor": "params"},
+        **CREATE,
+    ),
+    "create-params-beyond-float32": Bad(
+        422, "invalid-content", body=create(params={"w": [1e39]}), extras={"tensor": "w"}, **CREATE
+    ),
+    "create-no-tensors": Bad(
+        422, "invalid-content", body=create(params={}), extras={"field": "params"}, **CREATE
+    ),
+}
+
+
+def send(server: LiveServer, sessions: dict[str, Any], case: Bad):
+    headers = {}
+    if case.content_type is not None:
+        headers["Content-Type"] = case.content_type
+    if case.api_key is not None:
+        headers["X-API-Key"] = case.api_key
+    tokens = {name: session["token"] for name, session in sessions.items()}
+    authorization = {
+        "named": f"Bearer {tokens['named']}",
+        "single": f"Bearer {tokens['single']}",
+        "wrong": f"Bearer {tokens['named'][:-4]}abcd",
+        "basic": "Basic dXNlcjpwYXNz",
+        "empty": "Bearer",
+        "none": None,
+    }[case.auth]
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    path = case.path.format(named=sessions["named"]["id"], single=sessions["single"]["id"])
+    content = case.raw if case.raw is not None else None
+    if content is None and case.body is not None:
+        content = json_bytes(case.body)
+    with server.client() as client:
+        return client.request(case.method, path, content=content, headers=headers)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_request_gets_its_problem_and_changes_nothing(server, sessions, database, name):
+    case = CASES[name]
+    before = snapshot_all(database, sessions)
+
+    response = send(server, sessions, case)
+
+    assert response.status_code == case.status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == case.status
+    assert problem["type"] == f"/problems/{case.slug}"
+    assert problem["title"] and problem["detail"]
+    for key, value in case.extras.items():
+        assert problem.get(key, "absent") == value, (key, problem)
+    locs = [error["loc"] for error in problem.get("errors", [])]
+    for loc in case.error_locs:
+        assert loc in locs, problem
+    if case.status == 401 and case.slug == "token-missing":
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert snapshot_all(database, sessions) == before
+
+
+def test_unknown_id_and_wrong_token_get_the_same_answer(server, sessions):
+    wrong_token = send(server, sessions, CASES["step-wrong-token"])
+    unknown_id = send(server, sessions, CASES["step-unknown-id"])
+    assert wrong_token.status_code == unknown_id.status_code == 404
+    assert wrong_token.content == unknown_id.content
+    drop = {"date"}
+    assert {k: v for k, v in wrong_token.headers.items() if k not in drop} == {
+        k: v for k, v in unknown_id.headers.items() if k not in drop
+    }
+
+
+def test_validation_problems_never_echo_the_input(server, sessions):
+    secret = "a-value-that-must-not-come-back"
+    case = Bad(422, "validation-error", body={**GOOD_STEP, "loss": secret})
+    response = send(server, sessions, case)
+    assert response.status_code == 422
+    assert secret not in response.text
+
+
+def test_api_key_is_accepted_when_it_is_one_of_the_configured_keys(server):
+    with server.client() as client:
+        for key in ("another-key", API_KEY):
+            response = client.post(
+                "/v1/sessions", content=json_bytes(GOOD_CREATE), headers={"X-API-Key": key}
+            )
+            assert response.status_code == 201, response.text
+
+
+def read_http_response_head(connection: socket.socket) -> bytes:
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def test_declared_oversize_body_is_refused_before_any_of_it_is_sent(server, sessions, database):
+    """Content-Length over the limit: 413 at once, while the client has sent no body at all."""
+    before = snapshot_all(database, sessions)
+    session = sessions["named"]
+    head = (
+        f"POST /v1/sessions/{session['id']}/step HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: Bearer {session['token']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {10 * BODY_LIMIT}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(head.encode())
+        answer = read_http_response_head(connection)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert b"application/problem+json" in answer
+    assert snapshot_all(database, sessions) == before
+
+
+def test_streamed_oversize_body_is_cut_off_once_it_passes_the_limit(server, sessions, database):
+    """A chunked body with no length: 413 as soon as the limit is passed, before the body ends."""
+    before = snapshot_all(database, sessions)
+    session = sessions["named"]
+    head = (
+        f"POST /v1/sessions/{session['id']}/step HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: Bearer {session['token']}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"0," * 4096
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(head.encode() + b'f\r\n{"gradients": [\r\n')
+        sent = 0
+        while sent <= BODY_LIMIT + len(chunk):
+            connection.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            sent += len(chunk)
+        # The body is not finished (no last chunk): only a server that stopped reading answers.
+        answer = read_http_response_head(connection)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert snapshot_all(database, sessions) == before
