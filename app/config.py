@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 SQLITE_FILE_NAME = "optaas.sqlite3"
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -40,6 +41,14 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
     log_level: LogLevel = "info"
+    log_format: LogFormat = Field(
+        default="text", description="`text` lines or `json` objects, one per log record."
+    )
+    history_max_records: int = Field(
+        default=100_000,
+        ge=0,
+        description="Records kept per session's history (oldest pruned in batches); 0: none.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -49,9 +58,9 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
-    def lower_log_level(cls, value: object) -> object:
+    def lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")

@@ -461,3 +461,70 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+
+
+# ------------------------------------------------------------------------------------------
+# History and schedule previews
+# ------------------------------------------------------------------------------------------
+
+
+class StepRecord(BaseModel):
+    """One step taken: applied, or skipped under `nonfinite: skip` (then `step` is unchanged)."""
+
+    seq: int = Field(description="The record's number in this session's history (the cursor).")
+    kind: Literal["step"]
+    step: int = Field(description="t after this step.")
+    lr: float | None = Field(description="η_t this step used (null if not finite).")
+    loss: float | None = Field(description="The loss posted with the step, if any.")
+    grad_norm: float | None = Field(description="‖g‖₂ before clipping; null if not finite.")
+    update_norm: float | None = Field(description="‖θ_{t+1} − θ_t‖₂; null if not finite.")
+    skipped: bool
+    at: datetime = Field(description="When the step was stored (UTC).")
+    duration_ms: float = Field(
+        description="Server time from reading the session (lock wait included) to storing it."
+    )
+
+
+class FieldChange(BaseModel):
+    old: Any
+    new: Any
+
+
+class ChangeRecord(BaseModel):
+    """A change of the session's configuration (PATCH): each changed field, old and new."""
+
+    seq: int = Field(description="The record's number in this session's history (the cursor).")
+    kind: Literal["change"]
+    step: int = Field(description="t when the change was made.")
+    at: datetime
+    changes: dict[str, FieldChange] = Field(
+        description="Dotted field path (e.g. `optimizer.lr`) → its old and new value."
+    )
+
+
+HistoryRecord = Annotated[StepRecord | ChangeRecord, Field(discriminator="kind")]
+
+
+class HistoryPage(BaseModel):
+    records: list[HistoryRecord] = Field(description="In the order they happened (by `seq`).")
+    next: int | None = Field(
+        description=(
+            "Pass as `after` for the next page; null when this page reached the newest record "
+            "(poll later with `after` = the last record's `seq`)."
+        )
+    )
+
+
+PREVIEW_MAX_STEPS = 100_000
+
+
+class SchedulePreviewRequest(Spec):
+    schedule: ScheduleSpec = Field(description="Any schedule a session accepts.")
+    lr: Float = Field(
+        default=1.0, description="The base learning rate (1: the schedule's factor itself)."
+    )
+    steps: Int = Field(ge=1, le=PREVIEW_MAX_STEPS, description="How many rates: η_0 … η_{N−1}.")
+
+
+class SchedulePreview(BaseModel):
+    lr: list[float | None] = Field(description="η_0 … η_{N−1} (null where not finite).")

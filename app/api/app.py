@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import health, sessions
+from app.api import health, history, schedules, sessions
 from app.api.bodies import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi import build_openapi
@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(sessions.router)
+    app.include_router(history.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)

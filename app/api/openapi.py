@@ -16,9 +16,21 @@ from pydantic.json_schema import models_json_schema
 
 from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.errors import PROBLEM_MEDIA_TYPE
-from app.schemas import COMPONENTS, EXTRA_COMPONENTS, CreateSession, Problem, StepRequest
+from app.schemas import (
+    COMPONENTS,
+    EXTRA_COMPONENTS,
+    CreateSession,
+    Problem,
+    SchedulePreviewRequest,
+    StepRequest,
+)
 
-DOCUMENTED_MODELS: list[type[BaseModel]] = [CreateSession, StepRequest, Problem]
+DOCUMENTED_MODELS: list[type[BaseModel]] = [
+    CreateSession,
+    StepRequest,
+    SchedulePreviewRequest,
+    Problem,
+]
 
 _PROBLEM_DESCRIPTIONS = {
     400: "The body is not valid JSON.",

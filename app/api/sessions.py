@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import service
 from app.api.bodies import JSON_MEDIA_TYPE, parse_json
-from app.api.deps import ApiKeyDep, DatabaseDep, JsonBodyDep, TokenDep
+from app.api.deps import ApiKeyDep, DatabaseDep, JsonBodyDep, SettingsDep, TokenDep
 from app.api.openapi import json_request, problems
 from app.schemas import (
     CreatedSession,
@@ -134,6 +134,7 @@ async def step_session(
     database: DatabaseDep,
     token: TokenDep,
     body: JsonBodyDep,
+    settings: SettingsDep,
     returns: Annotated[
         Literal["params", "none"],
         Query(alias="return", description="`none` leaves `params` out of the answer."),
@@ -148,7 +149,12 @@ async def step_session(
     result, content = await run_use_case(
         database,
         lambda db: service.step(
-            db, session_id, token, parse_json(body, StepRequest), return_params=return_params
+            db,
+            session_id,
+            token,
+            parse_json(body, StepRequest),
+            return_params=return_params,
+            history_max_records=settings.history_max_records,
         ),
         write=True,
         exclude=None if return_params else {"params"},
