@@ -94,7 +94,8 @@ def _server_factory(log_dir: Path) -> Iterator[StartServer]:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[StartServer]:
-    """`start_server(database_url, workers=1, env={})` → a running `LiveServer`, stopped after."""
+    """`start_server(database_url, workers=1, env={}, log_level="warning")` → a running
+    `LiveServer`, stopped after."""
     with _server_factory(tmp_path / "logs") as start:
         yield start
 

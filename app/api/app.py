@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import health, history, schedules, sessions
+from app.api import health, history, observability, schedules, sessions
 from app.api.bodies import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi import build_openapi
@@ -52,7 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(history.router)
     app.include_router(schedules.router)
     app.include_router(health.router)
+    app.include_router(observability.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Added last, so outermost: it sees every answer, the body limit's 413s included.
+    app.add_middleware(observability.ObservabilityMiddleware)
     install_error_handlers(app)
 
     def openapi() -> dict[str, Any]:
