@@ -13,6 +13,7 @@ from app.api import health, history, observability, schedules, sessions
 from app.api.bodies import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi import build_openapi
+from app.api.pages import install_pages
 from app.config import Settings
 from app.store.database import Database
 
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        docs_url=None,  # served by app.api.pages, with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.include_router(sessions.router)
@@ -53,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(observability.router)
+    install_pages(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # Added last, so outermost: it sees every answer, the body limit's 413s included.
     app.add_middleware(observability.ObservabilityMiddleware)

@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.errors import PROBLEM_MEDIA_TYPE
+from app.api.examples import add_examples
 from app.schemas import (
     COMPONENTS,
     EXTRA_COMPONENTS,
@@ -79,6 +80,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         for name, schema in {**definitions.get("$defs", {}), **EXTRA_COMPONENTS}.items():
             schemas.setdefault(name, schema)
         _declare_validation_errors_as_problems(document)
+        add_examples(document)
         app.openapi_schema = document
     return app.openapi_schema
 
