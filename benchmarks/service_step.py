@@ -8,6 +8,13 @@ prepared beforehand; the answer, with the new parameters, read whole), after a w
     python benchmarks/service_step.py [--small-steps 500] [--large-steps 100]
 
 Prints a table and writes benchmarks/results/service_step.{json,md}.
+
+    python benchmarks/service_step.py --compare-history ROUNDS
+
+measures the cost of the step history instead: servers with the history off
+(OPTAAS_HISTORY_MAX_RECORDS=0), on (the default limit, no pruning within the run) and pruning
+(a limit of 200: old records are deleted every second step), in alternating order, ROUNDS times,
+each on a fresh database; writes benchmarks/results/history_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -90,17 +97,22 @@ def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
     }
 
 
+def start_server(stack: ExitStack, backend: str, env: dict[str, str] | None = None) -> LiveServer:
+    """A server on a fresh database of `backend`, stopped (and the database dropped) by `stack`."""
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / 'optaas.sqlite3'}"
+    else:
+        url = create_postgres_database()
+        stack.callback(drop_postgres_database, url)
+    return stack.enter_context(LiveServer(url, directory / "server.log", env=env))
+
+
 def run(backends: list[str], small_steps: int, large_steps: int) -> list[dict[str, object]]:
     rows = []
     for backend in backends:
         with ExitStack() as stack:
-            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            if backend == "sqlite":
-                url = f"sqlite:///{directory / 'optaas.sqlite3'}"
-            else:
-                url = create_postgres_database()
-                stack.callback(drop_postgres_database, url)
-            server = stack.enter_context(LiveServer(url, directory / "server.log"))
+            server = start_server(stack, backend)
             for size, steps in ((10, small_steps), (100_000, large_steps)):
                 row = {"database": backend, **measure(server, size, steps)}
                 rows.append(row)
@@ -143,12 +155,124 @@ def markdown(rows: list[dict[str, object]], context: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HISTORY_SETTINGS = {"off": "0", "on": "100000", "pruning": "200"}
+"""OPTAAS_HISTORY_MAX_RECORDS for each configuration compared."""
+
+
+def compare_history(
+    backends: list[str], rounds: int, small_steps: int, large_steps: int
+) -> list[dict[str, object]]:
+    """Every configuration `rounds` times per backend, in alternating order (drift cancels)."""
+    rows = []
+    for backend in backends:
+        for round_number in range(rounds):
+            order = list(HISTORY_SETTINGS)
+            if round_number % 2:
+                order.reverse()
+            for history in order:
+                env = {"OPTAAS_HISTORY_MAX_RECORDS": HISTORY_SETTINGS[history]}
+                with ExitStack() as stack:
+                    server = start_server(stack, backend, env)
+                    for size, steps in ((10, small_steps), (100_000, large_steps)):
+                        row = {
+                            "database": backend,
+                            "history": history,
+                            "round": round_number,
+                            **measure(server, size, steps),
+                        }
+                        rows.append(row)
+                        print(
+                            f"{backend:<10} {history:<8} round {round_number} N={size:<7} "
+                            f"p50 {row['p50_ms']:7.3f} ms  mean {row['mean_ms']:7.3f} ms",
+                            flush=True,
+                        )
+    return rows
+
+
+def history_summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Per database, size and configuration: the median over rounds of each round's p50 and
+    mean, the spread of the p50s between rounds (the noise), and the difference to `off`."""
+    summary = []
+    keys = sorted({(row["database"], row["parameters"]) for row in rows})
+    for database, size in keys:
+
+        def p50s(history: str, database=database, size=size) -> list[float]:
+            return [
+                row["p50_ms"]
+                for row in rows
+                if (row["database"], row["parameters"], row["history"]) == (database, size, history)
+            ]
+
+        baseline = float(np.median(p50s("off")))
+        for history in HISTORY_SETTINGS:
+            samples = p50s(history)
+            means = [
+                row["mean_ms"]
+                for row in rows
+                if (row["database"], row["parameters"], row["history"]) == (database, size, history)
+            ]
+            median = float(np.median(samples))
+            summary.append(
+                {
+                    "database": database,
+                    "parameters": size,
+                    "history": history,
+                    "rounds": len(samples),
+                    "p50_ms_median": median,
+                    "p50_ms_min": min(samples),
+                    "p50_ms_max": max(samples),
+                    "mean_ms_median": float(np.median(means)),
+                    "p50_difference_ms": median - baseline,
+                    "p50_difference_percent": 100 * (median - baseline) / baseline,
+                }
+            )
+    return summary
+
+
+def history_markdown(summary: list[dict[str, object]], context: dict[str, object]) -> str:
+    lines = [
+        "# Step history: its cost on the step path (JSON, Adam float32, one server process)",
+        "",
+        f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, "
+        f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
+        "the end. `off`: OPTAAS_HISTORY_MAX_RECORDS=0; `on`: the default 100000 (no pruning in "
+        "the run); `pruning`: 200 (2 old records deleted every second step). Each round is a "
+        "fresh server and database; configurations alternate order between rounds. The p50 "
+        "range is the lowest and highest round: the noise.",
+        "",
+        "| database | parameters | history | rounds | p50 ms (median) | p50 range ms | "
+        "mean ms | p50 vs off |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary:
+        lines.append(
+            f"| {row['database']} | {row['parameters']:,} | {row['history']} | {row['rounds']} | "
+            f"{row['p50_ms_median']:.3f} | {row['p50_ms_min']:.3f}–{row['p50_ms_max']:.3f} | "
+            f"{row['mean_ms_median']:.3f} | {row['p50_difference_ms']:+.3f} ms "
+            f"({row['p50_difference_percent']:+.1f} %) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small-steps", type=int, default=500)
     parser.add_argument("--large-steps", type=int, default=100)
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--compare-history", type=int, metavar="ROUNDS", default=0)
     args = parser.parse_args()
+    if args.compare_history:
+        rows = compare_history(
+            args.backends, args.compare_history, args.small_steps, args.large_steps
+        )
+        summary = history_summary(rows)
+        context = environment()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        document = {"environment": context, "summary": summary, "rounds": rows}
+        (RESULTS / "history_overhead.json").write_text(json.dumps(document, indent=2) + "\n")
+        (RESULTS / "history_overhead.md").write_text(history_markdown(summary, context))
+        print(history_markdown(summary, context))
+        return
     rows = run(args.backends, args.small_steps, args.large_steps)
     context = environment()
     RESULTS.mkdir(parents=True, exist_ok=True)

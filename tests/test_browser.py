@@ -12,12 +12,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from playwright.sync_api import sync_playwright
 
 from app.optim import schedule_lrs
 from tests.live_server import REPO_ROOT, LiveServer
 from tests.support import bearer, create_session, post_json
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("OPTAAS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -68,7 +67,7 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
-    with playwright_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
