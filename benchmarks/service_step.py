@@ -135,13 +135,19 @@ def environment() -> dict[str, object]:
     }
 
 
+def context_line(context: dict[str, object]) -> str:
+    return (
+        f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, "
+        f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
+        "the end. Client and server on the same machine."
+    )
+
+
 def markdown(rows: list[dict[str, object]], context: dict[str, object]) -> str:
     lines = [
         "# Step latency, JSON, Adam float32, one server process",
         "",
-        f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, "
-        f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
-        "the end. Client and server on the same machine.",
+        context_line(context),
         "",
         "| database | parameters | steps | request bytes | p50 ms | p99 ms | mean ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -233,9 +239,8 @@ def history_markdown(summary: list[dict[str, object]], context: dict[str, object
     lines = [
         "# Step history: its cost on the step path (JSON, Adam float32, one server process)",
         "",
-        f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, "
-        f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
-        "the end. `off`: OPTAAS_HISTORY_MAX_RECORDS=0; `on`: the default 100000 (no pruning in "
+        context_line(context)
+        + " `off`: OPTAAS_HISTORY_MAX_RECORDS=0; `on`: the default 100000 (no pruning in "
         "the run); `pruning`: 200 (2 old records deleted every second step). Each round is a "
         "fresh server and database; configurations alternate order between rounds. The p50 "
         "range is the lowest and highest round: the noise.",

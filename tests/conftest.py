@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from app.store.database import Database
+from app.store.migrate import upgrade
 from tests.databases import POSTGRES_SERVER_URL, create_postgres_database, drop_postgres_database
 from tests.live_server import LiveServer
 
@@ -75,6 +77,15 @@ def module_database_url(
     """As `database_url`, shared by a module's tests (with a server started once)."""
     with temporary_database(request.param, tmp_path_factory.mktemp("db")) as url:
         yield url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """`database_url` migrated to the newest schema, as a `Database`."""
+    upgrade(database_url)
+    database = Database(database_url)
+    yield database
+    database.dispose()
 
 
 StartServer = Callable[..., LiveServer]

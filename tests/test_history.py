@@ -8,43 +8,17 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
-import pytest
 
 from app.store.database import Database
 from app.store.history import HistoryRepository, changed_fields, prune_interval
-from app.store.migrate import upgrade
-from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from tests.support import bearer, create_session, post_json
+from tests.support import bearer, create_session, new_record, post_json
 
 # -- the repository -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def database(database_url: str):
-    upgrade(database_url)
-    database = Database(database_url)
-    yield database
-    database.dispose()
-
-
 def add_session(database: Database) -> uuid.UUID:
-    now = datetime.now(UTC)
-    record = SessionRecord(
-        id=uuid.uuid4(),
-        name=None,
-        token_hash="0" * 64,
-        dtype="float32",
-        layout="single",
-        tensors=[{"name": "params", "shape": [1]}],
-        config={"optimizer": {"type": "sgd"}},
-        step=0,
-        version=1,
-        schedule_state={},
-        last_loss=None,
-        created_at=now,
-        updated_at=now,
-    )
+    record = new_record()
     with database.transaction(write=True) as db:
         SessionRepository(db).add(record)
     return record.id
