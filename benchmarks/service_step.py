@@ -9,12 +9,12 @@ prepared beforehand; the answer, with the new parameters, read whole), after a w
 
 Prints a table and writes benchmarks/results/service_step.{json,md}.
 
-    python benchmarks/service_step.py --compare-history ROUNDS
+    python benchmarks/service_step.py --compare-history [--small-steps 2000 --large-steps 200]
 
-measures the cost of the step history instead: servers with the history off
+measures the cost of the step history instead: three servers at once with the history off
 (OPTAAS_HISTORY_MAX_RECORDS=0), on (the default limit, no pruning within the run) and pruning
-(a limit of 200: old records are deleted every second step), in alternating order, ROUNDS times,
-each on a fresh database; writes benchmarks/results/history_overhead.{json,md}.
+(a limit of 200: old records are deleted every second step), stepped in turn (paired
+measurements); writes benchmarks/results/history_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -49,19 +49,22 @@ def percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q))
 
 
-def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
-    """Latencies (ms) of `steps` JSON steps of an Adam float32 session with `size` parameters."""
-    rng = np.random.default_rng(size)
-    params = rng.standard_normal(size).astype(np.float32)
-    bodies = [
-        orjson.dumps(
-            {"gradients": rng.standard_normal(size).astype(np.float32), "loss": 1.0},
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
-        for _ in range(GRADIENT_VARIANTS)
-    ]
-    with server.client() as client:
-        created = client.post(
+class Stepper:
+    """An Adam float32 session with `size` parameters on `server`, stepped with JSON bodies
+    prepared beforehand; `step` returns the latency (ms) the client saw, answer read whole."""
+
+    def __init__(self, server: LiveServer, size: int) -> None:
+        rng = np.random.default_rng(size)
+        params = rng.standard_normal(size).astype(np.float32)
+        self.bodies = [
+            orjson.dumps(
+                {"gradients": rng.standard_normal(size).astype(np.float32), "loss": 1.0},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+            for _ in range(GRADIENT_VARIANTS)
+        ]
+        self.client = server.client()
+        created = self.client.post(
             "/v1/sessions",
             content=orjson.dumps(
                 {"params": params, "optimizer": {"type": "adam", "lr": 1e-3}},
@@ -71,29 +74,49 @@ def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
         )
         created.raise_for_status()
         session = created.json()
-        url = f"/v1/sessions/{session['id']}/step"
-        headers = {
+        self.url = f"/v1/sessions/{session['id']}/step"
+        self.headers = {
             "Authorization": f"Bearer {session['token']}",
             "Content-Type": "application/json",
         }
-        latencies = []
-        for index in range(WARMUP_STEPS + steps):
-            started = time.perf_counter()
-            response = client.post(url, content=bodies[index % GRADIENT_VARIANTS], headers=headers)
-            _ = response.content
-            elapsed = time.perf_counter() - started
-            if response.status_code != 200:
-                raise RuntimeError(response.text)
-            if index >= WARMUP_STEPS:
-                latencies.append(elapsed * 1000)
+        self.response_bytes = 0
+
+    def step(self, index: int) -> float:
+        started = time.perf_counter()
+        response = self.client.post(
+            self.url, content=self.bodies[index % GRADIENT_VARIANTS], headers=self.headers
+        )
+        self.response_bytes = len(response.content)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(response.text)
+        return elapsed * 1000
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def summary_of(latencies: list[float]) -> dict[str, float]:
     return {
-        "parameters": size,
-        "steps": steps,
-        "request_bytes": int(np.mean([len(body) for body in bodies])),
-        "response_bytes": len(response.content),
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "mean_ms": float(np.mean(latencies)),
+    }
+
+
+def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
+    """Latencies (ms) of `steps` JSON steps of an Adam float32 session with `size` parameters."""
+    stepper = Stepper(server, size)
+    try:
+        latencies = [stepper.step(index) for index in range(WARMUP_STEPS + steps)]
+    finally:
+        stepper.close()
+    return {
+        "parameters": size,
+        "steps": steps,
+        "request_bytes": int(np.mean([len(body) for body in stepper.bodies])),
+        "response_bytes": stepper.response_bytes,
+        **summary_of(latencies[WARMUP_STEPS:]),
     }
 
 
@@ -163,98 +186,85 @@ def markdown(rows: list[dict[str, object]], context: dict[str, object]) -> str:
 
 HISTORY_SETTINGS = {"off": "0", "on": "100000", "pruning": "200"}
 """OPTAAS_HISTORY_MAX_RECORDS for each configuration compared."""
+BOOTSTRAP_SAMPLES = 2000
 
 
-def compare_history(
-    backends: list[str], rounds: int, small_steps: int, large_steps: int
-) -> list[dict[str, object]]:
-    """Every configuration `rounds` times per backend, in alternating order (drift cancels)."""
+def median_interval(differences: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """A 95 % bootstrap interval of the median of `differences`."""
+    picks = rng.integers(0, len(differences), size=(BOOTSTRAP_SAMPLES, len(differences)))
+    medians = np.median(differences[picks], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def compare_history(backends: list[str], small_steps: int, large_steps: int) -> list[dict]:
+    """One server per configuration, all running at once; each step index posts to every
+    server in turn (the order rotating), so the machine's load falls on all of them alike and
+    the latencies pair up: the cost of the history is the median of the paired differences."""
     rows = []
+    rng = np.random.default_rng(0)
     for backend in backends:
-        for round_number in range(rounds):
-            order = list(HISTORY_SETTINGS)
-            if round_number % 2:
-                order.reverse()
-            for history in order:
-                env = {"OPTAAS_HISTORY_MAX_RECORDS": HISTORY_SETTINGS[history]}
-                with ExitStack() as stack:
-                    server = start_server(stack, backend, env)
-                    for size, steps in ((10, small_steps), (100_000, large_steps)):
-                        row = {
-                            "database": backend,
-                            "history": history,
-                            "round": round_number,
-                            **measure(server, size, steps),
-                        }
-                        rows.append(row)
-                        print(
-                            f"{backend:<10} {history:<8} round {round_number} N={size:<7} "
-                            f"p50 {row['p50_ms']:7.3f} ms  mean {row['mean_ms']:7.3f} ms",
-                            flush=True,
-                        )
+        with ExitStack() as stack:
+            servers = {
+                history: start_server(stack, backend, {"OPTAAS_HISTORY_MAX_RECORDS": limit})
+                for history, limit in HISTORY_SETTINGS.items()
+            }
+            for size, steps in ((10, small_steps), (100_000, large_steps)):
+                steppers = {name: Stepper(server, size) for name, server in servers.items()}
+                names = list(steppers)
+                latencies: dict[str, list[float]] = {name: [] for name in names}
+                for index in range(WARMUP_STEPS + steps):
+                    shift = index % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        elapsed = steppers[name].step(index)
+                        if index >= WARMUP_STEPS:
+                            latencies[name].append(elapsed)
+                for stepper in steppers.values():
+                    stepper.close()
+                off = np.asarray(latencies["off"])
+                for name in names:
+                    differences = np.asarray(latencies[name]) - off
+                    low, high = median_interval(differences, rng)
+                    row = {
+                        "database": backend,
+                        "parameters": size,
+                        "steps": steps,
+                        "history": name,
+                        **summary_of(latencies[name]),
+                        "paired_difference_median_ms": float(np.median(differences)),
+                        "paired_difference_95ci_ms": [low, high],
+                    }
+                    rows.append(row)
+                    print(
+                        f"{backend:<10} N={size:<7} {name:<8} p50 {row['p50_ms']:7.3f} ms  "
+                        f"vs off {row['paired_difference_median_ms']:+.3f} ms "
+                        f"[{low:+.3f}, {high:+.3f}]",
+                        flush=True,
+                    )
     return rows
 
 
-def history_summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Per database, size and configuration: the median over rounds of each round's p50 and
-    mean, the spread of the p50s between rounds (the noise), and the difference to `off`."""
-    summary = []
-    keys = sorted({(row["database"], row["parameters"]) for row in rows})
-    for database, size in keys:
-
-        def p50s(history: str, database=database, size=size) -> list[float]:
-            return [
-                row["p50_ms"]
-                for row in rows
-                if (row["database"], row["parameters"], row["history"]) == (database, size, history)
-            ]
-
-        baseline = float(np.median(p50s("off")))
-        for history in HISTORY_SETTINGS:
-            samples = p50s(history)
-            means = [
-                row["mean_ms"]
-                for row in rows
-                if (row["database"], row["parameters"], row["history"]) == (database, size, history)
-            ]
-            median = float(np.median(samples))
-            summary.append(
-                {
-                    "database": database,
-                    "parameters": size,
-                    "history": history,
-                    "rounds": len(samples),
-                    "p50_ms_median": median,
-                    "p50_ms_min": min(samples),
-                    "p50_ms_max": max(samples),
-                    "mean_ms_median": float(np.median(means)),
-                    "p50_difference_ms": median - baseline,
-                    "p50_difference_percent": 100 * (median - baseline) / baseline,
-                }
-            )
-    return summary
-
-
-def history_markdown(summary: list[dict[str, object]], context: dict[str, object]) -> str:
+def history_markdown(rows: list[dict], context: dict[str, object]) -> str:
     lines = [
         "# Step history: its cost on the step path (JSON, Adam float32, one server process)",
         "",
-        context_line(context)
-        + " `off`: OPTAAS_HISTORY_MAX_RECORDS=0; `on`: the default 100000 (no pruning in "
-        "the run); `pruning`: 200 (2 old records deleted every second step). Each round is a "
-        "fresh server and database; configurations alternate order between rounds. The p50 "
-        "range is the lowest and highest round: the noise.",
+        context_line(context),
         "",
-        "| database | parameters | history | rounds | p50 ms (median) | p50 range ms | "
-        "mean ms | p50 vs off |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "Three servers at once, each on its own fresh database: `off` "
+        "(OPTAAS_HISTORY_MAX_RECORDS=0), `on` (the default 100000; no pruning within the run) and "
+        "`pruning` (200: two old records deleted every second step). Every step index is posted "
+        "to all three in rotating order, so load on the machine falls on all alike; the cost is "
+        "the median of the paired differences to `off`, with a 95 % bootstrap interval.",
+        "",
+        "| database | parameters | steps | history | p50 ms | p99 ms | mean ms | "
+        "vs off: median paired difference | 95 % interval |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for row in summary:
+    for row in rows:
+        low, high = row["paired_difference_95ci_ms"]
         lines.append(
-            f"| {row['database']} | {row['parameters']:,} | {row['history']} | {row['rounds']} | "
-            f"{row['p50_ms_median']:.3f} | {row['p50_ms_min']:.3f}–{row['p50_ms_max']:.3f} | "
-            f"{row['mean_ms_median']:.3f} | {row['p50_difference_ms']:+.3f} ms "
-            f"({row['p50_difference_percent']:+.1f} %) |"
+            f"| {row['database']} | {row['parameters']:,} | {row['steps']} | {row['history']} | "
+            f"{row['p50_ms']:.3f} | {row['p99_ms']:.3f} | {row['mean_ms']:.3f} | "
+            f"{row['paired_difference_median_ms']:+.3f} ms | {low:+.3f} … {high:+.3f} ms |"
         )
     return "\n".join(lines) + "\n"
 
@@ -264,19 +274,18 @@ def main() -> None:
     parser.add_argument("--small-steps", type=int, default=500)
     parser.add_argument("--large-steps", type=int, default=100)
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
-    parser.add_argument("--compare-history", type=int, metavar="ROUNDS", default=0)
+    parser.add_argument(
+        "--compare-history", action="store_true", help="measure the step history's cost instead"
+    )
     args = parser.parse_args()
     if args.compare_history:
-        rows = compare_history(
-            args.backends, args.compare_history, args.small_steps, args.large_steps
-        )
-        summary = history_summary(rows)
+        rows = compare_history(args.backends, args.small_steps, args.large_steps)
         context = environment()
         RESULTS.mkdir(parents=True, exist_ok=True)
-        document = {"environment": context, "summary": summary, "rounds": rows}
+        document = {"environment": context, "results": rows}
         (RESULTS / "history_overhead.json").write_text(json.dumps(document, indent=2) + "\n")
-        (RESULTS / "history_overhead.md").write_text(history_markdown(summary, context))
-        print(history_markdown(summary, context))
+        (RESULTS / "history_overhead.md").write_text(history_markdown(rows, context))
+        print(history_markdown(rows, context))
         return
     rows = run(args.backends, args.small_steps, args.large_steps)
     context = environment()

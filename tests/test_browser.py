@@ -85,11 +85,19 @@ class OfflinePage:
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("console", self._console)
         self.page.on("request", self._seen)
 
     def _is_local(self, url: str) -> bool:
         parts = urlsplit(url)
         return parts.scheme in ("data", "blob", "about") or parts.hostname in LOCAL_HOSTS
+
+    def _console(self, message) -> None:
+        # Errors only: a script error or a Content-Security-Policy violation shows up here. An
+        # HTTP error answer the page handles (the designer's 422s) is not one.
+        answered = message.text.startswith("Failed to load resource: the server responded")
+        if message.type == "error" and not answered:
+            self.errors.append(message.text)
 
     def _route(self, route) -> None:
         if self._is_local(route.request.url):

@@ -205,7 +205,8 @@ def test_history_needs_the_token_and_bounds_its_limit(module_server):
         unknown = client.get(f"/v1/sessions/{uuid.uuid4()}/history", headers=auth)
         assert wrong.status_code == unknown.status_code == 404
         assert wrong.json() == unknown.json()
-        for params in ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"limit": "x"}):
+        bad = ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": 2**63}, {"limit": "x"})
+        for params in bad:
             response = client.get(f"{path}/history", params=params, headers=auth)
             assert response.status_code == 422, params
             assert response.headers["content-type"] == "application/problem+json"

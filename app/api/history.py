@@ -15,6 +15,7 @@ from app.schemas import HistoryPage
 
 HISTORY_DEFAULT_LIMIT = 100
 HISTORY_MAX_LIMIT = 1000
+MAX_CURSOR = 2**63 - 1  # seq is a BIGINT
 
 router = APIRouter(prefix="/v1/sessions", tags=["history"])
 
@@ -32,7 +33,11 @@ async def get_history(
     token: TokenDep,
     after: Annotated[
         int,
-        Query(ge=0, description="Show records with `seq` greater than this (0: from the start)."),
+        Query(
+            ge=0,
+            le=MAX_CURSOR,
+            description="Show records with `seq` greater than this (0: from the start).",
+        ),
     ] = 0,
     limit: Annotated[
         int, Query(ge=1, le=HISTORY_MAX_LIMIT, description="Most records in this page.")

@@ -24,7 +24,7 @@ VENDOR_URL = f"{STATIC_URL}/vendor"
 FAVICON_URL = f"{VENDOR_URL}/swagger-ui/favicon-32x32.png"
 
 UI_CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
     "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )

@@ -25,9 +25,9 @@ from sqlalchemy import (
     ForeignKey,
     String,
     Uuid,
+    bindparam,
     delete,
     func,
-    insert,
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -61,6 +61,20 @@ class HistoryEntry(Base):
     changes: Mapped[dict[str, Any] | None] = mapped_column(
         comment='{"<dotted field>": {"old": …, "new": …}, …}'
     )
+
+
+_TABLE = HistoryEntry.__table__
+_RECORD_COLUMNS = ("lr", "loss", "grad_norm", "update_norm", "skipped", "duration_ms", "changes")
+_APPEND = (
+    _TABLE.insert()
+    .values(
+        seq=select(func.coalesce(func.max(_TABLE.c.seq), 0) + 1)
+        .where(_TABLE.c.session_id == bindparam("of_session"))
+        .scalar_subquery()
+    )
+    .returning(_TABLE.c.seq)
+)
+"""INSERT … VALUES (…, (SELECT max(seq) + 1 of the session), …) RETURNING seq."""
 
 
 def prune_interval(max_records: int) -> int:
@@ -162,18 +176,17 @@ class HistoryRepository:
     def _append(self, session_id: uuid.UUID, **values: Any) -> None:
         """Insert the next record (seq = last + 1); prune the oldest when a batch is due.
 
-        The caller holds the session's row lock, so no other writer numbers records meanwhile.
+        One statement, the numbering included (`_APPEND`), because it sits on every step's
+        path. The caller holds the session's row lock, so no other writer numbers records
+        meanwhile.
         """
         if self.max_records == 0:
             return
-        last = self.db.scalar(
-            select(func.max(HistoryEntry.seq)).where(HistoryEntry.session_id == session_id)
-        )
-        seq = (last or 0) + 1
-        self.db.execute(
-            insert(HistoryEntry),
-            [{"session_id": session_id, "seq": seq, "at": datetime.now(UTC), **values}],
-        )
+        row = {column: None for column in _RECORD_COLUMNS} | values
+        seq = self.db.execute(
+            _APPEND,
+            {**row, "session_id": session_id, "at": datetime.now(UTC), "of_session": session_id},
+        ).scalar_one()
         if self.max_records is not None:
             self._prune(session_id, seq, self.max_records)
 
