@@ -48,6 +48,7 @@ from app.optim.gradients import (
     first_nonfinite,
     global_norm,
     squared_norm,
+    sum_of_squares,
 )
 from app.optim.optimizers import build_optimizer, optimizer_fields
 from app.optim.schedules import build_schedule
@@ -323,8 +324,7 @@ def _apply_chain(
     """θ ← θ + u with u = chain(g) = −η_t/(σ_t + eps)·m_t, in place; returns ‖u‖²."""
     update = transform.update(grad, slots, TensorStep(param, grad, count, rate, scratch))
     np.add(param, update, out=param)
-    flat = update.reshape(-1)
-    return float(np.dot(flat, flat))
+    return sum_of_squares(update)
 
 
 def _contiguous(param: np.ndarray, slots: Slots) -> bool:
