@@ -202,6 +202,9 @@ class Optimizer:
         `grads` are consumed: arrays already in θ's dtype are used as scratch space.
         """
         checked = check_gradients(params, grads, partial=partial)
+        read_only = [name for name in checked if not params[name].flags.writeable]
+        if read_only:  # a programming error, caught before anything is written
+            raise ValueError(f"parameters {read_only} are read-only; steps update θ in place")
         if loss is not None:
             loss = _loss_value(loss)
         t = state.step
