@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SQLITE_FILE_NAME = "optaas.sqlite3"
@@ -13,10 +13,19 @@ SQLITE_FILE_NAME = "optaas.sqlite3"
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
-class Settings(BaseSettings):
-    """Everything the server can be told, each field as `OPTAAS_<FIELD>` in the environment."""
+def platform_fallback(field: str, platform_variable: str) -> AliasChoices:
+    """Read `OPTAAS_<FIELD>`, else the variable container platforms set (`PORT`, `DATABASE_URL`)."""
+    return AliasChoices(f"OPTAAS_{field.upper()}", platform_variable)
 
-    model_config = SettingsConfigDict(env_prefix="OPTAAS_", extra="ignore")
+
+class Settings(BaseSettings):
+    """Everything the server can be told, each field as `OPTAAS_<FIELD>` in the environment.
+
+    `port` and `database_url` also read `PORT` and `DATABASE_URL`, which container platforms
+    (Heroku, Cloud Run, Render, …) set; the `OPTAAS_` variable wins when both are set.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OPTAAS_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(
         default=Path("./optaas-data"),
@@ -24,6 +33,7 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         default="",
+        validation_alias=platform_fallback("database_url", "DATABASE_URL"),
         description=(
             "SQLAlchemy URL of the database. Empty: a SQLite file in `data_dir`. "
             "`postgresql://…` is read as `postgresql+psycopg://…`."
@@ -37,7 +47,9 @@ class Settings(BaseSettings):
         default=512 * 1024**2, gt=0, description="Largest request body accepted (413 above)."
     )
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = Field(
+        default=8000, ge=0, le=65535, validation_alias=platform_fallback("port", "PORT")
+    )
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
     log_level: LogLevel = "info"
 

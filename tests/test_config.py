@@ -8,13 +8,15 @@ import pytest
 
 from app.config import Settings
 
+PLATFORM_VARIABLES = ("PORT", "DATABASE_URL")
+
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     import os
 
     for name in list(os.environ):
-        if name.startswith("OPTAAS_"):
+        if name.startswith("OPTAAS_") or name in PLATFORM_VARIABLES:
             monkeypatch.delenv(name)
 
 
@@ -68,3 +70,41 @@ def test_invalid_values_are_refused(monkeypatch):
 
 def test_data_dir_default_is_relative_to_the_working_directory():
     assert Settings().data_dir == Path("./optaas-data")
+
+
+@pytest.mark.parametrize(
+    ("environment", "port", "database_url"),
+    [
+        (
+            {"PORT": "9123", "DATABASE_URL": "postgres://u@h/db"},
+            9123,
+            "postgresql+psycopg://u@h/db",
+        ),
+        (
+            {
+                "PORT": "9123",
+                "OPTAAS_PORT": "9200",
+                "DATABASE_URL": "postgresql://u@h/platform",
+                "OPTAAS_DATABASE_URL": "postgresql://u@h/optaas",
+            },
+            9200,
+            "postgresql+psycopg://u@h/optaas",
+        ),
+    ],
+    ids=["platform-variables-alone", "optaas-variables-win"],
+)
+def test_platform_port_and_database_url_are_fallbacks(monkeypatch, environment, port, database_url):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert (settings.port, settings.database_url) == (port, database_url)
+
+
+def test_an_invalid_platform_port_is_refused(monkeypatch):
+    monkeypatch.setenv("PORT", "http")
+    with pytest.raises(ValueError, match="valid integer"):
+        Settings()
+
+
+def test_fields_can_still_be_given_by_name():
+    assert Settings(port=9300).port == 9300
