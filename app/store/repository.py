@@ -1,21 +1,27 @@
-"""Sessions and their arrays in the database. Repositories flush; the caller's unit of work commits.
+"""Sessions, their arrays and idempotency records in the database.
 
-The interface is kept narrow on purpose — get/add/delete a session row, load and save its arrays —
-so that how arrays are kept (today: every step rewrites them) can change behind it.
+Repositories flush; the caller's unit of work commits. The sessions' interface is kept narrow on
+purpose — get/add/delete a session row, load and save its arrays — so that how arrays are kept
+(today: every step rewrites them) can change behind it.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, delete, insert, select
+from sqlalchemy import Select, delete, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.store import codec
-from app.store.models import SessionArray, SessionRecord
+from app.store.models import IdempotencyRecord, SessionArray, SessionRecord
+
+PRUNE_BATCH_ROWS = 1000
+"""Rows pruned per statement, so that no prune holds a write lock for long."""
 
 
 class SessionRepository:
@@ -89,3 +95,76 @@ class SessionRepository:
         with driver_connection.cursor(binary=True) as cursor:
             cursor.execute(str(compiled), compiled.params)
             return cursor.fetchall()
+
+
+class IdempotencyRepository:
+    """Idempotency records: claimed first, completed with the answer in the same transaction."""
+
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        """Insert `record` (its answer still empty) unless its (scope, key) exists: None if
+        inserted, else the existing record.
+
+        `INSERT … ON CONFLICT DO NOTHING`: a concurrent transaction inserting the same key makes
+        this one wait for its outcome (PostgreSQL; on SQLite writers take turns anyway), so of
+        two concurrent requests with one key exactly one claims it and the other reads its answer.
+        """
+        values = {
+            column.key: getattr(record, column.key) for column in IdempotencyRecord.__table__.c
+        }
+        statement = self._insert().values(values).on_conflict_do_nothing()
+        if self.db.execute(statement).rowcount == 1:
+            return None
+        existing = self.db.scalars(
+            select(IdempotencyRecord)
+            .where(IdempotencyRecord.scope == record.scope)
+            .where(IdempotencyRecord.key_hash == record.key_hash)
+            .execution_options(populate_existing=True)
+        ).one()
+        return existing
+
+    def complete(
+        self, scope: str, key_hash: str, status: int, headers: dict[str, str], body: bytes
+    ) -> None:
+        """Store the answer of a claimed record."""
+        self.db.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.scope == scope)
+            .where(IdempotencyRecord.key_hash == key_hash)
+            .values(status=status, headers=headers, body=body)
+        )
+
+    def drop_expired_answers(self, now: datetime) -> int:
+        """Turn up to `PRUNE_BATCH_ROWS` records past `expires_at` into tombstones; how many."""
+        table = IdempotencyRecord
+        expired = (
+            select(table.scope, table.key_hash)
+            .where(table.body.is_not(None))
+            .where(table.expires_at <= now)
+            .limit(PRUNE_BATCH_ROWS)
+        )
+        statement = (
+            update(table)
+            .where(tuple_(table.scope, table.key_hash).in_(expired))
+            .values(status=None, headers=None, body=None)
+        )
+        return self.db.execute(statement).rowcount
+
+    def forget_sessionless_before(self, cutoff: datetime) -> int:
+        """Delete up to `PRUNE_BATCH_ROWS` records of no session created before `cutoff`."""
+        table = IdempotencyRecord
+        old = (
+            select(table.scope, table.key_hash)
+            .where(table.session_id.is_(None))
+            .where(table.created_at < cutoff)
+            .limit(PRUNE_BATCH_ROWS)
+        )
+        statement = delete(table).where(tuple_(table.scope, table.key_hash).in_(old))
+        return self.db.execute(statement).rowcount
+
+    def _insert(self) -> postgresql.Insert | sqlite.Insert:
+        dialect = self.db.get_bind().dialect.name
+        insert_for = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+        return insert_for(IdempotencyRecord)
