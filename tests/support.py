@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.optim import Optimizer, StepResult
 from app.store.database import Database
-from app.store.models import SessionArray, SessionRecord
+from app.store.models import IdempotencyRecord, SessionArray, SessionRecord
 from app.tensors import Layout, tensors_to_json
 
 CORE_CONFIG_FIELDS = ("optimizer", "schedule", "clip_grad_norm", "clip_grad_value", "nonfinite")
@@ -70,18 +70,30 @@ class CoreRun:
 
 
 def database_snapshot(database: Database, session_id: str) -> tuple[Any, ...]:
-    """Every stored byte of a session — its row and all its arrays — plus the session count."""
+    """Every stored byte of a session — its row, its arrays, its idempotency records — plus the
+    number of sessions and of idempotency records."""
+    parsed = uuid.UUID(session_id)
     with database.transaction(write=False) as db:
-        row = db.execute(
-            select(SessionRecord.__table__).where(SessionRecord.id == uuid.UUID(session_id))
-        ).one()
+        row = db.execute(select(SessionRecord.__table__).where(SessionRecord.id == parsed)).one()
         arrays = db.execute(
             select(SessionArray.__table__)
-            .where(SessionArray.session_id == uuid.UUID(session_id))
+            .where(SessionArray.session_id == parsed)
             .order_by(SessionArray.key)
         ).all()
+        kept = db.execute(
+            select(IdempotencyRecord.__table__)
+            .where(IdempotencyRecord.session_id == parsed)
+            .order_by(IdempotencyRecord.key_hash)
+        ).all()
         sessions = db.execute(select(func.count()).select_from(SessionRecord)).scalar_one()
-    return tuple(row), [tuple(array) for array in arrays], sessions
+        records = db.execute(select(func.count()).select_from(IdempotencyRecord)).scalar_one()
+    return (
+        tuple(row),
+        [tuple(array) for array in arrays],
+        [tuple(record) for record in kept],
+        sessions,
+        records,
+    )
 
 
 def random_arrays(

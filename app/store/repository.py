@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, delete, insert, select, tuple_, update
+from sqlalchemy import Select, delete, insert, null, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -112,10 +112,17 @@ class IdempotencyRepository:
         two concurrent requests with one key exactly one claims it and the other reads its answer.
         """
         values = {
-            column.key: getattr(record, column.key) for column in IdempotencyRecord.__table__.c
+            column.key: getattr(record, column.key)
+            for column in IdempotencyRecord.__table__.c
+            if getattr(record, column.key) is not None  # JSON columns would store None as 'null'
         }
-        statement = self._insert().values(values).on_conflict_do_nothing()
-        if self.db.execute(statement).rowcount == 1:
+        statement = (
+            self._insert()
+            .values(values)
+            .on_conflict_do_nothing()
+            .returning(IdempotencyRecord.key_hash)
+        )
+        if self.db.execute(statement).first() is not None:
             return None
         existing = self.db.scalars(
             select(IdempotencyRecord)
@@ -148,7 +155,7 @@ class IdempotencyRepository:
         statement = (
             update(table)
             .where(tuple_(table.scope, table.key_hash).in_(expired))
-            .values(status=None, headers=None, body=None)
+            .values(status=None, headers=null(), body=None)
         )
         return self.db.execute(statement).rowcount
 
