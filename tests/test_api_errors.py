@@ -536,6 +536,27 @@ CASES = {
     "create-params-beyond-float32": Bad(
         422, "invalid-content", body=create(params={"w": [1e39]}), extras={"tensor": "w"}, **CREATE
     ),
+    "create-name-with-nul": Bad(
+        422,
+        "validation-error",
+        body=create(name="a\x00b"),
+        error_locs=[["body", "name"]],
+        **CREATE,
+    ),
+    "create-tensor-name-with-nul": Bad(
+        422,
+        "invalid-content",
+        body=create(params={"w\x00": [1.0]}),
+        extras={"field": "params"},
+        **CREATE,
+    ),
+    "create-tensor-name-too-long": Bad(
+        422,
+        "invalid-content",
+        body=create(params={"w" * 513: [1.0]}),
+        extras={"field": "params"},
+        **CREATE,
+    ),
     "create-no-tensors": Bad(
         422, "invalid-content", body=create(params={}), extras={"field": "params"}, **CREATE
     ),
