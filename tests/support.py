@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -100,3 +101,23 @@ def random_arrays(
     rng: np.random.Generator, shapes: Mapping[str, Sequence[int]], dtype: str
 ) -> dict[str, np.ndarray]:
     return {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}
+
+
+def all_at_once(count: int, call: Callable[[], Any]) -> list[Any]:
+    """Run `call` in `count` threads released together by a barrier; their results."""
+    results: list[Any] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(count)
+
+    def run() -> None:
+        barrier.wait()
+        result = call()
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

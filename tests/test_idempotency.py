@@ -6,7 +6,6 @@ retention, so that expiry can be watched within a test.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ from app.store.migrate import upgrade
 from app.store.models import IdempotencyRecord, SessionRecord
 from app.store.repository import IdempotencyRepository
 from tests.live_server import LiveServer
-from tests.support import bearer, database_snapshot, post_json
+from tests.support import all_at_once, bearer, database_snapshot, post_json
 
 API_KEYS = ("key-a", "key-b")
 TTL_SECONDS = 3
@@ -157,19 +156,11 @@ def test_an_error_is_not_kept_so_a_retry_is_evaluated_afresh(client, session):
 
 
 def test_concurrent_requests_with_one_key_apply_once_and_all_get_the_same_answer(server, session):
-    answers = []
-    barrier = threading.Barrier(6)
-
-    def send() -> None:
+    def send():
         with server.client() as own:
-            barrier.wait()
-            answers.append(step(own, session, [1.0, 0.0], **{"Idempotency-Key": "race"}))
+            return step(own, session, [1.0, 0.0], **{"Idempotency-Key": "race"})
 
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = all_at_once(6, send)
 
     assert [answer.status_code for answer in answers] == [200] * 6
     assert len({answer.content for answer in answers}) == 1
@@ -298,19 +289,12 @@ def test_creation_keys_are_scoped_to_the_api_key(client, database):
 
 def test_concurrent_duplicate_creations_make_exactly_one_session(server, database):
     before = session_count(database)
-    answers = []
-    barrier = threading.Barrier(8)
 
-    def send() -> None:
+    def send():
         with server.client() as own:
-            barrier.wait()
-            answers.append(create(own, "create-race"))
+            return create(own, "create-race")
 
-    threads = [threading.Thread(target=send) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = all_at_once(8, send)
 
     assert [answer.status_code for answer in answers] == [201] * 8
     assert len({answer.content for answer in answers}) == 1
