@@ -321,6 +321,9 @@ def test_prune_drops_expired_answers_and_forgets_old_creation_tombstones(databas
             scope="create/anonymous",
             key_hash=key,
             fingerprint="f" * 64,
+            status=201,
+            headers={"ETag": '"0"'},
+            body=b"sealed",
             created_at=created,
             expires_at=now + timedelta(seconds=expires_in),
         )
@@ -333,8 +336,7 @@ def test_prune_drops_expired_answers_and_forgets_old_creation_tombstones(databas
                 ("expired", 120, -60),
                 ("old", 7200, -7140),
             ]:
-                assert records.claim(record(key, age, expires_in)) is None
-                records.complete("create/anonymous", key, 201, {"ETag": '"0"'}, b"sealed")
+                assert records.add_unless_present(record(key, age, expires_in)) is None
 
         assert prune(database, settings) == (2, 1)  # two answers dropped, one record forgotten
 

@@ -1,18 +1,25 @@
 """`Idempotency-Key`: a request applied once, its answer kept and replayed to every retry.
 
 The reusable piece behind every endpoint that accepts the header (step and create today; fork
-and import later). An endpoint's use case *claims* the key inside its transaction, at the moment
-the key's scope is known and, for a session, while the session is locked; `run_use_case` then
-*keeps* the answer in the same transaction. So the record exists exactly when the change does:
+and import later). The endpoint's use case names the key's *scope* once it knows it — for a
+step, after authorising and locking the session —, and `run_use_case` *keeps* the answer in the
+same transaction as the change it reports. So a kept answer exists exactly when the change does:
 
-- first request with the key: claimed, applied, its answer kept (2xx only; an error rolls the
-  claim back, and a retry is evaluated afresh);
+- first request with the key: applied, its answer kept (2xx only; an error rolls everything
+  back, and a retry is evaluated afresh);
 - a retry (same fingerprint) while the answer is kept: `Replay` — the kept status, headers and
-  body, byte for byte, plus `Idempotent-Replayed: true`; nothing is applied;
+  body, byte for byte, plus `Idempotent-Replayed: true`; its own transaction is rolled back,
+  so nothing is applied twice;
 - the same key with another request (fingerprint = SHA-256 over method, path, query, content
   type, accept and body): 422 `idempotency-key-reused`;
 - a retry after the answer expired (`OPTAAS_IDEMPOTENCY_TTL_SECONDS`): 422
   `idempotency-key-expired` — the record stays as a tombstone, so nothing is applied twice.
+
+The record is written once, at the end (`INSERT … ON CONFLICT DO NOTHING`): a repeat is found
+by that insert, or — when the repeat fails where the original succeeded, e.g. a stale
+`If-Match` — by a lookup on the error path. So a first request costs one statement, and only
+repeats do work that is then rolled back. With the session locked, a repeat always finds the
+original's committed record; concurrent creations with one key meet at the unique key.
 
 Keys and requests are stored only as digests; the kept body is sealed (AES-GCM) with a key
 derived from the Idempotency-Key itself, since a creation's answer holds the session's token,
@@ -29,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -104,62 +111,73 @@ class RequestIdentity:
 
 @dataclass
 class IdempotencyKeeper:
-    """One request's `Idempotency-Key`: claims it in a scope, then keeps the answer."""
+    """One request's `Idempotency-Key`: where it is unique, and the answer kept under it."""
 
     key: str
     request: RequestIdentity
     ttl: timedelta
-    _claimed: IdempotencyRecord | None = field(default=None, init=False)
+    _scope: str | None = field(default=None, init=False)
+    _session_id: uuid.UUID | None = field(default=None, init=False)
 
     @property
     def key_hash(self) -> str:
         return hashlib.sha256(self.key.encode("utf-8", "surrogateescape")).hexdigest()
 
-    def claim(self, db: Session, scope: str, session_id: uuid.UUID | None = None) -> None:
-        """Claim the key in `scope`, or raise: `Replay` with the kept answer, or a 422.
+    def scope(self, scope: str, session_id: uuid.UUID | None = None) -> None:
+        """Where the key is unique; the use case says so before it changes anything, holding
+        the lock of what it changes (for a session: after `SELECT … FOR UPDATE`). Records of a
+        `session_id` are deleted with the session."""
+        self._scope, self._session_id = scope, session_id
 
-        Call it in the use case's write transaction before anything changes, holding the lock of
-        whatever the request changes (for a session: after `SELECT … FOR UPDATE`).
+    def replay_if_kept(self, db: Session) -> None:
+        """If this key was used in its scope before: `Replay` its answer, or a 422. Else nothing."""
+        if self._scope is None:
+            return  # the request failed before its scope was known (e.g. a wrong token)
+        existing = IdempotencyRepository(db).get(self._scope, self.key_hash)
+        if existing is not None:
+            self._answer_repeat(existing)
+
+    def keep(self, db: Session, answer: Answer) -> None:
+        """Keep a 2xx `answer` under the key, in the transaction of the change it reports.
+
+        If the key turns out to be used already, this request is a repeat: raises `Replay` or a
+        422, and the caller's transaction — this request's change — is rolled back.
         """
+        if self._scope is None:
+            raise RuntimeError("keep() before scope(): the use case must name the key's scope")
+        if not 200 <= answer.status < 300:
+            raise ValueError(f"only successful answers are kept, not {answer.status}")
         now = datetime.now(UTC)
         record = IdempotencyRecord(
-            scope=scope,
+            scope=self._scope,
             key_hash=self.key_hash,
-            session_id=session_id,
+            session_id=self._session_id,
             fingerprint=self.request.fingerprint(),
-            status=None,
-            headers=None,
-            body=None,
+            status=answer.status,
+            headers={name: answer.headers[name] for name in KEPT_HEADERS if name in answer.headers},
+            body=self._seal(self._scope, answer.body),
             created_at=now,
             expires_at=now + self.ttl,
         )
-        existing = IdempotencyRepository(db).claim(record)
-        if existing is None:
-            self._claimed = record
-            return
-        if existing.fingerprint != record.fingerprint:
+        existing = IdempotencyRepository(db).add_unless_present(record)
+        if existing is not None:
+            self._answer_repeat(existing)
+
+    def _answer_repeat(self, existing: IdempotencyRecord) -> NoReturn:
+        """A repeat of the request `existing` records: replay it, or refuse with a 422."""
+        if existing.fingerprint != self.request.fingerprint():
             raise IdempotencyKeyReused(
                 f"this {HEADER} was used before for a different request (another body, path, "
                 "query or media type); use a new key for a new request"
             )
-        if existing.body is None or existing.status is None or existing.expires_at <= now:
+        kept_until = existing.expires_at
+        if existing.body is None or existing.status is None or kept_until <= datetime.now(UTC):
             raise IdempotencyKeyExpired(
                 f"the request with this {HEADER} was already applied, and its response is no "
                 "longer kept; nothing was applied now"
             )
-        body = self._open(scope, existing.body)
+        body = self._open(existing.scope, existing.body)
         raise Replay(Answer(existing.status, dict(existing.headers or {}), body))
-
-    def keep(self, db: Session, answer: Answer) -> None:
-        """Keep a 2xx `answer` in the claimed record (same transaction as the change)."""
-        if self._claimed is None:
-            raise RuntimeError("keep() without a claim: the use case must claim the key first")
-        if not 200 <= answer.status < 300:
-            raise ValueError(f"only successful answers are kept, not {answer.status}")
-        headers = {name: answer.headers[name] for name in KEPT_HEADERS if name in answer.headers}
-        scope = self._claimed.scope
-        sealed = self._seal(scope, answer.body)
-        IdempotencyRepository(db).complete(scope, self.key_hash, answer.status, headers, sealed)
 
     def _cipher(self, scope: str) -> AESGCM:
         hkdf = HKDF(

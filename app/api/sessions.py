@@ -29,6 +29,8 @@ from app.api.idempotency import (
     session_scope,
 )
 from app.api.openapi import json_request, problems, session_headers
+from app.errors import OptaasError
+from app.optim import OptimError
 from app.schemas import (
     CreatedSession,
     CreateSession,
@@ -77,14 +79,20 @@ async def run_use_case(
 ) -> Response:
     """In the thread pool: run `use_case` in one transaction, commit, then answer.
 
-    With an `Idempotency-Key` (`keeper`), the use case claims the key, and the answer is made
-    inside the transaction and kept with the change it reports; a retry gets the kept answer.
+    With an `Idempotency-Key` (`keeper`), the use case names the key's scope, and the answer is
+    made inside the transaction and kept with the change it reports; a repeat of a request
+    that was applied gets the kept answer instead (see `app.api.idempotency`).
     """
 
     def run() -> Response:
         try:
             with database.transaction(write=write) as db:
-                result = use_case(db)
+                try:
+                    result = use_case(db)
+                except (OptaasError, OptimError):
+                    if keeper is not None:  # a repeat that fails where its original did not
+                        keeper.replay_if_kept(db)
+                    raise
                 if keeper is not None:
                     kept = answer(result)
                     keeper.keep(db, kept)
@@ -118,10 +126,9 @@ async def create_session(
     """
 
     def create(db: Session) -> CreatedSession:
-        parsed = parse_json(body, CreateSession)
         if keeper is not None:
-            keeper.claim(db, creation_scope("create", api_key))
-        return service.create_session(db, parsed)
+            keeper.scope(creation_scope("create", api_key))
+        return service.create_session(db, parse_json(body, CreateSession))
 
     def answer(created: CreatedSession) -> Answer:
         location = request.app.url_path_for("get_session", session_id=str(created.id))
@@ -191,13 +198,13 @@ async def step_session(
     """
     return_params = returns == "params"
 
-    def apply(db: Session) -> StepResponse:
-        def check(record: SessionRecord) -> None:  # with the session locked
-            if keeper is not None:
-                keeper.claim(db, session_scope(record.id), record.id)
-            if precondition is not None:
-                precondition.require(record.step)
+    def check(record: SessionRecord) -> None:  # with the session locked
+        if keeper is not None:
+            keeper.scope(session_scope(record.id), record.id)
+        if precondition is not None:
+            precondition.require(record.step)
 
+    def apply(db: Session) -> StepResponse:
         request = parse_json(body, StepRequest)
         return service.step(
             db, session_id, token, request, return_params=return_params, guard=check

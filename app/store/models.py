@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Double,
     ForeignKey,
@@ -102,7 +103,7 @@ class IdempotencyRecord(Base):
         String(64), comment="hex SHA-256 of method, path, query, content type, accept and body"
     )
     status: Mapped[int | None] = mapped_column(Integer)
-    headers: Mapped[dict[str, Any] | None]
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(comment="the answer is dropped after this")

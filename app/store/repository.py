@@ -98,50 +98,32 @@ class SessionRepository:
 
 
 class IdempotencyRepository:
-    """Idempotency records: claimed first, completed with the answer in the same transaction."""
+    """Idempotency records, each added in the transaction of the change it reports."""
 
     def __init__(self, db: Session) -> None:
         self.db = db
 
-    def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        """Insert `record` (its answer still empty) unless its (scope, key) exists: None if
-        inserted, else the existing record.
-
-        `INSERT … ON CONFLICT DO NOTHING`: a concurrent transaction inserting the same key makes
-        this one wait for its outcome (PostgreSQL; on SQLite writers take turns anyway), so of
-        two concurrent requests with one key exactly one claims it and the other reads its answer.
-        """
-        values = {
-            column.key: getattr(record, column.key)
-            for column in IdempotencyRecord.__table__.c
-            if getattr(record, column.key) is not None  # JSON columns would store None as 'null'
-        }
-        statement = (
-            self._insert()
-            .values(values)
-            .on_conflict_do_nothing()
-            .returning(IdempotencyRecord.key_hash)
-        )
-        if self.db.execute(statement).first() is not None:
-            return None
-        existing = self.db.scalars(
+    def get(self, scope: str, key_hash: str) -> IdempotencyRecord | None:
+        return self.db.scalars(
             select(IdempotencyRecord)
-            .where(IdempotencyRecord.scope == record.scope)
-            .where(IdempotencyRecord.key_hash == record.key_hash)
-            .execution_options(populate_existing=True)
-        ).one()
-        return existing
-
-    def complete(
-        self, scope: str, key_hash: str, status: int, headers: dict[str, str], body: bytes
-    ) -> None:
-        """Store the answer of a claimed record."""
-        self.db.execute(
-            update(IdempotencyRecord)
             .where(IdempotencyRecord.scope == scope)
             .where(IdempotencyRecord.key_hash == key_hash)
-            .values(status=status, headers=headers, body=body)
-        )
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+
+    def add_unless_present(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        """Insert `record` unless its (scope, key) exists: None if inserted, else the existing one.
+
+        `INSERT … ON CONFLICT DO NOTHING`: an insert that meets another transaction's uncommitted
+        row with the same key waits for that transaction's outcome (PostgreSQL; on SQLite writers
+        take turns anyway), so of concurrent requests with one key exactly one inserts its record
+        and the others find it.
+        """
+        table = IdempotencyRecord.__table__
+        values = {column.key: getattr(record, column.key) for column in table.c}
+        if self.db.execute(self._insert_unless_present(), values).first() is not None:
+            return None
+        return self.get(record.scope, record.key_hash)
 
     def drop_expired_answers(self, now: datetime) -> int:
         """Turn up to `PRUNE_BATCH_ROWS` records past `expires_at` into tombstones; how many."""
@@ -171,7 +153,16 @@ class IdempotencyRepository:
         statement = delete(table).where(tuple_(table.scope, table.key_hash).in_(old))
         return self.db.execute(statement).rowcount
 
-    def _insert(self) -> postgresql.Insert | sqlite.Insert:
+    def _insert_unless_present(self) -> postgresql.Insert | sqlite.Insert:
+        """The INSERT … ON CONFLICT DO NOTHING RETURNING of this dialect, values as parameters
+        (one statement, compiled once: no per-row ORM work on the hot path)."""
         dialect = self.db.get_bind().dialect.name
-        insert_for = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-        return insert_for(IdempotencyRecord)
+        return _INSERT_UNLESS_PRESENT[dialect]
+
+
+_INSERT_UNLESS_PRESENT = {
+    name: dialect_insert(IdempotencyRecord.__table__)
+    .on_conflict_do_nothing()
+    .returning(IdempotencyRecord.__table__.c.key_hash)
+    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
