@@ -46,6 +46,28 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=512 * 1024**2, gt=0, description="Largest request body accepted (413 above)."
     )
+    lock_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Longest wait for a session's lock (PostgreSQL `lock_timeout`, SQLite busy timeout) "
+            "or for a pooled database connection; past it the request gets 503 + Retry-After."
+        ),
+    )
+    idempotency_ttl_seconds: int = Field(
+        default=86400,
+        gt=0,
+        description="How long the response to a request with an `Idempotency-Key` is kept.",
+    )
+    idempotency_tombstone_ttl_seconds: int = Field(
+        default=30 * 86400,
+        gt=0,
+        description=(
+            "How long a creation's key is remembered (as a tombstone, its response dropped) so "
+            "that a late retry is refused rather than applied twice. A session's own keys are "
+            "remembered as long as the session lives."
+        ),
+    )
     host: str = "127.0.0.1"
     port: int = Field(
         default=8000, ge=0, le=65535, validation_alias=platform_fallback("port", "PORT")
@@ -65,6 +87,15 @@ class Settings(BaseSettings):
     @classmethod
     def lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def tombstones_outlive_responses(self) -> Settings:
+        if self.idempotency_tombstone_ttl_seconds < self.idempotency_ttl_seconds:
+            raise ValueError(
+                "OPTAAS_IDEMPOTENCY_TOMBSTONE_TTL_SECONDS must be at least "
+                "OPTAAS_IDEMPOTENCY_TTL_SECONDS"
+            )
+        return self
 
     @model_validator(mode="after")
     def resolve_database_url(self) -> Settings:

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,15 +106,25 @@ def get_params(db: Session, session_id: str, token: str) -> ParamsResponse:
 
 
 def step(
-    db: Session, session_id: str, token: str, request: StepRequest, *, return_params: bool = True
+    db: Session,
+    session_id: str,
+    token: str,
+    request: StepRequest,
+    *,
+    return_params: bool = True,
+    guard: Callable[[SessionRecord], None] | None = None,
 ) -> StepResponse:
     """Apply one gradient: lock the session, load θ and state, update them, store them back.
 
     The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
     one session are applied one after another, each to the state the previous one left.
+    `guard` runs with the session locked, before anything changes, and may raise to stop the
+    step (the API's `If-Match` and `Idempotency-Key` checks).
     """
     repository = SessionRepository(db)
     record = _authorized_record(repository, session_id, token, for_update=True)
+    if guard is not None:
+        guard(record)
     layout = Layout(record.layout)
     if layout_of(request.gradients) is not layout:
         raise InvalidContent(

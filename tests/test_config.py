@@ -26,6 +26,9 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.database_url == f"sqlite:///{tmp_path / 'optaas-data' / 'optaas.sqlite3'}"
     assert settings.api_keys == []
     assert settings.max_body_bytes == 512 * 1024**2
+    assert settings.lock_timeout_seconds == 10.0
+    assert settings.idempotency_ttl_seconds == 86400
+    assert settings.idempotency_tombstone_ttl_seconds == 30 * 86400
     assert (settings.host, settings.port, settings.workers, settings.log_level) == (
         "127.0.0.1",
         8000,
@@ -40,12 +43,20 @@ def test_environment_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("OPTAAS_MAX_BODY_BYTES", "1024")
     monkeypatch.setenv("OPTAAS_WORKERS", "3")
     monkeypatch.setenv("OPTAAS_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("OPTAAS_LOCK_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("OPTAAS_IDEMPOTENCY_TTL_SECONDS", "60")
+    monkeypatch.setenv("OPTAAS_IDEMPOTENCY_TOMBSTONE_TTL_SECONDS", "120")
     settings = Settings()
     assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'optaas.sqlite3'}"
     assert settings.api_keys == ["one", "two"]
     assert settings.max_body_bytes == 1024
     assert settings.workers == 3
     assert settings.log_level == "debug"
+    assert settings.lock_timeout_seconds == 0.5
+    assert (settings.idempotency_ttl_seconds, settings.idempotency_tombstone_ttl_seconds) == (
+        60,
+        120,
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,6 +76,13 @@ def test_database_urls_are_normalised_to_psycopg_3(monkeypatch, given, used):
 def test_invalid_values_are_refused(monkeypatch):
     monkeypatch.setenv("OPTAAS_WORKERS", "0")
     with pytest.raises(ValueError, match="workers"):
+        Settings()
+
+
+def test_tombstones_must_outlive_the_answers_they_replace(monkeypatch):
+    monkeypatch.setenv("OPTAAS_IDEMPOTENCY_TTL_SECONDS", "600")
+    monkeypatch.setenv("OPTAAS_IDEMPOTENCY_TOMBSTONE_TTL_SECONDS", "60")
+    with pytest.raises(ValueError, match="TOMBSTONE_TTL"):
         Settings()
 
 

@@ -17,7 +17,7 @@ from app.store.migrate import alembic_config, downgrade, upgrade
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
 
-TABLES = {"sessions", "session_arrays"}
+TABLES = {"sessions", "session_arrays", "idempotency_records"}
 
 
 def table_names(database_url: str) -> set[str]:
