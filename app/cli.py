@@ -1,10 +1,12 @@
-"""`optaas serve` (apply migrations, then run uvicorn) and `optaas migrate`."""
+"""`optaas serve` (apply migrations, then run uvicorn), `optaas migrate`, `optaas healthcheck`."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the newest")
     migrate.add_argument("--database-url", help="SQLAlchemy URL (OPTAAS_DATABASE_URL)")
+
+    commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the server configured by the environment answers GET /healthz (containers)",
+    )
     return parser
 
 
@@ -86,10 +93,44 @@ def serve(settings: Settings) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def local_address(host: str) -> str:
+    """The address a client on this machine reaches a server listening on `host` by.
+
+    A wildcard (`0.0.0.0`, `::`) becomes loopback of its family; IPv6 comes bracketed for URLs.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # a name, e.g. localhost
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def healthcheck(settings: Settings, timeout_seconds: float = 5.0) -> int:
+    """0 if `GET /healthz` on the configured host and port answers 200, else 1 (Docker's rule)."""
+    import httpx  # imported late, as uvicorn is: the other commands do not need it
+
+    url = f"http://{local_address(settings.host)}:{settings.port}/healthz"
+    try:
+        # trust_env=False: a proxy set in the environment must not stand between us and loopback.
+        response = httpx.get(url, timeout=timeout_seconds, trust_env=False)
+    except httpx.HTTPError as error:
+        print(f"unhealthy: {url}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"unhealthy: {url} answered {response.status_code}", file=sys.stderr)
+        return 1
+    print(f"healthy: {url}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     export_options(args)
     settings = Settings()
+    if args.command == "healthcheck":
+        sys.exit(healthcheck(settings))
 
     from app.store.migrate import upgrade  # imported late: `optaas --help` stays fast
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SQLITE_FILE_NAME = "optaas.sqlite3"
@@ -16,10 +16,19 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 LogFormat = Literal["text", "json"]
 
 
-class Settings(BaseSettings):
-    """Everything the server can be told, each field as `OPTAAS_<FIELD>` in the environment."""
+def platform_fallback(field: str, platform_variable: str) -> AliasChoices:
+    """Read `OPTAAS_<FIELD>`, else the variable container platforms set (`PORT`, `DATABASE_URL`)."""
+    return AliasChoices(f"OPTAAS_{field.upper()}", platform_variable)
 
-    model_config = SettingsConfigDict(env_prefix="OPTAAS_", extra="ignore")
+
+class Settings(BaseSettings):
+    """Everything the server can be told, each field as `OPTAAS_<FIELD>` in the environment.
+
+    `port` and `database_url` also read `PORT` and `DATABASE_URL`, which container platforms
+    (Heroku, Cloud Run, Render, …) set; the `OPTAAS_` variable wins when both are set.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OPTAAS_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(
         default=Path("./optaas-data"),
@@ -27,6 +36,7 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         default="",
+        validation_alias=platform_fallback("database_url", "DATABASE_URL"),
         description=(
             "SQLAlchemy URL of the database. Empty: a SQLite file in `data_dir`. "
             "`postgresql://…` is read as `postgresql+psycopg://…`."
@@ -39,8 +49,32 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=512 * 1024**2, gt=0, description="Largest request body accepted (413 above)."
     )
+    lock_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Longest wait for a session's lock (PostgreSQL `lock_timeout`, SQLite busy timeout) "
+            "or for a pooled database connection; past it the request gets 503 + Retry-After."
+        ),
+    )
+    idempotency_ttl_seconds: int = Field(
+        default=86400,
+        gt=0,
+        description="How long the response to a request with an `Idempotency-Key` is kept.",
+    )
+    idempotency_tombstone_ttl_seconds: int = Field(
+        default=30 * 86400,
+        gt=0,
+        description=(
+            "How long a creation's key is remembered (as a tombstone, its response dropped) so "
+            "that a late retry is refused rather than applied twice. A session's own keys are "
+            "remembered as long as the session lives."
+        ),
+    )
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = Field(
+        default=8000, ge=0, le=65535, validation_alias=platform_fallback("port", "PORT")
+    )
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
     log_level: LogLevel = "info"
     log_format: LogFormat = Field(
@@ -64,6 +98,15 @@ class Settings(BaseSettings):
     @classmethod
     def lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def tombstones_outlive_responses(self) -> Settings:
+        if self.idempotency_tombstone_ttl_seconds < self.idempotency_ttl_seconds:
+            raise ValueError(
+                "OPTAAS_IDEMPOTENCY_TOMBSTONE_TTL_SECONDS must be at least "
+                "OPTAAS_IDEMPOTENCY_TTL_SECONDS"
+            )
+        return self
 
     @model_validator(mode="after")
     def resolve_database_url(self) -> Settings:

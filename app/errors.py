@@ -31,6 +31,14 @@ class MalformedBody(OptaasError):
     title = "Malformed request body"
 
 
+class InvalidHeader(OptaasError):
+    """A request header that cannot be read (`extras["header"]` names it)."""
+
+    status = 400
+    slug = "invalid-header"
+    title = "Invalid request header"
+
+
 class TokenMissing(OptaasError):
     status = 401
     slug = "token-missing"
@@ -57,6 +65,8 @@ class SessionNotFound(OptaasError):
 
 
 class PreconditionFailed(OptaasError):
+    """`If-Match` names no tag the session has; `extras["current_step"]` says where it is."""
+
     status = 412
     slug = "precondition-failed"
     title = "Precondition failed"
@@ -82,6 +92,20 @@ class InvalidContent(OptaasError):
     title = "Invalid content"
 
 
+class IdempotencyKeyReused(InvalidContent):
+    """The key was used before for a different request (another body, path or media type)."""
+
+    slug = "idempotency-key-reused"
+    title = "Idempotency key reused for a different request"
+
+
+class IdempotencyKeyExpired(InvalidContent):
+    """The key's request was applied, but its response is no longer kept: nothing is applied."""
+
+    slug = "idempotency-key-expired"
+    title = "Idempotency key expired"
+
+
 class RequestValidationFailed(InvalidContent):
     """The body, path or query does not fit the schema; `extras["errors"]` lists each problem."""
 
@@ -90,6 +114,24 @@ class RequestValidationFailed(InvalidContent):
 
 
 class ServiceUnavailable(OptaasError):
+    """Temporary: the request changed nothing and may be sent again after `Retry-After` seconds."""
+
     status = 503
     slug = "service-unavailable"
     title = "Service unavailable"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "2"}
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached (down, restarting, connection lost)."""
+
+    slug = "database-unavailable"
+    title = "Database unavailable"
+
+
+class LockTimeout(ServiceUnavailable):
+    """The session stayed locked by other requests longer than the server waits."""
+
+    slug = "lock-timeout"
+    title = "Session busy"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}

@@ -399,7 +399,8 @@ class SessionConfig(Spec):
 
 
 class CreateSession(SessionConfig):
-    name: str | None = Field(default=None, max_length=255)
+    # U+0000 is refused: PostgreSQL text cannot hold it.
+    name: str | None = Field(default=None, max_length=255, pattern=r"^[^\x00]*$")
     params: Tensors = Field(description="The initial parameters θ₀.")
     dtype: Dtype = "float32"
 

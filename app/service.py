@@ -13,7 +13,7 @@ import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,18 +118,23 @@ def step(
     request: StepRequest,
     *,
     return_params: bool = True,
+    guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
 ) -> StepResponse:
     """Apply one gradient: lock the session, load θ and state, update them, store them back.
 
     The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
-    one session are applied one after another, each to the state the previous one left. The
-    step (applied or skipped) is added to the session's history in the same transaction.
+    one session are applied one after another, each to the state the previous one left.
+    `guard` runs with the session locked, before anything changes, and may raise to stop the
+    step (the API's `If-Match` and `Idempotency-Key` checks). The step (applied or skipped) is
+    added to the session's history in the same transaction.
     """
     started = time.perf_counter()
     repository = SessionRepository(db)
     record = _authorized_record(repository, session_id, token, for_update=True)
     observe.note_step(optimizer=record.config["optimizer"]["type"])
+    if guard is not None:
+        guard(record)
     layout = Layout(record.layout)
     if layout_of(request.gradients) is not layout:
         raise InvalidContent(
@@ -174,13 +179,7 @@ def get_history(db: Session, session_id: str, token: str, *, after: int, limit: 
 def preview_schedule(request: SchedulePreviewRequest) -> SchedulePreview:
     """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them."""
     schedule = request.schedule.model_dump(mode="json")
-    try:
-        rates = schedule_lrs(schedule, request.lr, request.steps)
-    except OverflowError:  # Python-float arithmetic in the core raises instead of giving inf
-        raise InvalidContent(
-            f"the rates of this schedule overflow a float within {request.steps} steps",
-            field="schedule",
-        ) from None
+    rates = schedule_lrs(schedule, request.lr, request.steps)
     return SchedulePreview(lr=[rate if np.isfinite(rate) else None for rate in rates])
 
 

@@ -18,6 +18,10 @@ from app.errors import InvalidContent
 SINGLE_TENSOR_NAME = "params"
 """The name of the one tensor of a `single` layout session."""
 
+MAX_TENSOR_NAME_LENGTH = 512
+"""Long enough for any module path; short enough for a database index key (PostgreSQL's
+b-tree entries end near 2.7 kB, and a name may take 4 bytes a character)."""
+
 
 class Layout(StrEnum):
     SINGLE = "single"
@@ -37,11 +41,24 @@ def tensors_from_json(value: Any, dtype: np.dtype, *, field: str) -> dict[str, n
         raise InvalidContent(f"{field} is an empty object; give at least one tensor", field=field)
     tensors = {}
     for name, item in value.items():
-        if not name:
-            raise InvalidContent(f"{field} has a tensor with an empty name", field=field)
+        _check_tensor_name(name, field)
         where = tensor_field(field, Layout.NAMED, name)
         tensors[name] = tensor_from_json(item, dtype, field=where, tensor=name)
     return tensors
+
+
+def _check_tensor_name(name: str, field: str) -> None:
+    """Names are 1 to 512 characters, without U+0000 (which PostgreSQL text cannot hold)."""
+    if not name:
+        raise InvalidContent(f"{field} has a tensor with an empty name", field=field)
+    if len(name) > MAX_TENSOR_NAME_LENGTH:
+        raise InvalidContent(
+            f"{field} has a tensor name of {len(name)} characters; "
+            f"at most {MAX_TENSOR_NAME_LENGTH} are allowed",
+            field=field,
+        )
+    if "\x00" in name:
+        raise InvalidContent(f"{field} has a tensor name holding U+0000 (NUL)", field=field)
 
 
 def tensor_from_json(

@@ -1,10 +1,10 @@
 """One optimizer step's time, optaas's core beside torch.optim, on the same arrays.
 
 For 1e3 … 1e7 parameters (one tensor), float32 and float64, and adam, rmsprop, adagrad and
-sgd with momentum: the median time of `Optimizer.step` (validation, norms and update included)
-and of torch.optim's default CPU step (`opt.step()`, torch's default intra-op threads), and
-their ratio (optaas / torch: below 1 is faster). Prints a table and writes
-benchmarks/results/optim_step.json and .md.
+sgd with momentum: the time of `Optimizer.step` (validation, norms and update included) and of
+torch.optim's default CPU step (`opt.step()`: single-tensor kernels, torch's default intra-op
+threads), measured in alternation, and their ratio (optaas / torch: below 1 is faster). Prints
+a table and writes benchmarks/results/optim_step.json and .md.
 
     python benchmarks/optim_step.py [--quick]
 """

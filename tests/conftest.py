@@ -112,6 +112,13 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
 
 
 @pytest.fixture(scope="module")
+def module_start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServer]:
+    """As `start_server`, for servers shared by a module's tests."""
+    with _server_factory(tmp_path_factory.mktemp("logs")) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
 def module_server(
     module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:

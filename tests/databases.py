@@ -1,9 +1,17 @@
-"""Throw-away PostgreSQL databases, for tests and benchmarks (no pytest here)."""
+"""Throw-away PostgreSQL databases and clusters, for tests and benchmarks (no pytest here)."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import pwd
 import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
@@ -34,3 +42,64 @@ def drop_postgres_database(url: str) -> None:
     name = make_url(url).database
     assert name and name.startswith("optaas_test_"), f"refusing to drop {name!r}"
     _run_as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own — `initdb` in a temporary directory, a free port — for
+    tests that stop and start the database. The machine's shared server is never touched.
+
+    Runs the server binaries of the newest PostgreSQL under /usr/lib/postgresql; as root, as the
+    `postgres` OS user (the server refuses to run as root).
+    """
+
+    def __init__(self) -> None:
+        versions = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+            key=lambda path: int(Path(path).parts[-3]),
+        )
+        if not versions:
+            raise FileNotFoundError("no PostgreSQL server binaries under /usr/lib/postgresql")
+        self.bin_dir = Path(versions[-1]).parent
+        self.directory = Path(tempfile.mkdtemp(prefix="optaas-pg-"))
+        self.data_dir = self.directory / "data"
+        self.port = _free_port()
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.directory, account.pw_uid, account.pw_gid)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init(self) -> PrivatePostgres:
+        self._run("initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "--no-sync")
+        return self
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c full_page_writes=off"
+        )
+        log = self.directory / "server.log"
+        self._run("pg_ctl", "-D", self.data_dir, "-l", log, "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        """`pg_ctl stop -m fast`: open transactions are rolled back, connections closed."""
+        self._run("pg_ctl", "-D", self.data_dir, "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", self.data_dir, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _run(self, program: str, *args: object) -> None:
+        command = [str(self.bin_dir / program), *map(str, args)]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

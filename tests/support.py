@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 
 from app.optim import Optimizer, StepResult
 from app.store.database import Database
-from app.store.models import SessionArray, SessionRecord
+from app.store.models import IdempotencyRecord, SessionArray, SessionRecord
 from app.tensors import Layout, tensors_to_json
 
 CORE_CONFIG_FIELDS = ("optimizer", "schedule", "clip_grad_norm", "clip_grad_value", "nonfinite")
@@ -91,21 +92,53 @@ def new_record(step: int = 0) -> SessionRecord:
 
 
 def database_snapshot(database: Database, session_id: str) -> tuple[Any, ...]:
-    """Every stored byte of a session — its row and all its arrays — plus the session count."""
+    """Every stored byte of a session — its row, its arrays, its idempotency records — plus the
+    number of sessions and of idempotency records."""
+    parsed = uuid.UUID(session_id)
     with database.transaction(write=False) as db:
-        row = db.execute(
-            select(SessionRecord.__table__).where(SessionRecord.id == uuid.UUID(session_id))
-        ).one()
+        row = db.execute(select(SessionRecord.__table__).where(SessionRecord.id == parsed)).one()
         arrays = db.execute(
             select(SessionArray.__table__)
-            .where(SessionArray.session_id == uuid.UUID(session_id))
+            .where(SessionArray.session_id == parsed)
             .order_by(SessionArray.key)
         ).all()
+        kept = db.execute(
+            select(IdempotencyRecord.__table__)
+            .where(IdempotencyRecord.session_id == parsed)
+            .order_by(IdempotencyRecord.key_hash)
+        ).all()
         sessions = db.execute(select(func.count()).select_from(SessionRecord)).scalar_one()
-    return tuple(row), [tuple(array) for array in arrays], sessions
+        records = db.execute(select(func.count()).select_from(IdempotencyRecord)).scalar_one()
+    return (
+        tuple(row),
+        [tuple(array) for array in arrays],
+        [tuple(record) for record in kept],
+        sessions,
+        records,
+    )
 
 
 def random_arrays(
     rng: np.random.Generator, shapes: Mapping[str, Sequence[int]], dtype: str
 ) -> dict[str, np.ndarray]:
     return {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}
+
+
+def all_at_once(count: int, call: Callable[[], Any]) -> list[Any]:
+    """Run `call` in `count` threads released together by a barrier; their results."""
+    results: list[Any] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(count)
+
+    def run() -> None:
+        barrier.wait()
+        result = call()
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -25,6 +25,7 @@ W = [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]
 B = [0.1, 0.2, 0.3]
 GOOD_STEP = {"gradients": {"w": W, "b": B}}
 GOOD_CREATE = {"params": {"w": W, "b": B}, "optimizer": {"type": "adam"}}
+FIRST_STEP_KEY = "the-first-step"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,11 @@ def sessions(server):
             response = client.post(
                 f"/v1/sessions/{session['id']}/step",
                 content=json_bytes({"gradients": gradients}),
-                headers={**bearer(session["token"]), "Content-Type": "application/json"},
+                headers={
+                    **bearer(session["token"]),
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": FIRST_STEP_KEY,
+                },
             )
             assert response.status_code == 200, response.text
     return {"named": named, "single": single}
@@ -80,6 +85,7 @@ class Bad:
     content_type: str | None = "application/json"
     auth: str = "named"  # whose token: named | single | wrong | none | basic | empty
     api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     error_locs: list[list[Any]] = field(default_factory=list)
 
@@ -103,6 +109,46 @@ CASES = {
         400, "malformed-body", raw=b'{"gradients": {"w": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
     ),
     "create-malformed-json": Bad(400, "malformed-body", raw=b"{params: 1}", **CREATE),
+    "step-lone-surrogate": Bad(
+        400, "malformed-body", raw=b'{"gradients": {"w": ' + json_bytes(W) + b', "b": "\\ud800"}}'
+    ),
+    # -- 400: headers that cannot be read --------------------------------------------------
+    "step-idempotency-key-too-long": Bad(
+        400,
+        "invalid-header",
+        body=GOOD_STEP,
+        headers={"Idempotency-Key": "k" * 256},
+        extras={"header": "Idempotency-Key"},
+    ),
+    "step-idempotency-key-empty": Bad(
+        400,
+        "invalid-header",
+        body=GOOD_STEP,
+        headers={"Idempotency-Key": ""},
+        extras={"header": "Idempotency-Key"},
+    ),
+    "create-idempotency-key-too-long": Bad(
+        400,
+        "invalid-header",
+        body=GOOD_CREATE,
+        headers={"Idempotency-Key": "k" * 256},
+        extras={"header": "Idempotency-Key"},
+        **CREATE,
+    ),
+    "step-if-match-unquoted": Bad(
+        400,
+        "invalid-header",
+        body=GOOD_STEP,
+        headers={"If-Match": "1"},
+        extras={"header": "If-Match"},
+    ),
+    "step-if-match-empty": Bad(
+        400,
+        "invalid-header",
+        body=GOOD_STEP,
+        headers={"If-Match": ""},
+        extras={"header": "If-Match"},
+    ),
     # -- 401: no credentials ---------------------------------------------------------------
     "step-no-token": Bad(401, "token-missing", body=GOOD_STEP, auth="none"),
     "step-basic-auth": Bad(401, "token-missing", body=GOOD_STEP, auth="basic"),
@@ -141,8 +187,40 @@ CASES = {
         404, "session-not-found", method="DELETE", path="/v1/sessions/{named}", auth="wrong"
     ),
     "unknown-route": Bad(404, "not-found", method="GET", path="/v1/nothing-here"),
+    "step-wrong-token-and-stale-if-match": Bad(
+        404, "session-not-found", body=GOOD_STEP, auth="wrong", headers={"If-Match": '"0"'}
+    ),
+    "step-wrong-token-and-its-idempotency-key": Bad(
+        404,
+        "session-not-found",
+        body=GOOD_STEP,
+        auth="wrong",
+        headers={"Idempotency-Key": FIRST_STEP_KEY},
+    ),
     # -- 405 ---------------------------------------------------------------------------------
     "put-on-a-session": Bad(405, "method-not-allowed", method="PUT", path="/v1/sessions/{named}"),
+    # -- 412 ---------------------------------------------------------------------------------
+    "step-if-match-stale": Bad(
+        412,
+        "precondition-failed",
+        body=GOOD_STEP,
+        headers={"If-Match": '"0"'},
+        extras={"current_step": 1},
+    ),
+    "step-if-match-weak-tag": Bad(
+        412,
+        "precondition-failed",
+        body=GOOD_STEP,
+        headers={"If-Match": 'W/"1"'},
+        extras={"current_step": 1},
+    ),
+    "step-if-match-list-without-the-tag": Bad(
+        412,
+        "precondition-failed",
+        body=GOOD_STEP,
+        headers={"If-Match": '"0", "2", "a,1"'},
+        extras={"current_step": 1},
+    ),
     # -- 413 ---------------------------------------------------------------------------------
     "step-body-over-the-limit": Bad(
         413, "payload-too-large", raw=b'{"gradients": [' + b"0," * BODY_LIMIT + b"0]}"
@@ -230,6 +308,47 @@ CASES = {
         "non-finite-gradient",
         body=step({"w": W, "b": [0.1, 1e39, 0.3]}),
         extras={"tensor": "b"},
+    ),
+    "step-nan-gradient": Bad(
+        422,
+        "non-finite-gradient",
+        raw=b'{"gradients": {"w": [[0.1, NaN, 0.3], [0, 0, 0]], "b": [0, 0, 0]}}',
+        extras={"tensor": "w"},
+    ),
+    "step-infinity-gradient": Bad(
+        422,
+        "non-finite-gradient",
+        raw=b'{"gradients": {"w": [[0, 0, 0], [0, 0, 0]], "b": [0, Infinity, 0]}}',
+        extras={"tensor": "b"},
+    ),
+    "step-minus-infinity-gradient-float64": Bad(
+        422,
+        "non-finite-gradient",
+        raw=b'{"gradients": [[1, -Infinity], [1, 1]]}',
+        path="/v1/sessions/{single}/step",
+        auth="single",
+        extras={"tensor": "params"},
+    ),
+    "step-number-beyond-float64": Bad(
+        422,
+        "non-finite-gradient",
+        raw=b'{"gradients": [[1, 1], [-1e999, 1]]}',
+        path="/v1/sessions/{single}/step",
+        auth="single",
+        extras={"tensor": "params"},
+    ),
+    "step-idempotency-key-reused-for-another-body": Bad(
+        422,
+        "idempotency-key-reused",
+        body={**GOOD_STEP, "loss": 0.5},
+        headers={"Idempotency-Key": FIRST_STEP_KEY},
+    ),
+    "step-idempotency-key-reused-on-another-path": Bad(
+        422,
+        "idempotency-key-reused",
+        body=GOOD_STEP,
+        path="/v1/sessions/{named}/step?return=none",
+        headers={"Idempotency-Key": FIRST_STEP_KEY},
     ),
     # -- 422: the envelope ------------------------------------------------------------------
     "step-body-is-an-array": Bad(422, "validation-error", body=[1, 2], error_locs=[["body"]]),
@@ -339,6 +458,27 @@ CASES = {
         extras={"field": "optimizer.lr"},
         **CREATE,
     ),
+    "create-betas-above-one": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body=create(optimizer={"type": "adam", "betas": [1.5, 0.999]}),
+        extras={"field": "optimizer.betas"},
+        **CREATE,
+    ),
+    "create-nan-lr": Bad(
+        422,
+        "invalid-hyper-parameter",
+        raw=b'{"params": [1.0], "optimizer": {"type": "sgd", "lr": NaN}}',
+        extras={"field": "optimizer.lr"},
+        **CREATE,
+    ),
+    "create-nan-in-params": Bad(
+        422,
+        "invalid-content",
+        raw=b'{"params": {"w": [1.0, NaN]}, "optimizer": {"type": "sgd"}}',
+        extras={"tensor": "w"},
+        **CREATE,
+    ),
     "create-betas-at-one": Bad(
         422,
         "invalid-hyper-parameter",
@@ -396,6 +536,27 @@ CASES = {
     "create-params-beyond-float32": Bad(
         422, "invalid-content", body=create(params={"w": [1e39]}), extras={"tensor": "w"}, **CREATE
     ),
+    "create-name-with-nul": Bad(
+        422,
+        "validation-error",
+        body=create(name="a\x00b"),
+        error_locs=[["body", "name"]],
+        **CREATE,
+    ),
+    "create-tensor-name-with-nul": Bad(
+        422,
+        "invalid-content",
+        body=create(params={"w\x00": [1.0]}),
+        extras={"field": "params"},
+        **CREATE,
+    ),
+    "create-tensor-name-too-long": Bad(
+        422,
+        "invalid-content",
+        body=create(params={"w" * 513: [1.0]}),
+        extras={"field": "params"},
+        **CREATE,
+    ),
     "create-no-tensors": Bad(
         422, "invalid-content", body=create(params={}), extras={"field": "params"}, **CREATE
     ),
@@ -403,7 +564,7 @@ CASES = {
 
 
 def send(server: LiveServer, sessions: dict[str, Any], case: Bad):
-    headers = {}
+    headers = dict(case.headers)
     if case.content_type is not None:
         headers["Content-Type"] = case.content_type
     if case.api_key is not None:

@@ -57,4 +57,5 @@ def test_readyz_is_503_while_the_database_does_not_answer(tmp_path):
     assert health.status_code == 200
     assert ready.status_code == 503
     assert ready.headers["content-type"] == "application/problem+json"
-    assert ready.json()["type"] == "/problems/service-unavailable"
+    assert ready.json()["type"] == "/problems/database-unavailable"
+    assert int(ready.headers["Retry-After"]) > 0

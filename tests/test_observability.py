@@ -198,3 +198,23 @@ def test_one_access_line_per_request_with_session_and_step_and_no_secret(
         for line, (method, path, status) in zip(access, requests, strict=True):
             assert f"{method} {path} {status} " in line
         assert access[1].endswith(f"session_id={created['id']} step=1")
+
+
+def test_an_idempotent_repeat_counts_as_replayed_and_adds_no_history(module_server):
+    before = scrape(module_server)
+    with module_server.client() as client:
+        created = create_session(client, {"params": [1.0], "optimizer": {"type": "lion"}})
+        auth, path = bearer(created["token"]), f"/v1/sessions/{created['id']}"
+        headers = {**auth, "Idempotency-Key": "the-one-step"}
+        first = post_json(client, f"{path}/step", {"gradients": [1.0]}, headers=headers)
+        again = post_json(client, f"{path}/step", {"gradients": [1.0]}, headers=headers)
+        records = client.get(f"{path}/history", headers=auth).json()["records"]
+    after = scrape(module_server)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    for outcome, count in (("applied", 1), ("replayed", 1)):
+        moved = value(after, "optaas_steps_total", optimizer="lion", outcome=outcome) - value(
+            before, "optaas_steps_total", optimizer="lion", outcome=outcome
+        )
+        assert moved == count, outcome
+    assert [record["step"] for record in records] == [1]

@@ -74,7 +74,7 @@ def test_largest_preview_is_served(module_server):
     assert len(response.json()["lr"]) == PREVIEW_MAX_STEPS
 
 
-def test_rates_beyond_a_float_are_null_or_a_422_naming_the_schedule(module_server):
+def test_rates_beyond_a_float_are_null(module_server):
     huge = {"schedule": {"type": "constant"}, "lr": 1e308, "steps": 3}
     assert preview(module_server, huge).json()["lr"] == [1e308] * 3
     warmup = {"type": "warmup", "warmup_steps": 2}
@@ -82,11 +82,6 @@ def test_rates_beyond_a_float_are_null_or_a_422_naming_the_schedule(module_serve
     assert not math.isfinite(rates[1])  # (t+1)·lr overflows before the division by 2
     body = {"schedule": warmup, "lr": 1.7e308, "steps": 3}
     assert preview(module_server, body).json()["lr"] == [rates[0], None, rates[2]]
-    # The core computes γ^t in Python floats, which raise rather than reach inf.
-    body = {"schedule": {"type": "exponential", "gamma": 1e10}, "lr": 1.0, "steps": 40}
-    response = preview(module_server, body)
-    assert response.status_code == 422
-    assert response.json()["field"] == "schedule"
 
 
 @pytest.mark.parametrize(
@@ -111,8 +106,9 @@ def test_rates_beyond_a_float_are_null_or_a_422_naming_the_schedule(module_serve
             "schedule.milestones",
         ),
         ({"schedule": COSINE, "lr": -1.0, "steps": 3}, "lr"),
+        ({"schedule": {"type": "exponential", "gamma": 1.5}, "steps": 3}, "schedule.gamma"),
     ],
-    ids=["nested-field", "sequential-milestones", "negative-lr"],
+    ids=["nested-field", "sequential-milestones", "negative-lr", "growing-exponential"],
 )
 def test_invalid_values_are_a_422_naming_the_field(module_server, body, field):
     response = preview(module_server, body)

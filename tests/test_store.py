@@ -15,7 +15,7 @@ from app.store.migrate import alembic_config, downgrade, upgrade
 from app.store.repository import SessionRepository
 from tests.support import new_record
 
-TABLES = {"sessions", "session_arrays", "session_history"}
+TABLES = {"sessions", "session_arrays", "idempotency_records", "session_history"}
 
 
 def table_names(database_url: str) -> set[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +14,7 @@ from fastapi.routing import APIRoute
 from app.api import health, history, observability, schedules, sessions
 from app.api.bodies import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
+from app.api.idempotency import prune_periodically
 from app.api.openapi import build_openapi
 from app.api.pages import install_pages
 from app.config import Settings
@@ -35,10 +38,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.database = Database(settings.database_url)
+        app.state.database = Database(
+            settings.database_url, lock_timeout_seconds=settings.lock_timeout_seconds
+        )
+        pruning = asyncio.create_task(prune_periodically(app.state.database, settings))
         try:
             yield
         finally:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
             app.state.database.dispose()
 
     app = FastAPI(

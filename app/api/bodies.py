@@ -7,6 +7,8 @@ of big arrays, and no JSON parsing on the event loop.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, TypeVar
 
 import orjson
@@ -21,6 +23,8 @@ from app.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
 Model = TypeVar("Model", bound=BaseModel)
 
 JSON_MEDIA_TYPE = "application/json"
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BodyLimitMiddleware:
@@ -85,12 +89,37 @@ async def json_body(request: Request) -> bytes:
     return await request.body()
 
 
+def load_json(body: bytes) -> Any:
+    """The JSON document in `body` (400 if there is none).
+
+    Strict JSON (orjson) first. What orjson refuses is tried once more with the standard
+    library, which also reads the non-finite literals that Python's `json.dumps` writes (`NaN`,
+    `Infinity`, `-Infinity`) and numbers beyond float64's range (as ±Inf): so a NaN gradient or
+    loss reaches the session's `nonfinite` policy instead of failing as malformed. Bodies with a
+    surrogate escape (`\\ud800`) are left to orjson's verdict: the standard library would let a
+    lone surrogate through, which no database can store.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        strict_error = error
+    if _SURROGATE_ESCAPE.search(body) is None:
+        try:
+            return json.loads(body.decode("utf-8"), parse_int=_int_as_orjson_reads_it)
+        except (ValueError, RecursionError):
+            pass
+    raise MalformedBody(f"the body is not valid JSON: {strict_error}") from None
+
+
+def _int_as_orjson_reads_it(text: str) -> int | float:
+    """Integers beyond 64 bits become floats, as orjson reads them."""
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(text)
+
+
 def parse_json(body: bytes, model: type[Model]) -> Model:
     """Blocking: parse `body` with orjson and validate it as `model` (400 / 422 on failure)."""
-    try:
-        document: Any = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise MalformedBody(f"the body is not valid JSON: {error}") from None
+    document = load_json(body)
     try:
         return model.model_validate(document)
     except ValidationError as error:

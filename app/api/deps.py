@@ -41,19 +41,23 @@ def session_token(
 def require_api_key(
     settings: Annotated[Settings, Depends(get_settings)],
     key: Annotated[str | None, Depends(_api_key)],
-) -> None:
-    """With API keys configured, `X-API-Key` must be one of them (401 otherwise)."""
+) -> str | None:
+    """With API keys configured, `X-API-Key` must be one of them (401 otherwise): the key used.
+
+    None when the server has no keys (creation is open): a key sent anyway means nothing.
+    """
     if not settings.api_keys:
-        return
+        return None
     given = (key or "").encode()
     # Compare with every key, so the time taken does not tell which one came close.
     matches = [hmac.compare_digest(given, allowed.encode()) for allowed in settings.api_keys]
     if not any(matches):
         raise ApiKeyRequired("creating a session on this server needs a valid X-API-Key header")
+    return key
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 TokenDep = Annotated[str, Depends(session_token)]
-ApiKeyDep = Annotated[None, Depends(require_api_key)]
+ApiKeyDep = Annotated[str | None, Depends(require_api_key)]
 JsonBodyDep = Annotated[bytes, Depends(json_body)]

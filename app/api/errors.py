@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -13,11 +14,21 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.errors import OptaasError, RequestValidationFailed
+from app.errors import (
+    DatabaseUnavailable,
+    LockTimeout,
+    OptaasError,
+    RequestValidationFailed,
+    ServiceUnavailable,
+)
 from app.optim import GradientMismatch, HyperParameterError, NonFiniteGradient, OptimError
+from app.store.database import TransientFailure, transient_failure
+
+logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -93,6 +104,32 @@ async def handle_request_validation(_request: Request, error: Exception) -> Resp
     return optaas_problem(validation_problem(list(error.errors())))
 
 
+def unavailable_problem(error: BaseException) -> ServiceUnavailable | None:
+    """The 503 for a lock timeout or a database outage; None for any other database error."""
+    failure = transient_failure(error)
+    if failure is TransientFailure.LOCK_TIMEOUT:
+        return LockTimeout(
+            "the session is busy: its lock was not free within this server's lock timeout; "
+            "nothing was changed, send the request again after Retry-After seconds"
+        )
+    if failure is TransientFailure.UNAVAILABLE:
+        return DatabaseUnavailable(
+            "the database cannot be reached just now; send the request again after Retry-After "
+            "seconds (with the same Idempotency-Key, a step that did go through is not applied "
+            "twice)"
+        )
+    return None
+
+
+async def handle_database_error(_request: Request, error: Exception) -> Response:
+    """Lock timeouts and outages are 503 + Retry-After; every other database error is a bug."""
+    problem = unavailable_problem(error)
+    if problem is None:
+        raise error  # to the 500 handler, and the server logs the traceback
+    logger.warning("%s: %s", problem.title, str(error).splitlines()[0] if str(error) else error)
+    return optaas_problem(problem)
+
+
 async def handle_unexpected(_request: Request, _error: Exception) -> Response:
     # Starlette re-raises the error after this answer, so the server logs its traceback.
     return problem_response(
@@ -105,4 +142,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OptimError, handle_optim_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
     app.add_exception_handler(RequestValidationError, handle_request_validation)
+    app.add_exception_handler(SQLAlchemyError, handle_database_error)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import DatabaseDep
 from app.api.openapi import problems
-from app.errors import ServiceUnavailable
+from app.errors import DatabaseUnavailable
 
 router = APIRouter(tags=["health"])
 
@@ -34,5 +34,5 @@ async def readyz(database: DatabaseDep) -> Health:
     try:
         await run_in_threadpool(database.ping)
     except SQLAlchemyError as error:
-        raise ServiceUnavailable(f"the database does not answer: {type(error).__name__}") from None
+        raise DatabaseUnavailable(f"the database does not answer: {type(error).__name__}") from None
     return Health(status="ok")

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Response
 from app import service
 from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.deps import DatabaseDep, TokenDep
+from app.api.idempotency import Answer
 from app.api.openapi import problems
-from app.api.sessions import run_use_case
+from app.api.sessions import json_bytes, run_use_case
 from app.schemas import HistoryPage
 
 HISTORY_DEFAULT_LIMIT = 100
@@ -50,9 +51,9 @@ async def get_history(
     session, poll with `after` = the `seq` of the last record seen. Sessions keep the newest
     `OPTAAS_HISTORY_MAX_RECORDS` records (older ones are pruned).
     """
-    _, content = await run_use_case(
+    return await run_use_case(
         database,
         lambda db: service.get_history(db, session_id, token, after=after, limit=limit),
+        lambda page: Answer(200, {"Content-Type": JSON_MEDIA_TYPE}, json_bytes(page)),
         write=False,
     )
-    return Response(content, media_type=JSON_MEDIA_TYPE)

@@ -37,29 +37,94 @@ _PROBLEM_DESCRIPTIONS = {
     400: "The body is not valid JSON.",
     401: "No bearer token (or, for creation, no valid API key).",
     404: "No such session, or not with this token.",
+    412: "`If-Match` lists no tag the session has: nothing applied (`current_step` says where).",
     413: "The body is over the server's limit.",
     415: "The body is not JSON.",
     422: "The content is invalid; the problem says where (`errors`, `field`, `tensor`, …).",
-    503: "The database does not answer.",
+    503: (
+        "The database cannot be reached, or the session stayed locked past the server's lock "
+        "timeout: send the request again after `Retry-After` seconds."
+    ),
 }
+
+_REQUEST_HEADERS: dict[str, dict[str, Any]] = {
+    "Idempotency-Key": {
+        "description": (
+            "Any string of 1 to 255 characters (a UUID is best). The first request with this "
+            "key is applied and its answer kept; a repeat gets the kept answer "
+            "(`Idempotent-Replayed: true`) and applies nothing; the key with a different "
+            "request is a 422."
+        ),
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    },
+    "If-Match": {
+        "description": (
+            'Apply only if the session is at this step: its `ETag`, e.g. `"12"`, a list of '
+            "them, or `*`. Otherwise 412 with `current_step`."
+        ),
+        "schema": {"type": "string"},
+    },
+}
+
+_HEADERS: dict[str, dict[str, Any]] = {
+    "ETag": {
+        "description": 'The session\'s step count as an entity tag, e.g. `"12"` (for `If-Match`).',
+        "schema": {"type": "string"},
+        "required": True,
+    },
+    "Location": {
+        "description": "The new session's URL.",
+        "schema": {"type": "string"},
+        "required": True,
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the kept answer to an earlier request with the same "
+        "`Idempotency-Key` (nothing was applied now).",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before sending the request again.",
+        "schema": {"type": "integer", "minimum": 0},
+        "required": True,
+    },
+}
+
+
+def session_headers(status: int, *, location: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The `responses` entry documenting the headers of an answer that shows a session."""
+    names = ["ETag", *(["Location"] if location else []), "Idempotent-Replayed"]
+    return {status: {"headers": {name: _HEADERS[name] for name in names}}}
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the problem+json errors an endpoint can answer."""
     schema = {"$ref": f"{COMPONENTS}Problem"}
-    return {
+    responses: dict[int | str, dict[str, Any]] = {
         status: {
             "description": _PROBLEM_DESCRIPTIONS[status],
             "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}},
         }
         for status in statuses
     }
+    if 503 in responses:
+        responses[503]["headers"] = {"Retry-After": _HEADERS["Retry-After"]}
+    return responses
 
 
-def json_request(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` declaring a JSON request body of `model`."""
+def json_request(model: type[BaseModel], *headers: str) -> dict[str, Any]:
+    """`openapi_extra` declaring a JSON request body of `model` and the request `headers` read.
+
+    Headers are read by hand (`app.api.idempotency`, `app.api.conditions`) and declared here,
+    where their schemas can say exactly what is accepted.
+    """
     schema = {"$ref": f"{COMPONENTS}{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {JSON_MEDIA_TYPE: {"schema": schema}}}}
+    return {
+        "requestBody": {"required": True, "content": {JSON_MEDIA_TYPE: {"schema": schema}}},
+        "parameters": [
+            {"name": name, "in": "header", "required": False, **_REQUEST_HEADERS[name]}
+            for name in headers
+        ],
+    }
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:

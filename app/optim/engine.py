@@ -48,6 +48,7 @@ from app.optim.gradients import (
     first_nonfinite,
     global_norm,
     squared_norm,
+    sum_of_squares,
 )
 from app.optim.optimizers import build_optimizer, optimizer_fields
 from app.optim.schedules import build_schedule
@@ -201,6 +202,9 @@ class Optimizer:
         `grads` are consumed: arrays already in θ's dtype are used as scratch space.
         """
         checked = check_gradients(params, grads, partial=partial)
+        read_only = [name for name in checked if not params[name].flags.writeable]
+        if read_only:  # a programming error, caught before anything is written
+            raise ValueError(f"parameters {read_only} are read-only; steps update θ in place")
         if loss is not None:
             loss = _loss_value(loss)
         t = state.step
@@ -323,8 +327,7 @@ def _apply_chain(
     """θ ← θ + u with u = chain(g) = −η_t/(σ_t + eps)·m_t, in place; returns ‖u‖²."""
     update = transform.update(grad, slots, TensorStep(param, grad, count, rate, scratch))
     np.add(param, update, out=param)
-    flat = update.reshape(-1)
-    return float(np.dot(flat, flat))
+    return sum_of_squares(update)
 
 
 def _contiguous(param: np.ndarray, slots: Slots) -> bool:

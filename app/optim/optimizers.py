@@ -16,7 +16,7 @@ hands η_t to `scale_by_learning_rate` through the step context.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from app.optim import checks
 from app.optim.base import GradientTransformation, HyperParameterError, Spec, chain
@@ -39,6 +39,8 @@ from app.optim.transforms import (
 )
 
 Block = GradientTransformation | None
+Accumulator = Literal["sum", "mean"]
+Init = Literal["zero", "first_grad"]
 
 
 def sgd(
@@ -72,7 +74,7 @@ def adagrad(
     weight_decay: float = 0.0,
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
-    accumulator: str = "sum",
+    accumulator: Accumulator = "sum",
     maximize: bool = False,
 ) -> GradientTransformation:
     """Adagrad: m_t = g_t, σ_t = sqrt(Σ g²) (torch) or sqrt(Σ g² / t) (`accumulator: "mean"`,
@@ -84,7 +86,7 @@ def adagrad(
     checks.choice("accumulator", accumulator, ("sum", "mean"))
     return chain(
         *_preprocessing(maximize, weight_decay),
-        scale_by_rss(eps, accumulator, initial_accumulator_value),  # type: ignore[arg-type]
+        scale_by_rss(eps, accumulator, initial_accumulator_value),
         scale_by_learning_rate(lr_decay),
     )
 
@@ -96,7 +98,7 @@ def rmsprop(
     weight_decay: float = 0.0,
     momentum: float = 0.0,
     centered: bool = False,
-    init: str = "zero",
+    init: Init = "zero",
     maximize: bool = False,
 ) -> GradientTransformation:
     """RMSprop: σ_t² = α·σ_{t−1}² + (1 − α)·g_t² (minus the squared mean of g if centered);
@@ -110,7 +112,7 @@ def rmsprop(
     checks.choice("init", init, ("zero", "first_grad"))
     return chain(
         *_preprocessing(maximize, weight_decay),
-        scale_by_rms(alpha, eps, init=init, centered=centered),  # type: ignore[arg-type]
+        scale_by_rms(alpha, eps, init=init, centered=centered),
         trace(momentum) if momentum else None,
         scale_by_learning_rate(),
     )
@@ -316,11 +318,14 @@ def custom_momentum(
 
 
 def custom_sigma(
-    kind: str, alpha: float | None = None, init: str = "zero", bias_correction: bool = False
+    kind: Literal["sum", "mean", "ema"],
+    alpha: float | None = None,
+    init: Init = "zero",
+    bias_correction: bool = False,
 ) -> Callable[[float], GradientTransformation]:
     """The σ-block of `custom`'s `sigma` field, waiting for `eps`."""
-    kind = checks.choice("kind", kind, ("sum", "mean", "ema"))
-    init = checks.choice("init", init, ("zero", "first_grad"))
+    checks.choice("kind", kind, ("sum", "mean", "ema"))
+    checks.choice("init", init, ("zero", "first_grad"))
     debias = checks.flag("bias_correction", bias_correction)
     if kind != "ema":
         if alpha is not None:
@@ -328,11 +333,12 @@ def custom_sigma(
         if debias:
             raise HyperParameterError("bias_correction", f"only for kind 'ema', not {kind!r}")
         # A sum starts at zero whatever `init` says: its first term is g_1² already.
-        return lambda eps: scale_by_rss(eps, kind)  # type: ignore[arg-type]
+        accumulator: Accumulator = "mean" if kind == "mean" else "sum"
+        return lambda eps: scale_by_rss(eps, accumulator)
     if alpha is None:
         raise HyperParameterError("alpha", "required for kind 'ema'")
     alpha = checks.fraction("alpha", alpha)
-    return lambda eps: scale_by_rms(alpha, eps, init=init, bias_correction=debias)  # type: ignore[arg-type]
+    return lambda eps: scale_by_rms(alpha, eps, init=init, bias_correction=debias)
 
 
 OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = {

@@ -71,22 +71,22 @@ CONSTANT = constant()
 
 
 def step(step_size: int, gamma: float = 0.1) -> Schedule:
-    """η_t = lr · γ^⌊t / step_size⌋ (torch StepLR)."""
+    """η_t = lr · γ^⌊t / step_size⌋ (torch StepLR; γ ∈ [0, 1], a decay)."""
     checks.integer("step_size", step_size, low=1)
-    checks.non_negative("gamma", gamma)
+    checks.fraction("gamma", gamma, closed=True)
     return _pure(lambda t, base_lr: base_lr * gamma ** (t // step_size))
 
 
 def multistep(milestones: Sequence[int], gamma: float = 0.1) -> Schedule:
-    """η_t = lr · γ^(number of milestones ≤ t) (torch MultiStepLR)."""
+    """η_t = lr · γ^(number of milestones ≤ t) (torch MultiStepLR; γ ∈ [0, 1])."""
     marks = checks.increasing_integers("milestones", milestones)
-    checks.non_negative("gamma", gamma)
+    checks.fraction("gamma", gamma, closed=True)
     return _pure(lambda t, base_lr: base_lr * gamma ** bisect.bisect_right(marks, t))
 
 
 def exponential(gamma: float) -> Schedule:
-    """η_t = lr · γ^t (torch ExponentialLR)."""
-    checks.non_negative("gamma", gamma)
+    """η_t = lr · γ^t (torch ExponentialLR; γ ∈ [0, 1]: a growing rate would overflow)."""
+    checks.fraction("gamma", gamma, closed=True)
     return _pure(lambda t, base_lr: base_lr * gamma**t)
 
 

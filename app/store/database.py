@@ -5,35 +5,74 @@ Writers are serialised per session: on PostgreSQL by `SELECT … FOR UPDATE` on 
 write transaction with `BEGIN IMMEDIATE`, which takes the database's write lock before the first
 read. pysqlite's default would start the transaction only at the first write, so two concurrent
 read-modify-write steps could read the same state and one update would be lost.
+
+Waits are bounded: a write transaction waits for a lock at most `lock_timeout_seconds`
+(PostgreSQL `SET LOCAL lock_timeout`; SQLite's busy timeout), and a request waits as long for a
+pooled connection. Connections are checked before use (`pool_pre_ping`), so a database that
+restarted is reconnected to without restarting the service. `transient_failure` tells those
+failures (and outages) apart from real errors, for the API to answer 503 rather than 500.
 """
 
 from __future__ import annotations
 
+import enum
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 WRITE_OPTION = "optaas_write"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
 
-SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+SQLITE_UNBOUNDED_BUSY_TIMEOUT_SECONDS = 30.0
+"""SQLite's busy timeout for engines made without a bound (migrations, tools)."""
+
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs."""
+def make_engine(url: str, lock_timeout_seconds: float | None = None) -> Engine:
+    """An engine for `url`; with `lock_timeout_seconds`, lock and pool waits end after that long.
+
+    SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs; PostgreSQL connections are
+    pinged before use, and with a bound its write transactions start with `SET LOCAL
+    lock_timeout`. Migrations run unbounded: a server waiting for another one's upgrade must not
+    give up.
+    """
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-    event.listen(engine, "connect", _configure_sqlite_connection)
-    event.listen(engine, "begin", _begin_sqlite_transaction)
+    pool_options: dict[str, Any] = {}
+    if lock_timeout_seconds is not None:
+        pool_options["pool_timeout"] = lock_timeout_seconds
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        busy_timeout = lock_timeout_seconds or SQLITE_UNBOUNDED_BUSY_TIMEOUT_SECONDS
+        engine = create_engine(parsed, connect_args={"timeout": busy_timeout}, **pool_options)
+        event.listen(engine, "connect", _configure_sqlite_connection)
+        event.listen(engine, "begin", _begin_sqlite_transaction)
+        return engine
+    connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+    engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **pool_options)
+    if lock_timeout_seconds is not None:
+        _bound_postgres_lock_waits(engine, lock_timeout_seconds)
     return engine
+
+
+def _bound_postgres_lock_waits(engine: Engine, lock_timeout_seconds: float) -> None:
+    """Write transactions start with `SET LOCAL lock_timeout` (it ends with the transaction)."""
+    statement = f"SET LOCAL lock_timeout = {max(1, round(lock_timeout_seconds * 1000))}"
+
+    def begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(WRITE_OPTION, False):
+            connection.exec_driver_sql(statement)
+
+    event.listen(engine, "begin", begin)
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
@@ -51,11 +90,52 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+class TransientFailure(enum.Enum):
+    """A database failure that passes by itself: the request may be sent again."""
+
+    LOCK_TIMEOUT = "lock-timeout"
+    """A lock (or a pooled connection) was not had within the lock timeout."""
+    UNAVAILABLE = "unavailable"
+    """The database cannot be reached, is shutting down, or dropped the connection."""
+
+
+_LOCK_SQLSTATES = frozenset({"55P03", "40P01"})  # lock_not_available, deadlock_detected
+# 08: connection exception; 53: insufficient resources (too many connections, …);
+# 57P0x: admin shutdown, crash shutdown, cannot connect now, database dropped.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
+_SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def transient_failure(error: BaseException) -> TransientFailure | None:
+    """Which transient failure `error` is, or None for every other error (a bug, a constraint…)."""
+    if isinstance(error, PoolTimeoutError):
+        return TransientFailure.LOCK_TIMEOUT
+    if not isinstance(error, DBAPIError):
+        return None
+    if error.connection_invalidated:
+        return TransientFailure.UNAVAILABLE
+    driver_error = error.orig
+    if isinstance(driver_error, sqlite3.OperationalError):
+        # Extended result codes (e.g. SQLITE_BUSY_SNAPSHOT) keep the primary code in the low byte.
+        code = getattr(driver_error, "sqlite_errorcode", 0) & 0xFF
+        return TransientFailure.LOCK_TIMEOUT if code in _SQLITE_BUSY_CODES else None
+    if not isinstance(driver_error, psycopg.Error):
+        return None
+    sqlstate = driver_error.sqlstate
+    if sqlstate in _LOCK_SQLSTATES:
+        return TransientFailure.LOCK_TIMEOUT
+    if sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
+        return TransientFailure.UNAVAILABLE
+    if sqlstate is None and isinstance(driver_error, psycopg.OperationalError):
+        return TransientFailure.UNAVAILABLE  # no server reply at all: refused, reset, timed out
+    return None
+
+
 class Database:
     """One database: its engine and the transactions the service runs in."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, *, lock_timeout_seconds: float | None = None) -> None:
+        self.engine = make_engine(url, lock_timeout_seconds)
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(
             self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False

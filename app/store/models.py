@@ -1,4 +1,4 @@
-"""Tables: one row per session, one row per stored array of a session."""
+"""Tables: sessions, their stored arrays, and the requests kept for `Idempotency-Key` retries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Double, ForeignKey, LargeBinary, String, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.store.base import Base
@@ -52,3 +63,47 @@ class SessionArray(Base):
     dtype: Mapped[str] = mapped_column(String(16))
     shape: Mapped[list[Any]]
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IdempotencyRecord(Base):
+    """A request sent with an `Idempotency-Key`: what it was, and the answer it got.
+
+    Kept in the same transaction as the change the request made, so a record exists exactly when
+    the change does. `scope` is where the key is unique (`session/<id>`, `create/<api key>`);
+    the key and the request are kept only as SHA-256 digests. `status`, `headers` and `body` are
+    the answer (the body sealed by `app.api.idempotency`); once `expires_at` passes they are
+    dropped and the row stays as a tombstone, so that a late retry is refused, not applied again.
+    Records of a session go with it; a creation's tombstone goes after the tombstone TTL.
+    """
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (
+        Index(
+            "ix_idempotency_records_kept_until",
+            "expires_at",
+            postgresql_where=text("body IS NOT NULL"),
+            sqlite_where=text("body IS NOT NULL"),
+        ),
+        Index(
+            "ix_idempotency_records_sessionless_created_at",
+            "created_at",
+            postgresql_where=text("session_id IS NULL"),
+            sqlite_where=text("session_id IS NULL"),
+        ),
+    )
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(
+        String(64), primary_key=True, comment="hex SHA-256 of the Idempotency-Key"
+    )
+    session_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    fingerprint: Mapped[str] = mapped_column(
+        String(64), comment="hex SHA-256 of method, path, query, content type, accept and body"
+    )
+    status: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(comment="the answer is dropped after this")

@@ -180,3 +180,13 @@ def test_lr_is_the_rate_of_the_next_step():
     assert optimizer.step(params, state, {"w": np.ones(1)}).lr == 1.0
     assert optimizer.lr(state) == 0.5
     np.testing.assert_allclose(params["w"], [-1.0])
+
+
+def test_read_only_parameters_are_refused_before_anything_changes():
+    optimizer = Optimizer({"optimizer": {"type": "adam"}}, ["a", "b"])
+    params = {"a": np.ones(2), "b": np.frombuffer(np.ones(2).tobytes())}
+    state = optimizer.init(params)
+    with pytest.raises(ValueError, match="read-only"):
+        optimizer.step(params, state, {"a": np.ones(2), "b": np.ones(2)})
+    np.testing.assert_array_equal(params["a"], np.ones(2))
+    assert state.step == 0 and int(state.slots["a"]["step"]) == 0

@@ -156,3 +156,11 @@ def test_read_only_gradients_are_not_written():
     grad = np.frombuffer(np.ones(3).tobytes(), np.float64)
     optimizer.step(params, state, {"w": grad})
     np.testing.assert_array_equal(grad, np.ones(3))
+
+
+def test_a_gradient_that_is_theta_itself_does_not_corrupt_theta():
+    optimizer = Optimizer({"optimizer": {"type": "sgd", "lr": 0.5, "maximize": True}}, ["w"])
+    params = {"w": np.array([1.0, -2.0])}
+    state = optimizer.init(params)
+    optimizer.step(params, state, {"w": params["w"]})
+    np.testing.assert_allclose(params["w"], [1.5, -3.0])

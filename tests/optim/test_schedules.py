@@ -368,3 +368,18 @@ def test_preview_validates_lr_and_steps():
         schedule_lrs(None, 0.1, -1)
     with pytest.raises(HyperParameterError, match="lr"):
         schedule_lrs(None, -0.1, 3)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "step", "step_size": 2, "gamma": 1.5},
+        {"type": "multistep", "milestones": [3], "gamma": 1.5},
+        {"type": "exponential", "gamma": 1.5},
+    ],
+)
+def test_decays_refuse_a_growing_gamma(spec):
+    """γ > 1 would overflow a float within some thousand steps (Python raises on it)."""
+    with pytest.raises(HyperParameterError) as raised:
+        schedule_lrs(spec, LR, 3)
+    assert raised.value.field == "schedule.gamma"

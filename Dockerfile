@@ -1,0 +1,58 @@
+# syntax=docker/dockerfile:1
+# optaas: `docker build -t optaas .` then `docker run -p 8000:8000 -v optaas-data:/data optaas`.
+# Configuration comes from the environment (OPTAAS_*, PORT, DATABASE_URL; see the README).
+
+# --- build: the project and every dependency as wheels ------------------------------------------
+FROM python:3.11-slim-bookworm AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+# Only what the wheel is built from: a change to tests or docs does not rebuild the wheels.
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY migrations ./migrations
+RUN pip wheel --wheel-dir /wheels .
+
+# --- runtime: the wheels installed, no compiler, no pip cache, no source tree -----------------
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+# The wheels are bind-mounted from the build stage, so they never become a layer of this image.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels optaas
+
+# A user without a login shell or home, with a fixed uid (above the host's usual ones) that
+# Kubernetes' runAsNonRoot can check; /data (the default SQLite database) is its own.
+RUN groupadd --gid 10001 optaas \
+    && useradd --uid 10001 --gid optaas --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin optaas \
+    && mkdir /data \
+    && chown optaas:optaas /data
+VOLUME /data
+WORKDIR /data
+
+# Listen on every interface inside the container. PORT (set by container platforms) is honoured
+# when OPTAAS_PORT is not set; DATABASE_URL likewise when OPTAAS_DATABASE_URL is not.
+ENV OPTAAS_HOST=0.0.0.0 \
+    OPTAAS_DATA_DIR=/data \
+    OPTAAS_WORKERS=1
+EXPOSE 8000
+
+USER 10001:10001
+
+# `optaas healthcheck` GETs /healthz on the port the server was configured with (python only:
+# the slim image has no curl).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["optaas", "healthcheck"]
+
+# `optaas serve` applies the migrations, then serves; `docker run … optaas migrate` only migrates.
+ENTRYPOINT ["optaas"]
+CMD ["serve"]
