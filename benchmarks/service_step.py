@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -147,9 +148,22 @@ def run(backends: list[str], small_steps: int, large_steps: int) -> list[dict[st
     return rows
 
 
+def measured_code() -> str:
+    """The commit measured, marked `+changes` when the work tree differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def environment() -> dict[str, object]:
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": measured_code(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "sqlite": sqlite3.sqlite_version,
@@ -160,7 +174,8 @@ def environment() -> dict[str, object]:
 
 def context_line(context: dict[str, object]) -> str:
     return (
-        f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, "
+        f"{context['when']}, code {context['code']}, Python {context['python']}, "
+        f"{context['cpus']} CPUs, "
         f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
         "the end. Client and server on the same machine."
     )
