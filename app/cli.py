@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-from app.config import Settings
+from app.config import PROMETHEUS_MULTIPROC_ENV, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (OPTAAS_WORKERS, 1)")
     serve.add_argument("--database-url", help="SQLAlchemy URL (OPTAAS_DATABASE_URL)")
     serve.add_argument("--log-level", help="uvicorn log level (OPTAAS_LOG_LEVEL, info)")
+    serve.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines (OPTAAS_LOG_FORMAT, text)"
+    )
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the newest")
     migrate.add_argument("--database-url", help="SQLAlchemy URL (OPTAAS_DATABASE_URL)")
@@ -37,10 +43,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 def export_options(args: argparse.Namespace) -> None:
     """Put the given options into the environment, where every uvicorn worker reads them."""
-    for name in ("host", "port", "workers", "database_url", "log_level"):
+    for name in ("host", "port", "workers", "database_url", "log_level", "log_format"):
         value = getattr(args, name, None)
         if value is not None:
             os.environ[f"OPTAAS_{name.upper()}"] = str(value)
+
+
+def prepare_metrics_dir() -> tuple[Path, bool]:
+    """Point `PROMETHEUS_MULTIPROC_DIR` at an empty directory, before any worker starts.
+
+    Every worker process writes its metrics to files there and `/metrics` sums them (see
+    `app.metrics`). A directory already configured is emptied of metric files — an earlier run's
+    counts, whose process ids may be reused, must not add to this one's; otherwise a new
+    temporary directory is made. Returns the directory and whether it was made here. Must run
+    before prometheus_client is imported, which reads the variable once.
+    """
+    configured = os.environ.get(PROMETHEUS_MULTIPROC_ENV)
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        return directory, False
+    directory = Path(tempfile.mkdtemp(prefix="optaas-metrics-"))
+    os.environ[PROMETHEUS_MULTIPROC_ENV] = str(directory)
+    return directory, True
+
+
+def serve(settings: Settings) -> None:
+    """uvicorn with optaas's logging (its own access log off) and multiprocess metrics."""
+    metrics_dir, made_here = prepare_metrics_dir()
+    import uvicorn
+
+    from app.logs import logging_config
+
+    try:
+        uvicorn.run(
+            "app.api.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            log_config=logging_config(settings.log_format, settings.log_level),
+            access_log=False,
+        )
+    finally:
+        if made_here:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def local_address(host: str) -> str:
@@ -86,16 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     upgrade(settings.database_url)
     if args.command == "serve":
-        import uvicorn
-
-        uvicorn.run(
-            "app.api.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-        )
+        serve(settings)
 
 
 if __name__ == "__main__":

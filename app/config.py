@@ -9,8 +9,11 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SQLITE_FILE_NAME = "optaas.sqlite3"
+PROMETHEUS_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's multiprocess directory; it reads the variable when it is imported."""
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+LogFormat = Literal["text", "json"]
 
 
 def platform_fallback(field: str, platform_variable: str) -> AliasChoices:
@@ -74,6 +77,14 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
     log_level: LogLevel = "info"
+    log_format: LogFormat = Field(
+        default="text", description="`text` lines or `json` objects, one per log record."
+    )
+    history_max_records: int = Field(
+        default=100_000,
+        ge=0,
+        description="Records kept per session's history (oldest pruned in batches); 0: none.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -83,9 +94,9 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
-    def lower_log_level(cls, value: object) -> object:
+    def lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")

@@ -216,7 +216,7 @@ class StepDecay(Spec):
     """`gamma^floor(t / step_size)`."""
 
     type: Literal["step"]
-    step_size: Int
+    step_size: Int = Field(examples=[100])
     gamma: Float = 0.1
 
 
@@ -224,7 +224,7 @@ class MultiStep(Spec):
     """`gamma^(number of milestones ≤ t)`."""
 
     type: Literal["multistep"]
-    milestones: list[Int]
+    milestones: list[Int] = Field(examples=[[300, 600, 900]])
     gamma: Float = 0.1
 
 
@@ -232,7 +232,7 @@ class Exponential(Spec):
     """`gamma^t`."""
 
     type: Literal["exponential"]
-    gamma: Float
+    gamma: Float = Field(examples=[0.99])
 
 
 class InverseSqrt(Spec):
@@ -254,7 +254,7 @@ class Polynomial(Spec):
     """torch PolynomialLR."""
 
     type: Literal["polynomial"]
-    total_steps: Int
+    total_steps: Int = Field(examples=[1000])
     power: Float = 1.0
 
 
@@ -262,7 +262,7 @@ class Cosine(Spec):
     """torch CosineAnnealingLR, with the absolute floor `min_lr`."""
 
     type: Literal["cosine"]
-    total_steps: Int
+    total_steps: Int = Field(examples=[1000])
     min_lr: Float = 0.0
 
 
@@ -270,7 +270,7 @@ class CosineRestarts(Spec):
     """torch CosineAnnealingWarmRestarts."""
 
     type: Literal["cosine_restarts"]
-    t_0: Int
+    t_0: Int = Field(examples=[100])
     t_mult: Int = 1
     min_lr: Float = 0.0
 
@@ -279,8 +279,8 @@ class OneCycle(Spec):
     """torch OneCycleLR (absolute)."""
 
     type: Literal["one_cycle"]
-    max_lr: Float
-    total_steps: Int
+    max_lr: Float = Field(examples=[0.1])
+    total_steps: Int = Field(examples=[1000])
     pct_start: Float = 0.3
     div_factor: Float = 25.0
     final_div_factor: Float = 1e4
@@ -291,8 +291,8 @@ class Noam(Spec):
     """`factor · d_model^−0.5 · min((t+1)^−0.5, (t+1)·warmup_steps^−1.5)` (absolute)."""
 
     type: Literal["noam"]
-    d_model: Int
-    warmup_steps: Int
+    d_model: Int = Field(examples=[512])
+    warmup_steps: Int = Field(examples=[100])
     factor: Float = 1.0
 
 
@@ -300,15 +300,15 @@ class PiecewiseConstant(Spec):
     """The value of the interval that holds t (absolute)."""
 
     type: Literal["piecewise_constant"]
-    boundaries: list[Int]
-    values: list[Float]
+    boundaries: list[Int] = Field(examples=[[300, 600]])
+    values: list[Float] = Field(examples=[[0.1, 0.01, 0.001]])
 
 
 class Warmup(Spec):
     """`(t+1)/warmup_steps` for t < warmup_steps, then `then(t − warmup_steps)`."""
 
     type: Literal["warmup"]
-    warmup_steps: Int
+    warmup_steps: Int = Field(examples=[100])
     then: ScheduleSpec = Field(default_factory=lambda: Constant(type="constant"))
 
 
@@ -316,8 +316,15 @@ class Sequential(Spec):
     """Schedule k runs on its own clock from milestone k−1 (torch SequentialLR's intent)."""
 
     type: Literal["sequential"]
-    schedules: list[ScheduleSpec]
-    milestones: list[Int]
+    schedules: list[ScheduleSpec] = Field(
+        examples=[
+            [
+                {"type": "linear", "start_factor": 0.1, "total_steps": 100},
+                {"type": "cosine", "total_steps": 900},
+            ]
+        ]
+    )
+    milestones: list[Int] = Field(examples=[[100]])
 
 
 class ReduceOnPlateau(Spec):
@@ -462,3 +469,70 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+
+
+# ------------------------------------------------------------------------------------------
+# History and schedule previews
+# ------------------------------------------------------------------------------------------
+
+
+class StepRecord(BaseModel):
+    """One step taken: applied, or skipped under `nonfinite: skip` (then `step` is unchanged)."""
+
+    seq: int = Field(description="The record's number in this session's history (the cursor).")
+    kind: Literal["step"]
+    step: int = Field(description="t after this step.")
+    lr: float | None = Field(description="η_t this step used (null if not finite).")
+    loss: float | None = Field(description="The loss posted with the step, if any.")
+    grad_norm: float | None = Field(description="‖g‖₂ before clipping; null if not finite.")
+    update_norm: float | None = Field(description="‖θ_{t+1} − θ_t‖₂; null if not finite.")
+    skipped: bool
+    at: datetime = Field(description="When the step was stored (UTC).")
+    duration_ms: float = Field(
+        description="Server time from reading the session (lock wait included) to storing it."
+    )
+
+
+class FieldChange(BaseModel):
+    old: Any
+    new: Any
+
+
+class ChangeRecord(BaseModel):
+    """A change of the session's configuration (PATCH): each changed field, old and new."""
+
+    seq: int = Field(description="The record's number in this session's history (the cursor).")
+    kind: Literal["change"]
+    step: int = Field(description="t when the change was made.")
+    at: datetime
+    changes: dict[str, FieldChange] = Field(
+        description="Dotted field path (e.g. `optimizer.lr`) → its old and new value."
+    )
+
+
+HistoryRecord = Annotated[StepRecord | ChangeRecord, Field(discriminator="kind")]
+
+
+class HistoryPage(BaseModel):
+    records: list[HistoryRecord] = Field(description="In the order they happened (by `seq`).")
+    next: int | None = Field(
+        description=(
+            "Pass as `after` for the next page; null when this page reached the newest record "
+            "(poll later with `after` = the last record's `seq`)."
+        )
+    )
+
+
+PREVIEW_MAX_STEPS = 100_000
+
+
+class SchedulePreviewRequest(Spec):
+    schedule: ScheduleSpec = Field(description="Any schedule a session accepts.")
+    lr: Float = Field(
+        default=1.0, description="The base learning rate (1: the schedule's factor itself)."
+    )
+    steps: Int = Field(ge=1, le=PREVIEW_MAX_STEPS, description="How many rates: η_0 … η_{N−1}.")
+
+
+class SchedulePreview(BaseModel):
+    lr: list[float | None] = Field(description="η_0 … η_{N−1} (null where not finite).")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -19,17 +20,22 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app import observe
 from app.errors import InvalidContent, SessionNotFound
-from app.optim import Optimizer, OptimizerState
+from app.optim import Optimizer, OptimizerState, StepResult, schedule_lrs
 from app.schemas import (
     CreatedSession,
     CreateSession,
+    HistoryPage,
     ParamsResponse,
+    SchedulePreview,
+    SchedulePreviewRequest,
     SessionConfig,
     SessionView,
     StepRequest,
     StepResponse,
 )
+from app.store.history import HistoryRepository
 from app.store.models import PARAM_SLOT, SessionRecord
 from app.store.repository import SessionRepository
 from app.tensors import Layout, layout_of, tensor_field, tensors_from_json, tensors_to_json
@@ -113,16 +119,20 @@ def step(
     *,
     return_params: bool = True,
     guard: Callable[[SessionRecord], None] | None = None,
+    history_max_records: int,
 ) -> StepResponse:
     """Apply one gradient: lock the session, load θ and state, update them, store them back.
 
     The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
     one session are applied one after another, each to the state the previous one left.
     `guard` runs with the session locked, before anything changes, and may raise to stop the
-    step (the API's `If-Match` and `Idempotency-Key` checks).
+    step (the API's `If-Match` and `Idempotency-Key` checks). The step (applied or skipped) is
+    added to the session's history in the same transaction.
     """
+    started = time.perf_counter()
     repository = SessionRepository(db)
     record = _authorized_record(repository, session_id, token, for_update=True)
+    observe.note_step(optimizer=record.config["optimizer"]["type"])
     if guard is not None:
         guard(record)
     layout = Layout(record.layout)
@@ -146,6 +156,7 @@ def step(
         record.version += 1
         record.updated_at = datetime.now(UTC)
         db.flush()
+    _record_step(HistoryRepository(db, history_max_records), record, request, result, started)
     return StepResponse(
         step=record.step,
         lr=result.lr,
@@ -154,6 +165,22 @@ def step(
         update_norm=result.update_norm,
         skipped=result.skipped,
     )
+
+
+def get_history(db: Session, session_id: str, token: str, *, after: int, limit: int) -> HistoryPage:
+    """Up to `limit` history records of the session with `seq > after`, oldest first."""
+    record = _authorized_record(SessionRepository(db), session_id, token)
+    entries, next_cursor = HistoryRepository(db).page(record.id, after=after, limit=limit)
+    return HistoryPage.model_validate(
+        {"records": entries, "next": next_cursor}, from_attributes=True
+    )
+
+
+def preview_schedule(request: SchedulePreviewRequest) -> SchedulePreview:
+    """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them."""
+    schedule = request.schedule.model_dump(mode="json")
+    rates = schedule_lrs(schedule, request.lr, request.steps)
+    return SchedulePreview(lr=[rate if np.isfinite(rate) else None for rate in rates])
 
 
 def core_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,6 +238,26 @@ def _authorized_record(
     if not hmac.compare_digest(hash_token(token), expected) or record is None:
         raise SessionNotFound()
     return record
+
+
+def _record_step(
+    history: HistoryRepository,
+    record: SessionRecord,
+    request: StepRequest,
+    result: StepResult,
+    started: float,
+) -> None:
+    observe.note_step(skipped=result.skipped)
+    history.record_step(
+        record.id,
+        step=record.step,
+        lr=result.lr,
+        loss=request.loss,
+        grad_norm=result.grad_norm,
+        update_norm=result.update_norm,
+        skipped=result.skipped,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 def _require_finite(params: Mapping[str, np.ndarray], layout: Layout) -> None:

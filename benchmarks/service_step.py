@@ -8,6 +8,13 @@ prepared beforehand; the answer, with the new parameters, read whole), after a w
     python benchmarks/service_step.py [--small-steps 500] [--large-steps 100]
 
 Prints a table and writes benchmarks/results/service_step.{json,md}.
+
+    python benchmarks/service_step.py --compare-history [--small-steps 2000 --large-steps 200]
+
+measures the cost of the step history instead: three servers at once with the history off
+(OPTAAS_HISTORY_MAX_RECORDS=0), on (the default limit, no pruning within the run) and pruning
+(a limit of 200: old records are deleted every second step), stepped in turn (paired
+measurements); writes benchmarks/results/history_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,19 +50,22 @@ def percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q))
 
 
-def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
-    """Latencies (ms) of `steps` JSON steps of an Adam float32 session with `size` parameters."""
-    rng = np.random.default_rng(size)
-    params = rng.standard_normal(size).astype(np.float32)
-    bodies = [
-        orjson.dumps(
-            {"gradients": rng.standard_normal(size).astype(np.float32), "loss": 1.0},
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
-        for _ in range(GRADIENT_VARIANTS)
-    ]
-    with server.client() as client:
-        created = client.post(
+class Stepper:
+    """An Adam float32 session with `size` parameters on `server`, stepped with JSON bodies
+    prepared beforehand; `step` returns the latency (ms) the client saw, answer read whole."""
+
+    def __init__(self, server: LiveServer, size: int) -> None:
+        rng = np.random.default_rng(size)
+        params = rng.standard_normal(size).astype(np.float32)
+        self.bodies = [
+            orjson.dumps(
+                {"gradients": rng.standard_normal(size).astype(np.float32), "loss": 1.0},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+            for _ in range(GRADIENT_VARIANTS)
+        ]
+        self.client = server.client()
+        created = self.client.post(
             "/v1/sessions",
             content=orjson.dumps(
                 {"params": params, "optimizer": {"type": "adam", "lr": 1e-3}},
@@ -64,43 +75,68 @@ def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
         )
         created.raise_for_status()
         session = created.json()
-        url = f"/v1/sessions/{session['id']}/step"
-        headers = {
+        self.url = f"/v1/sessions/{session['id']}/step"
+        self.headers = {
             "Authorization": f"Bearer {session['token']}",
             "Content-Type": "application/json",
         }
-        latencies = []
-        for index in range(WARMUP_STEPS + steps):
-            started = time.perf_counter()
-            response = client.post(url, content=bodies[index % GRADIENT_VARIANTS], headers=headers)
-            _ = response.content
-            elapsed = time.perf_counter() - started
-            if response.status_code != 200:
-                raise RuntimeError(response.text)
-            if index >= WARMUP_STEPS:
-                latencies.append(elapsed * 1000)
+        self.response_bytes = 0
+
+    def step(self, index: int) -> float:
+        started = time.perf_counter()
+        response = self.client.post(
+            self.url, content=self.bodies[index % GRADIENT_VARIANTS], headers=self.headers
+        )
+        self.response_bytes = len(response.content)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(response.text)
+        return elapsed * 1000
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def summary_of(latencies: list[float]) -> dict[str, float]:
     return {
-        "parameters": size,
-        "steps": steps,
-        "request_bytes": int(np.mean([len(body) for body in bodies])),
-        "response_bytes": len(response.content),
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "mean_ms": float(np.mean(latencies)),
     }
 
 
+def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
+    """Latencies (ms) of `steps` JSON steps of an Adam float32 session with `size` parameters."""
+    stepper = Stepper(server, size)
+    try:
+        latencies = [stepper.step(index) for index in range(WARMUP_STEPS + steps)]
+    finally:
+        stepper.close()
+    return {
+        "parameters": size,
+        "steps": steps,
+        "request_bytes": int(np.mean([len(body) for body in stepper.bodies])),
+        "response_bytes": stepper.response_bytes,
+        **summary_of(latencies[WARMUP_STEPS:]),
+    }
+
+
+def start_server(stack: ExitStack, backend: str, env: dict[str, str] | None = None) -> LiveServer:
+    """A server on a fresh database of `backend`, stopped (and the database dropped) by `stack`."""
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / 'optaas.sqlite3'}"
+    else:
+        url = create_postgres_database()
+        stack.callback(drop_postgres_database, url)
+    return stack.enter_context(LiveServer(url, directory / "server.log", env=env))
+
+
 def run(backends: list[str], small_steps: int, large_steps: int) -> list[dict[str, object]]:
     rows = []
     for backend in backends:
         with ExitStack() as stack:
-            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            if backend == "sqlite":
-                url = f"sqlite:///{directory / 'optaas.sqlite3'}"
-            else:
-                url = create_postgres_database()
-                stack.callback(drop_postgres_database, url)
-            server = stack.enter_context(LiveServer(url, directory / "server.log"))
+            server = start_server(stack, backend)
             for size, steps in ((10, small_steps), (100_000, large_steps)):
                 row = {"database": backend, **measure(server, size, steps)}
                 rows.append(row)
@@ -112,9 +148,22 @@ def run(backends: list[str], small_steps: int, large_steps: int) -> list[dict[st
     return rows
 
 
+def measured_code() -> str:
+    """The commit measured, marked `+changes` when the work tree differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def environment() -> dict[str, object]:
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": measured_code(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "sqlite": sqlite3.sqlite_version,
@@ -123,13 +172,20 @@ def environment() -> dict[str, object]:
     }
 
 
+def context_line(context: dict[str, object]) -> str:
+    return (
+        f"{context['when']}, code {context['code']}, Python {context['python']}, "
+        f"{context['cpus']} CPUs, "
+        f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
+        "the end. Client and server on the same machine."
+    )
+
+
 def markdown(rows: list[dict[str, object]], context: dict[str, object]) -> str:
     lines = [
         "# Step latency, JSON, Adam float32, one server process",
         "",
-        f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, "
-        f"SQLite {context['sqlite']}, 1-minute load average {context['load_average_1min']} at "
-        "the end. Client and server on the same machine.",
+        context_line(context),
         "",
         "| database | parameters | steps | request bytes | p50 ms | p99 ms | mean ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -143,12 +199,109 @@ def markdown(rows: list[dict[str, object]], context: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HISTORY_SETTINGS = {"off": "0", "on": "100000", "pruning": "200"}
+"""OPTAAS_HISTORY_MAX_RECORDS for each configuration compared."""
+BOOTSTRAP_SAMPLES = 2000
+
+
+def median_interval(differences: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """A 95 % bootstrap interval of the median of `differences`."""
+    picks = rng.integers(0, len(differences), size=(BOOTSTRAP_SAMPLES, len(differences)))
+    medians = np.median(differences[picks], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def compare_history(backends: list[str], small_steps: int, large_steps: int) -> list[dict]:
+    """One server per configuration, all running at once; each step index posts to every
+    server in turn (the order rotating), so the machine's load falls on all of them alike and
+    the latencies pair up: the cost of the history is the median of the paired differences."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for backend in backends:
+        with ExitStack() as stack:
+            servers = {
+                history: start_server(stack, backend, {"OPTAAS_HISTORY_MAX_RECORDS": limit})
+                for history, limit in HISTORY_SETTINGS.items()
+            }
+            for size, steps in ((10, small_steps), (100_000, large_steps)):
+                steppers = {name: Stepper(server, size) for name, server in servers.items()}
+                names = list(steppers)
+                latencies: dict[str, list[float]] = {name: [] for name in names}
+                for index in range(WARMUP_STEPS + steps):
+                    shift = index % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        elapsed = steppers[name].step(index)
+                        if index >= WARMUP_STEPS:
+                            latencies[name].append(elapsed)
+                for stepper in steppers.values():
+                    stepper.close()
+                off = np.asarray(latencies["off"])
+                for name in names:
+                    differences = np.asarray(latencies[name]) - off
+                    low, high = median_interval(differences, rng)
+                    row = {
+                        "database": backend,
+                        "parameters": size,
+                        "steps": steps,
+                        "history": name,
+                        **summary_of(latencies[name]),
+                        "paired_difference_median_ms": float(np.median(differences)),
+                        "paired_difference_95ci_ms": [low, high],
+                    }
+                    rows.append(row)
+                    print(
+                        f"{backend:<10} N={size:<7} {name:<8} p50 {row['p50_ms']:7.3f} ms  "
+                        f"vs off {row['paired_difference_median_ms']:+.3f} ms "
+                        f"[{low:+.3f}, {high:+.3f}]",
+                        flush=True,
+                    )
+    return rows
+
+
+def history_markdown(rows: list[dict], context: dict[str, object]) -> str:
+    lines = [
+        "# Step history: its cost on the step path (JSON, Adam float32, one server process)",
+        "",
+        context_line(context),
+        "",
+        "Three servers at once, each on its own fresh database: `off` "
+        "(OPTAAS_HISTORY_MAX_RECORDS=0), `on` (the default 100000; no pruning within the run) and "
+        "`pruning` (200: two old records deleted every second step). Every step index is posted "
+        "to all three in rotating order, so load on the machine falls on all alike; the cost is "
+        "the median of the paired differences to `off`, with a 95 % bootstrap interval.",
+        "",
+        "| database | parameters | steps | history | p50 ms | p99 ms | mean ms | "
+        "vs off: median paired difference | 95 % interval |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        low, high = row["paired_difference_95ci_ms"]
+        lines.append(
+            f"| {row['database']} | {row['parameters']:,} | {row['steps']} | {row['history']} | "
+            f"{row['p50_ms']:.3f} | {row['p99_ms']:.3f} | {row['mean_ms']:.3f} | "
+            f"{row['paired_difference_median_ms']:+.3f} ms | {low:+.3f} … {high:+.3f} ms |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small-steps", type=int, default=500)
     parser.add_argument("--large-steps", type=int, default=100)
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument(
+        "--compare-history", action="store_true", help="measure the step history's cost instead"
+    )
     args = parser.parse_args()
+    if args.compare_history:
+        rows = compare_history(args.backends, args.small_steps, args.large_steps)
+        context = environment()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        document = {"environment": context, "results": rows}
+        (RESULTS / "history_overhead.json").write_text(json.dumps(document, indent=2) + "\n")
+        (RESULTS / "history_overhead.md").write_text(history_markdown(rows, context))
+        print(history_markdown(rows, context))
+        return
     rows = run(args.backends, args.small_steps, args.large_steps)
     context = environment()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection, TypeDecorator, text
 
 from app.config import Settings
-from app.store import models  # noqa: F401  (registers the tables on Base.metadata)
+from app.store import history, models  # noqa: F401  (register the tables on Base.metadata)
 from app.store.base import Base
 from app.store.database import WRITE_OPTION, make_engine
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from app.store.database import Database
+from app.store.migrate import upgrade
 from tests.databases import POSTGRES_SERVER_URL, create_postgres_database, drop_postgres_database
 from tests.live_server import LiveServer
 
@@ -77,6 +79,15 @@ def module_database_url(
         yield url
 
 
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """`database_url` migrated to the newest schema, as a `Database`."""
+    upgrade(database_url)
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
 StartServer = Callable[..., LiveServer]
 
 
@@ -94,7 +105,8 @@ def _server_factory(log_dir: Path) -> Iterator[StartServer]:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[StartServer]:
-    """`start_server(database_url, workers=1, env={})` → a running `LiveServer`, stopped after."""
+    """`start_server(database_url, workers=1, env={}, log_level="warning")` → a running
+    `LiveServer`, stopped after."""
     with _server_factory(tmp_path / "logs") as start:
         yield start
 

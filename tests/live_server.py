@@ -49,10 +49,12 @@ class LiveServer:
         *,
         workers: int = 1,
         env: Mapping[str, str] | None = None,
+        log_level: str = "warning",
     ) -> None:
         self.database_url = database_url
         self.log_path = log_path
         self.workers = workers
+        self.log_level = log_level
         self.extra_env = dict(env or {})
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -155,7 +157,7 @@ class LiveServer:
             f"--port={self.port}",
             f"--workers={self.workers}",
             f"--database-url={self.database_url}",
-            "--log-level=warning",
+            f"--log-level={self.log_level}",
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -68,6 +69,26 @@ class CoreRun:
     ) -> StepResult:
         copies = {name: array.copy() for name, array in grads.items()}
         return self.optimizer.step(self.params, self.state, copies, loss=loss, partial=partial)
+
+
+def new_record(step: int = 0) -> SessionRecord:
+    """A session row (SGD, one tensor `w` of shape [2, 3]) for store-level tests."""
+    now = datetime.now(UTC)
+    return SessionRecord(
+        id=uuid.uuid4(),
+        name="test",
+        token_hash="0" * 64,
+        dtype="float32",
+        layout="named",
+        tensors=[{"name": "w", "shape": [2, 3]}],
+        config={"optimizer": {"type": "sgd"}},
+        step=step,
+        version=1,
+        schedule_state={},
+        last_loss=None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def database_snapshot(database: Database, session_id: str) -> tuple[Any, ...]:

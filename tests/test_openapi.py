@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -61,6 +62,9 @@ def test_operation_ids_read_well(document):
         "sessions-get_params",
         "health-healthz",
         "health-readyz",
+        "history-get_history",
+        "schedules-preview_schedule",
+        "operations-get_metrics",
     } <= ids
 
 
@@ -78,8 +82,81 @@ def test_optimizer_defaults_are_in_the_schema(document):
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_docs_pages_are_served(module_server, page):
+def test_docs_pages_are_served_with_local_assets_only(module_server, page):
     with module_server.client() as client:
         response = client.get(page)
-    assert response.status_code == 200
-    assert "/openapi.json" in response.text
+        assert response.status_code == 200
+        assert "/openapi.json" in response.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+        assert assets, response.text
+        for asset in assets:
+            assert asset.startswith("/"), asset  # this server, never another host
+            assert client.get(asset).status_code == 200, asset
+        assert "fonts.googleapis" not in response.text
+
+
+def each_operation(document):
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            yield f"{method.upper()} {path}", operation
+
+
+def model_of(schema: dict[str, Any]):
+    """The pydantic model a `$ref` names (wire models and the health answer)."""
+    from app import schemas
+    from app.api.health import Health
+
+    name = schema["$ref"].rsplit("/", 1)[-1]
+    return {"Health": Health}.get(name) or getattr(schemas, name)
+
+
+def test_every_operation_has_a_summary_a_description_and_tags(document):
+    for name, operation in each_operation(document):
+        assert operation.get("summary"), name
+        assert len(operation.get("description", "")) > 20, name
+        assert operation.get("tags"), name
+
+
+def test_every_request_body_has_examples_that_the_model_accepts(document):
+    bodies = 0
+    for name, operation in each_operation(document):
+        if "requestBody" not in operation:
+            continue
+        bodies += 1
+        content = operation["requestBody"]["content"]["application/json"]
+        assert content.get("examples"), name
+        model = model_of(content["schema"])
+        for example in content["examples"].values():
+            assert example["summary"], name
+            model.model_validate(example["value"])
+    assert bodies >= 3
+
+
+def test_every_answer_has_an_example_and_every_error_is_a_problem(document):
+    from app.schemas import Problem
+
+    for name, operation in each_operation(document):
+        for status, response in operation["responses"].items():
+            code = int(status)
+            if code == 204:
+                assert "content" not in response, name
+                continue
+            assert response.get("description"), (name, status)
+            if code >= 400:
+                assert list(response["content"]) == ["application/problem+json"], (name, status)
+                example = response["content"]["application/problem+json"]["example"]
+                Problem.model_validate(example)
+                assert example["status"] == code, (name, status)
+                continue
+            ((media_type, content),) = response["content"].items()
+            assert "example" in content, (name, status)
+            if media_type == "application/json":
+                model_of(content["schema"]).model_validate(content["example"])
+
+
+def test_problem_examples_fit_each_operation(document):
+    step = document["paths"]["/v1/sessions/{session_id}/step"]["post"]["responses"]
+    assert step["422"]["content"]["application/problem+json"]["example"]["tensor"] == "w"
+    history = document["paths"]["/v1/sessions/{session_id}/history"]["get"]["responses"]
+    example = history["422"]["content"]["application/problem+json"]["example"]
+    assert example["type"] == "/problems/validation-error"

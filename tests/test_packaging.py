@@ -49,6 +49,20 @@ def test_wheel_contains_the_migrations_inside_the_package(wheel):
         assert f"app/{path}" in names, path
 
 
+def test_wheel_contains_the_static_assets_and_their_licences(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = sorted(
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in (REPO_ROOT / "app" / "static").rglob("*")
+        if path.is_file()
+    )
+    assert any(path.endswith("/LICENSE") for path in static)
+    assert "app/static/ui/index.html" in static
+    assert "app/static/vendor/redoc/redoc.standalone.js" in static
+    for path in static:
+        assert path in names, path
+
+
 def test_installed_wheel_migrates_from_another_directory(wheel, tmp_path):
     target, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -14,10 +12,10 @@ from sqlalchemy import inspect, text
 from app.store import codec
 from app.store.database import Database
 from app.store.migrate import alembic_config, downgrade, upgrade
-from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
+from tests.support import new_record
 
-TABLES = {"sessions", "session_arrays", "idempotency_records"}
+TABLES = {"sessions", "session_arrays", "idempotency_records", "session_history"}
 
 
 def table_names(database_url: str) -> set[str]:
@@ -26,33 +24,6 @@ def table_names(database_url: str) -> set[str]:
         return set(inspect(database.engine).get_table_names()) - {"alembic_version"}
     finally:
         database.dispose()
-
-
-@pytest.fixture
-def database(database_url: str):
-    upgrade(database_url)
-    database = Database(database_url)
-    yield database
-    database.dispose()
-
-
-def new_record(step: int = 0) -> SessionRecord:
-    now = datetime.now(UTC)
-    return SessionRecord(
-        id=uuid.uuid4(),
-        name="test",
-        token_hash="0" * 64,
-        dtype="float32",
-        layout="named",
-        tensors=[{"name": "w", "shape": [2, 3]}],
-        config={"optimizer": {"type": "sgd"}},
-        step=step,
-        version=1,
-        schedule_state={},
-        last_loss=None,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 def test_migrations_upgrade_downgrade_upgrade_leave_no_pending_diff(database_url):

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import health, sessions
+from app.api import health, history, observability, schedules, sessions
 from app.api.bodies import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.idempotency import prune_periodically
 from app.api.openapi import build_openapi
+from app.api.pages import install_pages
 from app.config import Settings
 from app.store.database import Database
 
@@ -55,11 +56,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        docs_url=None,  # served by app.api.pages, with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.include_router(sessions.router)
+    app.include_router(history.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
+    app.include_router(observability.router)
+    install_pages(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Added last, so outermost: it sees every answer, the body limit's 413s included.
+    app.add_middleware(observability.ObservabilityMiddleware)
     install_error_handlers(app)
 
     def openapi() -> dict[str, Any]:

@@ -16,9 +16,22 @@ from pydantic.json_schema import models_json_schema
 
 from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.errors import PROBLEM_MEDIA_TYPE
-from app.schemas import COMPONENTS, EXTRA_COMPONENTS, CreateSession, Problem, StepRequest
+from app.api.examples import add_examples
+from app.schemas import (
+    COMPONENTS,
+    EXTRA_COMPONENTS,
+    CreateSession,
+    Problem,
+    SchedulePreviewRequest,
+    StepRequest,
+)
 
-DOCUMENTED_MODELS: list[type[BaseModel]] = [CreateSession, StepRequest, Problem]
+DOCUMENTED_MODELS: list[type[BaseModel]] = [
+    CreateSession,
+    StepRequest,
+    SchedulePreviewRequest,
+    Problem,
+]
 
 _PROBLEM_DESCRIPTIONS = {
     400: "The body is not valid JSON.",
@@ -132,6 +145,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         for name, schema in {**definitions.get("$defs", {}), **EXTRA_COMPONENTS}.items():
             schemas.setdefault(name, schema)
         _declare_validation_errors_as_problems(document)
+        add_examples(document)
         app.openapi_schema = document
     return app.openapi_schema
 

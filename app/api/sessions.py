@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from app import service
 from app.api.bodies import JSON_MEDIA_TYPE, parse_json
 from app.api.conditions import IfMatchDep, etag
-from app.api.deps import ApiKeyDep, DatabaseDep, JsonBodyDep, TokenDep
+from app.api.deps import ApiKeyDep, DatabaseDep, JsonBodyDep, SettingsDep, TokenDep
 from app.api.idempotency import (
     Answer,
     IdempotencyDep,
@@ -184,6 +184,7 @@ async def step_session(
     body: JsonBodyDep,
     keeper: IdempotencyDep,
     precondition: IfMatchDep,
+    settings: SettingsDep,
     returns: Annotated[
         Literal["params", "none"],
         Query(alias="return", description="`none` leaves `params` out of the answer."),
@@ -207,7 +208,13 @@ async def step_session(
     def apply(db: Session) -> StepResponse:
         request = parse_json(body, StepRequest)
         return service.step(
-            db, session_id, token, request, return_params=return_params, guard=check
+            db,
+            session_id,
+            token,
+            request,
+            return_params=return_params,
+            guard=check,
+            history_max_records=settings.history_max_records,
         )
 
     return await run_use_case(

@@ -1,0 +1,263 @@
+"""Example requests and answers for the OpenAPI document, by operation id.
+
+`add_examples` puts them into the document `build_openapi` makes: request bodies get `examples`,
+successful answers an `example`, and every problem+json answer an example problem of its status.
+A test validates each example against the model it illustrates, so they cannot drift from the
+API.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from app.errors import (
+    MalformedBody,
+    OptaasError,
+    PayloadTooLarge,
+    PreconditionFailed,
+    ServiceUnavailable,
+    SessionNotFound,
+    TokenMissing,
+    UnsupportedMediaType,
+)
+
+SESSION_ID = "262f9dfc-5a37-4d26-9a35-c1b7a0c3f1de"
+TIMESTAMP = "2026-11-25T09:30:00.123456Z"
+
+_ADAM = {
+    "type": "adam",
+    "lr": 0.01,
+    "betas": [0.9, 0.999],
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "amsgrad": False,
+    "decoupled_weight_decay": False,
+    "maximize": False,
+}
+_SCHEDULE = {
+    "type": "warmup",
+    "warmup_steps": 100,
+    "then": {"type": "cosine", "total_steps": 10000, "min_lr": 0.0},
+}
+_SESSION_VIEW = {
+    "id": SESSION_ID,
+    "name": "mnist-mlp",
+    "dtype": "float32",
+    "layout": "named",
+    "shapes": {"w": [2, 2], "b": [2]},
+    "optimizer": _ADAM,
+    "schedule": _SCHEDULE,
+    "clip_grad_norm": 1.0,
+    "clip_grad_value": None,
+    "nonfinite": "reject",
+    "groups": None,
+    "accumulate": 1,
+    "step": 0,
+    "lr": 0.0001,
+    "last_loss": None,
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+}
+_STEP_RECORD = {
+    "seq": 1,
+    "kind": "step",
+    "step": 1,
+    "lr": 0.0001,
+    "loss": 0.42,
+    "grad_norm": 2.3092206480576105,
+    "update_norm": 0.00014142135,
+    "skipped": False,
+    "at": TIMESTAMP,
+    "duration_ms": 1.31,
+}
+
+REQUESTS: dict[str, dict[str, dict[str, Any]]] = {
+    "sessions-create_session": {
+        "named": {
+            "summary": "Named tensors, Adam, warm-up then cosine",
+            "value": {
+                "name": "mnist-mlp",
+                "params": {"w": [[0.1, -0.2], [0.3, 0.0]], "b": [0.0, 0.0]},
+                "dtype": "float32",
+                "optimizer": {"type": "adam", "lr": 0.01},
+                "schedule": _SCHEDULE,
+                "clip_grad_norm": 1.0,
+            },
+        },
+        "single": {
+            "summary": "One array, plain SGD",
+            "value": {"params": [1.0, 2.0, 3.0], "optimizer": {"type": "sgd", "lr": 0.1}},
+        },
+    },
+    "sessions-step_session": {
+        "named": {
+            "summary": "A gradient for every tensor, with the loss",
+            "value": {
+                "gradients": {"w": [[0.5, -1.0], [0.25, 2.0]], "b": [0.1, -0.1]},
+                "loss": 0.42,
+            },
+        },
+        "partial": {
+            "summary": "Only some tensors (the others keep θ and state)",
+            "value": {"gradients": {"b": [0.1, -0.1]}, "partial": True},
+        },
+    },
+    "schedules-preview_schedule": {
+        "warmup-cosine": {
+            "summary": "Warm-up, then cosine decay",
+            "value": {
+                "schedule": {
+                    "type": "warmup",
+                    "warmup_steps": 2,
+                    "then": {"type": "cosine", "total_steps": 4},
+                },
+                "lr": 0.1,
+                "steps": 6,
+            },
+        },
+    },
+}
+
+RESPONSES: dict[str, dict[int, Any]] = {
+    "sessions-create_session": {201: {**_SESSION_VIEW, "token": "UFWfQ0dJ3m0c…(43 characters)"}},
+    "sessions-get_session": {200: {**_SESSION_VIEW, "step": 1, "last_loss": 0.42}},
+    "sessions-step_session": {
+        200: {
+            "step": 1,
+            "lr": 0.0001,
+            "params": {"w": [[0.0999, -0.1999], [0.2999, 0.0001]], "b": [-0.0001, 0.0001]},
+            "grad_norm": 2.3092206480576105,
+            "update_norm": 0.00014142135,
+            "skipped": False,
+        }
+    },
+    "sessions-get_params": {
+        200: {"step": 1, "params": {"w": [[0.0999, -0.1999], [0.2999, 0.0001]], "b": [0.0, 0.0]}}
+    },
+    "history-get_history": {
+        200: {
+            "records": [
+                _STEP_RECORD,
+                {
+                    "seq": 2,
+                    "kind": "change",
+                    "step": 1,
+                    "at": TIMESTAMP,
+                    "changes": {"optimizer.lr": {"old": 0.01, "new": 0.005}},
+                },
+                {
+                    **_STEP_RECORD,
+                    "seq": 3,
+                    "step": 1,
+                    "lr": 5e-5,
+                    "skipped": True,
+                    "grad_norm": None,
+                    "update_norm": 0.0,
+                    "loss": None,
+                },
+            ],
+            "next": 3,
+        }
+    },
+    "schedules-preview_schedule": {
+        200: {"lr": [0.05, 0.1, 0.1, 0.08535533905932738, 0.05, 0.014644660940672627]}
+    },
+    "health-healthz": {200: {"status": "ok"}},
+    "health-readyz": {200: {"status": "ok"}},
+}
+
+_PROBLEMS: dict[int, OptaasError] = {
+    400: MalformedBody("the body is not valid JSON: unexpected character: line 1 column 2"),
+    401: TokenMissing("this endpoint needs the session's token: Authorization: Bearer <token>"),
+    404: SessionNotFound(),
+    412: PreconditionFailed("the session is at step 8, not 7", current_step=8),
+    413: PayloadTooLarge(
+        "the request body is larger than this server's limit of 536870912 bytes",
+        max_body_bytes=536870912,
+    ),
+    415: UnsupportedMediaType(
+        "this endpoint takes application/json, not text/plain", supported=["application/json"]
+    ),
+    503: ServiceUnavailable("the database does not answer: OperationalError"),
+}
+_VALIDATION_ERROR = {
+    "type": "/problems/validation-error",
+    "title": "Request validation failed",
+    "status": 422,
+    "detail": "query.limit: Input should be less than or equal to 1000",
+    "errors": [
+        {
+            "loc": ["query", "limit"],
+            "msg": "Input should be less than or equal to 1000",
+            "type": "less_than_equal",
+        }
+    ],
+}
+_INVALID_SCHEDULE = {
+    "type": "/problems/invalid-hyper-parameter",
+    "title": "Invalid hyper-parameter",
+    "status": 422,
+    "detail": "schedule.then.total_steps: must be >= 1, got 0",
+    "field": "schedule.then.total_steps",
+}
+PROBLEMS_BY_OPERATION: dict[str, dict[int, dict[str, Any]]] = {
+    "sessions-create_session": {
+        401: {
+            "type": "/problems/api-key-required",
+            "title": "A valid API key is required",
+            "status": 401,
+            "detail": "creating a session on this server needs a valid X-API-Key header",
+        },
+        422: _INVALID_SCHEDULE,
+    },
+    "sessions-step_session": {
+        422: {
+            "type": "/problems/gradient-mismatch",
+            "title": "Gradient does not match the parameters",
+            "status": 422,
+            "detail": "the gradient of 'w' has shape [1, 2], expected [2, 2]",
+            "tensor": "w",
+            "expected_shape": [2, 2],
+            "got_shape": [1, 2],
+        }
+    },
+    "schedules-preview_schedule": {422: _INVALID_SCHEDULE},
+}
+
+
+def problem_example(status: int, operation_id: str = "") -> dict[str, Any]:
+    """A problem document of `status` as the server writes it (for this operation, if known)."""
+    specific = PROBLEMS_BY_OPERATION.get(operation_id, {}).get(status)
+    if specific is not None:
+        return specific
+    if status == 422:
+        return _VALIDATION_ERROR
+    error = _PROBLEMS.get(status)
+    if error is None:
+        phrase = HTTPStatus(status).phrase
+        slug = phrase.lower().replace(" ", "-")
+        return {"type": f"/problems/{slug}", "title": phrase, "status": status, "detail": "…"}
+    return {
+        "type": f"/problems/{error.slug}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        **error.extras,
+    }
+
+
+def add_examples(document: dict[str, Any]) -> None:
+    """Put the examples into an OpenAPI document, in place."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation_id = operation.get("operationId", "")
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None and operation_id in REQUESTS:
+                body["examples"] = REQUESTS[operation_id]
+            for status, response in operation.get("responses", {}).items():
+                for media_type, content in response.get("content", {}).items():
+                    if media_type == "application/problem+json":
+                        content.setdefault("example", problem_example(int(status), operation_id))
+                    elif int(status) in RESPONSES.get(operation_id, {}):
+                        content.setdefault("example", RESPONSES[operation_id][int(status)])
