@@ -1,4 +1,4 @@
-"""Tensors on the wire (JSON): nested lists ↔ numpy arrays, in the two forms a session can take.
+"""Tensors on the wire: JSON (nested lists) and safetensors files ↔ numpy arrays.
 
 A session's parameters are either one array — the `single` layout, whose tensor is named
 `params` — or an object of named arrays — the `named` layout. A tensor is a number (0-d) or a
@@ -8,12 +8,16 @@ session's dtype; anything else (strings, null, objects, ragged nesting) is refus
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
-from app.errors import InvalidContent
+from app.errors import InvalidContent, MalformedBody
 
 SINGLE_TENSOR_NAME = "params"
 """The name of the one tensor of a `single` layout session."""
@@ -101,3 +105,41 @@ def tensors_to_json(layout: Layout, arrays: dict[str, np.ndarray]) -> Any:
 def _jsonable(array: np.ndarray) -> Any:
     # orjson serialises numpy arrays of one or more dimensions and numpy scalars, not 0-d arrays.
     return array[()] if array.ndim == 0 else array
+
+
+# ------------------------------------------------------------------------------------------
+# The binary form: safetensors files (https://github.com/huggingface/safetensors)
+# ------------------------------------------------------------------------------------------
+
+SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
+
+_HEADER_LENGTH_BYTES = 8
+
+
+def tensors_from_safetensors(body: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors of a safetensors file by name, and its `__metadata__` ({} if it has none).
+
+    The arrays keep the file's dtypes; the caller casts them to the session's. A body that is
+    not a safetensors file is a 400 (`MalformedBody`), like malformed JSON.
+    """
+    try:
+        tensors = safetensors.numpy.load(body)
+    except (safetensors.SafetensorError, ValueError, TypeError) as error:
+        raise MalformedBody(f"the body is not a valid safetensors file: {error}") from None
+    return tensors, _safetensors_metadata(body)
+
+
+def _safetensors_metadata(body: bytes) -> dict[str, str]:
+    """`__metadata__` of a file that `safetensors` has already accepted (so the header is sound)."""
+    length = int.from_bytes(body[:_HEADER_LENGTH_BYTES], "little")
+    header = json.loads(body[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + length])
+    return dict(header.get("__metadata__") or {})
+
+
+def tensors_to_safetensors(
+    arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """A safetensors file of `arrays` (0-d arrays included) with string `metadata`."""
+    # np.require, not np.ascontiguousarray, which turns 0-d arrays into 1-d ones.
+    contiguous = {name: np.require(array, requirements="C") for name, array in arrays.items()}
+    return safetensors.numpy.save(contiguous, metadata=dict(metadata) if metadata else None)
