@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import optaas_problem, validation_problem
 from app.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from app.tensors import SAFETENSORS_MEDIA_TYPE
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -76,6 +78,70 @@ def is_json_media_type(content_type: str | None) -> bool:
     return media_type == JSON_MEDIA_TYPE or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )
+
+
+def media_type_of(content_type: str | None) -> str:
+    """`type/subtype` of a Content-Type value, lower case, parameters dropped."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class TensorBody:
+    """The raw body of a request that may carry tensors as JSON or as a safetensors file."""
+
+    data: bytes
+    binary: bool
+    """True for `application/vnd.safetensors`, False for JSON."""
+
+
+async def tensor_body(request: Request) -> TensorBody:
+    """The raw body of a JSON or safetensors request (415 for any other content type)."""
+    content_type = request.headers.get("content-type")
+    binary = media_type_of(content_type) == SAFETENSORS_MEDIA_TYPE
+    if not binary and not is_json_media_type(content_type):
+        raise UnsupportedMediaType(
+            f"this endpoint takes {JSON_MEDIA_TYPE} or {SAFETENSORS_MEDIA_TYPE}, "
+            f"not {content_type}",
+            supported=[JSON_MEDIA_TYPE, SAFETENSORS_MEDIA_TYPE],
+        )
+    return TensorBody(await request.body(), binary)
+
+
+def prefers_safetensors(accept: str | None) -> bool:
+    """Whether `Accept` ranks `application/vnd.safetensors` above JSON (RFC 9110 §12.5.1).
+
+    JSON is the default: without `Accept`, with `*/*`, or when both rank the same, the answer
+    is JSON. A media range with `q=0` is refused, never chosen.
+    """
+    safetensors_q = _quality(accept, SAFETENSORS_MEDIA_TYPE)
+    return safetensors_q > 0 and safetensors_q > _quality(accept, JSON_MEDIA_TYPE)
+
+
+def _quality(accept: str | None, media_type: str) -> float:
+    """The q-value `accept` gives `media_type`: its most specific matching range wins."""
+    if not accept:
+        return 1.0 if media_type == JSON_MEDIA_TYPE else 0.0
+    kind = media_type.split("/", 1)[0]
+    best_specificity, best_q = -1, 0.0
+    for item in accept.split(","):
+        range_, *parameters = (part.strip() for part in item.split(";"))
+        range_ = range_.lower()
+        specificity = {media_type: 2, f"{kind}/*": 1, "*/*": 0}.get(range_)
+        if specificity is None or specificity <= best_specificity:
+            continue
+        best_specificity, best_q = specificity, _q_parameter(parameters)
+    return best_q
+
+
+def _q_parameter(parameters: list[str]) -> float:
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return min(1.0, max(0.0, float(value)))
+            except ValueError:
+                return 0.0
+    return 1.0
 
 
 async def json_body(request: Request) -> bytes:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.bodies import json_body
+from app.api.bodies import TensorBody, json_body, prefers_safetensors, tensor_body
 from app.config import Settings
 from app.errors import ApiKeyRequired, TokenMissing
 from app.store.database import Database
@@ -56,8 +56,15 @@ def require_api_key(
     return key
 
 
+def answer_in_safetensors(request: Request) -> bool:
+    """Whether the answer's tensors go out as a safetensors file (`Accept`), not JSON."""
+    return prefers_safetensors(request.headers.get("accept"))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 TokenDep = Annotated[str, Depends(session_token)]
 ApiKeyDep = Annotated[str | None, Depends(require_api_key)]
 JsonBodyDep = Annotated[bytes, Depends(json_body)]
+TensorBodyDep = Annotated[TensorBody, Depends(tensor_body)]
+SafetensorsAnswerDep = Annotated[bool, Depends(answer_in_safetensors)]

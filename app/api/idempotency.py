@@ -47,7 +47,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from app.api.bodies import json_body
 from app.api.deps import SettingsDep
 from app.config import Settings
 from app.errors import IdempotencyKeyExpired, IdempotencyKeyReused, InvalidHeader
@@ -205,8 +204,13 @@ def creation_scope(endpoint: str, api_key: str | None) -> str:
     return f"{endpoint}/{owner}"
 
 
+async def raw_body(request: Request) -> bytes:
+    """The body as sent, whatever its type (the endpoint's own dependency judges the type)."""
+    return await request.body()
+
+
 async def idempotency_keeper(
-    request: Request, settings: SettingsDep, body: Annotated[bytes, Depends(json_body)]
+    request: Request, settings: SettingsDep, body: Annotated[bytes, Depends(raw_body)]
 ) -> IdempotencyKeeper | None:
     """The request's keeper if it carries an `Idempotency-Key` (400 if the key is empty or long)."""
     key = request.headers.get(HEADER)
