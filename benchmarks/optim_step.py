@@ -1,10 +1,11 @@
 """One optimizer step's time, optaas's core beside torch.optim, on the same arrays.
 
 For 1e3 … 1e7 parameters (one tensor), float32 and float64, and adam, rmsprop, adagrad and
-sgd with momentum: the time of `Optimizer.step` (validation, norms and update included) and of
-torch.optim's default CPU step (`opt.step()`: single-tensor kernels, torch's default intra-op
-threads), measured in alternation, and their ratio (optaas / torch: below 1 is faster). Prints
-a table and writes benchmarks/results/optim_step.json and .md.
+sgd with momentum: the time of `Optimizer.step` (validation, norms and update included) on one
+thread and on as many threads as torch uses, and of torch.optim's default CPU step
+(`opt.step()`: single-tensor kernels, torch's default intra-op threads), measured in
+alternation, and the ratio of the threaded core to torch (optaas / torch: below 1 is faster).
+Prints a table and writes benchmarks/results/optim_step.json and .md.
 
     python benchmarks/optim_step.py [--quick]
 """
@@ -12,6 +13,7 @@ a table and writes benchmarks/results/optim_step.json and .md.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -80,23 +82,25 @@ def measure(name: str, dtype: type, size: int, repeats: int) -> dict:
     theta = rng.standard_normal(size).astype(dtype)
     grad = rng.standard_normal(size).astype(dtype) * dtype(1e-3)
 
-    optimizer = Optimizer({"optimizer": config}, ["w"])
-    params = {"w": theta.copy()}
-    state = optimizer.init(params)
     grads = {"w": grad}  # these configurations never write into the gradient
+    steps = {}
+    for label, threads in (("optaas_1", 1), ("optaas", torch.get_num_threads())):
+        optimizer = Optimizer({"optimizer": config}, ["w"], threads=threads)
+        params = {"w": theta.copy()}
+        state = optimizer.init(params)
+        steps[label] = functools.partial(optimizer.step, params, state, grads)
 
     tensor = torch.from_numpy(theta.copy()).requires_grad_(True)
     tensor.grad = torch.from_numpy(grad.copy())
-    reference = make_torch([tensor])
+    steps["torch"] = make_torch([tensor]).step
 
-    seconds = median_seconds(
-        {"optaas": lambda: optimizer.step(params, state, grads), "torch": reference.step}, repeats
-    )
+    seconds = median_seconds(steps, repeats)
     return {
         "optimizer": name,
         "dtype": np.dtype(dtype).name,
         "parameters": size,
         "repeats": repeats,
+        "optaas_one_thread_ms": seconds["optaas_1"] * 1e3,
         "optaas_ms": seconds["optaas"] * 1e3,
         "torch_ms": seconds["torch"] * 1e3,
         "ratio": seconds["optaas"] / seconds["torch"],
@@ -105,13 +109,14 @@ def measure(name: str, dtype: type, size: int, repeats: int) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| optimizer | dtype | parameters | optaas ms | torch ms | ratio |",
-        "|---|---|---:|---:|---:|---:|",
+        "| optimizer | dtype | parameters | optaas ms, 1 thread | optaas ms | torch ms | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['optimizer']} | {row['dtype']} | {row['parameters']:.0e} "
-            f"| {row['optaas_ms']:.3f} | {row['torch_ms']:.3f} | {row['ratio']:.2f} |"
+            f"| {row['optaas_one_thread_ms']:.3f} | {row['optaas_ms']:.3f} "
+            f"| {row['torch_ms']:.3f} | {row['ratio']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -150,9 +155,11 @@ def main() -> None:
     )
     header = (
         "# One optimizer step: optaas core vs torch.optim (CPU)\n\n"
-        "Time of one step on one tensor: the best of three rounds' medians, the two measured in "
-        "alternation; "
-        "ratio = optaas / torch (below 1: optaas is faster).\n"
+        "Time of one step on one tensor: the best of three rounds' medians, all measured in "
+        "alternation; optaas on one thread and on torch's number of threads "
+        f"({env['torch_threads']}); "
+        "ratio = optaas (threaded) / torch (below 1: optaas is faster).\n"
+        f"1-minute load average at the end: {os.getloadavg()[0]:.2f}.\n"
         f"Environment: {json.dumps(env)}\n\n"
     )
     (RESULTS / "optim_step.md").write_text(header + table(rows) + "\n")

@@ -22,8 +22,10 @@ bias corrections must use each tensor's own count.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +62,9 @@ NONFINITE_POLICIES = ("reject", "skip")
 SESSION_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 CHUNK_ELEMENTS = 1 << 17
 """Tensors above twice this size are updated slice by slice (cache blocking)."""
+PARALLEL_MIN_ELEMENTS = 2 * CHUNK_ELEMENTS
+"""Steps over fewer elements than this run in one thread (threads would cost more than they
+save)."""
 
 
 @dataclass
@@ -141,7 +146,12 @@ class Optimizer:
     An instance keeps scratch buffers between steps, so use one per session at a time.
     """
 
-    def __init__(self, config: Mapping[str, Any], names: Sequence[str]) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], names: Sequence[str], *, threads: int = 1
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+        self.threads = threads
         config = checks.mapping("", config)
         checks.check_known_fields(config, CONFIG_FIELDS, "")
         if "optimizer" not in config:
@@ -159,7 +169,7 @@ class Optimizer:
         self.groups = (self.base_group, *(group for _, group in self.matched_groups))
         self.group_of = {name: self._match(name) for name in self.names}
         self._scratch: dict[str, Scratch] = {}
-        self._slice_scratch: dict[np.dtype, Scratch] = {}
+        self._slice_scratch: dict[tuple[int, np.dtype], Scratch] = {}
 
     def _match(self, name: str) -> Group:
         """The first group with a glob matching `name`, else the base group."""
@@ -218,13 +228,13 @@ class Optimizer:
         grad_norm = global_norm(squared.values())
         self._clip(checked, grad_norm)
         rates = {group: self.schedule.rate(t, group.lr, state.schedule) for group in self.groups}
-        update_squared = 0.0
+        units: list[_WorkUnit] = []
         for name, grad in checked.items():
             group = self.group_of[name]
             slots = self._slots(state, name, params[name])
-            update_squared += self._update_tensor(
-                name, params[name], grad, slots, group, rates[group]
-            )
+            slots[STEP_SLOT] += 1
+            units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
+        update_squared = sum(self._run(units))
         state.step = t + 1
         if loss is not None:
             state.schedule = self.schedule.observe(t, loss, state.schedule)
@@ -250,7 +260,7 @@ class Optimizer:
                 slots.setdefault(slot, array)
         return slots
 
-    def _update_tensor(
+    def _work_units(
         self,
         name: str,
         param: np.ndarray,
@@ -258,54 +268,78 @@ class Optimizer:
         slots: Slots,
         group: Group,
         rate: float,
-    ) -> float:
-        """Advance the tensor's step count, then θ ← θ + chain(g); returns ‖θ_{t+1} − θ_t‖²."""
-        step = slots[STEP_SLOT]
-        step += 1
-        count = int(step)
-        if param.size <= 2 * CHUNK_ELEMENTS or not _contiguous(param, slots):
-            scratch = self._scratch_for(name, param)
-            return _apply_chain(group.transform, param, grad, slots, count, rate, scratch)
-        return self._apply_chain_in_slices(group.transform, param, grad, slots, count, rate)
-
-    def _apply_chain_in_slices(
-        self,
-        transform: GradientTransformation,
-        param: np.ndarray,
-        grad: np.ndarray,
-        slots: Slots,
-        count: int,
-        rate: float,
-    ) -> float:
-        """The chain over consecutive slices of CHUNK_ELEMENTS elements, so that the dozen or so
-        passes a chain makes over its intermediates hit the cache instead of memory.
+    ) -> list[_WorkUnit]:
+        """θ ← θ + chain(g) for one tensor as units of work: the whole tensor, or — above
+        2·CHUNK_ELEMENTS — consecutive slices of CHUNK_ELEMENTS, so that the dozen or so passes
+        a chain makes over its intermediates hit the cache instead of memory.
 
         The blocks are elementwise; a per-tensor scalar slot (0-d) is advanced by the first
         slice, the others start from a copy of its old value and compute the same new one.
         """
-        size = param.size
+        count = int(slots[STEP_SLOT])
+        transform = group.transform
+        if param.size <= 2 * CHUNK_ELEMENTS or not _contiguous(param, slots):
+            scratch = self._scratch_for(name, param)
+            return [_WorkUnit(transform, param, grad, slots, count, rate, scratch)]
         flat = {key: array.reshape(-1) for key, array in slots.items() if array.ndim}
         scalars = {key: array for key, array in slots.items() if not array.ndim}
         old_scalars = {key: array.copy() for key, array in scalars.items()}
-        scratch = self._slice_scratch.get(param.dtype)
-        if scratch is None:
-            scratch = self._slice_scratch[param.dtype] = Scratch((CHUNK_ELEMENTS,), param.dtype)
         flat_param, flat_grad = param.reshape(-1), grad.reshape(-1)
-        squared = 0.0
-        for start in range(0, size, CHUNK_ELEMENTS):
-            stop = min(size, start + CHUNK_ELEMENTS)
+        units = []
+        for start in range(0, param.size, CHUNK_ELEMENTS):
+            stop = min(param.size, start + CHUNK_ELEMENTS)
             view = {key: array[start:stop] for key, array in flat.items()}
             view.update(scalars if start == 0 else {k: v.copy() for k, v in old_scalars.items()})
-            squared += _apply_chain(
-                transform,
-                flat_param[start:stop],
-                flat_grad[start:stop],
-                view,
-                count,
-                rate,
-                scratch.head(stop - start),
+            units.append(
+                _WorkUnit(
+                    transform, flat_param[start:stop], flat_grad[start:stop], view, count, rate
+                )
             )
-        return squared
+        return units
+
+    def _run(self, units: Sequence[_WorkUnit]) -> list[float]:
+        """Every unit's ‖u‖², in unit order; with `threads` > 1 and enough elements, the units
+        split into that many consecutive runs of about equal size, one per thread.
+
+        numpy releases the GIL inside its loops, so the runs proceed in parallel. Units touch
+        disjoint elements and each thread has its own scratch, so the numbers do not depend on
+        the number of threads.
+        """
+        total = sum(unit.param.size for unit in units)
+        if self.threads == 1 or len(units) == 1 or total < PARALLEL_MIN_ELEMENTS:
+            return self._run_in_order(units, 0)
+        first, *others = _split_evenly(units, self.threads)
+        pool = _thread_pool(len(others))
+        futures = [pool.submit(self._run_in_order, run, lane) for lane, run in enumerate(others, 1)]
+        results = self._run_in_order(first, 0)
+        return results + [squared for future in futures for squared in future.result()]
+
+    def _run_in_order(self, units: Sequence[_WorkUnit], lane: int) -> list[float]:
+        """The units one after another, slices borrowing scratch of this lane (thread)."""
+        results = []
+        for unit in units:
+            scratch = unit.scratch
+            if scratch is None:
+                scratch = self._lane_scratch(lane, unit.param.dtype).head(unit.param.size)
+            results.append(
+                _apply_chain(
+                    unit.transform,
+                    unit.param,
+                    unit.grad,
+                    unit.slots,
+                    unit.count,
+                    unit.rate,
+                    scratch,
+                )
+            )
+        return results
+
+    def _lane_scratch(self, lane: int, dtype: np.dtype) -> Scratch:
+        """Slice-sized scratch for one lane, made once per dtype."""
+        scratch = self._slice_scratch.get((lane, dtype))
+        if scratch is None:
+            scratch = self._slice_scratch[(lane, dtype)] = Scratch((CHUNK_ELEMENTS,), dtype)
+        return scratch
 
     def _scratch_for(self, name: str, param: np.ndarray) -> Scratch:
         """The tensor's scratch buffers, made once per shape and dtype."""
@@ -313,6 +347,39 @@ class Optimizer:
         if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
             scratch = self._scratch[name] = Scratch(param.shape, param.dtype)
         return scratch
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkUnit:
+    """A chain to run over (a slice of) one tensor; `scratch` None borrows the lane's."""
+
+    transform: GradientTransformation
+    param: np.ndarray
+    grad: np.ndarray
+    slots: Slots
+    count: int
+    rate: float
+    scratch: Scratch | None = None
+
+
+def _split_evenly(units: Sequence[_WorkUnit], parts: int) -> list[list[_WorkUnit]]:
+    """Consecutive runs of `units` with about equal element counts (at most `parts`)."""
+    total = sum(unit.param.size for unit in units)
+    runs: list[list[_WorkUnit]] = [[]]
+    done = 0
+    for unit in units:
+        if runs[-1] and done >= total * len(runs) / parts and len(runs) < parts:
+            runs.append([])
+        runs[-1].append(unit)
+        done += unit.param.size
+    return runs
+
+
+@functools.cache
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per size, shared by every optimizer in the process (threads are cheap to keep,
+    expensive to start per step)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optaas-optim")
 
 
 def _apply_chain(

@@ -213,16 +213,23 @@ def test_sequential_is_its_parts_on_their_own_clocks(milestones, data):
     data=st.data(),
 )
 def test_slicing_a_large_tensor_changes_no_number(kind, size, chunk, data):
-    """The engine's cache blocking (a chain over slices) gives bit-identical θ and state,
-    per-tensor scalar slots (NAdam's mu_product) included."""
+    """The engine's cache blocking (a chain over slices), on one thread or several, gives
+    bit-identical θ and state, per-tensor scalar slots (NAdam's mu_product) included, and the
+    same update norm."""
     rng = np.random.default_rng(data.draw(st.integers(0, 100)))
-    params = {"w": rng.standard_normal((size, 3)), "b": rng.standard_normal(())}
+    threads = data.draw(st.integers(1, 3))
+    params = {
+        "w": rng.standard_normal((size, 3)),
+        "b": rng.standard_normal(()),
+        "v": rng.standard_normal(size),
+    }
     grads = [{n: rng.standard_normal(v.shape) for n, v in params.items()} for _ in range(4)]
     results = []
-    for chunk_elements in (10**9, chunk):
+    for chunk_elements, lanes in ((10**9, 1), (chunk, threads)):
         engine.CHUNK_ELEMENTS, saved = chunk_elements, engine.CHUNK_ELEMENTS
+        engine.PARALLEL_MIN_ELEMENTS, saved_min = 0, engine.PARALLEL_MIN_ELEMENTS
         try:
-            optimizer = Optimizer({"optimizer": no_decay(kind)}, list(params))
+            optimizer = Optimizer({"optimizer": no_decay(kind)}, list(params), threads=lanes)
             theta = {n: v.copy() for n, v in params.items()}
             state = optimizer.init(theta)
             norms = [
@@ -231,6 +238,7 @@ def test_slicing_a_large_tensor_changes_no_number(kind, size, chunk, data):
             ]
         finally:
             engine.CHUNK_ELEMENTS = saved
+            engine.PARALLEL_MIN_ELEMENTS = saved_min
         results.append((theta, state, norms))
     (theta_a, state_a, norms_a), (theta_b, state_b, norms_b) = results
     for name in params:
@@ -238,3 +246,33 @@ def test_slicing_a_large_tensor_changes_no_number(kind, size, chunk, data):
         for slot, value in state_a.slots[name].items():
             np.testing.assert_array_equal(state_b.slots[name][slot], value)
     np.testing.assert_allclose(norms_a, norms_b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["adam", "nadam", "sgd"])
+def test_threads_change_no_number_at_all(kind):
+    """Above PARALLEL_MIN_ELEMENTS the slices run on several threads: θ, state and the update
+    norm are exactly those of one thread (each unit is computed alike, summed in unit order)."""
+    rng = np.random.default_rng(7)
+    size = engine.PARALLEL_MIN_ELEMENTS + 3 * engine.CHUNK_ELEMENTS + 5
+    params = {"big": rng.standard_normal(size).astype(np.float32), "small": np.ones(3, np.float32)}
+    grads = [{n: rng.standard_normal(v.shape).astype(np.float32) for n, v in params.items()}]
+    outcomes = []
+    for threads in (1, 2, 3):
+        optimizer = Optimizer({"optimizer": no_decay(kind)}, list(params), threads=threads)
+        theta = {n: v.copy() for n, v in params.items()}
+        state = optimizer.init(theta)
+        norms = [optimizer.step(theta, state, {n: g.copy() for n, g in grads[0].items()})]
+        norms.append(optimizer.step(theta, state, {n: g * 2 for n, g in grads[0].items()}))
+        outcomes.append((theta, state, [result.update_norm for result in norms]))
+    theta_1, state_1, norms_1 = outcomes[0]
+    for theta, state, norms in outcomes[1:]:
+        assert norms == norms_1
+        for name in params:
+            np.testing.assert_array_equal(theta[name], theta_1[name])
+            for slot, value in state_1.slots[name].items():
+                np.testing.assert_array_equal(state.slots[name][slot], value)
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(ValueError, match="threads"):
+        Optimizer({"optimizer": {"type": "sgd"}}, ["w"], threads=0)
