@@ -194,7 +194,7 @@ def step(
     state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
     loss, partial, accumulated = request.loss, request.partial, accumulates(record)
     if accumulated:
-        batch = _accumulate(repository, record, params, arrays, grads, request)
+        batch = _accumulate(repository, record, params, arrays, grads, loss=loss, partial=partial)
         if isinstance(batch, StepAccepted):
             return batch
         grads, loss, partial = batch
@@ -240,7 +240,9 @@ def _accumulate(
     params: Mapping[str, np.ndarray],
     arrays: dict[str, np.ndarray],
     grads: Mapping[str, np.ndarray],
-    request: StepRequest,
+    *,
+    loss: float | None,
+    partial: bool,
 ) -> StepAccepted | Batch:
     """Add one posted gradient to the sums of the next step (with the session locked).
 
@@ -257,7 +259,7 @@ def _accumulate(
     losses. Clipping and `nonfinite: skip` then act on ḡ, as torch acts on accumulated `.grad`.
     Before that: `StepAccepted` with how many are still missing.
     """
-    checked = check_gradients(params, grads, partial=request.partial)
+    checked = check_gradients(params, grads, partial=partial)
     sums = {
         name: arrays[accumulation_key(name)] for name in params if accumulation_key(name) in arrays
     }
@@ -266,8 +268,8 @@ def _accumulate(
     if record.config["nonfinite"] == "reject":
         _require_finite_sums(sums, checked)
     received = record.accumulated + 1
-    if request.loss is not None:
-        record.accumulated_loss_sum = _accumulated_loss_sum(record) + request.loss
+    if loss is not None:
+        record.accumulated_loss_sum = _accumulated_loss_sum(record) + loss
         record.accumulated_losses += 1
     record.accumulated = received
     goal = record.config["accumulate"]
@@ -286,12 +288,12 @@ def _accumulate(
     mean = {
         name: np.divide(sums[name], received, out=sums[name]) for name in params if name in sums
     }
-    loss = (
+    mean_loss = (
         _accumulated_loss_sum(record) / record.accumulated_losses
         if record.accumulated_losses
         else None
     )
-    return mean, loss, len(mean) < len(params)
+    return mean, mean_loss, len(mean) < len(params)
 
 
 def accumulation_key(tensor: str) -> str:

@@ -177,6 +177,13 @@ def test_patch_merges_replaces_and_resets_fields(client):
     (record,) = [r for r in history(client, session) if r["kind"] == "change"]
     assert record["changes"]["name"] == {"old": "before", "new": "after"}
     assert record["changes"]["schedule.warmup_steps"] == {"old": 5, "new": None}
+    as_merge_patch = client.patch(
+        path_of(session),
+        content=b'{"name": null}',
+        headers={**bearer(session["token"]), "Content-Type": "application/merge-patch+json"},
+    )
+    assert as_merge_patch.status_code == 200, as_merge_patch.text
+    assert as_merge_patch.json()["name"] is None
 
 
 def test_patch_that_switches_momentum_on_and_off_fits_the_state(client):
