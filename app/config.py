@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(
         default="text", description="`text` lines or `json` objects, one per log record."
     )
+    max_wait_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest `timeout` of `GET …/params?wait_for_step=` (a larger one is a 422); the "
+            "default timeout is the smaller of 10 s and this."
+        ),
+    )
     history_max_records: int = Field(
         default=100_000,
         ge=0,

@@ -72,6 +72,15 @@ class PreconditionFailed(OptaasError):
     title = "Precondition failed"
 
 
+class WaitTimedOut(OptaasError):
+    """A wait (`GET …/params?wait_for_step=`) ended before the session reached the step;
+    `extras` say where it is (`current_step`, and for accumulation `received`, `missing`)."""
+
+    status = 408
+    slug = "wait-timeout"
+    title = "Timed out waiting for the step"
+
+
 class PayloadTooLarge(OptaasError):
     status = 413
     slug = "payload-too-large"
@@ -90,6 +99,13 @@ class InvalidContent(OptaasError):
     status = 422
     slug = "invalid-content"
     title = "Invalid content"
+
+
+class OptimizerTypeChange(InvalidContent):
+    """A PATCH that would change the optimizer's type: its state would not carry over."""
+
+    slug = "optimizer-type-change"
+    title = "The optimizer type cannot change mid-run"
 
 
 class IdempotencyKeyReused(InvalidContent):

@@ -33,7 +33,8 @@ STEPS = Counter(
     "optaas_steps",
     "Step requests answered, by the session's optimizer type ('unknown' when the request was "
     "refused before its session was read) and outcome: applied, skipped (non-finite gradient "
-    "under nonfinite=skip), rejected (an error answer), replayed (an idempotent repeat).",
+    "under nonfinite=skip), accumulated (202: counted toward a step that awaits more gradients), "
+    "rejected (an error answer), replayed (an idempotent repeat).",
     ["optimizer", "outcome"],
     registry=None,
 )

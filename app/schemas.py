@@ -15,7 +15,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema, field_validator
+
+from app.tensors import MAX_TENSOR_NAME_LENGTH
 
 Float = Annotated[float, Strict()]  # a JSON number (ints welcome), never a string or a bool
 Int = Annotated[int, Strict()]
@@ -375,6 +377,9 @@ class Group(BaseModel):
 # ------------------------------------------------------------------------------------------
 
 Dtype = Literal["float32", "float64"]
+MAX_ACCUMULATE = 1_000_000
+MAX_STEP = 2**63 - 1
+"""Step counts are BIGINTs."""
 
 
 class SessionConfig(Spec):
@@ -394,13 +399,22 @@ class SessionConfig(Spec):
         default=None, description="Per-tensor overrides; the first group that matches wins."
     )
     accumulate: Int = Field(
-        default=1, ge=1, description="Gradients averaged per step (only 1 is served for now)."
+        default=1,
+        ge=1,
+        le=MAX_ACCUMULATE,
+        description=(
+            "K: gradients averaged per step. With K > 1 the first K−1 posts of a step answer "
+            "202 (how many are still missing) and the K-th applies their mean."
+        ),
     )
 
 
+# U+0000 is refused: PostgreSQL text cannot hold it.
+SessionName = Annotated[str, Field(max_length=255, pattern=r"^[^\x00]*$")]
+
+
 class CreateSession(SessionConfig):
-    # U+0000 is refused: PostgreSQL text cannot hold it.
-    name: str | None = Field(default=None, max_length=255, pattern=r"^[^\x00]*$")
+    name: SessionName | None = None
     params: Tensors = Field(description="The initial parameters θ₀.")
     dtype: Dtype = "float32"
 
@@ -426,6 +440,10 @@ class SessionIdentity(BaseModel):
 
 class SessionProgress(BaseModel):
     step: int = Field(description="t: updates applied so far.")
+    accumulated: int = Field(
+        default=0,
+        description="Gradients received toward the next step (`accumulate` > 1); 0 otherwise.",
+    )
     lr: float | None = Field(
         description="η_t: the learning rate the next step will use (null if not finite)."
     )
@@ -455,9 +473,107 @@ class StepResponse(BaseModel):
     skipped: bool = Field(description="A non-finite gradient under `nonfinite: skip`.")
 
 
+class StepAccepted(BaseModel):
+    """A gradient counted toward the next step (`accumulate` > 1), which awaits more of them."""
+
+    step: int = Field(description="t: the session's step, unchanged until the K-th gradient.")
+    received: int = Field(description="Gradients received toward step t + 1, this one included.")
+    missing: int = Field(description="How many more the step waits for (K − received).")
+    wait_for_step: int = Field(
+        description="t + 1: pass it to `GET …/params?wait_for_step=` to wait for the step."
+    )
+
+
 class ParamsResponse(BaseModel):
     step: int
     params: Tensors
+
+
+class SessionPatch(Spec):
+    """A JSON merge patch (RFC 7396) of the session's configuration: the fields to change.
+
+    Objects are merged field by field (`{"optimizer": {"lr": 0.005}}` changes lr alone), other
+    values replace the old ones (`betas`, `groups`), and `null` restores a field's default. An
+    object whose `type` differs from the current one replaces it whole (a new schedule). θ, the
+    state, t, `dtype` and the tensors cannot be patched.
+    """
+
+    name: SessionName | None = None
+    optimizer: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            'Hyper-parameters to change, e.g. `{"lr": 0.005}`. Its `type` cannot change by '
+            "PATCH (fork the session instead); a fork may change it."
+        ),
+    )
+    schedule: dict[str, Any] | None = Field(
+        default=None,
+        description="Schedule fields to change, or a whole new schedule (with another `type`).",
+    )
+    clip_grad_norm: Float | None = None
+    clip_grad_value: Float | None = None
+    nonfinite: Literal["reject", "skip"] | None = None
+    groups: list[Group] | None = None
+    accumulate: Int | None = Field(default=None, ge=1, le=MAX_ACCUMULATE)
+
+
+# ------------------------------------------------------------------------------------------
+# Exports: the format "optaas-state/1"
+# ------------------------------------------------------------------------------------------
+
+EXPORT_FORMAT = "optaas-state/1"
+TensorName = Annotated[
+    str, Field(min_length=1, max_length=MAX_TENSOR_NAME_LENGTH, pattern=r"^[^\x00]*$")
+]
+STATE_SCHEMA: dict[str, Any] = {
+    "title": "State",
+    "description": (
+        "Tensor name → slot name → value: the optimizer's state slots (torch's names: "
+        "`exp_avg`, `exp_avg_sq`, `momentum_buffer`, `sum`, …) and `step`, the number of "
+        "updates that tensor has had (an integer). 0-d slots are plain numbers."
+    ),
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": {"$ref": f"{COMPONENTS}Tensor"},
+    },
+}
+
+
+class StateHeader(Spec):
+    """Everything of an export but its arrays (a safetensors export keeps it in `__metadata__`)."""
+
+    format: Literal["optaas-state/1"] = Field(description="The format and its version.")
+    id: str | None = Field(
+        default=None, max_length=64, description="The exported session's id (import ignores it)."
+    )
+    name: SessionName | None = None
+    dtype: Dtype
+    layout: Literal["single", "named"]
+    tensors: list[TensorName] = Field(min_length=1, description="Tensor names, in order.")
+    config: SessionConfig
+    step: Int = Field(ge=0, le=MAX_STEP, description="t: updates applied so far.")
+    schedule_state: dict[str, Float] = Field(
+        default_factory=dict, description="`reduce_on_plateau`'s state ({} otherwise)."
+    )
+    last_loss: Float | None = None
+
+    @field_validator("tensors")
+    @classmethod
+    def names_are_unique(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"tensor names must be unique; repeated: {repeated}")
+        return names
+
+
+class StateExport(StateHeader):
+    """A session's whole run: config, t, θ and every state slot (`GET …/state`, import)."""
+
+    params: Tensors = Field(description="θ_t, in the session's form.")
+    state: Annotated[dict[str, dict[str, Any]], WithJsonSchema(STATE_SCHEMA)] = Field(
+        description="Tensor name → slot name → value."
+    )
 
 
 class Problem(BaseModel):

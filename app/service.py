@@ -1,4 +1,5 @@
-"""The use-cases: create a session, read it, step it, delete it. The one place the layers meet.
+"""The use-cases: create, read, step, change, fork, export, import and delete sessions. The one
+place the layers meet.
 
 Each function runs inside the caller's unit of work (`db`, a SQLAlchemy session in a
 transaction) and never commits: the API edge commits before it answers. Wire models come in
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +24,17 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app import observe
-from app.errors import InvalidContent, SessionNotFound
-from app.optim import Optimizer, OptimizerState, StepResult, schedule_lrs
+from app.errors import InvalidContent, OptimizerTypeChange, SessionNotFound
+from app.exports import STEP_SLOT, SessionState
+from app.optim import (
+    HyperParameterError,
+    NonFiniteGradient,
+    Optimizer,
+    OptimizerState,
+    StepResult,
+    check_gradients,
+    schedule_lrs,
+)
 from app.schemas import (
     CreatedSession,
     CreateSession,
@@ -31,16 +43,27 @@ from app.schemas import (
     SchedulePreview,
     SchedulePreviewRequest,
     SessionConfig,
+    SessionPatch,
     SessionView,
+    StepAccepted,
     StepRequest,
     StepResponse,
 )
 from app.store.history import HistoryRepository
-from app.store.models import PARAM_SLOT, SessionRecord
+from app.store.models import ACCUMULATION_SLOT, PARAM_SLOT, SessionRecord
 from app.store.repository import SessionRepository
-from app.tensors import Layout, layout_of, tensor_field, tensors_from_json, tensors_to_json
+from app.tensors import (
+    SINGLE_TENSOR_NAME,
+    Layout,
+    layout_of,
+    tensor_field,
+    tensors_from_json,
+    tensors_to_json,
+)
 
 TOKEN_BYTES = 32
+PLATEAU_BEST = "best"
+"""`reduce_on_plateau`'s best loss: absent from its state until a loss improves on nothing."""
 SERVICE_FIELDS = frozenset({"accumulate"})
 """Config fields the service acts on itself; the rest of the config is the core's."""
 
@@ -57,43 +80,64 @@ def hash_token(token: str) -> str:
 def create_session(db: Session, request: CreateSession) -> CreatedSession:
     """A new session at t = 0: θ₀ from the request, the optimizer's initial state, a new token."""
     config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
-    if config["accumulate"] != 1:
-        raise InvalidContent(
-            "accumulate > 1 (synchronous gradient accumulation) is not served yet; use 1",
-            field="accumulate",
-        )
     dtype = np.dtype(request.dtype)
     layout = layout_of(request.params)
     params = tensors_from_json(request.params, dtype, field="params")
     _require_finite(params, layout)
     optimizer = Optimizer(core_config(config), list(params))
     state = optimizer.init(params)
+    record, token = _add_session(
+        SessionRepository(db), request.name, layout, params, config, state, last_loss=None
+    )
+    return _created(record, optimizer.lr(state), token)
 
+
+def _add_session(
+    repository: SessionRepository,
+    session_name: str | None,
+    layout: Layout,
+    params: Mapping[str, np.ndarray],
+    config: dict[str, Any],
+    state: OptimizerState,
+    *,
+    last_loss: float | None,
+) -> tuple[SessionRecord, str]:
+    """Store a new session (row and arrays) holding θ = `params` and `state`; its token."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = datetime.now(UTC)
     record = SessionRecord(
         id=uuid.uuid4(),
-        name=request.name,
+        name=session_name,
         token_hash=hash_token(token),
-        dtype=dtype.name,
+        dtype=next(iter(params.values())).dtype.name,
         layout=layout.value,
         tensors=[{"name": name, "shape": list(array.shape)} for name, array in params.items()],
         config=config,
         step=state.step,
         version=1,
         schedule_state=state.schedule,
-        last_loss=None,
+        last_loss=last_loss,
         created_at=now,
         updated_at=now,
+        accumulated=0,
+        accumulated_losses=0,
+        accumulated_loss_sum=None,
     )
-    repository = SessionRepository(db)
     repository.add(record)
     repository.save_arrays(record.id, stored_arrays(params, state))
-    return CreatedSession(**session_view(record, optimizer.lr(state)).model_dump(), token=token)
+    return record, token
+
+
+def _created(record: SessionRecord, lr: float, token: str) -> CreatedSession:
+    return CreatedSession(**session_view(record, lr).model_dump(), token=token)
 
 
 def get_session(db: Session, session_id: str, token: str) -> SessionView:
-    record = _authorized_record(SessionRepository(db), session_id, token)
+    return get_session_view(_authorized_record(SessionRepository(db), session_id, token))
+
+
+def get_session_view(record: SessionRecord) -> SessionView:
+    """The session as `GET` shows it, `lr` the rate its next step will use."""
     optimizer = Optimizer(core_config(record.config), tensor_names(record))
     state = OptimizerState.from_arrays(record.step, {}, record.schedule_state)
     return session_view(record, optimizer.lr(state))
@@ -120,14 +164,16 @@ def step(
     return_params: bool = True,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
-) -> StepResponse:
+) -> StepResponse | StepAccepted:
     """Apply one gradient: lock the session, load θ and state, update them, store them back.
 
     The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
     one session are applied one after another, each to the state the previous one left.
     `guard` runs with the session locked, before anything changes, and may raise to stop the
     step (the API's `If-Match` and `Idempotency-Key` checks). The step (applied or skipped) is
-    added to the session's history in the same transaction.
+    added to the session's history in the same transaction. With `accumulate` K > 1 the
+    gradient is added to the next step's sums instead (`StepAccepted`), and the K-th applies
+    their mean (see `_accumulate`).
     """
     started = time.perf_counter()
     repository = SessionRepository(db)
@@ -143,20 +189,29 @@ def step(
         )
     grads = tensors_from_json(request.gradients, np.dtype(record.dtype), field="gradients")
     optimizer = Optimizer(core_config(record.config), tensor_names(record))
-    params, slots = split_arrays(record, repository.load_arrays(record.id, writable=True))
+    arrays = repository.load_arrays(record.id, writable=True)
+    params, slots = split_arrays(record, arrays)
     state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
+    loss, partial, accumulated = request.loss, request.partial, accumulates(record)
+    if accumulated:
+        batch = _accumulate(repository, record, params, arrays, grads, loss=loss, partial=partial)
+        if isinstance(batch, StepAccepted):
+            return batch
+        grads, loss, partial = batch
 
-    result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
+    result = optimizer.step(params, state, grads, loss=loss, partial=partial)
 
     if not result.skipped:
-        repository.save_arrays(record.id, stored_arrays(params, state))
         record.step = state.step
         record.schedule_state = state.schedule
-        record.last_loss = request.loss
+        record.last_loss = loss
+    if not result.skipped or accumulated:  # a skipped accumulated step still ends its batch
+        repository.save_arrays(record.id, stored_arrays(params, state))
+        _reset_accumulation(record)
         record.version += 1
         record.updated_at = datetime.now(UTC)
         db.flush()
-    _record_step(HistoryRepository(db, history_max_records), record, request, result, started)
+    _record_step(HistoryRepository(db, history_max_records), record, loss, result, started)
     return StepResponse(
         step=record.step,
         lr=result.lr,
@@ -165,6 +220,481 @@ def step(
         update_norm=result.update_norm,
         skipped=result.skipped,
     )
+
+
+# -- synchronous accumulation ------------------------------------------------------------------
+
+Batch = tuple[dict[str, np.ndarray], float | None, bool]
+"""The mean gradient of a complete batch, the mean loss (None: no post had one), partial."""
+
+
+def accumulates(record: SessionRecord) -> bool:
+    """Whether posts go through the running sums: `accumulate` > 1, or posts are pending (the
+    session was patched to `accumulate: 1` mid-batch: the next post completes the batch)."""
+    return record.config["accumulate"] > 1 or record.accumulated > 0
+
+
+def _accumulate(
+    repository: SessionRepository,
+    record: SessionRecord,
+    params: Mapping[str, np.ndarray],
+    arrays: dict[str, np.ndarray],
+    grads: Mapping[str, np.ndarray],
+    *,
+    loss: float | None,
+    partial: bool,
+) -> StepAccepted | Batch:
+    """Add one posted gradient to the sums of the next step (with the session locked).
+
+    The sums are kept per tensor as `accum/<tensor>` arrays in the session's dtype, the count of
+    posts n and their losses on the session row, all written in this post's transaction: a post
+    answered 202 is durable. Each post is checked like a step (names and shapes; `partial`
+    allows a subset); under `nonfinite: reject` a post that makes a sum non-finite is refused
+    (422) and not counted. Once n reaches K (`accumulate`) the batch is complete and its mean
+    is returned, to be applied as one step:
+
+        ḡ = (Σ_{i ≤ n} g_i) / n   for every tensor some post carried (a missing one adds 0),
+
+    the step partial iff some tensor was carried by none, its loss the mean of the posted
+    losses. Clipping and `nonfinite: skip` then act on ḡ, as torch acts on accumulated `.grad`.
+    Before that: `StepAccepted` with how many are still missing.
+    """
+    checked = check_gradients(params, grads, partial=partial)
+    sums = {
+        name: arrays[accumulation_key(name)] for name in params if accumulation_key(name) in arrays
+    }
+    for name, grad in checked.items():
+        sums[name] = np.add(sums[name], grad, out=sums[name]) if name in sums else grad
+    if record.config["nonfinite"] == "reject":
+        _require_finite_sums(sums, checked)
+    received = record.accumulated + 1
+    if loss is not None:
+        record.accumulated_loss_sum = _accumulated_loss_sum(record) + loss
+        record.accumulated_losses += 1
+    record.accumulated = received
+    goal = record.config["accumulate"]
+    if received < goal:
+        pending = {accumulation_key(name): total for name, total in sums.items()}
+        repository.save_arrays(record.id, {**_without_accumulation(arrays), **pending})
+        record.version += 1
+        record.updated_at = datetime.now(UTC)
+        repository.db.flush()
+        return StepAccepted(
+            step=record.step,
+            received=received,
+            missing=goal - received,
+            wait_for_step=record.step + 1,
+        )
+    mean = {
+        name: np.divide(sums[name], received, out=sums[name]) for name in params if name in sums
+    }
+    mean_loss = (
+        _accumulated_loss_sum(record) / record.accumulated_losses
+        if record.accumulated_losses
+        else None
+    )
+    return mean, mean_loss, len(mean) < len(params)
+
+
+def accumulation_key(tensor: str) -> str:
+    return f"{ACCUMULATION_SLOT}/{tensor}"
+
+
+def _require_finite_sums(sums: Mapping[str, np.ndarray], posted: Mapping[str, np.ndarray]) -> None:
+    """Under `reject`: the first tensor (in order) whose sum this post made NaN or ±Inf."""
+    for name in posted:
+        if not np.isfinite(sums[name]).all():
+            raise NonFiniteGradient(name)
+
+
+def _accumulated_loss_sum(record: SessionRecord) -> float:
+    """Σ of the pending posts' losses. SQLite stores NaN as NULL: a NULL sum of counted
+    losses was NaN."""
+    if record.accumulated_loss_sum is not None:
+        return record.accumulated_loss_sum
+    return math.nan if record.accumulated_losses else 0.0
+
+
+def _reset_accumulation(record: SessionRecord) -> None:
+    record.accumulated = 0
+    record.accumulated_losses = 0
+    record.accumulated_loss_sum = None
+
+
+def _without_accumulation(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    prefix = f"{ACCUMULATION_SLOT}/"
+    return {key: array for key, array in arrays.items() if not key.startswith(prefix)}
+
+
+def _pending_sums(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    prefix = f"{ACCUMULATION_SLOT}/"
+    return {key: array for key, array in arrays.items() if key.startswith(prefix)}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a session is: its step, and the posts received toward the next one."""
+
+    step: int
+    accumulate: int
+    accumulated: int
+
+
+def get_progress(db: Session, session_id: str, token: str) -> Progress:
+    """The session's step and accumulation (one row read: what a waiting request polls)."""
+    record = _authorized_record(SessionRepository(db), session_id, token)
+    return Progress(record.step, record.config["accumulate"], record.accumulated)
+
+
+# -- changing, forking, exporting, importing ------------------------------------------------
+
+
+def patch_session(
+    db: Session,
+    session_id: str,
+    token: str,
+    patch: SessionPatch,
+    *,
+    guard: Callable[[SessionRecord], None] | None = None,
+    history_max_records: int,
+) -> SessionView:
+    """Change the session's configuration (and name) mid-run; t, θ and the state are kept.
+
+    `patch` is merged into the config (`merge_patch`), and the result is validated as a
+    creation's would be. The optimizer's type cannot change (422 `optimizer-type-change`: fork
+    instead). The state is fitted to the new config (`_fit_slots`), and the change is recorded
+    in the history, all with the session locked: a step sees the old config or the new one.
+    Pending accumulated gradients are kept; they join the step the new config applies.
+    """
+    repository = SessionRepository(db)
+    record = _authorized_record(repository, session_id, token, for_update=True)
+    if guard is not None:
+        guard(record)
+    name, config = patched_config(record, patch, allow_type_change=False)
+    old, new = {"name": record.name, **record.config}, {"name": name, **config}
+    if new == old:
+        return get_session_view(record)
+    if _slots_may_differ(record.config, config):
+        arrays = repository.load_arrays(record.id, writable=True)
+        params, slots = split_arrays(record, arrays)
+        state = OptimizerState.from_arrays(record.step, slots, {})
+        _fit_slots(state, params, config)
+        repository.save_arrays(record.id, {**stored_arrays(params, state), **_pending_sums(arrays)})
+    record.schedule_state = _fit_schedule_state(record.schedule_state, config, record)
+    record.name, record.config = name, config
+    record.version += 1
+    record.updated_at = datetime.now(UTC)
+    db.flush()
+    HistoryRepository(db, history_max_records).record_change(
+        record.id, step=record.step, old=old, new=new
+    )
+    return get_session_view(record)
+
+
+def fork_session(
+    db: Session,
+    session_id: str,
+    token: str,
+    overrides: SessionPatch,
+    *,
+    guard: Callable[[SessionRecord], None] | None = None,
+    history_max_records: int,
+) -> CreatedSession:
+    """A new session (new id and token) with the source's θ, state, t and last loss.
+
+    `overrides` change the copy's config as a PATCH would, its optimizer type included (slots
+    the new optimizer keeps start fresh, the others are dropped). The source is locked while it
+    is read, so the copy is of one step. Gradients pending in the source's accumulation are not
+    copied. The fork's history starts with the change its overrides made, if any.
+    """
+    repository = SessionRepository(db)
+    source = _authorized_record(repository, session_id, token, for_update=True)
+    if guard is not None:
+        guard(source)
+    name, config = patched_config(source, overrides, allow_type_change=True)
+    params, slots = split_arrays(source, repository.load_arrays(source.id, writable=True))
+    schedule_state = _fit_schedule_state(source.schedule_state, config, source)
+    state = OptimizerState.from_arrays(source.step, slots, schedule_state)
+    if _slots_may_differ(source.config, config):
+        _fit_slots(state, params, config)
+    layout = Layout(source.layout)
+    record, new_token = _add_session(
+        repository, name, layout, params, config, state, last_loss=source.last_loss
+    )
+    HistoryRepository(db, history_max_records).record_change(
+        record.id,
+        step=record.step,
+        old={"name": source.name, **source.config},
+        new={"name": name, **config},
+    )
+    optimizer = Optimizer(core_config(config), list(params))
+    return _created(record, optimizer.lr(state), new_token)
+
+
+def export_state(db: Session, session_id: str, token: str) -> SessionState:
+    """The session's whole run — config, t, θ, every slot — as one consistent snapshot (the
+    session is locked while it is read, so no step lands between its row and its arrays).
+    Pending accumulated gradients are not part of it."""
+    repository = SessionRepository(db)
+    record = _authorized_record(repository, session_id, token, for_update=True)
+    params, slots = split_arrays(record, repository.load_arrays(record.id, writable=True))
+    state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
+    return SessionState(
+        id=str(record.id),
+        name=record.name,
+        dtype=record.dtype,
+        layout=Layout(record.layout),
+        tensors=tensor_names(record),
+        config=record.config,
+        step=record.step,
+        schedule_state=record.schedule_state,
+        last_loss=record.last_loss,
+        params=params,
+        slots={name: state.slots.get(name, {}) for name in params},
+    )
+
+
+def import_session(db: Session, imported: SessionState) -> CreatedSession:
+    """A new session (new id and token) that continues the exported run exactly.
+
+    Everything is checked before anything is stored (422 naming what is wrong): the config as a
+    creation's (`config.…` fields), the tensors (θ for each name of `tensors`, in the export's
+    dtype, finite), and for each tensor exactly the slots its optimizer keeps — names, shapes,
+    dtypes (`step` an int64 from 0 to t), finite values — and the schedule's state.
+    """
+    names = imported.tensors
+    if imported.layout is Layout.SINGLE and names != [SINGLE_TENSOR_NAME]:
+        raise InvalidContent(
+            f"an export of layout 'single' has one tensor, named {SINGLE_TENSOR_NAME!r}",
+            field="tensors",
+        )
+    _require_same_names(imported.params, names, "params", "θ")
+    _require_same_names(imported.slots, names, "state", "state")
+    try:
+        optimizer = Optimizer(core_config(imported.config), names)
+    except HyperParameterError as error:
+        raise error.within("config") from None
+    dtype = np.dtype(imported.dtype)
+    params = {name: imported.params[name] for name in names}
+    for name, array in params.items():
+        _check_array(imported, imported.param_field(name), name, array, array.shape, dtype)
+    fresh = {}
+    for name in names:
+        fresh = _fresh_state(imported.config, name, params[name])
+        _check_slots(imported, name, fresh.slots[name])
+    _check_schedule_state(imported.schedule_state, fresh.schedule)
+    if imported.last_loss is not None and not math.isfinite(imported.last_loss):
+        raise InvalidContent("last_loss must be a finite number or null", field="last_loss")
+    slots = {name: dict(imported.slots[name]) for name in names}
+    state = OptimizerState(imported.step, slots, dict(imported.schedule_state))
+    record, token = _add_session(
+        SessionRepository(db),
+        imported.name,
+        imported.layout,
+        params,
+        imported.config,
+        state,
+        last_loss=imported.last_loss,
+    )
+    return _created(record, optimizer.lr(state), token)
+
+
+def patched_config(
+    record: SessionRecord, patch: SessionPatch, *, allow_type_change: bool
+) -> tuple[str | None, dict[str, Any]]:
+    """The session's name and config with `patch` merged in, validated as a creation's config.
+
+    Raises pydantic's `ValidationError` (locations as in the patch) for a config of the wrong
+    shape, `HyperParameterError` for a bad value, `OptimizerTypeChange` for a new optimizer
+    type unless `allow_type_change`.
+    """
+    given = patch.model_dump(mode="json", exclude_unset=True)
+    name = given.pop("name", record.name)
+    if "optimizer" in given:
+        _check_optimizer_patch(record.config["optimizer"]["type"], given, allow_type_change)
+    merged = merge_patch(record.config, given)
+    config = SessionConfig.model_validate(merged).model_dump(mode="json")
+    Optimizer(core_config(config), tensor_names(record))  # the core's value checks
+    return name, config
+
+
+def _check_optimizer_patch(current: str, given: Mapping[str, Any], allow_type_change: bool) -> None:
+    if given["optimizer"] is None:
+        raise InvalidContent(
+            'optimizer cannot be removed; give the fields to change, e.g. {"lr": 0.001}',
+            field="optimizer",
+        )
+    wanted = given["optimizer"].get("type", current)
+    if wanted != current and not allow_type_change:
+        raise OptimizerTypeChange(
+            f"the optimizer type cannot change mid-run ({current!r} → {wanted!r}): its state "
+            "does not carry over. Fork the session with the new optimizer instead: "
+            f'POST /v1/sessions/{{id}}/fork with {{"optimizer": {{"type": "{wanted}", …}}}}',
+            field="optimizer.type",
+        )
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`patch` merged into `target`: RFC 7396 JSON merge patch, plus one rule for tagged objects.
+
+    Objects are merged key by key, `null` removes a key (so its default applies), anything else
+    replaces. An object whose `type` differs from the target's replaces it whole, its fields
+    belonging to another type (a warm-up replaced by a cosine schedule keeps no warmup_steps).
+    """
+    merged = dict(target)
+    for key, value in patch.items():
+        current = merged.get(key)
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(current, Mapping):
+            same_type = value.get("type", current.get("type")) == current.get("type")
+            merged[key] = merge_patch(current if same_type else {}, value)
+        elif isinstance(value, Mapping):
+            merged[key] = merge_patch({}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _slots_may_differ(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return old["optimizer"] != new["optimizer"] or old.get("groups") != new.get("groups")
+
+
+def _fit_slots(
+    state: OptimizerState, params: Mapping[str, np.ndarray], config: Mapping[str, Any]
+) -> None:
+    """Give each tensor exactly the slots its optimizer under `config` keeps, in place.
+
+    Slots it had stay as they are, new ones start fresh (as the core would start them at the
+    next step), unused ones are dropped: so a session always holds exactly the slots that an
+    import of its config expects.
+    """
+    for name, param in params.items():
+        kept = state.slots.get(name, {})
+        fresh = _fresh_state(config, name, param).slots[name]
+        state.slots[name] = {slot: kept.get(slot, array) for slot, array in fresh.items()}
+
+
+def _fit_schedule_state(
+    schedule_state: Mapping[str, float], config: Mapping[str, Any], record: SessionRecord
+) -> dict[str, float]:
+    """The schedule's state under `config`: kept if the new schedule keeps the same state
+    (reduce_on_plateau with other settings, or under a warm-up: its reductions and best loss
+    carry over, so a new lr is reduced as many times), fresh otherwise."""
+    fresh = _fresh_state(config, tensor_names(record)[0], np.zeros(0, record.dtype)).schedule
+    if fresh and set(fresh) <= set(schedule_state):
+        return dict(schedule_state)
+    return fresh
+
+
+def _fresh_state(config: Mapping[str, Any], name: str, param: np.ndarray) -> OptimizerState:
+    """The initial state of one tensor under `config`: the slots its group's chain starts with
+    (plus `step`) and the schedule's initial state. One tensor at a time, so that checking a
+    large model's state never holds a second copy of all of it."""
+    return Optimizer(core_config(config), [name]).init({name: param})
+
+
+def _require_same_names(
+    by_tensor: Mapping[str, Any], names: list[str], field: str, what: str
+) -> None:
+    missing = [name for name in names if name not in by_tensor]
+    if missing:
+        raise InvalidContent(
+            f"the export has no {what} for tensor {missing[0]!r} (of its tensors {names[:20]})",
+            field=field,
+            tensor=missing[0],
+        )
+    unknown = [name for name in by_tensor if name not in set(names)]
+    if unknown:
+        raise InvalidContent(
+            f"the export has {what} for {unknown[0]!r}, which is not one of its tensors",
+            field=field,
+            tensor=unknown[0],
+        )
+
+
+def _check_array(
+    imported: SessionState,
+    where: str,
+    tensor: str,
+    array: np.ndarray,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+) -> None:
+    """One array of an import: its shape, its dtype and finite values."""
+    if array.shape != shape:
+        raise InvalidContent(
+            f"{where} has shape {list(array.shape)}, expected {list(shape)}",
+            field=where,
+            tensor=tensor,
+            expected_shape=list(shape),
+            got_shape=list(array.shape),
+        )
+    if array.dtype != dtype:
+        raise InvalidContent(
+            f"{where} is {array.dtype}, expected {dtype} (the export's dtype is {imported.dtype})",
+            field=where,
+            tensor=tensor,
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidContent(
+            f"{where} holds NaN or ±Inf (a valid export has none)", field=where, tensor=tensor
+        )
+
+
+def _check_slots(imported: SessionState, tensor: str, expected: Mapping[str, np.ndarray]) -> None:
+    """The tensor's slots are exactly `expected`'s, shaped and typed alike, `step` in 0 … t."""
+    given = imported.slots[tensor]
+    optimizer = imported.config["optimizer"]["type"]
+    for slot in expected:
+        if slot not in given:
+            raise InvalidContent(
+                f"the state of {tensor!r} lacks {slot!r}, which this configuration's "
+                f"{optimizer} keeps (slots: {sorted(expected)})",
+                field=imported.slot_field(tensor, slot),
+                tensor=tensor,
+            )
+    for slot in given:
+        if slot not in expected:
+            raise InvalidContent(
+                f"the state of {tensor!r} has {slot!r}, which this configuration's {optimizer} "
+                f"does not keep (slots: {sorted(expected)})",
+                field=imported.slot_field(tensor, slot),
+                tensor=tensor,
+            )
+    for slot, array in given.items():
+        where = imported.slot_field(tensor, slot)
+        _check_array(imported, where, tensor, array, expected[slot].shape, expected[slot].dtype)
+        if slot == STEP_SLOT and not 0 <= int(array) <= imported.step:
+            raise InvalidContent(
+                f"{where} is {int(array)}: a tensor's update count must be from 0 to the "
+                f"export's step ({imported.step})",
+                field=where,
+                tensor=tensor,
+            )
+
+
+def _check_schedule_state(given: Mapping[str, float], fresh: Mapping[str, float]) -> None:
+    """`reduce_on_plateau`'s state: its counters (whole numbers ≥ 0) and optionally `best`
+    (finite); {} for every other schedule."""
+    allowed = {*fresh, PLATEAU_BEST} if fresh else set()
+    for key, value in given.items():
+        where = f"schedule_state.{key}"
+        if key not in allowed:
+            raise InvalidContent(
+                f"{where} is not part of this schedule's state (it keeps {sorted(allowed)})",
+                field=where,
+            )
+        counter = key in fresh
+        if not math.isfinite(value) or (counter and (value < 0 or value != int(value))):
+            kind = "a whole number ≥ 0" if counter else "a finite number"
+            raise InvalidContent(f"{where} must be {kind}, not {value}", field=where)
+    missing = sorted(set(fresh) - set(given))
+    if missing:
+        raise InvalidContent(
+            f"schedule_state lacks {missing}, which this schedule keeps",
+            field=f"schedule_state.{missing[0]}",
+        )
 
 
 def get_history(db: Session, session_id: str, token: str, *, after: int, limit: int) -> HistoryPage:
@@ -202,10 +732,17 @@ def stored_arrays(params: Mapping[str, np.ndarray], state: OptimizerState) -> di
 def split_arrays(
     record: SessionRecord, arrays: Mapping[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Stored arrays → (θ by tensor name in the session's order, the state slots as keyed)."""
+    """Stored arrays → (θ by tensor name in the session's order, the state slots as keyed).
+
+    The pending sums of an accumulation (`accum/<tensor>`) are neither: see `_pending_sums`.
+    """
     prefix = f"{PARAM_SLOT}/"
     params = {name: arrays[prefix + name] for name in tensor_names(record)}
-    slots = {key: array for key, array in arrays.items() if not key.startswith(prefix)}
+    slots = {
+        key: array
+        for key, array in _without_accumulation(arrays).items()
+        if not key.startswith(prefix)
+    }
     return params, slots
 
 
@@ -218,6 +755,7 @@ def session_view(record: SessionRecord, lr: float) -> SessionView:
         layout=record.layout,
         shapes={tensor["name"]: tensor["shape"] for tensor in record.tensors},
         step=record.step,
+        accumulated=record.accumulated,
         lr=lr,
         last_loss=record.last_loss,
         created_at=record.created_at,
@@ -243,7 +781,7 @@ def _authorized_record(
 def _record_step(
     history: HistoryRepository,
     record: SessionRecord,
-    request: StepRequest,
+    loss: float | None,
     result: StepResult,
     started: float,
 ) -> None:
@@ -252,7 +790,7 @@ def _record_step(
         record.id,
         step=record.step,
         lr=result.lr,
-        loss=request.loss,
+        loss=loss,
         grad_norm=result.grad_norm,
         update_norm=result.update_norm,
         skipped=result.skipped,

@@ -7,14 +7,18 @@ stored byte of every session (rows and arrays) must be unchanged afterwards.
 
 from __future__ import annotations
 
+import copy
+import json
 import socket
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.store.database import Database
+from app.tensors import tensors_to_safetensors
 from tests.live_server import LiveServer
 from tests.support import bearer, create_session, database_snapshot, json_bytes
 
@@ -513,8 +517,19 @@ CASES = {
         extras={"field": "groups.0.lr"},
         **CREATE,
     ),
-    "create-accumulate-two": Bad(
-        422, "invalid-content", body=create(accumulate=2), extras={"field": "accumulate"}, **CREATE
+    "create-accumulate-zero": Bad(
+        422,
+        "validation-error",
+        body=create(accumulate=0),
+        error_locs=[["body", "accumulate"]],
+        **CREATE,
+    ),
+    "create-accumulate-beyond-the-limit": Bad(
+        422,
+        "validation-error",
+        body=create(accumulate=10**7),
+        error_locs=[["body", "accumulate"]],
+        **CREATE,
     ),
     "create-string-in-params": Bad(
         422, "invalid-content", body=create(params={"w": ["1.0"]}), extras={"tensor": "w"}, **CREATE
@@ -561,6 +576,564 @@ CASES = {
         422, "invalid-content", body=create(params={}), extras={"field": "params"}, **CREATE
     ),
 }
+
+
+# -- run management: PATCH, fork, export, import, waiting -------------------------------------
+
+PATCH = {"method": "PATCH", "path": "/v1/sessions/{named}"}
+FORK = {"path": "/v1/sessions/{named}/fork", "api_key": API_KEY}
+IMPORT = {"path": "/v1/sessions/import", "auth": "none", "api_key": API_KEY}
+SAFETENSORS = "application/vnd.safetensors"
+
+EXPORT: dict[str, Any] = {
+    "format": "optaas-state/1",
+    "dtype": "float32",
+    "layout": "named",
+    "tensors": ["w", "b"],
+    "config": {"optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9}},
+    "step": 1,
+    "params": {"w": W, "b": B},
+    "state": {"w": {"momentum_buffer": W, "step": 1}, "b": {"momentum_buffer": B, "step": 1}},
+}
+"""A valid export (`test_the_baseline_exports_import`); each case below breaks one thing."""
+
+
+def export_with(**changes: Any) -> dict[str, Any]:
+    document = copy.deepcopy(EXPORT)
+    document.update(changes)
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def export_with_slot(tensor: str, slot: str, value: Any) -> dict[str, Any]:
+    document = copy.deepcopy(EXPORT)
+    if value is None:
+        del document["state"][tensor][slot]
+    else:
+        document["state"][tensor][slot] = value
+    return document
+
+
+def safetensors_export(
+    arrays: dict[str, np.ndarray] | None = None, **metadata: str | None
+) -> bytes:
+    """EXPORT as a safetensors file, with arrays and metadata fields replaced (None: removed)."""
+    w, b = np.asarray(W, np.float32), np.asarray(B, np.float32)
+    base_arrays = {
+        "param/w": w,
+        "param/b": b,
+        "momentum_buffer/w": w,
+        "momentum_buffer/b": b,
+        "step/w": np.array(1, np.int64),
+        "step/b": np.array(1, np.int64),
+    }
+    base_metadata = {
+        "format": "optaas-state/1",
+        "name": "null",
+        "dtype": "float32",
+        "layout": "named",
+        "tensors": '["w","b"]',
+        "config": json.dumps(EXPORT["config"]),
+        "step": "1",
+        "schedule_state": "{}",
+        "last_loss": "null",
+    }
+    merged_arrays = {**base_arrays, **(arrays or {})}
+    merged_metadata = {**base_metadata, **metadata}
+    return tensors_to_safetensors(
+        {k: v for k, v in merged_arrays.items() if v is not None},
+        {k: v for k, v in merged_metadata.items() if v is not None},
+    )
+
+
+ST_IMPORT = {**IMPORT, "content_type": SAFETENSORS}
+RUN_CASES = {
+    # -- PATCH ----------------------------------------------------------------------------
+    "patch-malformed-json": Bad(400, "malformed-body", raw=b'{"optimizer": ', **PATCH),
+    "patch-no-token": Bad(401, "token-missing", body={}, auth="none", **PATCH),
+    "patch-wrong-token": Bad(404, "session-not-found", body={}, auth="wrong", **PATCH),
+    "patch-if-match-stale": Bad(
+        412,
+        "precondition-failed",
+        body={"optimizer": {"lr": 0.5}},
+        headers={"If-Match": '"0"'},
+        extras={"current_step": 1},
+        **PATCH,
+    ),
+    "patch-body-over-the-limit": Bad(
+        413, "payload-too-large", raw=b'{"name": "' + b"n" * BODY_LIMIT + b'"}', **PATCH
+    ),
+    "patch-text-plain": Bad(
+        415, "unsupported-media-type", body={}, content_type="text/plain", **PATCH
+    ),
+    "patch-optimizer-type-change": Bad(
+        422,
+        "optimizer-type-change",
+        body={"optimizer": {"type": "sgd"}},
+        extras={"field": "optimizer.type"},
+        **PATCH,
+    ),
+    "patch-optimizer-removed": Bad(
+        422, "invalid-content", body={"optimizer": None}, extras={"field": "optimizer"}, **PATCH
+    ),
+    "patch-params": Bad(
+        422,
+        "validation-error",
+        body={"params": {"w": W, "b": B}},
+        error_locs=[["body", "params"]],
+        **PATCH,
+    ),
+    "patch-unknown-optimizer-field": Bad(
+        422,
+        "validation-error",
+        body={"optimizer": {"beta": 0.9}},
+        error_locs=[["body", "optimizer", "adam", "beta"]],
+        **PATCH,
+    ),
+    "patch-lr-as-string": Bad(
+        422,
+        "validation-error",
+        body={"optimizer": {"lr": "0.1"}},
+        error_locs=[["body", "optimizer", "adam", "lr"]],
+        **PATCH,
+    ),
+    "patch-negative-lr": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body={"optimizer": {"lr": -1.0}},
+        extras={"field": "optimizer.lr"},
+        **PATCH,
+    ),
+    "patch-unknown-schedule-type": Bad(
+        422,
+        "validation-error",
+        body={"schedule": {"type": "cosine_forever"}},
+        error_locs=[["body", "schedule"]],
+        **PATCH,
+    ),
+    "patch-schedule-total-steps-zero": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body={"schedule": {"type": "cosine", "total_steps": 0}},
+        extras={"field": "schedule.total_steps"},
+        **PATCH,
+    ),
+    "patch-accumulate-zero": Bad(
+        422,
+        "validation-error",
+        body={"accumulate": 0},
+        error_locs=[["body", "accumulate"]],
+        **PATCH,
+    ),
+    "patch-group-unknown-field": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body={"groups": [{"match": ["w"], "momentum": 0.9}]},
+        extras={"field": "groups.0.momentum"},
+        **PATCH,
+    ),
+    "patch-name-with-nul": Bad(
+        422,
+        "validation-error",
+        body={"name": "a\x00b"},
+        error_locs=[["body", "name"]],
+        **PATCH,
+    ),
+    # -- fork ---------------------------------------------------------------------------------
+    "fork-no-api-key": Bad(401, "api-key-required", body={}, **{**FORK, "api_key": None}),
+    "fork-no-token": Bad(401, "token-missing", body={}, auth="none", **FORK),
+    "fork-wrong-token": Bad(404, "session-not-found", body={}, auth="wrong", **FORK),
+    "fork-malformed-json": Bad(400, "malformed-body", raw=b"{", **FORK),
+    "fork-text-plain": Bad(
+        415, "unsupported-media-type", body={}, content_type="text/plain", **FORK
+    ),
+    "fork-if-match-stale": Bad(
+        412,
+        "precondition-failed",
+        body={},
+        headers={"If-Match": '"7"'},
+        extras={"current_step": 1},
+        **FORK,
+    ),
+    "fork-unknown-optimizer-type": Bad(
+        422,
+        "validation-error",
+        body={"optimizer": {"type": "adamz"}},
+        error_locs=[["body", "optimizer"]],
+        **FORK,
+    ),
+    "fork-negative-lr": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body={"optimizer": {"type": "sgd", "lr": -0.1}},
+        extras={"field": "optimizer.lr"},
+        **FORK,
+    ),
+    "fork-idempotency-key-reused-from-a-step": Bad(
+        422,
+        "idempotency-key-reused",
+        body={},
+        headers={"Idempotency-Key": FIRST_STEP_KEY},
+        **FORK,
+    ),
+    # -- export -------------------------------------------------------------------------------
+    "state-no-token": Bad(
+        401, "token-missing", method="GET", path="/v1/sessions/{named}/state", auth="none"
+    ),
+    "state-wrong-token": Bad(
+        404, "session-not-found", method="GET", path="/v1/sessions/{named}/state", auth="wrong"
+    ),
+    # -- waiting for a step ---------------------------------------------------------------
+    "params-wait-times-out": Bad(
+        408,
+        "wait-timeout",
+        method="GET",
+        path="/v1/sessions/{named}/params?wait_for_step=5&timeout=0.2",
+        extras={"current_step": 1, "wait_for_step": 5},
+    ),
+    "params-timeout-over-the-cap": Bad(
+        422,
+        "validation-error",
+        method="GET",
+        path="/v1/sessions/{named}/params?wait_for_step=5&timeout=3601",
+        error_locs=[["query", "timeout"]],
+    ),
+    "params-timeout-without-wait-for-step": Bad(
+        422,
+        "validation-error",
+        method="GET",
+        path="/v1/sessions/{named}/params?timeout=1",
+        error_locs=[["query", "timeout"]],
+    ),
+    "params-timeout-not-a-number": Bad(
+        422,
+        "validation-error",
+        method="GET",
+        path="/v1/sessions/{named}/params?wait_for_step=5&timeout=nan",
+        error_locs=[["query", "timeout"]],
+    ),
+    "params-wait-for-a-negative-step": Bad(
+        422,
+        "validation-error",
+        method="GET",
+        path="/v1/sessions/{named}/params?wait_for_step=-1",
+        error_locs=[["query", "wait_for_step"]],
+    ),
+    "params-wait-wrong-token": Bad(
+        404,
+        "session-not-found",
+        method="GET",
+        path="/v1/sessions/{named}/params?wait_for_step=5&timeout=5",
+        auth="wrong",
+    ),
+    # -- import: the body -----------------------------------------------------------------
+    "import-no-api-key": Bad(401, "api-key-required", body=EXPORT, **{**IMPORT, "api_key": None}),
+    "import-malformed-json": Bad(400, "malformed-body", raw=b'{"format": "optaas-', **IMPORT),
+    "import-text-plain": Bad(
+        415, "unsupported-media-type", body=EXPORT, content_type="text/plain", **IMPORT
+    ),
+    "import-truncated-safetensors": Bad(
+        400, "malformed-body", raw=safetensors_export()[:-5], **ST_IMPORT
+    ),
+    "import-garbage-safetensors": Bad(400, "malformed-body", raw=b"\x10" * 64, **ST_IMPORT),
+    "import-json-sent-as-safetensors": Bad(
+        400, "malformed-body", raw=json_bytes(EXPORT), **ST_IMPORT
+    ),
+    "import-idempotency-key-too-long": Bad(
+        400,
+        "invalid-header",
+        body=EXPORT,
+        headers={"Idempotency-Key": "k" * 256},
+        extras={"header": "Idempotency-Key"},
+        **IMPORT,
+    ),
+    # -- import: the document -------------------------------------------------------------
+    "import-another-format": Bad(
+        422,
+        "validation-error",
+        body=export_with(format="optaas-state/2"),
+        error_locs=[["body", "format"]],
+        **IMPORT,
+    ),
+    "import-without-state": Bad(
+        422,
+        "validation-error",
+        body=export_with(state=None),
+        error_locs=[["body", "state"]],
+        **IMPORT,
+    ),
+    "import-unknown-field": Bad(
+        422,
+        "validation-error",
+        body=export_with(stats={}),
+        error_locs=[["body", "stats"]],
+        **IMPORT,
+    ),
+    "import-negative-step": Bad(
+        422,
+        "validation-error",
+        body=export_with(step=-1),
+        error_locs=[["body", "step"]],
+        **IMPORT,
+    ),
+    "import-tensor-named-twice": Bad(
+        422,
+        "validation-error",
+        body=export_with(tensors=["w", "b", "w"]),
+        error_locs=[["body", "tensors"]],
+        **IMPORT,
+    ),
+    "import-dtype-float16": Bad(
+        422,
+        "validation-error",
+        body=export_with(dtype="float16"),
+        error_locs=[["body", "dtype"]],
+        **IMPORT,
+    ),
+    "import-config-unknown-optimizer-field": Bad(
+        422,
+        "validation-error",
+        body=export_with(config={"optimizer": {"type": "sgd", "bogus": 1}}),
+        error_locs=[["body", "config", "optimizer", "sgd", "bogus"]],
+        **IMPORT,
+    ),
+    "import-config-negative-lr": Bad(
+        422,
+        "invalid-hyper-parameter",
+        body=export_with(config={"optimizer": {"type": "sgd", "lr": -1, "momentum": 0.9}}),
+        extras={"field": "config.optimizer.lr"},
+        **IMPORT,
+    ),
+    "import-layout-that-does-not-fit-params": Bad(
+        422,
+        "invalid-content",
+        body=export_with(layout="single"),
+        extras={"field": "params"},
+        **IMPORT,
+    ),
+    "import-single-layout-with-another-name": Bad(
+        422,
+        "invalid-content",
+        body=export_with(
+            layout="single",
+            tensors=["w"],
+            params=W,
+            state={"w": {"momentum_buffer": W, "step": 1}},
+        ),
+        extras={"field": "tensors"},
+        **IMPORT,
+    ),
+    # -- import: the tensors and the state ------------------------------------------------
+    "import-params-missing-a-tensor": Bad(
+        422,
+        "invalid-content",
+        body=export_with(params={"w": W}),
+        extras={"field": "params", "tensor": "b"},
+        **IMPORT,
+    ),
+    "import-params-with-an-unknown-tensor": Bad(
+        422,
+        "invalid-content",
+        body=export_with(params={"w": W, "b": B, "c": B}),
+        extras={"field": "params", "tensor": "c"},
+        **IMPORT,
+    ),
+    "import-nan-in-params": Bad(
+        422,
+        "invalid-content",
+        raw=json_bytes(export_with(params={"w": W, "b": "NAN"})).replace(b'"NAN"', b"[0, NaN, 0]"),
+        extras={"field": "params.b", "tensor": "b"},
+        **IMPORT,
+    ),
+    "import-param-and-its-slot-of-different-shapes": Bad(
+        422,
+        "invalid-content",
+        body=export_with(params={"w": W, "b": [0.0, 0.0]}),
+        extras={"field": "state.b.momentum_buffer", "expected_shape": [2], "got_shape": [3]},
+        **IMPORT,
+    ),
+    "import-slot-of-another-shape": Bad(
+        422,
+        "invalid-content",
+        body=export_with_slot("w", "momentum_buffer", B),
+        extras={
+            "field": "state.w.momentum_buffer",
+            "tensor": "w",
+            "expected_shape": [2, 3],
+            "got_shape": [3],
+        },
+        **IMPORT,
+    ),
+    "import-missing-slot": Bad(
+        422,
+        "invalid-content",
+        body=export_with_slot("b", "momentum_buffer", None),
+        extras={"field": "state.b.momentum_buffer", "tensor": "b"},
+        **IMPORT,
+    ),
+    "import-slot-this-optimizer-does-not-keep": Bad(
+        422,
+        "invalid-content",
+        body=export_with_slot("w", "exp_avg", W),
+        extras={"field": "state.w.exp_avg", "tensor": "w"},
+        **IMPORT,
+    ),
+    "import-state-of-an-unknown-tensor": Bad(
+        422,
+        "invalid-content",
+        body=export_with(state={**EXPORT["state"], "c": {"step": 0}}),
+        extras={"field": "state", "tensor": "c"},
+        **IMPORT,
+    ),
+    "import-infinity-in-a-slot": Bad(
+        422,
+        "invalid-content",
+        raw=json_bytes(export_with_slot("b", "momentum_buffer", "INF")).replace(
+            b'"INF"', b"[0, Infinity, 0]"
+        ),
+        extras={"field": "state.b.momentum_buffer", "tensor": "b"},
+        **IMPORT,
+    ),
+    "import-step-slot-not-an-integer": Bad(
+        422,
+        "invalid-content",
+        body=export_with_slot("w", "step", 1.5),
+        extras={"field": "state.w.step", "tensor": "w"},
+        **IMPORT,
+    ),
+    "import-step-slot-negative": Bad(
+        422,
+        "invalid-content",
+        body=export_with_slot("w", "step", -1),
+        extras={"field": "state.w.step", "tensor": "w"},
+        **IMPORT,
+    ),
+    "import-step-slot-beyond-t": Bad(
+        422,
+        "invalid-content",
+        body=export_with_slot("b", "step", 2),
+        extras={"field": "state.b.step", "tensor": "b"},
+        **IMPORT,
+    ),
+    "import-schedule-state-of-a-stateless-schedule": Bad(
+        422,
+        "invalid-content",
+        body=export_with(schedule_state={"best": 0.5}),
+        extras={"field": "schedule_state.best"},
+        **IMPORT,
+    ),
+    "import-plateau-state-without-its-counters": Bad(
+        422,
+        "invalid-content",
+        body=export_with(
+            config={
+                "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9},
+                "schedule": {"type": "reduce_on_plateau"},
+            },
+            schedule_state={"best": 0.5},
+        ),
+        extras={"field": "schedule_state.cooldown_counter"},
+        **IMPORT,
+    ),
+    "import-plateau-counter-not-whole": Bad(
+        422,
+        "invalid-content",
+        body=export_with(
+            config={
+                "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9},
+                "schedule": {"type": "reduce_on_plateau"},
+            },
+            schedule_state={"num_bad_epochs": 0.5, "cooldown_counter": 0, "num_reductions": 0},
+        ),
+        extras={"field": "schedule_state.num_bad_epochs"},
+        **IMPORT,
+    ),
+    "import-infinite-last-loss": Bad(
+        422,
+        "invalid-content",
+        raw=json_bytes(export_with(last_loss="INF")).replace(b'"INF"', b"Infinity"),
+        extras={"field": "last_loss"},
+        **IMPORT,
+    ),
+    # -- import: safetensors --------------------------------------------------------------
+    "import-safetensors-without-config": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export(config=None),
+        extras={"field": "metadata.config"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-config-not-json": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export(config="{optimizer"),
+        extras={"field": "metadata.config"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-step-not-decimal": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export(step="1e3"),
+        extras={"field": "metadata.step"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-another-format": Bad(
+        422,
+        "validation-error",
+        raw=safetensors_export(format="something-else"),
+        error_locs=[["metadata", "format"]],
+        **ST_IMPORT,
+    ),
+    "import-safetensors-unknown-metadata": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export(comment="hello"),
+        extras={"field": "metadata.comment"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-float64-in-a-float32-export": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export({"param/w": np.asarray(W, np.float64)}),
+        extras={"field": "param/w", "tensor": "w"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-step-as-int32": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export({"step/b": np.array(1, np.int32)}),
+        extras={"field": "step/b", "tensor": "b"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-key-without-slot": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export({"w": np.zeros(3, np.float32)}),
+        extras={"field": "w"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-slot-of-an-unknown-tensor": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export({"momentum_buffer/c": np.zeros(3, np.float32)}),
+        extras={"field": "momentum_buffer/c", "tensor": "c"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-missing-param": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export({"param/b": None}),
+        extras={"tensor": "b"},
+        **ST_IMPORT,
+    ),
+    "import-safetensors-nan-in-a-slot": Bad(
+        422,
+        "invalid-content",
+        raw=safetensors_export({"momentum_buffer/b": np.array([0, np.nan, 0], np.float32)}),
+        extras={"field": "momentum_buffer/b", "tensor": "b"},
+        **ST_IMPORT,
+    ),
+}
+CASES.update(RUN_CASES)
 
 
 def send(server: LiveServer, sessions: dict[str, Any], case: Bad):
@@ -628,6 +1201,34 @@ def test_validation_problems_never_echo_the_input(server, sessions):
     response = send(server, sessions, case)
     assert response.status_code == 422
     assert secret not in response.text
+
+
+@pytest.mark.parametrize("form", ["json", "safetensors"])
+def test_the_baseline_exports_import(server, form):
+    """The export the import cases break is valid: with the API key it makes a session."""
+    content, content_type = (
+        (json_bytes(EXPORT), "application/json")
+        if form == "json"
+        else (safetensors_export(), SAFETENSORS)
+    )
+    with server.client() as client:
+        response = client.post(
+            "/v1/sessions/import",
+            content=content,
+            headers={"Content-Type": content_type, "X-API-Key": API_KEY},
+        )
+    assert response.status_code == 201, response.text
+    assert (response.json()["step"], response.json()["shapes"]) == (1, {"w": [2, 3], "b": [3]})
+
+
+def test_a_fork_with_the_api_key_and_the_token_is_made(server, sessions):
+    session = sessions["single"]
+    with server.client() as client:
+        response = client.post(
+            f"/v1/sessions/{session['id']}/fork",
+            headers={**bearer(session["token"]), "X-API-Key": API_KEY},
+        )
+    assert response.status_code == 201, response.text
 
 
 def test_api_key_is_accepted_when_it_is_one_of_the_configured_keys(server):

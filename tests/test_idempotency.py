@@ -251,6 +251,18 @@ def test_every_answer_that_shows_a_session_carries_its_etag(client, session):
     assert client.get(f"{path}/params", headers=auth).headers["ETag"] == '"1"'
     created = post_json(client, "/v1/sessions", SGD, headers={"X-API-Key": API_KEYS[0]})
     assert created.headers["ETag"] == '"0"'
+    patched = client.patch(path, json={"optimizer": {"lr": 0.25}}, headers=auth)
+    assert patched.headers["ETag"] == '"1"'  # the tag is t: a config change keeps it
+    assert client.get(f"{path}/state", headers=auth).headers["ETag"] == '"1"'
+    forked = fork(client, session)
+    assert forked.headers["ETag"] == '"1"'
+    exported = client.get(f"{path}/state", headers=auth)
+    imported = import_(client, exported.content)
+    assert imported.headers["ETag"] == '"1"'
+    accumulating = post_json(
+        client, "/v1/sessions", {**SGD, "accumulate": 2}, headers={"X-API-Key": API_KEYS[0]}
+    ).json()
+    assert step(client, accumulating, [1.0, 1.0]).headers["ETag"] == '"0"'  # the 202
 
 
 # -- creation ----------------------------------------------------------------------------------
@@ -299,6 +311,87 @@ def test_concurrent_duplicate_creations_make_exactly_one_session(server, databas
     assert [answer.status_code for answer in answers] == [201] * 8
     assert len({answer.content for answer in answers}) == 1
     assert sum("Idempotent-Replayed" not in answer.headers for answer in answers) == 1
+    assert session_count(database) == before + 1
+
+
+# -- fork and import ---------------------------------------------------------------------------
+
+
+def fork(client, session, key=None, body=b"", api_key=API_KEYS[0]):
+    headers = {**bearer(session["token"]), "X-API-Key": api_key}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return client.post(f"/v1/sessions/{session['id']}/fork", content=body, headers=headers)
+
+
+def import_(client, export, key=None, api_key=API_KEYS[0]):
+    headers = {"Content-Type": "application/json", "X-API-Key": api_key}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return client.post("/v1/sessions/import", content=export, headers=headers)
+
+
+def test_a_retried_fork_returns_the_same_fork(client, session, database):
+    step(client, session, [1.0, 1.0])
+    before = session_count(database)
+    first = fork(client, session, "fork-once")
+    retry = fork(client, session, "fork-once")
+    assert first.status_code == retry.status_code == 201
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content  # the same fork, the same token
+    assert kept_headers(retry) == kept_headers(first)
+    assert session_count(database) == before + 1
+    reused = fork(client, session, "fork-once", body=b'{"name": "another"}')
+    assert reused.status_code == 422
+    assert reused.json()["type"] == "/problems/idempotency-key-reused"
+    assert session_count(database) == before + 1
+
+
+def test_fork_keys_are_the_source_sessions(client, database):
+    """A fork's key is unique among its source's keys (steps included), as a step's is."""
+    one, other = (
+        post_json(client, "/v1/sessions", SGD, headers={"X-API-Key": API_KEYS[0]}).json()
+        for _ in range(2)
+    )
+    assert fork(client, one, "same-key").status_code == 201
+    assert "Idempotent-Replayed" not in fork(client, other, "same-key").headers
+    stepped = step(client, one, [1.0, 1.0], **{"Idempotency-Key": "a-step-key"})
+    assert stepped.status_code == 200
+    assert fork(client, one, "a-step-key").json()["type"] == "/problems/idempotency-key-reused"
+
+
+def test_a_retried_import_returns_the_same_session(client, session, database):
+    export = client.get(
+        f"/v1/sessions/{session['id']}/state", headers=bearer(session["token"])
+    ).content
+    before = session_count(database)
+    first = import_(client, export, "import-once")
+    retry = import_(client, export, "import-once")
+    assert first.status_code == retry.status_code == 201
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert session_count(database) == before + 1
+    elsewhere = import_(client, export, "import-once", api_key=API_KEYS[1])  # per API key
+    assert elsewhere.status_code == 201 and "Idempotent-Replayed" not in elsewhere.headers
+    assert elsewhere.json()["id"] != first.json()["id"]
+    assert session_count(database) == before + 2
+
+
+def test_concurrent_duplicate_imports_make_exactly_one_session(server, session, database):
+    with server.client() as client:
+        export = client.get(
+            f"/v1/sessions/{session['id']}/state", headers=bearer(session["token"])
+        ).content
+    before = session_count(database)
+
+    def send():
+        with server.client() as own:
+            return import_(own, export, "import-race")
+
+    answers = all_at_once(6, send)
+
+    assert [answer.status_code for answer in answers] == [201] * 6
+    assert len({answer.content for answer in answers}) == 1
     assert session_count(database) == before + 1
 
 

@@ -41,6 +41,9 @@ def test_every_reference_resolves(document):
     [
         ("post", "/v1/sessions", "CreateSession"),
         ("post", "/v1/sessions/{session_id}/step", "StepRequest"),
+        ("patch", "/v1/sessions/{session_id}", "SessionPatch"),
+        ("post", "/v1/sessions/{session_id}/fork", "SessionPatch"),
+        ("post", "/v1/sessions/import", "StateExport"),
     ],
 )
 def test_hand_parsed_request_bodies_are_declared(document, method, path, model):
@@ -60,6 +63,10 @@ def test_operation_ids_read_well(document):
         "sessions-delete_session",
         "sessions-step_session",
         "sessions-get_params",
+        "sessions-patch_session",
+        "sessions-fork_session",
+        "sessions-get_state",
+        "sessions-import_session",
         "health-healthz",
         "health-readyz",
         "history-get_history",
@@ -148,10 +155,14 @@ def test_every_answer_has_an_example_and_every_error_is_a_problem(document):
                 Problem.model_validate(example)
                 assert example["status"] == code, (name, status)
                 continue
-            ((media_type, content),) = response["content"].items()
-            assert "example" in content, (name, status)
-            if media_type == "application/json":
-                model_of(content["schema"]).model_validate(content["example"])
+            assert response["content"], (name, status)
+            for media_type, content in response["content"].items():
+                if media_type == "application/vnd.safetensors":  # a file: no example to show
+                    assert content["schema"] == {"type": "string", "format": "binary"}, name
+                    continue
+                assert "example" in content, (name, status, media_type)
+                if media_type == "application/json":
+                    model_of(content["schema"]).model_validate(content["example"])
 
 
 def test_problem_examples_fit_each_operation(document):
@@ -160,3 +171,23 @@ def test_problem_examples_fit_each_operation(document):
     history = document["paths"]["/v1/sessions/{session_id}/history"]["get"]["responses"]
     example = history["422"]["content"]["application/problem+json"]["example"]
     assert example["type"] == "/problems/validation-error"
+
+
+def test_tensor_bodies_and_answers_are_declared_in_both_forms(document):
+    binary = {"type": "string", "format": "binary"}
+    imported = document["paths"]["/v1/sessions/import"]["post"]["requestBody"]["content"]
+    assert imported["application/vnd.safetensors"]["schema"] == binary
+    state = document["paths"]["/v1/sessions/{session_id}/state"]["get"]["responses"]["200"]
+    assert set(state["content"]) == {"application/json", "application/vnd.safetensors"}
+
+
+def test_the_step_documents_its_202_and_the_wait_its_408_and_cap(module_server, document):
+    accepted = document["paths"]["/v1/sessions/{session_id}/step"]["post"]["responses"]["202"]
+    schema = accepted["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/StepAccepted"}
+    assert "Location" in accepted["headers"]
+    params = document["paths"]["/v1/sessions/{session_id}/params"]["get"]
+    assert "408" in params["responses"]
+    (timeout,) = [p for p in params["parameters"] if p["name"] == "timeout"]
+    (number,) = [s for s in timeout["schema"]["anyOf"] if s.get("type") == "number"]
+    assert number["maximum"] == 60.0  # the server's OPTAAS_MAX_WAIT_SECONDS (default)

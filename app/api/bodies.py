@@ -185,8 +185,12 @@ def _int_as_orjson_reads_it(text: str) -> int | float:
 
 def parse_json(body: bytes, model: type[Model]) -> Model:
     """Blocking: parse `body` with orjson and validate it as `model` (400 / 422 on failure)."""
-    document = load_json(body)
+    return validate(load_json(body), model, prefix=("body",))
+
+
+def validate(document: Any, model: type[Model], *, prefix: tuple[str, ...]) -> Model:
+    """`document` validated as `model`; a 422 listing every problem under `prefix` otherwise."""
     try:
         return model.model_validate(document)
     except ValidationError as error:
-        raise validation_problem(list(error.errors()), prefix=("body",)) from None
+        raise validation_problem(list(error.errors()), prefix=prefix) from None

@@ -20,6 +20,7 @@ from app.errors import (
     SessionNotFound,
     TokenMissing,
     UnsupportedMediaType,
+    WaitTimedOut,
 )
 
 SESSION_ID = "262f9dfc-5a37-4d26-9a35-c1b7a0c3f1de"
@@ -54,10 +55,44 @@ _SESSION_VIEW = {
     "groups": None,
     "accumulate": 1,
     "step": 0,
+    "accumulated": 0,
     "lr": 0.0001,
     "last_loss": None,
     "created_at": TIMESTAMP,
     "updated_at": TIMESTAMP,
+}
+_PARAMS_AFTER_ONE_STEP = {"w": [[0.0999, -0.1999], [0.2999, 0.0001]], "b": [-0.0001, 0.0001]}
+_EXPORT = {
+    "format": "optaas-state/1",
+    "id": SESSION_ID,
+    "name": "mnist-mlp",
+    "dtype": "float32",
+    "layout": "named",
+    "tensors": ["w", "b"],
+    "config": {
+        key: _SESSION_VIEW[key]
+        for key in (
+            "optimizer",
+            "schedule",
+            "clip_grad_norm",
+            "clip_grad_value",
+            "nonfinite",
+            "groups",
+            "accumulate",
+        )
+    },
+    "step": 1,
+    "schedule_state": {},
+    "last_loss": 0.42,
+    "params": _PARAMS_AFTER_ONE_STEP,
+    "state": {
+        "w": {
+            "exp_avg": [[0.05, -0.1], [0.025, 0.2]],
+            "exp_avg_sq": [[0.00025, 0.001], [6.25e-5, 0.004]],
+            "step": 1,
+        },
+        "b": {"exp_avg": [0.01, -0.01], "exp_avg_sq": [1e-5, 1e-5], "step": 1},
+    },
 }
 _STEP_RECORD = {
     "seq": 1,
@@ -103,6 +138,29 @@ REQUESTS: dict[str, dict[str, dict[str, Any]]] = {
             "value": {"gradients": {"b": [0.1, -0.1]}, "partial": True},
         },
     },
+    "sessions-patch_session": {
+        "lr": {"summary": "A new learning rate", "value": {"optimizer": {"lr": 0.005}}},
+        "schedule": {
+            "summary": "A new schedule, and clipping off",
+            "value": {
+                "schedule": {"type": "cosine", "total_steps": 5000},
+                "clip_grad_norm": None,
+            },
+        },
+    },
+    "sessions-fork_session": {
+        "same": {"summary": "An identical copy", "value": {}},
+        "sgd": {
+            "summary": "Try SGD with momentum from here",
+            "value": {
+                "name": "mnist-mlp-sgd",
+                "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9},
+            },
+        },
+    },
+    "sessions-import_session": {
+        "export": {"summary": "A JSON export (GET …/state)", "value": _EXPORT},
+    },
     "schedules-preview_schedule": {
         "warmup-cosine": {
             "summary": "Warm-up, then cosine decay",
@@ -126,10 +184,33 @@ RESPONSES: dict[str, dict[int, Any]] = {
         200: {
             "step": 1,
             "lr": 0.0001,
-            "params": {"w": [[0.0999, -0.1999], [0.2999, 0.0001]], "b": [-0.0001, 0.0001]},
+            "params": _PARAMS_AFTER_ONE_STEP,
             "grad_norm": 2.3092206480576105,
             "update_norm": 0.00014142135,
             "skipped": False,
+        },
+        202: {"step": 12, "received": 1, "missing": 3, "wait_for_step": 13},
+    },
+    "sessions-patch_session": {
+        200: {**_SESSION_VIEW, "optimizer": {**_ADAM, "lr": 0.005}, "step": 1, "lr": 5e-5}
+    },
+    "sessions-fork_session": {
+        201: {
+            **_SESSION_VIEW,
+            "id": "7d0c6f1e-2b8a-4c1e-9f3a-5e2d1c0b9a87",
+            "step": 1,
+            "last_loss": 0.42,
+            "token": "x2Lw9Vq7…(43 characters)",
+        }
+    },
+    "sessions-get_state": {200: _EXPORT},
+    "sessions-import_session": {
+        201: {
+            **_SESSION_VIEW,
+            "id": "0b6a1f57-93d4-4e0b-8c55-2f7e6a9d3c10",
+            "step": 1,
+            "last_loss": 0.42,
+            "token": "Hk3pZr0m…(43 characters)",
         }
     },
     "sessions-get_params": {
@@ -179,6 +260,15 @@ _PROBLEMS: dict[int, OptaasError] = {
     415: UnsupportedMediaType(
         "this endpoint takes application/json, not text/plain", supported=["application/json"]
     ),
+    408: WaitTimedOut(
+        "waited 5 s for step 13; the session is at step 12, with 3 of 4 gradients received for "
+        "step 13 (1 missing)",
+        current_step=12,
+        wait_for_step=13,
+        timeout=5.0,
+        received=3,
+        missing=1,
+    ),
     503: ServiceUnavailable("the database does not answer: OperationalError"),
 }
 _VALIDATION_ERROR = {
@@ -222,6 +312,31 @@ PROBLEMS_BY_OPERATION: dict[str, dict[int, dict[str, Any]]] = {
             "got_shape": [1, 2],
         }
     },
+    "sessions-patch_session": {
+        422: {
+            "type": "/problems/optimizer-type-change",
+            "title": "The optimizer type cannot change mid-run",
+            "status": 422,
+            "detail": (
+                "the optimizer type cannot change mid-run ('adam' → 'sgd'): its state does not "
+                "carry over. Fork the session with the new optimizer instead: POST "
+                '/v1/sessions/{id}/fork with {"optimizer": {"type": "sgd", …}}'
+            ),
+            "field": "optimizer.type",
+        }
+    },
+    "sessions-import_session": {
+        422: {
+            "type": "/problems/invalid-content",
+            "title": "Invalid content",
+            "status": 422,
+            "detail": "state.w.exp_avg has shape [2], expected [2, 2]",
+            "field": "state.w.exp_avg",
+            "tensor": "w",
+            "expected_shape": [2, 2],
+            "got_shape": [2],
+        }
+    },
     "schedules-preview_schedule": {422: _INVALID_SCHEDULE},
 }
 
@@ -259,5 +374,7 @@ def add_examples(document: dict[str, Any]) -> None:
                 for media_type, content in response.get("content", {}).items():
                     if media_type == "application/problem+json":
                         content.setdefault("example", problem_example(int(status), operation_id))
-                    elif int(status) in RESPONSES.get(operation_id, {}):
+                    elif media_type == "application/json" and int(status) in RESPONSES.get(
+                        operation_id, {}
+                    ):
                         content.setdefault("example", RESPONSES[operation_id][int(status)])

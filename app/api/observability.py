@@ -143,6 +143,8 @@ def step_outcome(exchange: Exchange, facts: observe.RequestFacts) -> str:
         return "rejected"
     if exchange.headers.get("idempotent-replayed", "").lower() == "true":
         return "replayed"
+    if exchange.status == 202:
+        return "accumulated"
     return "skipped" if facts.skipped else "applied"
 
 

@@ -17,29 +17,42 @@ from pydantic.json_schema import models_json_schema
 from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.errors import PROBLEM_MEDIA_TYPE
 from app.api.examples import add_examples
+from app.config import Settings
 from app.schemas import (
     COMPONENTS,
     EXTRA_COMPONENTS,
     CreateSession,
     Problem,
     SchedulePreviewRequest,
+    SessionPatch,
+    StateExport,
+    StepAccepted,
     StepRequest,
 )
+from app.tensors import SAFETENSORS_MEDIA_TYPE
 
 DOCUMENTED_MODELS: list[type[BaseModel]] = [
     CreateSession,
     StepRequest,
+    SessionPatch,
+    StateExport,
+    StepAccepted,
     SchedulePreviewRequest,
     Problem,
 ]
+_BINARY_SCHEMA = {"type": "string", "format": "binary"}
 
 _PROBLEM_DESCRIPTIONS = {
     400: "The body is not valid JSON.",
     401: "No bearer token (or, for creation, no valid API key).",
     404: "No such session, or not with this token.",
+    408: (
+        "The session did not reach `wait_for_step` within `timeout`; the problem says where it "
+        "is (`current_step`, and while accumulating `received` and `missing`)."
+    ),
     412: "`If-Match` lists no tag the session has: nothing applied (`current_step` says where).",
     413: "The body is over the server's limit.",
-    415: "The body is not JSON.",
+    415: "The body is not JSON (or, where a safetensors file is taken, not that either).",
     422: "The content is invalid; the problem says where (`errors`, `field`, `tensor`, …).",
     503: (
         "The database cannot be reached, or the session stayed locked past the server's lock "
@@ -111,19 +124,68 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-def json_request(model: type[BaseModel], *headers: str) -> dict[str, Any]:
+def json_request(model: type[BaseModel], *headers: str, required: bool = True) -> dict[str, Any]:
     """`openapi_extra` declaring a JSON request body of `model` and the request `headers` read.
 
     Headers are read by hand (`app.api.idempotency`, `app.api.conditions`) and declared here,
     where their schemas can say exactly what is accepted.
     """
-    schema = {"$ref": f"{COMPONENTS}{model.__name__}"}
+    content = {JSON_MEDIA_TYPE: {"schema": {"$ref": f"{COMPONENTS}{model.__name__}"}}}
+    return _request(content, headers, required=required)
+
+
+def tensor_request(model: type[BaseModel], *headers: str) -> dict[str, Any]:
+    """As `json_request`, for a body that may also be a safetensors file."""
+    content = {
+        JSON_MEDIA_TYPE: {"schema": {"$ref": f"{COMPONENTS}{model.__name__}"}},
+        SAFETENSORS_MEDIA_TYPE: {"schema": _BINARY_SCHEMA},
+    }
+    return _request(content, headers, required=True)
+
+
+def _request(
+    content: dict[str, Any], headers: tuple[str, ...], *, required: bool
+) -> dict[str, Any]:
     return {
-        "requestBody": {"required": True, "content": {JSON_MEDIA_TYPE: {"schema": schema}}},
+        "requestBody": {"required": required, "content": content},
         "parameters": [
             {"name": name, "in": "header", "required": False, **_REQUEST_HEADERS[name]}
             for name in headers
         ],
+    }
+
+
+def tensor_response(status: int) -> dict[int | str, dict[str, Any]]:
+    """An answer showing a session whose body is JSON, or a safetensors file on `Accept`."""
+    entry = session_headers(status)
+    entry[status]["content"] = {SAFETENSORS_MEDIA_TYPE: {"schema": _BINARY_SCHEMA}}
+    entry[status]["headers"].pop("Idempotent-Replayed")
+    return entry
+
+
+def accepted_step_response() -> dict[int | str, dict[str, Any]]:
+    """202 of a step that accumulates: the gradient is counted, the step awaits more."""
+    return {
+        202: {
+            "description": (
+                "With `accumulate` K > 1: the gradient is counted toward the next step, which "
+                "awaits `missing` more; `Location` is where to wait for it."
+            ),
+            "content": {
+                JSON_MEDIA_TYPE: {"schema": {"$ref": f"{COMPONENTS}{StepAccepted.__name__}"}}
+            },
+            "headers": {
+                "ETag": _HEADERS["ETag"],
+                "Location": {
+                    "description": (
+                        "Where to wait for the step: `GET …/params?wait_for_step=<t + 1>`."
+                    ),
+                    "schema": {"type": "string"},
+                    "required": True,
+                },
+                "Idempotent-Replayed": _HEADERS["Idempotent-Replayed"],
+            },
+        }
     }
 
 
@@ -145,9 +207,20 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         for name, schema in {**definitions.get("$defs", {}), **EXTRA_COMPONENTS}.items():
             schemas.setdefault(name, schema)
         _declare_validation_errors_as_problems(document)
+        _declare_the_servers_limits(document, app.state.settings)
         add_examples(document)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def _declare_the_servers_limits(document: dict[str, Any], settings: Settings) -> None:
+    """Limits that the configuration sets, written into the parameters they bound."""
+    operation = document["paths"]["/v1/sessions/{session_id}/params"]["get"]
+    for parameter in operation.get("parameters", []):
+        if parameter["name"] == "timeout":
+            for schema in parameter["schema"].get("anyOf", [parameter["schema"]]):
+                if schema.get("type") == "number":
+                    schema["maximum"] = settings.max_wait_seconds
 
 
 def _declare_validation_errors_as_problems(document: dict[str, Any]) -> None:

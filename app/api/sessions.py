@@ -1,4 +1,5 @@
-"""`/v1/sessions`: create, read, step and delete sessions; read their parameters.
+"""`/v1/sessions`: create, read, step, change, fork, export, import and delete sessions; read
+their parameters (waiting for a step, if asked).
 
 Each endpoint does its blocking work — parsing, the database, numpy, JSON of big arrays — in one
 call into the thread pool, inside one transaction that commits before the response is sent: an
@@ -7,19 +8,31 @@ acknowledged step is a committed step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import service
-from app.api.bodies import JSON_MEDIA_TYPE, parse_json
+from app import exports, service
+from app.api.bodies import JSON_MEDIA_TYPE, TensorBody, parse_json, validate
 from app.api.conditions import IfMatchDep, etag
-from app.api.deps import ApiKeyDep, DatabaseDep, JsonBodyDep, SettingsDep, TokenDep
+from app.api.deps import (
+    ApiKeyDep,
+    DatabaseDep,
+    JsonBodyDep,
+    SafetensorsAnswerDep,
+    SettingsDep,
+    TensorBodyDep,
+    TokenDep,
+)
+from app.api.errors import validation_problem
 from app.api.idempotency import (
     Answer,
     IdempotencyDep,
@@ -28,21 +41,43 @@ from app.api.idempotency import (
     creation_scope,
     session_scope,
 )
-from app.api.openapi import json_request, problems, session_headers
-from app.errors import OptaasError
+from app.api.openapi import (
+    accepted_step_response,
+    json_request,
+    problems,
+    session_headers,
+    tensor_request,
+    tensor_response,
+)
+from app.config import Settings
+from app.errors import OptaasError, WaitTimedOut
+from app.exports import SessionState
 from app.optim import OptimError
 from app.schemas import (
+    MAX_STEP,
     CreatedSession,
     CreateSession,
     ParamsResponse,
+    SessionPatch,
     SessionView,
+    StateExport,
+    StateHeader,
+    StepAccepted,
     StepRequest,
     StepResponse,
 )
 from app.store.database import Database
 from app.store.models import SessionRecord
+from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_from_safetensors
 
-Result = TypeVar("Result", bound=BaseModel | None)
+Result = TypeVar("Result", bound=BaseModel | SessionState | None)
+
+DEFAULT_WAIT_SECONDS = 10.0
+"""`timeout` of a wait when none is given (at most `OPTAAS_MAX_WAIT_SECONDS`)."""
+FIRST_POLL_SECONDS = 0.01
+MAX_POLL_SECONDS = 0.1
+"""A waiting request reads the session's step after 10 ms, then ever less often, down to ten
+times a second: a step is seen at most 0.1 s after it is committed, whichever process took it."""
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -130,11 +165,13 @@ async def create_session(
             keeper.scope(creation_scope("create", api_key))
         return service.create_session(db, parse_json(body, CreateSession))
 
-    def answer(created: CreatedSession) -> Answer:
-        location = request.app.url_path_for("get_session", session_id=str(created.id))
-        return session_answer(created, created.step, status=201, headers={"Location": location})
-
-    return await run_use_case(database, create, answer, write=True, keeper=keeper)
+    return await run_use_case(
+        database,
+        create,
+        lambda created: created_answer(request, created),
+        write=True,
+        keeper=keeper,
+    )
 
 
 @router.get(
@@ -175,9 +212,14 @@ async def delete_session(session_id: str, database: DatabaseDep, token: TokenDep
     response_model=StepResponse,
     summary="Apply one gradient",
     openapi_extra=json_request(StepRequest, "Idempotency-Key", "If-Match"),
-    responses={**session_headers(200), **problems(400, 401, 404, 412, 413, 415, 422, 503)},
+    responses={
+        **session_headers(200),
+        **accepted_step_response(),
+        **problems(400, 401, 404, 412, 413, 415, 422, 503),
+    },
 )
 async def step_session(
+    request: Request,
     session_id: str,
     database: DatabaseDep,
     token: TokenDep,
@@ -196,6 +238,10 @@ async def step_session(
     session are applied one at a time; the `ETag` header carries the new step count. With
     `If-Match` the step is applied only at that step (else 412); with an `Idempotency-Key` it
     is applied once, and a retry gets the same answer (`Idempotent-Replayed: true`).
+
+    With `accumulate` K > 1, the first K−1 gradients of a step answer 202 with how many are
+    still `missing` (and `Location`: where to wait for the step); the K-th applies their mean
+    and answers 200 as above.
     """
     return_params = returns == "params"
 
@@ -205,40 +251,349 @@ async def step_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def apply(db: Session) -> StepResponse:
-        request = parse_json(body, StepRequest)
+    def apply(db: Session) -> StepResponse | StepAccepted:
+        step_request = parse_json(body, StepRequest)
         return service.step(
             db,
             session_id,
             token,
-            request,
+            step_request,
             return_params=return_params,
             guard=check,
             history_max_records=settings.history_max_records,
         )
 
-    return await run_use_case(
-        database,
-        apply,
-        lambda result: session_answer(
-            result, result.step, exclude=None if return_params else {"params"}
-        ),
-        write=True,
-        keeper=keeper,
-    )
+    def answer(result: StepResponse | StepAccepted) -> Answer:
+        if isinstance(result, StepAccepted):
+            return accepted_answer(request, session_id, result)
+        return session_answer(result, result.step, exclude=None if return_params else {"params"})
+
+    return await run_use_case(database, apply, answer, write=True, keeper=keeper)
+
+
+def accepted_answer(request: Request, session_id: str, accepted: StepAccepted) -> Answer:
+    """202: the gradient is counted toward the next step; `Location` is where to wait for it."""
+    params = request.app.url_path_for("get_params", session_id=session_id)
+    location = f"{params}?wait_for_step={accepted.wait_for_step}"
+    return session_answer(accepted, accepted.step, status=202, headers={"Location": location})
 
 
 @router.get(
     "/{session_id}/params",
     response_model=ParamsResponse,
     summary="Read the parameters",
-    responses={**session_headers(200), **problems(401, 404, 503)},
+    responses={**session_headers(200), **problems(401, 404, 408, 422, 503)},
 )
-async def get_params(session_id: str, database: DatabaseDep, token: TokenDep) -> Response:
-    """θ_t in the form the session was created with, and the step count t."""
+async def get_params(
+    session_id: str,
+    database: DatabaseDep,
+    token: TokenDep,
+    settings: SettingsDep,
+    wait_for_step: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_STEP,
+            description=(
+                "Answer once the session has reached this step (t ≥ it), e.g. the "
+                "`wait_for_step` of a 202; 408 if it has not within `timeout`."
+            ),
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            allow_inf_nan=False,
+            description=(
+                "Seconds to wait for `wait_for_step` (default 10, at most the server's "
+                "`OPTAAS_MAX_WAIT_SECONDS`)."
+            ),
+        ),
+    ] = None,
+) -> Response:
+    """θ_t in the form the session was created with, and the step count t.
+
+    With `wait_for_step`, the answer waits until the session has reached that step — say the
+    step a worker's accumulated gradient is part of — or until `timeout`, when it is a 408 that
+    says at which step the session is (and, while gradients are being accumulated, how many
+    are still missing). Waiting holds no database connection: the session's step is read ten
+    times a second, so it works across server processes.
+    """
+    if wait_for_step is not None:
+        seconds = wait_seconds(timeout, settings)
+        await wait_until_step(database, session_id, token, wait_for_step, seconds)
+    elif timeout is not None:
+        raise query_problem("timeout", "timeout needs wait_for_step", "missing_dependency")
     return await run_use_case(
         database,
         lambda db: service.get_params(db, session_id, token),
         lambda params: session_answer(params, params.step),
         write=False,
     )
+
+
+def wait_seconds(timeout: float | None, settings: Settings) -> float:
+    """The wait's length: `timeout`, or the default; over the server's cap it is a 422."""
+    cap = settings.max_wait_seconds
+    if timeout is None:
+        return min(DEFAULT_WAIT_SECONDS, cap)
+    if timeout > cap:
+        raise query_problem(
+            "timeout",
+            f"Input should be less than or equal to {cap:g} (OPTAAS_MAX_WAIT_SECONDS)",
+            "less_than_equal",
+        )
+    return timeout
+
+
+def query_problem(parameter: str, message: str, kind: str) -> OptaasError:
+    return validation_problem([{"loc": (parameter,), "msg": message, "type": kind}], ("query",))
+
+
+async def wait_until_step(
+    database: Database, session_id: str, token: str, target: int, timeout: float
+) -> None:
+    """Return once the session is at step `target` or beyond; `WaitTimedOut` (408) after
+    `timeout` seconds. Each look is one short read transaction in the thread pool; between
+    looks the request holds no thread, connection or transaction (10 ms, doubling to 0.1 s)."""
+
+    def look() -> service.Progress:
+        with database.transaction(write=False) as db:
+            return service.get_progress(db, session_id, token)
+
+    deadline = time.monotonic() + timeout
+    delay = FIRST_POLL_SECONDS
+    while True:
+        progress = await run_in_threadpool(look)
+        if progress.step >= target:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise timed_out(progress, target, timeout)
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(2 * delay, MAX_POLL_SECONDS)
+
+
+def timed_out(progress: service.Progress, target: int, timeout: float) -> WaitTimedOut:
+    """The 408 of a wait for step `target`: where the session is, and what it waits for."""
+    detail = f"waited {timeout:g} s for step {target}; the session is at step {progress.step}"
+    extras: dict[str, int | float] = {
+        "current_step": progress.step,
+        "wait_for_step": target,
+        "timeout": timeout,
+    }
+    if progress.accumulate > 1 or progress.accumulated:
+        missing = max(0, progress.accumulate - progress.accumulated)
+        detail += (
+            f", with {progress.accumulated} of {progress.accumulate} gradients received for "
+            f"step {progress.step + 1} ({missing} missing)"
+        )
+        extras.update(received=progress.accumulated, missing=missing)
+    return WaitTimedOut(detail, **extras)
+
+
+# -- change, fork, export, import ---------------------------------------------------------
+
+
+@contextmanager
+def patch_problems() -> Iterator[None]:
+    """A patched config of the wrong shape is the body's 422, located as in the patch."""
+    try:
+        yield
+    except ValidationError as error:
+        raise validation_problem(list(error.errors()), prefix=("body",)) from None
+
+
+@router.patch(
+    "/{session_id}",
+    response_model=SessionView,
+    summary="Change hyper-parameters mid-run",
+    openapi_extra=json_request(SessionPatch, "If-Match"),
+    responses={**session_headers(200), **problems(400, 401, 404, 412, 413, 415, 422, 503)},
+)
+async def patch_session(
+    session_id: str,
+    database: DatabaseDep,
+    token: TokenDep,
+    body: JsonBodyDep,
+    precondition: IfMatchDep,
+    settings: SettingsDep,
+) -> Response:
+    """Change the optimizer's hyper-parameters, the schedule, clipping, `nonfinite`, `groups`,
+    `accumulate` or the name; t, θ and the state are kept, and the change is recorded in the
+    history.
+
+    The body is a JSON merge patch (RFC 7396) of the session's config: `{"optimizer": {"lr":
+    0.005}}` changes lr alone; `null` restores a field's default; an object with another `type`
+    replaces the old one whole (a new schedule). The optimizer's `type` cannot change (422
+    `optimizer-type-change`: fork the session instead). Steps are applied under the old config
+    or the new one, never a mix. With `If-Match` the change is made only at that step (else
+    412). Pending accumulated gradients are kept and join the next step.
+    """
+
+    def check(record: SessionRecord) -> None:  # with the session locked
+        if precondition is not None:
+            precondition.require(record.step)
+
+    def change(db: Session) -> SessionView:
+        patch = parse_json(body, SessionPatch)
+        with patch_problems():
+            return service.patch_session(
+                db,
+                session_id,
+                token,
+                patch,
+                guard=check,
+                history_max_records=settings.history_max_records,
+            )
+
+    return await run_use_case(
+        database, change, lambda view: session_answer(view, view.step), write=True
+    )
+
+
+@router.post(
+    "/{session_id}/fork",
+    status_code=201,
+    response_model=CreatedSession,
+    summary="Fork a session",
+    response_description="The new session; its `token` is shown only here.",
+    openapi_extra=json_request(SessionPatch, "Idempotency-Key", "If-Match", required=False),
+    responses={
+        **session_headers(201, location=True),
+        **problems(400, 401, 404, 412, 413, 415, 422, 503),
+    },
+)
+async def fork_session(
+    request: Request,
+    session_id: str,
+    database: DatabaseDep,
+    token: TokenDep,
+    api_key: ApiKeyDep,
+    body: JsonBodyDep,
+    keeper: IdempotencyDep,
+    precondition: IfMatchDep,
+    settings: SettingsDep,
+) -> Response:
+    """A new session — new id, new token — with the same θ, state, t and config; the body
+    (optional) overrides the config as a PATCH would, the optimizer's type included (slots the
+    new optimizer keeps start fresh). Both sessions then go their own ways.
+
+    Needs the source's token, and `X-API-Key` when the server has API keys (it creates a
+    session). With `If-Match` the fork is made only at that step; with an `Idempotency-Key`
+    (unique among the source's keys) a retry gets the same fork back.
+    """
+
+    def check(source: SessionRecord) -> None:  # with the source locked
+        if keeper is not None:
+            keeper.scope(session_scope(source.id), source.id)
+        if precondition is not None:
+            precondition.require(source.step)
+
+    def fork(db: Session) -> CreatedSession:
+        overrides = parse_json(body, SessionPatch) if body.strip() else SessionPatch()
+        with patch_problems():
+            return service.fork_session(
+                db,
+                session_id,
+                token,
+                overrides,
+                guard=check,
+                history_max_records=settings.history_max_records,
+            )
+
+    return await run_use_case(
+        database, fork, lambda created: created_answer(request, created), write=True, keeper=keeper
+    )
+
+
+def created_answer(request: Request, created: CreatedSession) -> Answer:
+    """201 with the new session, its `Location` and `ETag`."""
+    location = request.app.url_path_for("get_session", session_id=str(created.id))
+    return session_answer(created, created.step, status=201, headers={"Location": location})
+
+
+@router.get(
+    "/{session_id}/state",
+    response_model=StateExport,
+    summary="Export a session",
+    response_description="The export (`optaas-state/1`), in JSON or as a safetensors file.",
+    responses={**tensor_response(200), **problems(401, 404, 503)},
+)
+async def get_state(
+    session_id: str, database: DatabaseDep, token: TokenDep, binary: SafetensorsAnswerDep
+) -> Response:
+    """Everything needed to continue the run elsewhere: the config with every default, t, θ and
+    every state slot under torch's names (`exp_avg`, `exp_avg_sq`, `momentum_buffer`, …, and
+    each tensor's own `step`), the schedule's state and the last loss.
+
+    JSON by default; with `Accept: application/vnd.safetensors` a safetensors file whose
+    tensors are `param/<tensor>` (θ) and `<slot>/<tensor>`, the rest in its `__metadata__`.
+    `POST /v1/sessions/import` takes either back. Gradients pending in an accumulation are not
+    part of an export.
+    """
+    return await run_use_case(
+        database,
+        lambda db: service.export_state(db, session_id, token),
+        lambda state: state_answer(state, binary=binary),
+        write=True,  # the session is locked while read: one consistent step
+    )
+
+
+def state_answer(state: SessionState, *, binary: bool) -> Answer:
+    headers = {"ETag": etag(state.step), "Vary": "Accept"}
+    if binary:
+        content_type, body = SAFETENSORS_MEDIA_TYPE, exports.to_safetensors(state)
+    else:
+        content_type, body = JSON_MEDIA_TYPE, exports.to_json(state)
+    return Answer(200, {"Content-Type": content_type, **headers}, body)
+
+
+@router.post(
+    "/import",
+    status_code=201,
+    response_model=CreatedSession,
+    summary="Import a session",
+    response_description="The new session; its `token` is shown only here.",
+    openapi_extra=tensor_request(StateExport, "Idempotency-Key"),
+    responses={**session_headers(201, location=True), **problems(400, 401, 413, 415, 422, 503)},
+)
+async def import_session(
+    request: Request,
+    database: DatabaseDep,
+    api_key: ApiKeyDep,
+    body: TensorBodyDep,
+    keeper: IdempotencyDep,
+) -> Response:
+    """A new session (new id and token) from an export (`GET …/state`), in JSON or as a
+    safetensors file: it continues the run exactly where the export left it.
+
+    Everything is checked first, and a problem is a 422 that names it, with nothing created:
+    the format, the config (as for a creation), every tensor's θ and exactly the state slots
+    its optimizer keeps (names, shapes, dtype, finite values), step counts from 0 to t. A body
+    that is no JSON or safetensors file is a 400. Needs `X-API-Key` when the server has API
+    keys; with an `Idempotency-Key` (unique per API key) a retry gets the same session back.
+    """
+
+    def create(db: Session) -> CreatedSession:
+        if keeper is not None:
+            keeper.scope(creation_scope("import", api_key))
+        return service.import_session(db, read_export(body))
+
+    return await run_use_case(
+        database,
+        create,
+        lambda created: created_answer(request, created),
+        write=True,
+        keeper=keeper,
+    )
+
+
+def read_export(body: TensorBody) -> SessionState:
+    """Blocking: an export's content from a JSON or safetensors body (400 / 422 on failure)."""
+    if not body.binary:
+        return exports.from_document(parse_json(body.data, StateExport))
+    arrays, metadata = tensors_from_safetensors(body.data)
+    header = validate(exports.header_document(metadata), StateHeader, prefix=("metadata",))
+    return exports.from_safetensors(header, arrays)

@@ -10,6 +10,7 @@ from app.optim.base import (
     OptimError,
 )
 from app.optim.engine import Optimizer, OptimizerState, StepResult
+from app.optim.gradients import check_gradients
 from app.optim.optimizers import OPTIMIZER_TYPES, optimizer_defaults, optimizer_fields
 from app.optim.schedules import (
     ABSOLUTE_SCHEDULE_TYPES,
@@ -29,6 +30,7 @@ __all__ = [
     "Optimizer",
     "OptimizerState",
     "StepResult",
+    "check_gradients",
     "optimizer_defaults",
     "optimizer_fields",
     "schedule_defaults",

@@ -25,6 +25,10 @@ from app.store.base import Base
 PARAM_SLOT = "param"
 """Arrays are keyed `"<slot>/<tensor>"`; the parameters θ themselves use this slot name."""
 
+ACCUMULATION_SLOT = "accum"
+"""`accum/<tensor>`: the running sum of the gradients posted toward the next step (accumulate >
+1). Not optimizer state: it is neither exported nor forked."""
+
 
 class SessionRecord(Base):
     """One optimisation run: its configuration, step count and small state. Arrays live apart."""
@@ -46,6 +50,18 @@ class SessionRecord(Base):
     last_loss: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    accumulated: Mapped[int] = mapped_column(
+        BigInteger,
+        default=0,
+        server_default="0",
+        comment="gradient posts received toward the next step (accumulate > 1)",
+    )
+    accumulated_losses: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", comment="how many of those posts carried a loss"
+    )
+    accumulated_loss_sum: Mapped[float | None] = mapped_column(
+        Double, comment="the sum of their losses (NULL: none, or not finite on SQLite)"
+    )
 
 
 class SessionArray(Base):
