@@ -61,6 +61,7 @@ __all__ = [
     "InvalidContent",
     "InvalidHyperParameter",
     "NonFiniteGradient",
+    "NotFound",
     "OptaasClientError",
     "PayloadTooLarge",
     "Pending",
@@ -144,7 +145,11 @@ class AuthenticationRequired(ApiError):
     """401: no bearer token, or (creating and importing) no valid `X-API-Key`."""
 
 
-class SessionNotFound(ApiError):
+class NotFound(ApiError):
+    """404 for anything but a session: a path this server does not serve (an older version)."""
+
+
+class SessionNotFound(NotFound):
     """404: no session with this id, or not with this token (the service does not say which)."""
 
 
@@ -233,6 +238,7 @@ class ServerError(ApiError):
 
 
 _ERRORS_BY_SLUG: dict[str, type[ApiError]] = {
+    "session-not-found": SessionNotFound,
     "gradient-mismatch": ShapeMismatch,
     "non-finite-gradient": NonFiniteGradient,
     "invalid-hyper-parameter": InvalidHyperParameter,
@@ -244,7 +250,7 @@ _ERRORS_BY_SLUG: dict[str, type[ApiError]] = {
 _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest,
     401: AuthenticationRequired,
-    404: SessionNotFound,
+    404: NotFound,
     408: StepWaitTimeout,
     412: PreconditionFailed,
     413: PayloadTooLarge,

@@ -153,7 +153,8 @@ class DroppingTransport(httpx.BaseTransport):
     away, the client seeing a dropped connection instead; the lost answers are kept by the
     request's `Idempotency-Key` (or "METHOD path" without one), to compare with what the retries
     get. Every `unavailable_every`-th request is answered 503 with `Retry-After: 0` and never
-    reaches the server. `requests` lists (method, path, Idempotency-Key) of every request sent.
+    reaches the server. `requests` lists (method, path, Idempotency-Key) of every request sent;
+    `media_types` (request Content-Type, answer Content-Type) of those that reached it.
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class DroppingTransport(httpx.BaseTransport):
         self.sent = 0
         self.unavailable = 0
         self.requests: list[tuple[str, str, str | None]] = []
+        self.media_types: list[tuple[str | None, str | None]] = []
         self.lost: dict[str, list[bytes]] = defaultdict(list)
         self._lock = threading.Lock()
 
@@ -190,6 +192,9 @@ class DroppingTransport(httpx.BaseTransport):
         response.read()
         with self._lock:
             self.sent += 1
+            self.media_types.append(
+                (request.headers.get("Content-Type"), response.headers.get("Content-Type"))
+            )
             lose = self.sent in self.drop or (self.drop_every and self.sent % self.drop_every == 0)
             if lose:
                 self.lost[key or f"{request.method} {request.url.path}"].append(response.content)

@@ -18,21 +18,25 @@ import pytest
 import torch
 
 from app.client import (
+    ApiError,
     AuthenticationRequired,
     Client,
     ConnectionFailed,
     InvalidContent,
     InvalidHyperParameter,
     NonFiniteGradient,
+    NotFound,
     PreconditionFailed,
     RemoteOptimizer,
     RetryPolicy,
+    ServerError,
     ServiceUnavailable,
     Session,
     SessionNotFound,
     ShapeMismatch,
     StepInfo,
     ValidationFailed,
+    error_for,
 )
 from app.optim import schedule_lrs
 from tests.conftest import sqlite_url
@@ -230,6 +234,33 @@ def test_errors_are_typed_and_change_nothing(client):
     with pytest.raises(ValidationFailed) as unknown:
         client.create_session(np.zeros(1), optimizer={"type": "adam", "bogus": 1})
     assert unknown.value.errors[0]["loc"][-1] == "bogus"
+
+
+def problem_answer(status, slug, **extras):
+    document = {"type": f"/problems/{slug}", "title": slug, "status": status, "detail": "d"}
+    return httpx.Response(status, json={**document, **extras})
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (problem_answer(404, "session-not-found"), SessionNotFound),
+        (problem_answer(404, "not-found"), NotFound),  # a path an older server lacks
+        (problem_answer(422, "gradient-mismatch", tensor="w"), ShapeMismatch),
+        (problem_answer(422, "invalid-content"), InvalidContent),
+        (problem_answer(503, "database-unavailable"), ServiceUnavailable),
+        (problem_answer(418, "teapot"), ApiError),
+        (httpx.Response(502, text="<html>bad gateway</html>"), ServerError),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)
+def test_error_answers_become_the_most_specific_type(answer, kind):
+    error = error_for(answer)
+    assert type(error) is kind and error.status == answer.status_code
+    if answer.headers["content-type"] == "application/json":
+        assert error.slug == answer.json()["type"].removeprefix("/problems/")
+    else:
+        assert "bad gateway" in error.detail and error.slug == "about:blank"
 
 
 def test_errors_are_not_retried(module_server):
