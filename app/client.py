@@ -628,7 +628,7 @@ class Client:
 class Session:
     """A handle on one session: step it, read it, change it, fork, export or delete it.
 
-    `step` is the step count t as last seen; `last_step` what the latest `step()` reported.
+    `step_count` is t as last seen; `last_step` what the latest `step()` reported.
     Handles are cheap and hold no state the server does not have.
     """
 
@@ -1215,9 +1215,10 @@ def export_from_torch(
         for tensor_name, tensor in named
     }
 
+    _check_same_tensors(optimizer, name_of)
     settings_per_group = []
     for group in optimizer.param_groups:
-        members = [name_of[id(tensor)] for tensor in group["params"] if id(tensor) in name_of]
+        members = [name_of[id(tensor)] for tensor in group["params"]]
         settings_per_group.append((members, _optaas_settings(optimizer_type, group, schedule)))
     base = settings_per_group[0][1]
     groups = []
@@ -1256,6 +1257,18 @@ def export_from_torch(
     }
     export["state"] = _optaas_state(export, torch_state, t)
     return export
+
+
+def _check_same_tensors(optimizer: torch.optim.Optimizer, name_of: Mapping[int, str]) -> None:
+    """The named parameters must be exactly the tensors the optimizer optimizes."""
+    optimized = {id(tensor) for group in optimizer.param_groups for tensor in group["params"]}
+    unnamed = len(optimized - set(name_of))
+    idle = sorted(name for key, name in name_of.items() if key not in optimized)
+    if unnamed or idle:
+        raise ValueError(
+            f"the named parameters must be the optimizer's: {unnamed} of its tensors have no "
+            f"name here, and it does not optimize {idle}"
+        )
 
 
 def _optaas_type(optimizer: torch.optim.Optimizer) -> str:

@@ -310,6 +310,10 @@ def test_conversions_refuse_what_torch_cannot_hold():
     torch_step(sgd, parameters, {name: np.ones(shape) for name, shape in SHAPES.items()})
     with pytest.raises(ValueError, match="pass step="):
         export_from_torch(sgd, parameters)
+    with pytest.raises(ValueError, match=r"it does not optimize \['extra'\]"):
+        export_from_torch(sgd, {**parameters, "extra": torch.zeros(1, dtype=torch.float64)}, step=1)
+    with pytest.raises(ValueError, match="1 of its tensors have no name"):
+        export_from_torch(sgd, {"w": parameters["w"]}, step=1)
     mixed = {"w": torch.zeros(2, dtype=torch.float32), "b": torch.zeros(2, dtype=torch.float64)}
     with pytest.raises(ValueError, match="must all be float32 or all float64"):
         export_from_torch(torch.optim.Adam(list(mixed.values())), mixed)
