@@ -282,6 +282,7 @@ def test_accumulated_gradients_answer_pending_then_the_averaged_step(client):
         worker.start()
     for worker in workers:
         worker.join()
+    assert len(answers) == 2
     for answer in answers:  # both workers get the parameters of the step they made together
         np.testing.assert_array_equal(answer, [-2.0, -2.5])
 
