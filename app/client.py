@@ -156,6 +156,10 @@ class SessionNotFound(NotFound):
 class StepWaitTimeout(ApiError):
     """408: `params(wait_for_step=…)` gave up before the session reached that step."""
 
+    @property
+    def current_step(self) -> int | None:
+        return self.problem.get("current_step")
+
 
 class PreconditionFailed(ApiError):
     """412: the session was no longer at the step `if_match` named."""
@@ -407,9 +411,13 @@ class Pending:
     received: int
     missing: int
 
+    @property
+    def wait_for_step(self) -> int:
+        return self.step + 1
+
     def wait(self, timeout: float | None = None) -> Params:
         """The parameters once the session reaches step t + 1 (`StepWaitTimeout` if not)."""
-        return self.session.params(wait_for_step=self.step + 1, timeout=timeout)
+        return self.session.params(wait_for_step=self.wait_for_step, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------
