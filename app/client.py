@@ -94,7 +94,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_BINARY_THRESHOLD = 65_536
 """Sessions with at least this many elements (over all tensors) send and receive tensors as
 safetensors. Below it JSON is cheap (a 65 536-element body is ~1 MB of text) and its step answers
-carry `grad_norm` and `update_norm`, which the binary answer does not."""
+are sure to carry `grad_norm` and `update_norm`, which the contract's binary answer need not."""
 
 HISTORY_PAGE_LIMIT = 1000
 """The largest page `GET …/history` serves."""
@@ -388,8 +388,8 @@ def _media_type(response: httpx.Response) -> str:
 
 @dataclass(frozen=True)
 class StepInfo:
-    """What the latest step reported. A binary (safetensors) answer carries `step` and `lr`
-    only; `grad_norm`, `update_norm` and `skipped` are then None."""
+    """What the latest step reported. A binary (safetensors) answer is sure to carry `step`
+    and `lr` only (in its `__metadata__`); what it leaves out is None."""
 
     step: int
     lr: float | None
@@ -716,7 +716,7 @@ class Session:
             return pending.wait(wait_timeout) if wait else pending
         if _media_type(response) == SAFETENSORS_MEDIA_TYPE:
             arrays, metadata = _read_safetensors(response.content)
-            self._remember_step(StepInfo(int(metadata["step"]), _float_or_none(metadata["lr"])))
+            self._remember_step(_step_info_from_metadata(metadata))
             return self._params_in_order(arrays)
         answer = response.json()
         self._remember_step(
@@ -748,7 +748,8 @@ class Session:
         headers = {} if if_match is None else {"If-Match": f'"{int(if_match)}"'}
         query = {} if return_params else {"return": "none"}
         if binary:
-            metadata = {} if loss is None else {"loss": repr(float(loss))}
+            # Metadata values are JSON text: "0.42", and NaN as Python's json writes it.
+            metadata = {} if loss is None else {"loss": json.dumps(float(loss))}
             binary_headers = {**headers, "Content-Type": SAFETENSORS_MEDIA_TYPE}
             if return_params:
                 binary_headers["Accept"] = SAFETENSORS_MEDIA_TYPE
@@ -908,9 +909,23 @@ class Session:
         return _in_form(ordered, self.layout)
 
 
-def _float_or_none(text: str) -> float | None:
-    value = float(text)
-    return value if math.isfinite(value) else None
+def _step_info_from_metadata(metadata: Mapping[str, str]) -> StepInfo:
+    """A binary step answer's numbers: `__metadata__` values are JSON text (`"1"`, `"0.001"`,
+    `"null"`, `"true"`); non-finite numbers count as absent, as JSON answers write them."""
+
+    def read(key: str) -> Any:
+        value = json.loads(metadata[key]) if key in metadata else None
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return StepInfo(
+        step=int(read("step")),
+        lr=read("lr"),
+        grad_norm=read("grad_norm"),
+        update_norm=read("update_norm"),
+        skipped=read("skipped"),
+    )
 
 
 # ------------------------------------------------------------------------------------------
