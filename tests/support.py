@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,3 +143,64 @@ def all_at_once(count: int, call: Callable[[], Any]) -> list[Any]:
     for thread in threads:
         thread.join()
     return results
+
+
+class DroppingTransport(httpx.BaseTransport):
+    """A network that loses answers, in front of a server that is sometimes busy.
+
+    Answers numbered in `drop` (1, 2, … in the order requests are sent), and every
+    `drop_every`-th, are read in full — so the server has committed them — and then thrown
+    away, the client seeing a dropped connection instead; the lost answers are kept by the
+    request's `Idempotency-Key` (or "METHOD path" without one), to compare with what the retries
+    get. Every `unavailable_every`-th request is answered 503 with `Retry-After: 0` and never
+    reaches the server. `requests` lists (method, path, Idempotency-Key) of every request sent;
+    `media_types` (request Content-Type, answer Content-Type) of those that reached it.
+    """
+
+    def __init__(
+        self, drop_every: int = 0, *, drop: Collection[int] = (), unavailable_every: int = 0
+    ) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.drop_every = drop_every
+        self.drop = set(drop)
+        self.unavailable_every = unavailable_every
+        self.sent = 0
+        self.unavailable = 0
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.media_types: list[tuple[str | None, str | None]] = []
+        self.lost: dict[str, list[bytes]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        key = request.headers.get("Idempotency-Key")
+        with self._lock:
+            self.requests.append((request.method, request.url.path, key))
+            refuse = self.unavailable_every and len(self.requests) % self.unavailable_every == 0
+            self.unavailable += bool(refuse)
+        if refuse:
+            return httpx.Response(
+                503,
+                headers={"Content-Type": "application/problem+json", "Retry-After": "0"},
+                json={
+                    "type": "/problems/lock-timeout",
+                    "title": "Session busy",
+                    "status": 503,
+                    "detail": "injected by the test's transport",
+                },
+            )
+        response = self.inner.handle_request(request)
+        response.read()
+        with self._lock:
+            self.sent += 1
+            self.media_types.append(
+                (request.headers.get("Content-Type"), response.headers.get("Content-Type"))
+            )
+            lose = self.sent in self.drop or (self.drop_every and self.sent % self.drop_every == 0)
+            if lose:
+                self.lost[key or f"{request.method} {request.url.path}"].append(response.content)
+        if lose:
+            raise httpx.ReadError("the answer was lost on the way", request=request)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()

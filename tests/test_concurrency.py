@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import bearer, create_session, json_bytes
+from tests.support import DroppingTransport, bearer, create_session, json_bytes
 
 LR = 0.25
 
@@ -97,30 +97,6 @@ def test_concurrent_clients_on_two_processes_lose_and_double_no_step(servers):
 
 
 # -- retries ---------------------------------------------------------------------------------
-
-
-class DroppingTransport(httpx.BaseTransport):
-    """A network that loses answers: every `drop_every`-th answer is read in full — so the server
-    has committed it — and then thrown away, the client seeing a dropped connection instead.
-    The lost answers are kept, to compare with what the retries get."""
-
-    def __init__(self, drop_every: int) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.drop_every = drop_every
-        self.sent = 0
-        self.lost: dict[str, list[bytes]] = defaultdict(list)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
-        response.read()
-        self.sent += 1
-        if self.sent % self.drop_every == 0:
-            self.lost[request.headers["Idempotency-Key"]].append(response.content)
-            raise httpx.ReadError("the answer was lost on the way", request=request)
-        return response
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 RETRY_CLIENTS, GRADIENTS_PER_CLIENT, DOUBLED = 4, 30, 12
