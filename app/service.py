@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from app import observe
 from app.errors import InvalidContent, SessionNotFound
-from app.optim import Optimizer, OptimizerState, StepResult, schedule_lrs
+from app.optim import OptimError, Optimizer, OptimizerState, StepResult, schedule_lrs
 from app.schemas import (
     CreatedSession,
     CreateSession,
@@ -38,7 +38,17 @@ from app.schemas import (
 from app.store.history import HistoryRepository
 from app.store.models import PARAM_SLOT, SessionRecord
 from app.store.repository import SessionRepository
-from app.tensors import Layout, layout_of, tensor_field, tensors_from_json, tensors_to_json
+from app.store.steplog import LoggedStep, split_stored, stored_arrays
+from app.store.working_sets import WorkingSet
+from app.tensors import (
+    Layout,
+    NamedTensors,
+    layout_of,
+    tensor_field,
+    tensors_from_json,
+    tensors_in_dtype,
+    tensors_to_json,
+)
 
 TOKEN_BYTES = 32
 SERVICE_FIELDS = frozenset({"accumulate"})
@@ -107,7 +117,8 @@ def delete_session(db: Session, session_id: str, token: str) -> None:
 def get_params(db: Session, session_id: str, token: str) -> ParamsResponse:
     repository = SessionRepository(db)
     record = _authorized_record(repository, session_id, token)
-    params, _ = split_arrays(record, repository.load_arrays(record.id))
+    arrays = repository.load_arrays(record.id, version=record.version, slot=PARAM_SLOT)
+    params, _ = split_arrays(record, arrays)
     return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
 
 
@@ -121,13 +132,15 @@ def step(
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
 ) -> StepResponse:
-    """Apply one gradient: lock the session, load θ and state, update them, store them back.
+    """Apply one gradient: lock the session, take its working set, update it, store the step.
 
     The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
     one session are applied one after another, each to the state the previous one left.
     `guard` runs with the session locked, before anything changes, and may raise to stop the
     step (the API's `If-Match` and `Idempotency-Key` checks). The step (applied or skipped) is
-    added to the session's history in the same transaction.
+    added to the session's history in the same transaction. θ and state come from this
+    process's working set when it holds the session's version (else from the database), and
+    the step writes its gradient to the step log or a checkpoint (`SessionRepository.begin_step`).
     """
     started = time.perf_counter()
     repository = SessionRepository(db)
@@ -135,21 +148,18 @@ def step(
     observe.note_step(optimizer=record.config["optimizer"]["type"])
     if guard is not None:
         guard(record)
-    layout = Layout(record.layout)
-    if layout_of(request.gradients) is not layout:
-        raise InvalidContent(
-            f"gradients must have the form of this session's params: {_form_name(layout)}",
-            field="gradients",
-        )
-    grads = tensors_from_json(request.gradients, np.dtype(record.dtype), field="gradients")
-    optimizer = Optimizer(core_config(record.config), tensor_names(record))
-    params, slots = split_arrays(record, repository.load_arrays(record.id, writable=True))
-    state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
-
-    result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
+    grads = gradient_arrays(record, request.gradients)
+    working = repository.working_set(record)
+    optimizer, params, state = working_state(record, working)
+    write = repository.begin_step(record, working, logged_step(record, request, grads))
+    try:
+        result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
+    except OptimError:
+        write.release()  # the core changed nothing: the working set is as good as before
+        raise
+    write.finish(None if result.skipped else stored_arrays(params, state))
 
     if not result.skipped:
-        repository.save_arrays(record.id, stored_arrays(params, state))
         record.step = state.step
         record.schedule_state = state.schedule
         record.last_loss = request.loss
@@ -157,14 +167,73 @@ def step(
         record.updated_at = datetime.now(UTC)
         db.flush()
     _record_step(HistoryRepository(db, history_max_records), record, request, result, started)
+    shown = answer_arrays(working, params) if return_params else None
     return StepResponse(
         step=record.step,
         lr=result.lr,
-        params=tensors_to_json(layout, params) if return_params else None,
+        params=tensors_to_json(Layout(record.layout), shown) if shown is not None else None,
         grad_norm=result.grad_norm,
         update_norm=result.update_norm,
         skipped=result.skipped,
     )
+
+
+def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, np.ndarray]:
+    """The posted gradients by tensor name, in the session's dtype.
+
+    JSON gradients come in the session's form (one array, or an object of named arrays);
+    a safetensors file's tensors (`NamedTensors`) are by name in either form (the single
+    form's tensor is `params`).
+    """
+    dtype = np.dtype(record.dtype)
+    if isinstance(gradients, NamedTensors):
+        return tensors_in_dtype(gradients, dtype, field="gradients")
+    layout = Layout(record.layout)
+    if layout_of(gradients) is not layout:
+        raise InvalidContent(
+            f"gradients must have the form of this session's params: {_form_name(layout)}",
+            field="gradients",
+        )
+    return tensors_from_json(gradients, dtype, field="gradients")
+
+
+def working_state(
+    record: SessionRecord, working: WorkingSet
+) -> tuple[Optimizer, dict[str, np.ndarray], OptimizerState]:
+    """The session's optimizer (kept with the working set, whose version fixes the config),
+    θ by tensor name and the optimizer state, over the working set's arrays (no copies)."""
+    if working.attachment is None:
+        working.attachment = Optimizer(core_config(record.config), tensor_names(record))
+    params, slots = split_arrays(record, working.arrays)
+    return (
+        working.attachment,
+        params,
+        OptimizerState.from_arrays(record.step, slots, record.schedule_state),
+    )
+
+
+def logged_step(
+    record: SessionRecord, request: StepRequest, grads: dict[str, np.ndarray]
+) -> LoggedStep:
+    """The step's inputs as the core receives them, for the step log."""
+    return LoggedStep(
+        version=record.version + 1,
+        step=record.step,
+        names=tensor_names(record),
+        config=core_config(record.config),
+        schedule_state=dict(record.schedule_state),
+        loss=request.loss,
+        partial=request.partial,
+        gradients=grads,
+    )
+
+
+def answer_arrays(working: WorkingSet, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """θ for the answer, which is written after the commit: copies if the next step may update
+    the working set's arrays in place by then (the database stores' cache)."""
+    if working.shared:
+        return {name: array.copy() for name, array in params.items()}
+    return params
 
 
 def get_history(db: Session, session_id: str, token: str, *, after: int, limit: int) -> HistoryPage:
@@ -192,21 +261,11 @@ def tensor_names(record: SessionRecord) -> list[str]:
     return [tensor["name"] for tensor in record.tensors]
 
 
-def stored_arrays(params: Mapping[str, np.ndarray], state: OptimizerState) -> dict[str, np.ndarray]:
-    """θ under `param/<tensor>` and every state slot under `<slot>/<tensor>`."""
-    arrays = {f"{PARAM_SLOT}/{name}": array for name, array in params.items()}
-    arrays.update(state.to_arrays())
-    return arrays
-
-
 def split_arrays(
     record: SessionRecord, arrays: Mapping[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Stored arrays → (θ by tensor name in the session's order, the state slots as keyed)."""
-    prefix = f"{PARAM_SLOT}/"
-    params = {name: arrays[prefix + name] for name in tensor_names(record)}
-    slots = {key: array for key, array in arrays.items() if not key.startswith(prefix)}
-    return params, slots
+    return split_stored(arrays, tensor_names(record))
 
 
 def session_view(record: SessionRecord, lr: float) -> SessionView:

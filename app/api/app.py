@@ -39,7 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.database = Database(
-            settings.database_url, lock_timeout_seconds=settings.lock_timeout_seconds
+            settings.database_url,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+            cache_max_bytes=settings.cache_max_bytes,
+            checkpoint_every=settings.checkpoint_every,
         )
         pruning = asyncio.create_task(prune_periodically(app.state.database, settings))
         try:
