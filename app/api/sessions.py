@@ -8,7 +8,7 @@ acknowledged step is a committed step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -17,9 +17,17 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import service
-from app.api.bodies import JSON_MEDIA_TYPE, parse_json
+from app.api.bodies import JSON_MEDIA_TYPE, parse_json, parse_tensor_body
 from app.api.conditions import IfMatchDep, etag
-from app.api.deps import ApiKeyDep, DatabaseDep, JsonBodyDep, SettingsDep, TokenDep
+from app.api.deps import (
+    ApiKeyDep,
+    DatabaseDep,
+    JsonBodyDep,
+    SafetensorsAnswerDep,
+    SettingsDep,
+    TensorBodyDep,
+    TokenDep,
+)
 from app.api.idempotency import (
     Answer,
     IdempotencyDep,
@@ -28,7 +36,15 @@ from app.api.idempotency import (
     creation_scope,
     session_scope,
 )
-from app.api.openapi import json_request, problems, session_headers
+from app.api.openapi import (
+    PARAMS_ANSWER_FILE,
+    STEP_ANSWER_FILE,
+    STEP_FILE,
+    json_request,
+    problems,
+    session_headers,
+    tensor_request,
+)
 from app.errors import OptaasError
 from app.optim import OptimError
 from app.schemas import (
@@ -41,6 +57,7 @@ from app.schemas import (
 )
 from app.store.database import Database
 from app.store.models import SessionRecord
+from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_by_name, tensors_to_safetensors
 
 Result = TypeVar("Result", bound=BaseModel | None)
 
@@ -128,7 +145,7 @@ async def create_session(
     def create(db: Session) -> CreatedSession:
         if keeper is not None:
             keeper.scope(creation_scope("create", api_key))
-        return service.create_session(db, parse_json(body, CreateSession))
+        return service.create_session(db, parse_json(body, CreateSession, tensors=("params",)))
 
     def answer(created: CreatedSession) -> Answer:
         location = request.app.url_path_for("get_session", session_id=str(created.id))
@@ -174,17 +191,21 @@ async def delete_session(session_id: str, database: DatabaseDep, token: TokenDep
     "/{session_id}/step",
     response_model=StepResponse,
     summary="Apply one gradient",
-    openapi_extra=json_request(StepRequest, "Idempotency-Key", "If-Match"),
-    responses={**session_headers(200), **problems(400, 401, 404, 412, 413, 415, 422, 503)},
+    openapi_extra=tensor_request(StepRequest, STEP_FILE, "Idempotency-Key", "If-Match"),
+    responses={
+        **session_headers(200, binary=STEP_ANSWER_FILE),
+        **problems(400, 401, 404, 412, 413, 415, 422, 503),
+    },
 )
 async def step_session(
     session_id: str,
     database: DatabaseDep,
     token: TokenDep,
-    body: JsonBodyDep,
+    body: TensorBodyDep,
     keeper: IdempotencyDep,
     precondition: IfMatchDep,
     settings: SettingsDep,
+    binary_answer: SafetensorsAnswerDep,
     returns: Annotated[
         Literal["params", "none"],
         Query(alias="return", description="`none` leaves `params` out of the answer."),
@@ -196,6 +217,11 @@ async def step_session(
     session are applied one at a time; the `ETag` header carries the new step count. With
     `If-Match` the step is applied only at that step (else 412); with an `Idempotency-Key` it
     is applied once, and a retry gets the same answer (`Idempotent-Replayed: true`).
+
+    Binary form: send the gradients as a safetensors file (`Content-Type:
+    application/vnd.safetensors`, tensors by name, `loss` and `partial` in `__metadata__`);
+    ask for `Accept: application/vnd.safetensors` to get θ back as one (`step`, `lr`,
+    `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
     """
     return_params = returns == "params"
 
@@ -206,7 +232,7 @@ async def step_session(
             precondition.require(record.step)
 
     def apply(db: Session) -> StepResponse:
-        request = parse_json(body, StepRequest)
+        request = parse_tensor_body(body, StepRequest, "gradients")
         return service.step(
             db,
             session_id,
@@ -217,28 +243,53 @@ async def step_session(
             history_max_records=settings.history_max_records,
         )
 
-    return await run_use_case(
-        database,
-        apply,
-        lambda result: session_answer(
-            result, result.step, exclude=None if return_params else {"params"}
-        ),
-        write=True,
-        keeper=keeper,
-    )
+    def answer(result: StepResponse) -> Answer:
+        if binary_answer:
+            return safetensors_answer(result.params, result.step, step_metadata(result))
+        return session_answer(result, result.step, exclude=None if return_params else {"params"})
+
+    return await run_use_case(database, apply, answer, write=True, keeper=keeper)
 
 
 @router.get(
     "/{session_id}/params",
     response_model=ParamsResponse,
     summary="Read the parameters",
-    responses={**session_headers(200), **problems(401, 404, 503)},
+    responses=session_headers(200, binary=PARAMS_ANSWER_FILE) | problems(401, 404, 503),
 )
-async def get_params(session_id: str, database: DatabaseDep, token: TokenDep) -> Response:
-    """θ_t in the form the session was created with, and the step count t."""
+async def get_params(
+    session_id: str, database: DatabaseDep, token: TokenDep, binary_answer: SafetensorsAnswerDep
+) -> Response:
+    """θ_t in the form the session was created with, and the step count t.
+
+    With `Accept: application/vnd.safetensors`: a safetensors file of θ_t by tensor name (the
+    single form's tensor is `params`), `step` in its `__metadata__`.
+    """
+
+    def answer(params: ParamsResponse) -> Answer:
+        if binary_answer:
+            return safetensors_answer(params.params, params.step, {"step": str(params.step)})
+        return session_answer(params, params.step)
+
     return await run_use_case(
         database,
         lambda db: service.get_params(db, session_id, token),
-        lambda params: session_answer(params, params.step),
+        answer,
         write=False,
     )
+
+
+def step_metadata(result: StepResponse) -> dict[str, str]:
+    """A step's numbers as a safetensors answer's `__metadata__`: each as JSON text."""
+    return {
+        name: orjson.dumps(getattr(result, name)).decode()
+        for name in ("step", "lr", "grad_norm", "update_norm", "skipped")
+    }
+
+
+def safetensors_answer(params: Any, step: int, metadata: dict[str, str]) -> Answer:
+    """A safetensors answer showing a session at `step`: θ by tensor name (none if `params` is
+    None, e.g. `?return=none`) and `metadata`; its `ETag` goes with it."""
+    tensors = {} if params is None else tensors_by_name(params)
+    headers = {"Content-Type": SAFETENSORS_MEDIA_TYPE, "ETag": etag(step)}
+    return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
