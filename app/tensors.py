@@ -122,9 +122,11 @@ class NamedTensors(dict[str, np.ndarray]):
 def tensors_in_dtype(
     tensors: Mapping[str, np.ndarray], dtype: np.dtype, *, field: str
 ) -> dict[str, np.ndarray]:
-    """Each tensor as `dtype` (the same array when it is already: no copy). Numbers only: a
-    boolean tensor is a 422, as an array of only `true`/`false` is in JSON. Values beyond the
-    dtype's range become ±inf, which the caller's finiteness rules judge."""
+    """Each tensor as `dtype` (the same array when it is already: no copy). At least one, and
+    numbers only: a boolean tensor is a 422, as an array of only `true`/`false` is in JSON.
+    Values beyond the dtype's range become ±inf, which the caller's finiteness rules judge."""
+    if not tensors:
+        raise InvalidContent(f"{field} holds no tensor; give at least one", field=field)
     converted = {}
     for name, array in tensors.items():
         if array.dtype.kind not in "iuf":
