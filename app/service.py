@@ -131,6 +131,7 @@ def step(
     return_params: bool = True,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
+    answer_after_commit: bool = True,
 ) -> StepResponse:
     """Apply one gradient: lock the session, take its working set, update it, store the step.
 
@@ -141,6 +142,8 @@ def step(
     added to the session's history in the same transaction. θ and state come from this
     process's working set when it holds the session's version (else from the database), and
     the step writes its gradient to the step log or a checkpoint (`SessionRepository.begin_step`).
+    `answer_after_commit=False` promises that the answer is made before the transaction ends:
+    then its θ may be the working set's own arrays, not copies.
     """
     started = time.perf_counter()
     repository = SessionRepository(db)
@@ -167,7 +170,9 @@ def step(
         record.updated_at = datetime.now(UTC)
         db.flush()
     _record_step(HistoryRepository(db, history_max_records), record, request, result, started)
-    shown = answer_arrays(working, params) if return_params else None
+    shown = None
+    if return_params:
+        shown = answer_arrays(working, params) if answer_after_commit else params
     return StepResponse(
         step=record.step,
         lr=result.lr,

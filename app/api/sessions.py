@@ -93,12 +93,15 @@ async def run_use_case(
     *,
     write: bool,
     keeper: IdempotencyKeeper | None = None,
+    answer_in_transaction: bool = False,
 ) -> Response:
     """In the thread pool: run `use_case` in one transaction, commit, then answer.
 
     With an `Idempotency-Key` (`keeper`), the use case names the key's scope, and the answer is
     made inside the transaction and kept with the change it reports; a repeat of a request
-    that was applied gets the kept answer instead (see `app.api.idempotency`).
+    that was applied gets the kept answer instead (see `app.api.idempotency`). With
+    `answer_in_transaction` the answer is made before the commit too (when making it is quick,
+    as a safetensors file is: the result may then show arrays that the commit hands on).
     """
 
     def run() -> Response:
@@ -110,10 +113,11 @@ async def run_use_case(
                     if keeper is not None:  # a repeat that fails where its original did not
                         keeper.replay_if_kept(db)
                     raise
-                if keeper is not None:
-                    kept = answer(result)
-                    keeper.keep(db, kept)
-                    return kept.response()
+                if keeper is not None or answer_in_transaction:
+                    made = answer(result)
+                    if keeper is not None:
+                        keeper.keep(db, made)
+                    return made.response()
         except Replay as replay:
             return replay.answer.response(replayed=True)
         return answer(result).response()
@@ -224,6 +228,10 @@ async def step_session(
     `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
     """
     return_params = returns == "params"
+    # Made before the commit, a safetensors answer can show θ as it is, where the next step
+    # would update it in place afterwards (a memory:// step's arrays are never updated again).
+    copies_saved = binary_answer and database.arrays.reuses_working_sets
+    in_transaction = keeper is not None or copies_saved
 
     def check(record: SessionRecord) -> None:  # with the session locked
         if keeper is not None:
@@ -241,6 +249,7 @@ async def step_session(
             return_params=return_params,
             guard=check,
             history_max_records=settings.history_max_records,
+            answer_after_commit=not in_transaction,
         )
 
     def answer(result: StepResponse) -> Answer:
@@ -248,7 +257,9 @@ async def step_session(
             return safetensors_answer(result.params, result.step, step_metadata(result))
         return session_answer(result, result.step, exclude=None if return_params else {"params"})
 
-    return await run_use_case(database, apply, answer, write=True, keeper=keeper)
+    return await run_use_case(
+        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=copies_saved
+    )
 
 
 @router.get(

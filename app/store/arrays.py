@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 from sqlalchemy import Select, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -66,6 +67,10 @@ class StepWrite(Protocol):
 
 
 class ArrayStore(Protocol):
+    reuses_working_sets: bool
+    """Whether a committed step's arrays are updated in place by the next step (so anything
+    that shows them after the commit must copy them first)."""
+
     def load(
         self,
         db: Session,
@@ -99,6 +104,7 @@ class DatabaseArrays:
     cache: WorkingSetCache = field(default_factory=lambda: WorkingSetCache(0))
     checkpoint_every: int = 1
     """A checkpoint at least every this many steps (1: every step rewrites the arrays)."""
+    reuses_working_sets = True
 
     def load(
         self,
@@ -118,14 +124,23 @@ class DatabaseArrays:
         return {key: array for key, array in arrays.items() if wanted(key)}
 
     def save(self, db: Session, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]) -> None:
-        """A checkpoint: the rows become exactly `arrays` (the log goes), rewritten in place."""
+        """A checkpoint: the rows become exactly `arrays` (the log goes).
+
+        Large arrays on PostgreSQL: the session's rows are deleted and written again with COPY
+        (see `_copy_rows`); otherwise rewritten in place (upsert; on SQLite faster than
+        deleting and inserting them).
+        """
         self.cache.discard(session_id)
+        rows = [_row(session_id, key, codec.encode(array)) for key, array in arrays.items()]
+        if _is_postgresql(db) and _copy_pays(rows):
+            db.execute(delete(SessionArray).where(SessionArray.session_id == session_id))
+            _copy_rows(db, rows)
+            return
         db.execute(
             delete(SessionArray).where(
                 SessionArray.session_id == session_id, SessionArray.key.not_in(list(arrays))
             )
         )
-        rows = [_row(session_id, key, codec.encode(array)) for key, array in arrays.items()]
         if rows:
             db.execute(_UPSERT[db.get_bind().dialect.name], rows)
 
@@ -148,7 +163,10 @@ class DatabaseArrays:
         logged = self._logs(working, entry)
         if logged:
             rows = [{"session_id": record.id, **row} for row in log_rows(entry)]
-            db.execute(insert(SessionArray), rows)
+            if _is_postgresql(db) and _copy_pays(rows):
+                _copy_rows(db, rows)
+            else:
+                db.execute(insert(SessionArray), rows)
         return _DatabaseStepWrite(self, db, record, working, entry, logged)
 
     def _logs(self, working: WorkingSet, entry: LoggedStep) -> bool:
@@ -238,12 +256,58 @@ _UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.in
 """INSERT … ON CONFLICT (session_id, key) DO UPDATE: an array is rewritten where it is (on
 SQLite a quarter faster than deleting and inserting it again)."""
 
+_COPY = "COPY session_arrays (session_id, key, dtype, shape, data) FROM STDIN (FORMAT BINARY)"
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+_COPY_FIELDS = (5).to_bytes(2, "big")
+_COPY_CHUNK_BYTES = 1 << 20
+
+
+_COPY_FROM_BYTES = 256 * 1024
+"""Rows of fewer bytes go in one INSERT: one round trip, where COPY takes two."""
+
+
+def _is_postgresql(db: Session) -> bool:
+    return db.get_bind().dialect.name == "postgresql"
+
+
+def _copy_pays(rows: list[dict[str, Any]]) -> bool:
+    return sum(memoryview(row["data"]).nbytes for row in rows) >= _COPY_FROM_BYTES
+
+
+def _copy_rows(db: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` with COPY … FROM STDIN (FORMAT BINARY), in the session's transaction.
+
+    Each array's bytes go to the server in 1 MiB pieces of the array's own memory. A bytea
+    parameter of an INSERT would instead be copied whole into libpq's output buffer — which
+    stays that large on the pooled connection — so a 40 MB gradient would cost 40 MB more of
+    this process's memory, for good.
+    """
+    if not rows:
+        return
+    driver_connection = db.connection().connection.driver_connection
+    with driver_connection.cursor() as cursor, cursor.copy(_COPY) as copy:
+        copy.write(_COPY_HEADER)
+        for row in rows:
+            data = memoryview(row["data"]).cast("B")
+            fields = (
+                row["session_id"].bytes,
+                row["key"].encode(),
+                row["dtype"].encode(),
+                orjson.dumps(row["shape"]),
+            )
+            prefix = b"".join(len(field).to_bytes(4, "big") + field for field in fields)
+            copy.write(_COPY_FIELDS + prefix + len(data).to_bytes(4, "big"))
+            for start in range(0, len(data), _COPY_CHUNK_BYTES):
+                copy.write(data[start : start + _COPY_CHUNK_BYTES])
+        copy.write(_COPY_TRAILER)
+
 
 def _fetch(db: Session, session_id: uuid.UUID) -> list[Any]:
     statement = select(
         SessionArray.key, SessionArray.dtype, SessionArray.shape, SessionArray.data
     ).where(SessionArray.session_id == session_id)
-    if db.get_bind().dialect.name == "postgresql":
+    if _is_postgresql(db):
         return _fetch_binary(db, statement)
     return list(db.execute(statement).all())
 
@@ -273,7 +337,10 @@ class MemoryArrays:
     """Arrays as numpy arrays in this process (the `memory://` store): lost when it stops."""
 
     _committed: dict[uuid.UUID, dict[str, np.ndarray]] = field(default_factory=dict)
+    _attachments: dict[uuid.UUID, tuple[int, Any]] = field(default_factory=dict)
+    """What the service kept with a session's last committed working set, by its version."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    reuses_working_sets = False
 
     def load(
         self,
@@ -302,12 +369,18 @@ class MemoryArrays:
         """Copies of the committed arrays: the step updates those, and only its commit makes
         them the session's (so a rolled-back step changes nothing)."""
         arrays = self.load(db, record.id, writable=True)
-        return WorkingSet(record.id, record.version, arrays, shared=False)
+        version, attachment = self._attachments.get(record.id, (None, None))
+        attachment = attachment if version == record.version else None
+        return WorkingSet(record.id, record.version, arrays, attachment=attachment, shared=False)
 
     def begin_step(
         self, db: Session, record: SessionRecord, working: WorkingSet, entry: LoggedStep
     ) -> StepWrite:
-        return _MemoryStepWrite(self, db, record.id)
+        return _MemoryStepWrite(self, db, record, working)
+
+    def keep_attachment(self, session_id: uuid.UUID, version: int, attachment: Any) -> None:
+        with self._lock:
+            self._attachments[session_id] = (version, attachment)
 
     def _visible(self, db: Session, session_id: uuid.UUID) -> dict[str, np.ndarray]:
         """What this transaction sees: its own writes, else the committed arrays."""
@@ -329,6 +402,7 @@ class MemoryArrays:
             for session_id, arrays in pending.items():
                 if arrays is _DELETED:
                     self._committed.pop(session_id, None)
+                    self._attachments.pop(session_id, None)
                     continue
                 for array in arrays.values():
                     array.flags.writeable = False  # committed arrays never change
@@ -345,11 +419,17 @@ _MEMORY_PENDING = "optaas.memory.pending"
 class _MemoryStepWrite:
     store: MemoryArrays
     db: Session
-    session_id: uuid.UUID
+    record: SessionRecord
+    working: WorkingSet
 
     def finish(self, arrays: dict[str, np.ndarray] | None) -> None:
         if arrays is not None:
-            self.store.save(self.db, self.session_id, arrays)
+            self.store.save(self.db, self.record.id, arrays)
+        record, working = self.record, self.working
+        on_commit(
+            self.db,
+            lambda: self.store.keep_attachment(record.id, record.version, working.attachment),
+        )
 
     def release(self) -> None:
         """Nothing to do: the working set was a copy."""
