@@ -148,6 +148,29 @@ def test_a_restart_replays_a_long_log_exactly(start_server, database_url):
         np.testing.assert_array_equal(np.asarray(response.json()["params"]), run.theta())
 
 
+def test_a_clean_stop_checkpoints_the_logs_it_holds_and_a_crash_leaves_them(
+    start_server, database_url
+):
+    server = start_server(database_url, env={"OPTAAS_CHECKPOINT_EVERY": "1000"})
+    with server.client() as client:
+        run = Run(client)
+        for _ in range(5):
+            assert run.step(client).status_code == 200
+    assert logged_steps(database_url, run.session["id"]) == 5
+    server.stop()  # SIGTERM: uvicorn's graceful shutdown, then the lifespan's end
+    assert logged_steps(database_url, run.session["id"]) == 0
+    server.start()
+    with server.client() as client:
+        run.assert_exact(client)
+        for _ in range(3):
+            assert run.step(client).status_code == 200
+    server.kill()
+    assert logged_steps(database_url, run.session["id"]) == 3
+    server.start()
+    with server.client() as client:
+        run.assert_exact(client)
+
+
 def logged_steps(database_url: str, session_id: str) -> int:
     """The steps in the session's log (its `~log/<version>` rows), read as stored."""
     database = Database(database_url)

@@ -106,6 +106,14 @@ class WorkingSetCache:
             self._entries[working.session_id] = working
             self._bytes += size
 
+    def drain(self) -> list[WorkingSet]:
+        """Remove and return every working set (at a clean stop)."""
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+            self._bytes = 0
+        return entries
+
     def discard(self, session_id: uuid.UUID) -> None:
         with self._lock:
             self._remove(session_id)
