@@ -226,20 +226,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
     axes[1][0].bar(labels, [row["steps_per_s"] for row in rates], color="tab:blue")
     axes[1][0].set_ylabel("steps/s")
     axes[1][0].set_title("small steps (N = 1e3), 16 clients")
-    memory = [row for row in results["memory"]]
+    memory = sorted(results["memory"], key=lambda row: row["form"] != "safetensors")
     labels = [f"{row['store']}\n{row['form']}" for row in memory]
-    axes[1][1].bar(
-        labels,
-        [row["peak_over_idle_mib"] for row in memory],
-        color="tab:orange",
-        label="peak − idle server",
-    )
+    colours = ["tab:green" if row["form"] == "safetensors" else "tab:orange" for row in memory]
+    axes[1][1].bar(labels, [row["peak_over_idle_mib"] for row in memory], color=colours)
     required = memory[0]["required_mib"] if memory else 0
     axes[1][1].axhline(required, color="black", linestyle="--", label="θ+state+gradient+answer")
     axes[1][1].axhline(1.5 * required, color="red", linestyle=":", label="1.5× that")
     axes[1][1].set_ylabel("MiB")
-    axes[1][1].set_title("peak server memory, one 1e7 step")
-    axes[1][1].legend(fontsize=8)
+    axes[1][1].set_title("peak server memory over the idle server, one 1e7 step")
+    axes[1][1].legend(fontsize=8, loc="upper left")
     figure.suptitle(
         f"optaas, Adam float32 — {results['environment']['when']}, code "
         f"{results['environment']['code']}, load average {results['load_average_at_start']}"
