@@ -283,6 +283,36 @@ def test_save_arrays_is_a_checkpoint_that_drops_the_log(database):
     cached.dispose()
 
 
+def test_a_step_that_changes_more_than_the_core_does_can_ask_for_a_checkpoint(database):
+    """A step that changes arrays beside the core's update (as resetting accumulated sums
+    would) passes checkpoint=True: nothing of it is left to a replay."""
+    url = database.engine.url.render_as_string(hide_password=False)
+    stepping = Database(url, cache_max_bytes=1 << 20, checkpoint_every=1000)
+    body = {"params": [1.0, 2.0, 3.0], "dtype": "float64", "optimizer": {"type": "adam"}}
+    with stepping.transaction(write=True) as db:
+        created = service.create_session(db, CreateSession.model_validate(body))
+    with stepping.transaction(write=True) as db:
+        repository = SessionRepository(db)
+        record = repository.get(created.id, for_update=True)
+        working = repository.working_set(record)
+        optimizer, params, state = service.working_state(record, working)
+        grads = {"params": np.array([0.5, -0.5, 1.0])}
+        request = StepRequest(gradients=[0.5, -0.5, 1.0])
+        entry = service.logged_step(record, request, grads)
+        write = repository.begin_step(record, working, entry, checkpoint=True)
+        optimizer.step(params, state, grads)
+        arrays = {**service.stored_arrays(params, state), "accum/params": np.zeros(3)}
+        write.finish(arrays)
+        record.step, record.version = state.step, record.version + 1
+    assert logged_steps(url, str(created.id)) == 0
+    with database.transaction(write=False) as db:
+        stored = SessionRepository(db).load_arrays(created.id)
+    assert set(stored) == set(arrays)
+    for key, array in arrays.items():
+        np.testing.assert_array_equal(stored[key], array)
+    stepping.dispose()
+
+
 # -- the cache itself -----------------------------------------------------------------------
 
 

@@ -90,7 +90,13 @@ class ArrayStore(Protocol):
     def working_set(self, db: Session, record: SessionRecord) -> WorkingSet: ...
 
     def begin_step(
-        self, db: Session, record: SessionRecord, working: WorkingSet, entry: LoggedStep
+        self,
+        db: Session,
+        record: SessionRecord,
+        working: WorkingSet,
+        entry: LoggedStep,
+        *,
+        checkpoint: bool = False,
     ) -> StepWrite: ...
 
 
@@ -157,10 +163,16 @@ class DatabaseArrays:
         return WorkingSet(record.id, record.version, arrays, logged_steps=logged)
 
     def begin_step(
-        self, db: Session, record: SessionRecord, working: WorkingSet, entry: LoggedStep
+        self,
+        db: Session,
+        record: SessionRecord,
+        working: WorkingSet,
+        entry: LoggedStep,
+        *,
+        checkpoint: bool = False,
     ) -> StepWrite:
         """Log the step now (before the core uses the gradient as scratch), if this step logs."""
-        logged = self._logs(working, entry)
+        logged = not checkpoint and self._logs(working, entry)
         if logged:
             rows = [{"session_id": record.id, **row} for row in log_rows(entry)]
             if _is_postgresql(db) and _copy_pays(rows):
@@ -374,7 +386,13 @@ class MemoryArrays:
         return WorkingSet(record.id, record.version, arrays, attachment=attachment, shared=False)
 
     def begin_step(
-        self, db: Session, record: SessionRecord, working: WorkingSet, entry: LoggedStep
+        self,
+        db: Session,
+        record: SessionRecord,
+        working: WorkingSet,
+        entry: LoggedStep,
+        *,
+        checkpoint: bool = False,
     ) -> StepWrite:
         return _MemoryStepWrite(self, db, record, working)
 

@@ -83,14 +83,24 @@ class SessionRepository:
         return store_of(self.db).working_set(self.db, record)
 
     def begin_step(
-        self, record: SessionRecord, working: WorkingSet, entry: LoggedStep
+        self,
+        record: SessionRecord,
+        working: WorkingSet,
+        entry: LoggedStep,
+        *,
+        checkpoint: bool = False,
     ) -> StepWrite:
         """Start writing a step of `record` on `working`, before the core runs it: appends
         `entry` to the step log now if this step is logged (the core may use the gradients as
         scratch). Then `finish(arrays)` with the arrays after the step (None if it was
         skipped) writes a checkpoint if due, and keeps the working set for the next step once
-        the transaction commits. The caller bumps `record.version` for an applied step."""
-        return store_of(self.db).begin_step(self.db, record, working, entry)
+        the transaction commits; `release()` if the core refused the gradient. The caller bumps
+        `record.version` for an applied step.
+
+        The log replays the core's update only: a step that also changes other arrays (say, it
+        resets sums of accumulated gradients kept beside the state) must pass
+        `checkpoint=True`, so that everything it leaves is written in full."""
+        return store_of(self.db).begin_step(self.db, record, working, entry, checkpoint=checkpoint)
 
 
 class IdempotencyRepository:
