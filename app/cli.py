@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from app.config import PROMETHEUS_MULTIPROC_ENV, Settings
 
 
@@ -128,15 +130,28 @@ def healthcheck(settings: Settings, timeout_seconds: float = 5.0) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     export_options(args)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        sys.exit(f"optaas: {_first_problem(error)}")
     if args.command == "healthcheck":
         sys.exit(healthcheck(settings))
 
-    from app.store.migrate import upgrade  # imported late: `optaas --help` stays fast
+    from app.store.database import is_memory_url  # imported late: `optaas --help` stays fast
+    from app.store.migrate import upgrade
 
-    upgrade(settings.database_url)
+    if not is_memory_url(settings.database_url):  # memory:// makes its tables as it starts
+        upgrade(settings.database_url)
     if args.command == "serve":
         serve(settings)
+
+
+def _first_problem(error: ValidationError) -> str:
+    """The first configuration error, as one sentence naming the setting (if there is one)."""
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem.get("loc", ()))
+    message = str(problem.get("msg", error)).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 if __name__ == "__main__":

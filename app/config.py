@@ -39,7 +39,8 @@ class Settings(BaseSettings):
         validation_alias=platform_fallback("database_url", "DATABASE_URL"),
         description=(
             "SQLAlchemy URL of the database. Empty: a SQLite file in `data_dir`. "
-            "`postgresql://…` is read as `postgresql+psycopg://…`."
+            "`postgresql://…` is read as `postgresql+psycopg://…`. `memory://`: sessions in "
+            "this one server process only, lost when it stops (no migrations, one worker)."
         ),
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -89,6 +90,22 @@ class Settings(BaseSettings):
             "default timeout is the smaller of 10 s and this."
         ),
     )
+    cache_max_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description=(
+            "Bytes of arrays each server process keeps of the sessions it stepped lately (their "
+            "working sets), so that a step does not read θ and state back; 0 keeps none."
+        ),
+    )
+    checkpoint_every: int = Field(
+        default=8,
+        ge=1,
+        description=(
+            "A step writes its gradient to the session's step log; θ and state are rewritten "
+            "in full (a checkpoint) at least every this many steps. 1: every step rewrites them."
+        ),
+    )
     history_max_records: int = Field(
         default=100_000,
         ge=0,
@@ -114,6 +131,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "OPTAAS_IDEMPOTENCY_TOMBSTONE_TTL_SECONDS must be at least "
                 "OPTAAS_IDEMPOTENCY_TTL_SECONDS"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def memory_is_one_process(self) -> Settings:
+        if self.database_url.startswith("memory:") and self.workers > 1:
+            raise ValueError(
+                "OPTAAS_DATABASE_URL=memory:// keeps sessions inside one server process: "
+                f"run it with one worker, not {self.workers} (or use SQLite or PostgreSQL)"
             )
         return self
 

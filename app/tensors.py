@@ -8,14 +8,13 @@ session's dtype; anything else (strings, null, objects, ragged nesting) is refus
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
-import safetensors
-import safetensors.numpy
+import orjson
 
 from app.errors import InvalidContent, MalformedBody
 
@@ -102,9 +101,43 @@ def tensors_to_json(layout: Layout, arrays: dict[str, np.ndarray]) -> Any:
     return {name: _jsonable(array) for name, array in arrays.items()}
 
 
+def tensors_by_name(value: Any) -> dict[str, np.ndarray]:
+    """`tensors_to_json`'s result back by tensor name (the single form's tensor is `params`),
+    0-d tensors as 0-d arrays again: what a safetensors file of them holds."""
+    if isinstance(value, dict):
+        return {name: np.asarray(item) for name, item in value.items()}
+    return {SINGLE_TENSOR_NAME: np.asarray(value)}
+
+
 def _jsonable(array: np.ndarray) -> Any:
     # orjson serialises numpy arrays of one or more dimensions and numpy scalars, not 0-d arrays.
     return array[()] if array.ndim == 0 else array
+
+
+class NamedTensors(dict[str, np.ndarray]):
+    """Tensors by name whatever the session's form — what a safetensors file holds (the single
+    form's one tensor is named `params`). Tells the service that `gradients` came as a file."""
+
+
+def tensors_in_dtype(
+    tensors: Mapping[str, np.ndarray], dtype: np.dtype, *, field: str
+) -> dict[str, np.ndarray]:
+    """Each tensor as `dtype` (the same array when it is already: no copy). At least one, and
+    numbers only: a boolean tensor is a 422, as an array of only `true`/`false` is in JSON.
+    Values beyond the dtype's range become ±inf, which the caller's finiteness rules judge."""
+    if not tensors:
+        raise InvalidContent(f"{field} holds no tensor; give at least one", field=field)
+    converted = {}
+    for name, array in tensors.items():
+        if array.dtype.kind not in "iuf":
+            raise InvalidContent(
+                f"{field} {name!r} has dtype {array.dtype.name}; tensors must hold numbers "
+                "(floating-point or integer)",
+                tensor=name,
+            )
+        with np.errstate(over="ignore"):
+            converted[name] = array.astype(dtype, copy=False)
+    return converted
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,32 +147,187 @@ def _jsonable(array: np.ndarray) -> Any:
 SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
 
 _HEADER_LENGTH_BYTES = 8
+_MAX_HEADER_BYTES = 100_000_000
+"""The `safetensors` library's own limit on the JSON header."""
+_METADATA_KEY = "__metadata__"
+_HEADER_ALIGNMENT = 8
+
+_NUMPY_OF_SAFETENSORS = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+}
+_BFLOAT16 = "BF16"
+_WITHOUT_NUMPY_DTYPE = frozenset({"F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"})
+"""Defined by the format, but numpy has no such type: refused with a 422."""
+_SAFETENSORS_OF_NUMPY = {
+    np.dtype(numpy).name: name for name, numpy in _NUMPY_OF_SAFETENSORS.items()
+}
 
 
-def tensors_from_safetensors(body: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The tensors of a safetensors file by name, and its `__metadata__` ({} if it has none).
+def tensors_from_safetensors(
+    body: bytes | bytearray | memoryview,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors of a safetensors file by name, in the file's order, and its `__metadata__`
+    ({} if it has none).
 
-    The arrays keep the file's dtypes; the caller casts them to the session's. A body that is
-    not a safetensors file is a 400 (`MalformedBody`), like malformed JSON.
+    The arrays are views of `body`, not copies — writable when `body` is (a `bytearray`) —
+    except that BF16 tensors are read as float32 (exactly) and misaligned ones are copied. The
+    arrays keep the file's dtypes otherwise; the caller casts them to the session's. A body
+    that is not a safetensors file is a 400 (`MalformedBody`), like malformed JSON: a header
+    that is not UTF-8 JSON (lone surrogates included), entries without a dtype, shape and
+    offsets that agree, data not covered exactly by the tensors, `__metadata__` that is not
+    text by text. A dtype of the format that numpy cannot hold (FP8, …) is a 422.
     """
+    view = memoryview(body).cast("B")
+    header = _safetensors_header(view)
+    raw_metadata = header.pop(_METADATA_KEY, None)
+    metadata = _safetensors_metadata(raw_metadata)
+    data_start = _HEADER_LENGTH_BYTES + _header_length(view)
+    entries = {name: _tensor_entry(name, entry) for name, entry in header.items()}
+    _check_coverage(entries, len(view) - data_start)
+    tensors = {
+        name: _tensor_view(view, data_start, name, *entry) for name, entry in entries.items()
+    }
+    return tensors, metadata
+
+
+def _header_length(view: memoryview) -> int:
+    return int.from_bytes(view[:_HEADER_LENGTH_BYTES], "little")
+
+
+def _safetensors_header(view: memoryview) -> dict[str, Any]:
+    if len(view) < _HEADER_LENGTH_BYTES:
+        raise _not_safetensors("it is shorter than the 8-byte header length")
+    length = _header_length(view)
+    if length > _MAX_HEADER_BYTES or _HEADER_LENGTH_BYTES + length > len(view):
+        raise _not_safetensors(f"its header length ({length} bytes) passes the end of the body")
     try:
-        tensors = safetensors.numpy.load(body)
-    except (safetensors.SafetensorError, ValueError, TypeError) as error:
-        raise MalformedBody(f"the body is not a valid safetensors file: {error}") from None
-    return tensors, _safetensors_metadata(body)
+        header = orjson.loads(view[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + length])
+    except orjson.JSONDecodeError as error:
+        raise _not_safetensors(f"its header is not UTF-8 JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise _not_safetensors("its header is not a JSON object")
+    return header
 
 
-def _safetensors_metadata(body: bytes) -> dict[str, str]:
-    """`__metadata__` of a file that `safetensors` has already accepted (so the header is sound)."""
-    length = int.from_bytes(body[:_HEADER_LENGTH_BYTES], "little")
-    header = json.loads(body[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + length])
-    return dict(header.get("__metadata__") or {})
+def _safetensors_metadata(metadata: Any) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(value, str) for value in metadata.values()
+    ):
+        raise _not_safetensors(f"its {_METADATA_KEY} is not an object of strings")
+    return metadata
+
+
+def _tensor_entry(name: str, entry: Any) -> tuple[str, tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of a header entry whose parts agree."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise _not_safetensors(
+            f"the entry of tensor {name!r} is not {{dtype, shape, data_offsets}}"
+        )
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or not _is_count_list(shape):
+        raise _not_safetensors(f"tensor {name!r} has no valid dtype and shape")
+    if not _is_count_list(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
+        raise _not_safetensors(f"tensor {name!r} has no valid data_offsets")
+    if dtype in _WITHOUT_NUMPY_DTYPE:
+        raise InvalidContent(
+            f"tensor {name!r} has dtype {dtype}, which this server cannot read; send F32, F64, "
+            "F16, BF16 or an integer type",
+            tensor=name,
+            dtype=dtype,
+        )
+    if dtype != _BFLOAT16 and dtype not in _NUMPY_OF_SAFETENSORS:
+        raise _not_safetensors(f"tensor {name!r} has an unknown dtype {dtype!r}")
+    itemsize = 2 if dtype == _BFLOAT16 else np.dtype(_NUMPY_OF_SAFETENSORS[dtype]).itemsize
+    begin, end = offsets
+    if math.prod(shape) * itemsize != end - begin:
+        raise _not_safetensors(f"tensor {name!r}: its shape and dtype do not fit its data_offsets")
+    return dtype, tuple(shape), begin, end
+
+
+def _is_count_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
+    )
+
+
+def _check_coverage(
+    entries: Mapping[str, tuple[str, tuple[int, ...], int, int]], size: int
+) -> None:
+    """The tensors' data must tile the data section exactly: no gaps, overlaps or leftovers."""
+    position = 0
+    for _, _, begin, end in sorted(entries.values(), key=lambda entry: (entry[2], entry[3])):
+        if begin != position:
+            raise _not_safetensors("its tensors' data overlap or leave gaps")
+        position = end
+    if position != size:
+        raise _not_safetensors(f"its tensors' data cover {position} of {size} bytes")
+
+
+def _tensor_view(
+    view: memoryview,
+    data_start: int,
+    name: str,
+    dtype: str,
+    shape: tuple[int, ...],
+    begin: int,
+    end: int,
+) -> np.ndarray:
+    """The tensor as a view of the body (a copy only for BF16 and for misaligned data)."""
+    buffer = view[data_start + begin : data_start + end]
+    if dtype == _BFLOAT16:
+        bits = np.frombuffer(buffer, dtype="<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(shape)
+    array = np.frombuffer(buffer, dtype=_NUMPY_OF_SAFETENSORS[dtype]).reshape(shape)
+    if not array.flags.aligned:
+        array = array.copy()
+    return array
+
+
+def _not_safetensors(reason: str) -> MalformedBody:
+    return MalformedBody(f"the body is not a valid safetensors file: {reason}")
 
 
 def tensors_to_safetensors(
     arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> bytes:
-    """A safetensors file of `arrays` (0-d arrays included) with string `metadata`."""
-    # np.require, not np.ascontiguousarray, which turns 0-d arrays into 1-d ones.
-    contiguous = {name: np.require(array, requirements="C") for name, array in arrays.items()}
-    return safetensors.numpy.save(contiguous, metadata=dict(metadata) if metadata else None)
+    """A safetensors file of `arrays` (0-d arrays included) with string `metadata`.
+
+    The data is written in the arrays' order after a header padded to 8 bytes (as the
+    `safetensors` library writes it), with one copy of each array's bytes into the file.
+    """
+    header: dict[str, Any] = {}
+    if metadata:
+        header[_METADATA_KEY] = dict(metadata)
+    chunks = []
+    position = 0
+    for name, array in arrays.items():
+        dtype = _SAFETENSORS_OF_NUMPY.get(array.dtype.name)
+        if dtype is None:
+            raise ValueError(f"no safetensors dtype for {array.dtype.name} (tensor {name!r})")
+        little_endian = np.require(
+            array.astype(array.dtype.newbyteorder("<"), copy=False), None, "C"
+        )
+        chunk = little_endian.reshape(-1).view(np.uint8).data
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(array.shape),
+            "data_offsets": [position, position + chunk.nbytes],
+        }
+        position += chunk.nbytes
+        chunks.append(chunk)
+    encoded = orjson.dumps(header)
+    encoded += b" " * (-len(encoded) % _HEADER_ALIGNMENT)
+    return b"".join([len(encoded).to_bytes(_HEADER_LENGTH_BYTES, "little"), encoded, *chunks])

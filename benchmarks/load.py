@@ -1,14 +1,17 @@
-"""Load: N concurrent clients stepping a few sessions, for a fixed time, on two server processes.
+"""Load: N concurrent clients stepping a few sessions, for a fixed time, on server processes.
 
-Two `optaas serve` processes share a throw-away PostgreSQL database. Each client (an asyncio
-task with its own HTTP connection) steps one session — client c steps session c mod S, against
-server c mod 2 — as fast as answers come: Adam float32, JSON gradients, `?return=none`, an
-`Idempotency-Key` on every step (what a careful client sends; `--no-keys` leaves it out).
+`--servers` `optaas serve` processes (default 2) share a throw-away database (`--store`:
+PostgreSQL by default, SQLite, or `memory`, which is one process only). Each client (an
+asyncio task with its own HTTP connection) steps one session — client c steps session c mod S,
+against server c mod the number of servers — as fast as answers come: Adam float32, JSON
+gradients, `?return=none`, an `Idempotency-Key` on every step (what a careful client sends;
+`--no-keys` leaves it out).
 Measured: steps/s, latency percentiles, answers by status, transport errors, and the servers'
 resident memory (RSS) at the start, every `--sample` seconds, and at the end. Afterwards each
 session's step count is checked against the steps acknowledged for it.
 
     python benchmarks/load.py [--clients 16] [--sessions 4] [--duration 30] [--name load]
+                              [--store postgresql|sqlite|memory] [--servers 2]
 
 Prints a summary and writes benchmarks/results/<name>.{json,md}.
 """
@@ -34,8 +37,7 @@ import orjson
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.service_step import environment, percentile  # noqa: E402
-from tests.databases import create_postgres_database, drop_postgres_database  # noqa: E402
+from benchmarks.service_step import database_url, environment, percentile  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -160,26 +162,27 @@ def final_steps(server: LiveServer, sessions: list[dict[str, Any]]) -> list[int]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.store == "memory" and args.servers != 1:
+        raise SystemExit("the memory store is one server process: use --servers 1")
     with ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url = create_postgres_database()
-        stack.callback(drop_postgres_database, url)
+        url = database_url(stack, args.store, directory)
         servers = [
             stack.enter_context(LiveServer(url, directory / f"server-{number}.log"))
-            for number in range(2)
+            for number in range(args.servers)
         ]
         sessions = create_sessions(servers[0], args.sessions, args.size)
         rss_start = servers_rss(servers)
         tally, rss_samples, elapsed = asyncio.run(drive(servers, sessions, args))
         rss_end = servers_rss(servers)
-        steps = final_steps(servers[1], sessions)
+        steps = final_steps(servers[-1], sessions)
     ok = tally.statuses.get(200, 0)
     return {
         "clients": args.clients,
         "sessions": args.sessions,
         "parameters": args.size,
-        "servers": 2,
-        "database": "postgresql",
+        "servers": args.servers,
+        "database": args.store,
         "idempotency_keys": args.keys,
         "duration_s": round(elapsed, 1),
         "steps": ok,
@@ -200,15 +203,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any], context: dict[str, Any]) -> str:
     samples = result["server_rss_mib_samples"]
-    trend = ", ".join(f"{t}s: {a}/{b}" for t, a, b in samples[:: max(1, len(samples) // 12)])
+    trend = ", ".join(
+        f"{sample[0]}s: {'/'.join(map(str, sample[1:]))}"
+        for sample in samples[:: max(1, len(samples) // 12)]
+    )
     return "\n".join(
         [
             f"# Load: {result['clients']} clients, {result['sessions']} sessions, "
-            f"{result['duration_s']} s, 2 server processes, PostgreSQL",
+            f"{result['duration_s']} s, {result['servers']} server process(es), "
+            f"{result['database']}",
             "",
             f"{context['when']}, Python {context['python']}, {context['cpus']} CPUs, 1-minute "
-            f"load average {context['load_average_1min']} at the end. Clients, both servers and "
-            "PostgreSQL on the same machine. Adam float32, "
+            f"load average {context['load_average_1min']} at the end. Clients, servers and the "
+            "database on the same machine. Adam float32, "
             f"{result['parameters']:,} parameters, JSON, `?return=none`, "
             + ("an Idempotency-Key on every step." if result["idempotency_keys"] else "no keys."),
             "",
@@ -223,7 +230,7 @@ def markdown(result: dict[str, Any], context: dict[str, Any]) -> str:
             f"{result['transport_errors'] or 'none'}. Stored step counts equal the acknowledged "
             f"steps per session: {'yes' if result['steps_stored_equal_acknowledged'] else 'NO'}.",
             "",
-            f"Server RSS over time (MiB, server 1 / server 2): {trend or 'run too short'}.",
+            f"Server RSS over time (MiB, per server): {trend or 'run too short'}.",
             "",
         ]
     )
@@ -237,6 +244,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--name", default="load", help="results file name (without suffix)")
+    parser.add_argument("--store", choices=["postgresql", "sqlite", "memory"], default="postgresql")
+    parser.add_argument("--servers", type=int, default=2, help="server processes")
     parser.add_argument(
         "--no-keys", dest="keys", action="store_false", help="send no Idempotency-Key"
     )

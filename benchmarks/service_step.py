@@ -38,6 +38,7 @@ import orjson
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_safetensors  # noqa: E402
 from tests.databases import create_postgres_database, drop_postgres_database  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
@@ -51,19 +52,27 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 class Stepper:
-    """An Adam float32 session with `size` parameters on `server`, stepped with JSON bodies
-    prepared beforehand; `step` returns the latency (ms) the client saw, answer read whole."""
+    """An Adam float32 session with `size` parameters on `server`, stepped with bodies prepared
+    beforehand; `step` returns the latency (ms) the client saw, answer read whole.
 
-    def __init__(self, server: LiveServer, size: int) -> None:
+    `form` is the request's form (`json` or `safetensors`), `accept` the answer's; `variants`
+    gradients are prepared and sent in turn.
+    """
+
+    def __init__(
+        self,
+        server: LiveServer,
+        size: int,
+        *,
+        form: str = "json",
+        accept: str = "json",
+        variants: int = GRADIENT_VARIANTS,
+    ) -> None:
         rng = np.random.default_rng(size)
         params = rng.standard_normal(size).astype(np.float32)
-        self.bodies = [
-            orjson.dumps(
-                {"gradients": rng.standard_normal(size).astype(np.float32), "loss": 1.0},
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )
-            for _ in range(GRADIENT_VARIANTS)
-        ]
+        gradients = [rng.standard_normal(size).astype(np.float32) for _ in range(variants)]
+        self.bodies = [gradient_body(gradient, form) for gradient in gradients]
+        del gradients
         self.client = server.client()
         created = self.client.post(
             "/v1/sessions",
@@ -78,14 +87,15 @@ class Stepper:
         self.url = f"/v1/sessions/{session['id']}/step"
         self.headers = {
             "Authorization": f"Bearer {session['token']}",
-            "Content-Type": "application/json",
+            "Content-Type": MEDIA_TYPES[form],
+            "Accept": MEDIA_TYPES[accept],
         }
         self.response_bytes = 0
 
     def step(self, index: int) -> float:
         started = time.perf_counter()
         response = self.client.post(
-            self.url, content=self.bodies[index % GRADIENT_VARIANTS], headers=self.headers
+            self.url, content=self.bodies[index % len(self.bodies)], headers=self.headers
         )
         self.response_bytes = len(response.content)
         elapsed = time.perf_counter() - started
@@ -95,6 +105,16 @@ class Stepper:
 
     def close(self) -> None:
         self.client.close()
+
+
+MEDIA_TYPES = {"json": "application/json", "safetensors": SAFETENSORS_MEDIA_TYPE}
+
+
+def gradient_body(gradient: np.ndarray, form: str) -> bytes:
+    """A step's body: `{"gradients": […], "loss": 1.0}`, or a safetensors file of `params`."""
+    if form == "safetensors":
+        return tensors_to_safetensors({"params": gradient}, {"loss": "1.0"})
+    return orjson.dumps({"gradients": gradient, "loss": 1.0}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def summary_of(latencies: list[float]) -> dict[str, float]:
@@ -122,14 +142,23 @@ def measure(server: LiveServer, size: int, steps: int) -> dict[str, float]:
 
 
 def start_server(stack: ExitStack, backend: str, env: dict[str, str] | None = None) -> LiveServer:
-    """A server on a fresh database of `backend`, stopped (and the database dropped) by `stack`."""
+    """A server on a fresh database of `backend` (`memory`, `sqlite`, `postgresql`), stopped
+    (and the database dropped) by `stack`."""
     directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    return stack.enter_context(
+        LiveServer(database_url(stack, backend, directory), directory / "server.log", env=env)
+    )
+
+
+def database_url(stack: ExitStack, backend: str, directory: Path) -> str:
+    """A fresh database of `backend` (a PostgreSQL one is dropped by `stack`)."""
+    if backend == "memory":
+        return "memory://"
     if backend == "sqlite":
-        url = f"sqlite:///{directory / 'optaas.sqlite3'}"
-    else:
-        url = create_postgres_database()
-        stack.callback(drop_postgres_database, url)
-    return stack.enter_context(LiveServer(url, directory / "server.log", env=env))
+        return f"sqlite:///{directory / 'optaas.sqlite3'}"
+    url = create_postgres_database()
+    stack.callback(drop_postgres_database, url)
+    return url
 
 
 def run(backends: list[str], small_steps: int, large_steps: int) -> list[dict[str, object]]:

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from app.store.database import Database
-from app.tensors import tensors_to_safetensors
+from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_safetensors
 from tests.live_server import LiveServer
 from tests.support import bearer, create_session, database_snapshot, json_bytes
 
@@ -105,6 +106,29 @@ def create(**changes: Any) -> dict[str, Any]:
 
 CREATE = {"path": "/v1/sessions", "auth": "none", "api_key": API_KEY}
 
+W32, B32 = np.array(W, np.float32), np.array(B, np.float32)
+BINARY = {"content_type": SAFETENSORS_MEDIA_TYPE}
+BINARY_IN_AND_OUT = {**BINARY, "headers": {"Accept": SAFETENSORS_MEDIA_TYPE}}
+
+
+def file_of(tensors: dict[str, np.ndarray], **metadata: str) -> bytes:
+    """A valid safetensors file (written by the server's own writer)."""
+    return tensors_to_safetensors(tensors, metadata)
+
+
+def handmade_file(header: Any, data: bytes = b"", *, header_bytes: bytes | None = None) -> bytes:
+    """A safetensors file with any header at all: the 8-byte length, the header, the data."""
+    encoded = orjson.dumps(header) if header_bytes is None else header_bytes
+    return len(encoded).to_bytes(8, "little") + encoded + data
+
+
+def entry(dtype: str, shape: list[int], begin: int, end: int) -> dict[str, Any]:
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+
+
+B_BYTES = B32.tobytes()  # 12 bytes: the gradient of b, for handmade files
+GOOD_FILE_TENSORS = {"w": W32, "b": B32}
+
 CASES = {
     # -- 400: not JSON at all --------------------------------------------------------------
     "step-malformed-json": Bad(400, "malformed-body", raw=b'{"gradients": [1,'),
@@ -115,6 +139,88 @@ CASES = {
     "create-malformed-json": Bad(400, "malformed-body", raw=b"{params: 1}", **CREATE),
     "step-lone-surrogate": Bad(
         400, "malformed-body", raw=b'{"gradients": {"w": ' + json_bytes(W) + b', "b": "\\ud800"}}'
+    ),
+    # -- 400: bodies that are no safetensors file --------------------------------------------
+    "step-safetensors-garbage": Bad(400, "malformed-body", raw=b"not a safetensors file", **BINARY),
+    "step-safetensors-empty": Bad(400, "malformed-body", raw=b"", **BINARY),
+    "step-safetensors-truncated": Bad(
+        400, "malformed-body", raw=file_of(GOOD_FILE_TENSORS)[:-5], **BINARY
+    ),
+    "step-safetensors-header-past-the-end": Bad(
+        400, "malformed-body", raw=(10**6).to_bytes(8, "little") + b"{}", **BINARY
+    ),
+    "step-safetensors-header-not-utf8": Bad(
+        400, "malformed-body", raw=handmade_file(None, header_bytes=b'{"\xff": 1}'), **BINARY
+    ),
+    "step-safetensors-header-not-utf8-bytes": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file(None, header_bytes=b'{"__metadata__": {"loss": "\xff\xfe"}}'),
+        **BINARY,
+    ),
+    "step-safetensors-header-lone-surrogate": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file(
+            None,
+            B_BYTES,
+            header_bytes=b'{"\\ud800": ' + orjson.dumps(entry("F32", [3], 0, 12)) + b"}",
+        ),
+        **BINARY,
+    ),
+    "step-safetensors-header-an-array": Bad(
+        400, "malformed-body", raw=handmade_file([1, 2, 3]), **BINARY
+    ),
+    "step-safetensors-metadata-numbers": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file({"__metadata__": {"loss": 0.5}, "b": entry("F32", [3], 0, 12)}, B_BYTES),
+        **BINARY,
+    ),
+    "step-safetensors-metadata-a-list": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file({"__metadata__": ["loss"], "b": entry("F32", [3], 0, 12)}, B_BYTES),
+        **BINARY,
+    ),
+    "step-safetensors-overlapping-tensors": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file({"b": entry("F32", [3], 0, 12), "c": entry("F32", [1], 8, 12)}, B_BYTES),
+        **BINARY,
+    ),
+    "step-safetensors-bytes-left-over": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file({"b": entry("F32", [3], 0, 12)}, B_BYTES + b"\0" * 4),
+        **BINARY,
+    ),
+    "step-safetensors-shape-against-offsets": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file({"b": entry("F32", [4], 0, 12)}, B_BYTES),
+        **BINARY,
+    ),
+    "step-safetensors-unknown-dtype": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file({"b": entry("F33", [3], 0, 12)}, B_BYTES),
+        **BINARY,
+    ),
+    "step-safetensors-negative-shape": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file({"b": entry("F32", [-3], 0, 12)}, B_BYTES),
+        **BINARY,
+    ),
+    "step-safetensors-entry-with-more-keys": Bad(
+        400,
+        "malformed-body",
+        raw=handmade_file({"b": {**entry("F32", [3], 0, 12), "scale": 2}}, B_BYTES),
+        **BINARY,
+    ),
+    "step-safetensors-json-sent-as-safetensors": Bad(
+        400, "malformed-body", body=GOOD_STEP, **BINARY_IN_AND_OUT
     ),
     # -- 400: headers that cannot be read --------------------------------------------------
     "step-idempotency-key-too-long": Bad(
@@ -232,7 +338,23 @@ CASES = {
     "create-body-over-the-limit": Bad(
         413, "payload-too-large", raw=b'{"params": [' + b"0," * BODY_LIMIT + b"0]}", **CREATE
     ),
+    "step-safetensors-over-the-limit": Bad(
+        413,
+        "payload-too-large",
+        raw=file_of({"w": np.zeros(BODY_LIMIT // 4, np.float32)}),
+        **BINARY,
+    ),
     # -- 415 ---------------------------------------------------------------------------------
+    "step-octet-stream": Bad(
+        415,
+        "unsupported-media-type",
+        raw=file_of(GOOD_FILE_TENSORS),
+        content_type="application/octet-stream",
+        extras={"supported": ["application/json", SAFETENSORS_MEDIA_TYPE]},
+    ),
+    "create-safetensors": Bad(
+        415, "unsupported-media-type", raw=file_of({"params": B32}), **BINARY, **CREATE
+    ),
     "step-text-plain": Bad(
         415, "unsupported-media-type", body=GOOD_STEP, content_type="text/plain"
     ),
@@ -353,6 +475,107 @@ CASES = {
         body=GOOD_STEP,
         path="/v1/sessions/{named}/step?return=none",
         headers={"Idempotency-Key": FIRST_STEP_KEY},
+    ),
+    # -- 422: safetensors gradients that do not fit ---------------------------------------
+    "step-safetensors-wrong-shape": Bad(
+        422,
+        "gradient-mismatch",
+        raw=file_of({"w": W32.T.copy(), "b": B32}),
+        extras={"tensor": "w", "expected_shape": [2, 3], "got_shape": [3, 2]},
+        **BINARY_IN_AND_OUT,
+    ),
+    "step-safetensors-missing-tensor": Bad(
+        422,
+        "gradient-mismatch",
+        raw=file_of({"w": W32}),
+        extras={"tensor": "b", "expected_shape": [3], "got_shape": None},
+        **BINARY,
+    ),
+    "step-safetensors-unknown-tensor": Bad(
+        422,
+        "gradient-mismatch",
+        raw=file_of({**GOOD_FILE_TENSORS, "c": np.ones(1, np.float32)}),
+        extras={"tensor": "c", "expected_shape": None, "got_shape": [1]},
+        **BINARY,
+    ),
+    "step-safetensors-single-session-tensor-not-named-params": Bad(
+        422,
+        "gradient-mismatch",
+        raw=file_of({"w": np.ones((2, 2))}),
+        path="/v1/sessions/{single}/step",
+        auth="single",
+        extras={"tensor": "w", "expected_shape": None, "got_shape": [2, 2]},
+        **BINARY,
+    ),
+    "step-safetensors-no-tensors": Bad(
+        422, "invalid-content", raw=file_of({}, loss="0.5"), extras={"field": "gradients"}, **BINARY
+    ),
+    "step-safetensors-bool-gradient": Bad(
+        422,
+        "invalid-content",
+        raw=file_of({"w": W32, "b": np.array([True, False, True])}),
+        extras={"tensor": "b"},
+        **BINARY,
+    ),
+    "step-safetensors-fp8-gradient": Bad(
+        422,
+        "invalid-content",
+        raw=handmade_file({"b": entry("F8_E4M3", [3], 0, 3)}, b"\x01\x02\x03"),
+        extras={"tensor": "b", "dtype": "F8_E4M3"},
+        **BINARY,
+    ),
+    "step-safetensors-nan-gradient": Bad(
+        422,
+        "non-finite-gradient",
+        raw=file_of({"w": W32, "b": np.array([0.1, np.nan, 0.3], np.float32)}),
+        extras={"tensor": "b"},
+        **BINARY_IN_AND_OUT,
+    ),
+    "step-safetensors-float64-beyond-float32": Bad(
+        422,
+        "non-finite-gradient",
+        raw=file_of({"w": W32, "b": np.array([0.1, 1e39, 0.3])}),
+        extras={"tensor": "b"},
+        **BINARY,
+    ),
+    "step-safetensors-loss-not-json": Bad(
+        422,
+        "invalid-content",
+        raw=file_of(GOOD_FILE_TENSORS, loss="zero point five"),
+        extras={"field": "__metadata__.loss"},
+        **BINARY,
+    ),
+    "step-safetensors-loss-a-json-string": Bad(
+        422,
+        "validation-error",
+        raw=file_of(GOOD_FILE_TENSORS, loss='"0.5"'),
+        error_locs=[["body", "__metadata__", "loss"]],
+        **BINARY,
+    ),
+    "step-safetensors-partial-not-a-bool": Bad(
+        422,
+        "validation-error",
+        raw=file_of({"w": W32}, partial="1"),
+        error_locs=[["body", "__metadata__", "partial"]],
+        **BINARY,
+    ),
+    "step-safetensors-idempotency-key-of-a-json-step": Bad(
+        422,
+        "idempotency-key-reused",
+        raw=file_of(GOOD_FILE_TENSORS),
+        headers={"Idempotency-Key": FIRST_STEP_KEY},
+        **BINARY,
+    ),
+    "step-safetensors-wrong-token": Bad(
+        404, "session-not-found", raw=file_of(GOOD_FILE_TENSORS), auth="wrong", **BINARY_IN_AND_OUT
+    ),
+    "params-safetensors-no-token": Bad(
+        401,
+        "token-missing",
+        method="GET",
+        path="/v1/sessions/{named}/params",
+        auth="none",
+        headers={"Accept": SAFETENSORS_MEDIA_TYPE},
     ),
     # -- 422: the envelope ------------------------------------------------------------------
     "step-body-is-an-array": Bad(422, "validation-error", body=[1, 2], error_locs=[["body"]]),

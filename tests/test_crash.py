@@ -4,7 +4,9 @@ Adagrad over one-hot gradients makes every applied gradient visible twice over: 
 1 to the `sum` slot at k and moves θ at k (to −lr/(1 + eps), the same for every k). So the set
 of applied gradients can be read off θ and off the optimizer state separately — read through
 the store layer, as stored — and both must agree with each other, with the step count t, with
-the per-tensor `step` slot, and must hold every acknowledged gradient.
+the per-tensor `step` slot, and must hold every acknowledged gradient. Run with every step
+rewriting θ and state, and with every step only logged (then the store layer rebuilds them by
+replaying the log: the kill leaves dozens of logged steps and no working set).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import uuid
 
 import httpx
 import numpy as np
+import pytest
 
 from app.store.database import Database
 from app.store.repository import SessionRepository
@@ -36,8 +39,11 @@ def stored_state(database_url: str, session_id: str):
         database.dispose()
 
 
-def test_kill_9_mid_run_keeps_exactly_the_committed_steps(start_server, database_url):
-    server = start_server(database_url)
+@pytest.mark.parametrize("checkpoint_every", ["1", "100000"], ids=["rewrite", "log"])
+def test_kill_9_mid_run_keeps_exactly_the_committed_steps(
+    start_server, database_url, checkpoint_every
+):
+    server = start_server(database_url, env={"OPTAAS_CHECKPOINT_EVERY": checkpoint_every})
     with server.client() as client:
         session = create_session(
             client,

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+SAFETENSORS = "application/vnd.safetensors"
+
 
 @pytest.fixture(scope="module")
 def document(module_server) -> dict[str, Any]:
@@ -157,12 +159,36 @@ def test_every_answer_has_an_example_and_every_error_is_a_problem(document):
                 continue
             assert response["content"], (name, status)
             for media_type, content in response["content"].items():
-                if media_type == "application/vnd.safetensors":  # a file: no example to show
-                    assert content["schema"] == {"type": "string", "format": "binary"}, name
+                if media_type == SAFETENSORS:  # bytes: the schema says what the file holds
+                    assert content["schema"]["format"] == "binary", (name, status)
+                    assert content["schema"]["description"], (name, status)
                     continue
-                assert "example" in content, (name, status, media_type)
+                assert "example" in content, (name, status)
                 if media_type == "application/json":
                     model_of(content["schema"]).model_validate(content["example"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "binary_answer", "binary_request"),
+    [
+        ("post", "/v1/sessions/{session_id}/step", True, True),
+        ("get", "/v1/sessions/{session_id}/params", True, False),
+        ("get", "/v1/sessions/{session_id}/state", True, False),
+        ("post", "/v1/sessions/import", False, True),
+    ],
+)
+def test_binary_forms_are_documented(document, method, path, binary_answer, binary_request):
+    operation = document["paths"][path][method]
+    if binary_answer:
+        answer = operation["responses"]["200"]["content"]
+        assert set(answer) == {"application/json", SAFETENSORS}
+        description = answer[SAFETENSORS]["schema"]["description"]
+        assert "Accept: application/vnd.safetensors" in description
+    if binary_request:
+        body = operation["requestBody"]
+        assert body["content"][SAFETENSORS]["schema"] == {"type": "string", "format": "binary"}
+        assert "__metadata__" in body["description"]
+        assert "415" in operation["responses"]
 
 
 def test_problem_examples_fit_each_operation(document):

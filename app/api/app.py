@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from app.api import health, history, observability, schedules, sessions
 from app.api.bodies import BodyLimitMiddleware
@@ -20,11 +23,25 @@ from app.api.pages import install_pages
 from app.config import Settings
 from app.store.database import Database
 
+logger = logging.getLogger(__name__)
+
 DESCRIPTION = """\
 Optimisation as a service: the optimizer of a training run — parameters θ, σ-accumulators,
 momentum, step count and learning-rate schedule — kept in a database. Clients post gradients
 and get the updated parameters back: `θ_{t+1} = θ_t − (η_t / (σ_t + eps)) · m_t`.
 """
+
+
+async def checkpoint_logged_sessions(database: Database) -> None:
+    """At a clean stop, write out the step logs this process holds (see `Database`); a failure
+    is logged, not fatal: the logs stay valid, they are replayed by the next reader."""
+    try:
+        written = await run_in_threadpool(database.checkpoint_logged_sessions)
+    except SQLAlchemyError as error:
+        logger.warning("step logs not checkpointed at stop: %s", str(error).splitlines()[0])
+        return
+    if written:
+        logger.info("checkpointed %d session(s) with logged steps", written)
 
 
 def operation_id(route: APIRoute) -> str:
@@ -39,7 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.database = Database(
-            settings.database_url, lock_timeout_seconds=settings.lock_timeout_seconds
+            settings.database_url,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+            cache_max_bytes=settings.cache_max_bytes,
+            checkpoint_every=settings.checkpoint_every,
         )
         pruning = asyncio.create_task(prune_periodically(app.state.database, settings))
         try:
@@ -48,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruning
+            await checkpoint_logged_sessions(app.state.database)
             app.state.database.dispose()
 
     app = FastAPI(

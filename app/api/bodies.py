@@ -1,26 +1,38 @@
-"""Request bodies: the size limit, the content type, and JSON parsed off the event loop.
+"""Request bodies: the size limit, the content type, and parsing off the event loop.
 
-Bodies are read as bytes and parsed by orjson in the thread pool, then validated by pydantic
-with tensors left as plain lists (`app.tensors` turns them into numpy): no per-element validation
-of big arrays, and no JSON parsing on the event loop.
+A body is read once into a `bytearray` (`read_body`: every dependency gets the same buffer, and
+safetensors tensors can be used in place, as writable views of it). It is parsed in the thread
+pool, then validated by pydantic with tensors left alone (`app.tensors` casts them to the
+session's dtype): no per-element validation of big arrays, and no parsing on the event loop.
+
+JSON: large bodies with tensors are parsed by simdjson, whose arrays of numbers go straight to
+numpy (`as_buffer`), without a Python float per element; anything that path does not take as
+it is (non-finite literals, ragged or boolean arrays, strings among numbers, …) is parsed again
+the standard way, so both paths accept and refuse the same documents. Safetensors: the file's
+tensors fill the model's tensor field, and its `__metadata__` the other fields, each value
+read as JSON text (`"loss": "0.42"`, `"partial": "true"`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
+import simdjson
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import optaas_problem, validation_problem
-from app.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
-from app.tensors import SAFETENSORS_MEDIA_TYPE
+from app.errors import InvalidContent, MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from app.tensors import SAFETENSORS_MEDIA_TYPE, NamedTensors, tensors_from_safetensors
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -85,11 +97,36 @@ def media_type_of(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+_BODY_STATE = "optaas_body"
+
+
+async def read_body(request: Request) -> bytearray:
+    """The request's whole body, read once (later calls get the same buffer).
+
+    A `bytearray`, filled in place when the length is declared: one buffer of the body's size,
+    whose tensors a safetensors file can lend as writable arrays (the core then uses them as
+    scratch: anything that needs the body as sent must read it before the step runs).
+    """
+    body = getattr(request.state, _BODY_STATE, None)
+    if body is not None:
+        return body
+    declared = request.headers.get("content-length", "")
+    body = bytearray(int(declared)) if declared.isdigit() else bytearray()
+    filled = 0
+    async for chunk in request.stream():
+        end = filled + len(chunk)
+        body[filled:end] = chunk
+        filled = end
+    del body[filled:]
+    setattr(request.state, _BODY_STATE, body)
+    return body
+
+
 @dataclass(frozen=True)
 class TensorBody:
     """The raw body of a request that may carry tensors as JSON or as a safetensors file."""
 
-    data: bytes
+    data: bytes | bytearray
     binary: bool
     """True for `application/vnd.safetensors`, False for JSON."""
 
@@ -104,7 +141,7 @@ async def tensor_body(request: Request) -> TensorBody:
             f"not {content_type}",
             supported=[JSON_MEDIA_TYPE, SAFETENSORS_MEDIA_TYPE],
         )
-    return TensorBody(await request.body(), binary)
+    return TensorBody(await read_body(request), binary)
 
 
 def prefers_safetensors(accept: str | None) -> bool:
@@ -144,7 +181,7 @@ def _q_parameter(parameters: list[str]) -> float:
     return 1.0
 
 
-async def json_body(request: Request) -> bytes:
+async def json_body(request: Request) -> bytearray:
     """The raw body of a JSON request (415 for any other content type)."""
     content_type = request.headers.get("content-type")
     if not is_json_media_type(content_type):
@@ -152,11 +189,15 @@ async def json_body(request: Request) -> bytes:
             f"this endpoint takes {JSON_MEDIA_TYPE}, not {content_type}",
             supported=[JSON_MEDIA_TYPE],
         )
-    return await request.body()
+    return await read_body(request)
 
 
-def load_json(body: bytes) -> Any:
+def load_json(body: bytes | bytearray, *, tensors: Collection[str] = ()) -> Any:
     """The JSON document in `body` (400 if there is none).
+
+    With `tensors` (top-level fields that hold tensors), a large body's tensors may come back
+    as numpy float64 arrays rather than nested lists (`_load_with_numpy_tensors`); their values
+    and shapes are the ones the lists would give.
 
     Strict JSON (orjson) first. What orjson refuses is tried once more with the standard
     library, which also reads the non-finite literals that Python's `json.dumps` writes (`NaN`,
@@ -165,6 +206,10 @@ def load_json(body: bytes) -> Any:
     surrogate escape (`\\ud800`) are left to orjson's verdict: the standard library would let a
     lone surrogate through, which no database can store.
     """
+    if tensors and len(body) >= NUMPY_TENSORS_MIN_BYTES:
+        document = _load_with_numpy_tensors(body, tensors)
+        if document is not None:
+            return document
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -183,9 +228,46 @@ def _int_as_orjson_reads_it(text: str) -> int | float:
     return value if -(2**63) <= value < 2**64 else float(text)
 
 
-def parse_json(body: bytes, model: type[Model]) -> Model:
-    """Blocking: parse `body` with orjson and validate it as `model` (400 / 422 on failure)."""
-    return validate(load_json(body), model, prefix=("body",))
+def parse_json(
+    body: bytes | bytearray, model: type[Model], *, tensors: Collection[str] = ()
+) -> Model:
+    """Blocking: parse `body` as JSON and validate it as `model` (400 / 422 on failure).
+
+    `tensors` names the model's tensor fields (read straight into numpy when the body is big).
+    """
+    return validate(load_json(body, tensors=tensors), model, prefix=("body",))
+
+
+def parse_tensor_body(body: TensorBody, model: type[Model], tensors: str) -> Model:
+    """Blocking: `body` as `model`, from JSON or from a safetensors file.
+
+    A file's tensors (by name, `NamedTensors`) are the model's field `tensors`; its
+    `__metadata__` may give the model's other fields, each as JSON text (`"0.42"`, `"true"`,
+    `NaN` too, as in JSON bodies). Other metadata keys are ignored: tools write their own
+    (`"format": "pt"`).
+    """
+    if not body.binary:
+        return parse_json(body.data, model, tensors=(tensors,))
+    arrays, metadata = tensors_from_safetensors(body.data)
+    document: dict[str, Any] = {tensors: NamedTensors(arrays)}
+    document.update(_metadata_fields(metadata, set(model.model_fields) - {tensors}))
+    return validate(document, model, prefix=("body", "__metadata__"))
+
+
+def _metadata_fields(metadata: Mapping[str, str], fields: Collection[str]) -> dict[str, Any]:
+    values = {}
+    for name in fields:
+        if name not in metadata:
+            continue
+        try:
+            values[name] = load_json(metadata[name].encode("utf-8", "surrogateescape"))
+        except MalformedBody:
+            raise InvalidContent(
+                f"__metadata__ {name!r} must hold a JSON value (e.g. 0.42, true), "
+                f"not {metadata[name][:40]!r}",
+                field=f"__metadata__.{name}",
+            ) from None
+    return values
 
 
 def validate(document: Any, model: type[Model], *, prefix: tuple[str, ...]) -> Model:
@@ -194,3 +276,128 @@ def validate(document: Any, model: type[Model], *, prefix: tuple[str, ...]) -> M
         return model.model_validate(document)
     except ValidationError as error:
         raise validation_problem(list(error.errors()), prefix=prefix) from None
+
+
+# -- JSON tensors straight to numpy ----------------------------------------------------------
+
+NUMPY_TENSORS_MIN_BYTES = 64 * 1024
+"""Smaller bodies are parsed the standard way (lists are cheap there)."""
+_MAX_ARRAYS_PER_ELEMENT = 1 / 8
+"""Tensors with more nested arrays than this per element (shape (10⁶, 1), …) are read as lists:
+their regularity check would cost more than the lists."""
+_MAX_FAST_DIMENSIONS = 32
+
+
+class _NotFast(Exception):  # noqa: N818 (not an error: the document takes the standard path)
+    """The document is not one the numpy path takes exactly as the lists path would."""
+
+
+def _load_with_numpy_tensors(
+    body: bytes | bytearray, tensors: Collection[str]
+) -> dict[str, Any] | None:
+    """The document with its `tensors` fields as numpy float64 arrays, or None to say "parse it
+    the standard way".
+
+    simdjson parses; each tensor's numbers are copied out as float64 in one call
+    (`as_buffer`, which raises on anything but numbers). Its shape is read along the first
+    elements, and it is taken only if it is regular: every nested array has its level's length
+    (each is visited), and the body holds no `[` beyond the arrays accounted for — so there is
+    no nested array where a number should be, nor a `[` inside a string anywhere.
+    """
+    try:
+        parsed = simdjson.Parser().parse(body)
+        if not isinstance(parsed, simdjson.Object):
+            return None
+        document: dict[str, Any] = {}
+        arrays = 0
+        for key, value in _members(parsed):
+            if key in tensors:
+                document[key], counted = _tensors_value(value)
+            else:
+                document[key] = _plain(value)
+                counted = _count_lists(document[key])
+            arrays += counted
+    except (_NotFast, ValueError, TypeError, KeyError, IndexError, OverflowError, RuntimeError):
+        return None
+    if body.count(b"[") != arrays:
+        return None
+    return document
+
+
+def _tensors_value(value: Any) -> tuple[Any, int]:
+    """A tensor field's value (one tensor or an object of them) and its number of arrays."""
+    if isinstance(value, simdjson.Object):
+        named, arrays = {}, 0
+        for name, item in _members(value):
+            named[name], counted = _tensor(item)
+            arrays += counted
+        return named, arrays
+    return _tensor(value)
+
+
+def _members(value: Any) -> list[tuple[str, Any]]:
+    """An object's members, values left as simdjson's proxies (`items()` would turn them into
+    lists). A key given twice is left to the standard path (orjson keeps the last value)."""
+    keys = list(value.keys())
+    if len(set(keys)) != len(keys):
+        raise _NotFast()
+    return [(key, value[key]) for key in keys]
+
+
+def _tensor(value: Any) -> tuple[Any, int]:
+    if not isinstance(value, simdjson.Array):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _NotFast()
+        return value, 0
+    shape = _leading_shape(value)
+    flat = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
+    if flat.size != math.prod(shape):
+        raise _NotFast()
+    return flat.reshape(shape), _check_regular(value, shape)
+
+
+def _leading_shape(array: Any) -> tuple[int, ...]:
+    shape = []
+    node = array
+    while isinstance(node, simdjson.Array):
+        shape.append(len(node))
+        if len(shape) > _MAX_FAST_DIMENSIONS:
+            raise _NotFast()
+        if not shape[-1]:
+            break
+        node = node[0]
+    return tuple(shape)
+
+
+def _check_regular(array: Any, shape: tuple[int, ...]) -> int:
+    """Visit every nested array above the numbers; each must have its level's length. Returns
+    how many arrays the tensor has (1 + d1 + d1·d2 + … + d1⋯d(k−1))."""
+    nested = sum(math.prod(shape[:depth]) for depth in range(1, len(shape)))
+    if nested > max(64, math.prod(shape) * _MAX_ARRAYS_PER_ELEMENT):
+        raise _NotFast()
+    level = [array]
+    for length in shape[1:]:
+        below = []
+        for node in level:
+            for child in node:
+                if not isinstance(child, simdjson.Array) or len(child) != length:
+                    raise _NotFast()
+                below.append(child)
+        level = below
+    return 1 + nested
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
+
+
+def _count_lists(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + sum(_count_lists(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_count_lists(item) for item in value.values())
+    return 0

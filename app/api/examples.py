@@ -22,6 +22,7 @@ from app.errors import (
     UnsupportedMediaType,
     WaitTimedOut,
 )
+from app.tensors import SAFETENSORS_MEDIA_TYPE
 
 SESSION_ID = "262f9dfc-5a37-4d26-9a35-c1b7a0c3f1de"
 TIMESTAMP = "2026-11-25T09:30:00.123456Z"
@@ -374,6 +375,8 @@ def add_examples(document: dict[str, Any]) -> None:
                 for media_type, content in response.get("content", {}).items():
                     if media_type == "application/problem+json":
                         content.setdefault("example", problem_example(int(status), operation_id))
+                    elif media_type == SAFETENSORS_MEDIA_TYPE:
+                        continue  # bytes: the schema's description says what the file holds
                     elif media_type == "application/json" and int(status) in RESPONSES.get(
                         operation_id, {}
                     ):

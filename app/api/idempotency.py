@@ -29,6 +29,7 @@ which the database must not hold in the clear.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -47,6 +48,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from app.api.bodies import read_body
 from app.api.deps import SettingsDep
 from app.config import Settings
 from app.errors import IdempotencyKeyExpired, IdempotencyKeyReused, InvalidHeader
@@ -96,7 +98,11 @@ class RequestIdentity:
     query: str
     content_type: str
     accept: str
-    body: bytes
+    body: bytes | bytearray
+
+    @functools.cached_property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint()
 
     def fingerprint(self) -> str:
         """Hex SHA-256 over the parts, each prefixed by its length (so no two splits collide)."""
@@ -151,7 +157,7 @@ class IdempotencyKeeper:
             scope=self._scope,
             key_hash=self.key_hash,
             session_id=self._session_id,
-            fingerprint=self.request.fingerprint(),
+            fingerprint=self.request.fingerprint_hex,
             status=answer.status,
             headers={name: answer.headers[name] for name in KEPT_HEADERS if name in answer.headers},
             body=self._seal(self._scope, answer.body),
@@ -164,7 +170,7 @@ class IdempotencyKeeper:
 
     def _answer_repeat(self, existing: IdempotencyRecord) -> NoReturn:
         """A repeat of the request `existing` records: replay it, or refuse with a 422."""
-        if existing.fingerprint != self.request.fingerprint():
+        if existing.fingerprint != self.request.fingerprint_hex:
             raise IdempotencyKeyReused(
                 f"this {HEADER} was used before for a different request (another body, path, "
                 "query or media type); use a new key for a new request"
@@ -204,9 +210,9 @@ def creation_scope(endpoint: str, api_key: str | None) -> str:
     return f"{endpoint}/{owner}"
 
 
-async def raw_body(request: Request) -> bytes:
+async def raw_body(request: Request) -> bytearray:
     """The body as sent, whatever its type (the endpoint's own dependency judges the type)."""
-    return await request.body()
+    return await read_body(request)
 
 
 async def idempotency_keeper(
@@ -229,6 +235,7 @@ async def idempotency_keeper(
         accept=request.headers.get("accept", ""),
         body=body,
     )
+    identity.fingerprint_hex  # noqa: B018  (now: a step may use the body's tensors as scratch)
     return IdempotencyKeeper(key, identity, timedelta(seconds=settings.idempotency_ttl_seconds))
 
 

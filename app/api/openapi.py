@@ -40,10 +40,9 @@ DOCUMENTED_MODELS: list[type[BaseModel]] = [
     SchedulePreviewRequest,
     Problem,
 ]
-_BINARY_SCHEMA = {"type": "string", "format": "binary"}
 
 _PROBLEM_DESCRIPTIONS = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON (or not a valid safetensors file).",
     401: "No bearer token (or, for creation, no valid API key).",
     404: "No such session, or not with this token.",
     408: (
@@ -52,7 +51,7 @@ _PROBLEM_DESCRIPTIONS = {
     ),
     412: "`If-Match` lists no tag the session has: nothing applied (`current_step` says where).",
     413: "The body is over the server's limit.",
-    415: "The body is not JSON (or, where a safetensors file is taken, not that either).",
+    415: "The body is not of a media type this operation takes.",
     422: "The content is invalid; the problem says where (`errors`, `field`, `tensor`, …).",
     503: (
         "The database cannot be reached, or the session stayed locked past the server's lock "
@@ -103,10 +102,50 @@ _HEADERS: dict[str, dict[str, Any]] = {
 }
 
 
-def session_headers(status: int, *, location: bool = False) -> dict[int | str, dict[str, Any]]:
-    """The `responses` entry documenting the headers of an answer that shows a session."""
+BINARY_SCHEMA: dict[str, Any] = {"type": "string", "format": "binary"}
+
+STEP_FILE = (
+    "the gradients by tensor name (the single form's tensor is `params`), in any number type "
+    "(F32, F64, F16, BF16 or an integer type; cast to the session's dtype); `__metadata__` may "
+    'give `loss` and `partial` as JSON text (`"loss": "0.42"`, `"partial": "true"`); other '
+    "metadata keys are ignored."
+)
+STEP_ANSWER_FILE = (
+    "With `Accept: application/vnd.safetensors`: θ after the step as a safetensors file, by "
+    "tensor name (the single form's tensor is `params`), in the session's dtype; its "
+    "`__metadata__` holds `step`, `lr`, `grad_norm`, `update_norm` and `skipped` as JSON text "
+    '(`"step": "12"`, `"lr": "0.001"`, `"skipped": "false"`, `null` for a number that is not '
+    "finite). With `?return=none` the file holds no tensors."
+)
+STATE_ANSWER_FILE = (
+    "With `Accept: application/vnd.safetensors`: the export as a safetensors file: θ as "
+    "`param/<tensor>`, every state slot as `<slot>/<tensor>` (`step/<tensor>` a 0-d int64), "
+    "and in its `__metadata__` the format, config, step, schedule state, name, dtype, layout, "
+    "tensor order and last loss (JSON text)."
+)
+IMPORT_FILE = (
+    "an export as `GET …/state` answers it with `Accept: application/vnd.safetensors` "
+    "(`param/<tensor>` and `<slot>/<tensor>` arrays, the rest in `__metadata__`)."
+)
+PARAMS_ANSWER_FILE = (
+    "With `Accept: application/vnd.safetensors`: θ as a safetensors file, by tensor name (the "
+    "single form's tensor is `params`), in the session's dtype, with `step` in its "
+    "`__metadata__`."
+)
+
+
+def session_headers(
+    status: int, *, location: bool = False, binary: str | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses` entry documenting the headers of an answer that shows a session, and its
+    safetensors form (described by `binary`) if it has one beside JSON."""
     names = ["ETag", *(["Location"] if location else []), "Idempotent-Replayed"]
-    return {status: {"headers": {name: _HEADERS[name] for name in names}}}
+    entry: dict[str, Any] = {"headers": {name: _HEADERS[name] for name in names}}
+    if binary is not None:
+        entry["content"] = {
+            SAFETENSORS_MEDIA_TYPE: {"schema": {**BINARY_SCHEMA, "description": binary}}
+        }
+    return {status: entry}
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -134,15 +173,6 @@ def json_request(model: type[BaseModel], *headers: str, required: bool = True) -
     return _request(content, headers, required=required)
 
 
-def tensor_request(model: type[BaseModel], *headers: str) -> dict[str, Any]:
-    """As `json_request`, for a body that may also be a safetensors file."""
-    content = {
-        JSON_MEDIA_TYPE: {"schema": {"$ref": f"{COMPONENTS}{model.__name__}"}},
-        SAFETENSORS_MEDIA_TYPE: {"schema": _BINARY_SCHEMA},
-    }
-    return _request(content, headers, required=True)
-
-
 def _request(
     content: dict[str, Any], headers: tuple[str, ...], *, required: bool
 ) -> dict[str, Any]:
@@ -153,14 +183,6 @@ def _request(
             for name in headers
         ],
     }
-
-
-def tensor_response(status: int) -> dict[int | str, dict[str, Any]]:
-    """An answer showing a session whose body is JSON, or a safetensors file on `Accept`."""
-    entry = session_headers(status)
-    entry[status]["content"] = {SAFETENSORS_MEDIA_TYPE: {"schema": _BINARY_SCHEMA}}
-    entry[status]["headers"].pop("Idempotent-Replayed")
-    return entry
 
 
 def accepted_step_response() -> dict[int | str, dict[str, Any]]:
@@ -187,6 +209,18 @@ def accepted_step_response() -> dict[int | str, dict[str, Any]]:
             },
         }
     }
+
+
+def tensor_request(model: type[BaseModel], file_description: str, *headers: str) -> dict[str, Any]:
+    """As `json_request`, with the body's binary form too: a safetensors file, described."""
+    extra = json_request(model, *headers)
+    body = extra["requestBody"]
+    body["content"][SAFETENSORS_MEDIA_TYPE] = {"schema": BINARY_SCHEMA}
+    body["description"] = (
+        f"JSON (`{JSON_MEDIA_TYPE}`) or, for large models, a safetensors file "
+        f"(`{SAFETENSORS_MEDIA_TYPE}`): {file_description}"
+    )
+    return extra
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import exports, service
-from app.api.bodies import JSON_MEDIA_TYPE, TensorBody, parse_json, validate
+from app.api.bodies import JSON_MEDIA_TYPE, TensorBody, parse_json, parse_tensor_body, validate
 from app.api.conditions import IfMatchDep, etag
 from app.api.deps import (
     ApiKeyDep,
@@ -42,12 +42,16 @@ from app.api.idempotency import (
     session_scope,
 )
 from app.api.openapi import (
+    IMPORT_FILE,
+    PARAMS_ANSWER_FILE,
+    STATE_ANSWER_FILE,
+    STEP_ANSWER_FILE,
+    STEP_FILE,
     accepted_step_response,
     json_request,
     problems,
     session_headers,
     tensor_request,
-    tensor_response,
 )
 from app.config import Settings
 from app.errors import OptaasError, WaitTimedOut
@@ -68,7 +72,12 @@ from app.schemas import (
 )
 from app.store.database import Database
 from app.store.models import SessionRecord
-from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_from_safetensors
+from app.tensors import (
+    SAFETENSORS_MEDIA_TYPE,
+    tensors_by_name,
+    tensors_from_safetensors,
+    tensors_to_safetensors,
+)
 
 Result = TypeVar("Result", bound=BaseModel | SessionState | None)
 
@@ -111,12 +120,15 @@ async def run_use_case(
     *,
     write: bool,
     keeper: IdempotencyKeeper | None = None,
+    answer_in_transaction: bool = False,
 ) -> Response:
     """In the thread pool: run `use_case` in one transaction, commit, then answer.
 
     With an `Idempotency-Key` (`keeper`), the use case names the key's scope, and the answer is
     made inside the transaction and kept with the change it reports; a repeat of a request
-    that was applied gets the kept answer instead (see `app.api.idempotency`).
+    that was applied gets the kept answer instead (see `app.api.idempotency`). With
+    `answer_in_transaction` the answer is made before the commit too (when making it is quick,
+    as a safetensors file is: the result may then show arrays that the commit hands on).
     """
 
     def run() -> Response:
@@ -128,10 +140,11 @@ async def run_use_case(
                     if keeper is not None:  # a repeat that fails where its original did not
                         keeper.replay_if_kept(db)
                     raise
-                if keeper is not None:
-                    kept = answer(result)
-                    keeper.keep(db, kept)
-                    return kept.response()
+                if keeper is not None or answer_in_transaction:
+                    made = answer(result)
+                    if keeper is not None:
+                        keeper.keep(db, made)
+                    return made.response()
         except Replay as replay:
             return replay.answer.response(replayed=True)
         return answer(result).response()
@@ -163,7 +176,7 @@ async def create_session(
     def create(db: Session) -> CreatedSession:
         if keeper is not None:
             keeper.scope(creation_scope("create", api_key))
-        return service.create_session(db, parse_json(body, CreateSession))
+        return service.create_session(db, parse_json(body, CreateSession, tensors=("params",)))
 
     return await run_use_case(
         database,
@@ -211,9 +224,9 @@ async def delete_session(session_id: str, database: DatabaseDep, token: TokenDep
     "/{session_id}/step",
     response_model=StepResponse,
     summary="Apply one gradient",
-    openapi_extra=json_request(StepRequest, "Idempotency-Key", "If-Match"),
+    openapi_extra=tensor_request(StepRequest, STEP_FILE, "Idempotency-Key", "If-Match"),
     responses={
-        **session_headers(200),
+        **session_headers(200, binary=STEP_ANSWER_FILE),
         **accepted_step_response(),
         **problems(400, 401, 404, 412, 413, 415, 422, 503),
     },
@@ -223,10 +236,11 @@ async def step_session(
     session_id: str,
     database: DatabaseDep,
     token: TokenDep,
-    body: JsonBodyDep,
+    body: TensorBodyDep,
     keeper: IdempotencyDep,
     precondition: IfMatchDep,
     settings: SettingsDep,
+    binary_answer: SafetensorsAnswerDep,
     returns: Annotated[
         Literal["params", "none"],
         Query(alias="return", description="`none` leaves `params` out of the answer."),
@@ -242,8 +256,17 @@ async def step_session(
     With `accumulate` K > 1, the first K−1 gradients of a step answer 202 with how many are
     still `missing` (and `Location`: where to wait for the step); the K-th applies their mean
     and answers 200 as above.
+
+    Binary form: send the gradients as a safetensors file (`Content-Type:
+    application/vnd.safetensors`, tensors by name, `loss` and `partial` in `__metadata__`);
+    ask for `Accept: application/vnd.safetensors` to get θ back as one (`step`, `lr`,
+    `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
     """
     return_params = returns == "params"
+    # Made before the commit, a safetensors answer can show θ as it is, where the next step
+    # would update it in place afterwards (a memory:// step's arrays are never updated again).
+    copies_saved = binary_answer and database.arrays.reuses_working_sets
+    in_transaction = keeper is not None or copies_saved
 
     def check(record: SessionRecord) -> None:  # with the session locked
         if keeper is not None:
@@ -252,7 +275,7 @@ async def step_session(
             precondition.require(record.step)
 
     def apply(db: Session) -> StepResponse | StepAccepted:
-        step_request = parse_json(body, StepRequest)
+        step_request = parse_tensor_body(body, StepRequest, "gradients")
         return service.step(
             db,
             session_id,
@@ -261,14 +284,19 @@ async def step_session(
             return_params=return_params,
             guard=check,
             history_max_records=settings.history_max_records,
+            answer_after_commit=not in_transaction,
         )
 
     def answer(result: StepResponse | StepAccepted) -> Answer:
         if isinstance(result, StepAccepted):
             return accepted_answer(request, session_id, result)
+        if binary_answer:
+            return safetensors_answer(result.params, result.step, step_metadata(result))
         return session_answer(result, result.step, exclude=None if return_params else {"params"})
 
-    return await run_use_case(database, apply, answer, write=True, keeper=keeper)
+    return await run_use_case(
+        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=copies_saved
+    )
 
 
 def accepted_answer(request: Request, session_id: str, accepted: StepAccepted) -> Answer:
@@ -282,13 +310,17 @@ def accepted_answer(request: Request, session_id: str, accepted: StepAccepted) -
     "/{session_id}/params",
     response_model=ParamsResponse,
     summary="Read the parameters",
-    responses={**session_headers(200), **problems(401, 404, 408, 422, 503)},
+    responses={
+        **session_headers(200, binary=PARAMS_ANSWER_FILE),
+        **problems(401, 404, 408, 422, 503),
+    },
 )
 async def get_params(
     session_id: str,
     database: DatabaseDep,
     token: TokenDep,
     settings: SettingsDep,
+    binary_answer: SafetensorsAnswerDep,
     wait_for_step: Annotated[
         int | None,
         Query(
@@ -319,7 +351,16 @@ async def get_params(
     says at which step the session is (and, while gradients are being accumulated, how many
     are still missing). Waiting holds no database connection: the session's step is read ten
     times a second, so it works across server processes.
+
+    With `Accept: application/vnd.safetensors`: a safetensors file of θ_t by tensor name (the
+    single form's tensor is `params`), `step` in its `__metadata__`.
     """
+
+    def answer(params: ParamsResponse) -> Answer:
+        if binary_answer:
+            return safetensors_answer(params.params, params.step, {"step": str(params.step)})
+        return session_answer(params, params.step)
+
     if wait_for_step is not None:
         seconds = wait_seconds(timeout, settings)
         await wait_until_step(database, session_id, token, wait_for_step, seconds)
@@ -328,9 +369,25 @@ async def get_params(
     return await run_use_case(
         database,
         lambda db: service.get_params(db, session_id, token),
-        lambda params: session_answer(params, params.step),
+        answer,
         write=False,
     )
+
+
+def step_metadata(result: StepResponse) -> dict[str, str]:
+    """A step's numbers as a safetensors answer's `__metadata__`: each as JSON text."""
+    return {
+        name: orjson.dumps(getattr(result, name)).decode()
+        for name in ("step", "lr", "grad_norm", "update_norm", "skipped")
+    }
+
+
+def safetensors_answer(params: Any, step: int, metadata: dict[str, str]) -> Answer:
+    """A safetensors answer showing a session at `step`: θ by tensor name (none if `params` is
+    None, e.g. `?return=none`) and `metadata`; its `ETag` goes with it."""
+    tensors = {} if params is None else tensors_by_name(params)
+    headers = {"Content-Type": SAFETENSORS_MEDIA_TYPE, "ETag": etag(step)}
+    return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
 
 
 def wait_seconds(timeout: float | None, settings: Settings) -> float:
@@ -519,7 +576,7 @@ def created_answer(request: Request, created: CreatedSession) -> Answer:
     response_model=StateExport,
     summary="Export a session",
     response_description="The export (`optaas-state/1`), in JSON or as a safetensors file.",
-    responses={**tensor_response(200), **problems(401, 404, 503)},
+    responses={**session_headers(200, binary=STATE_ANSWER_FILE), **problems(401, 404, 503)},
 )
 async def get_state(
     session_id: str, database: DatabaseDep, token: TokenDep, binary: SafetensorsAnswerDep
@@ -556,7 +613,7 @@ def state_answer(state: SessionState, *, binary: bool) -> Answer:
     response_model=CreatedSession,
     summary="Import a session",
     response_description="The new session; its `token` is shown only here.",
-    openapi_extra=tensor_request(StateExport, "Idempotency-Key"),
+    openapi_extra=tensor_request(StateExport, IMPORT_FILE, "Idempotency-Key"),
     responses={**session_headers(201, location=True), **problems(400, 401, 413, 415, 422, 503)},
 )
 async def import_session(

@@ -14,18 +14,25 @@ STORED_DTYPES = frozenset({"float32", "float64", "int64"})
 class EncodedArray:
     dtype: str
     shape: list[int]
-    data: bytes
+    data: bytes | memoryview
+    """The bytes; a view of the array itself when it is C-contiguous little-endian already, so
+    a write sends the array's memory without copying it first (the driver copies it out when
+    the statement runs: do not change the array before)."""
 
 
 def encode(array: np.ndarray) -> EncodedArray:
-    """The array's elements in C order as little-endian bytes."""
+    """The array's elements in C order as little-endian bytes (a view when no copy is needed)."""
     if array.dtype.name not in STORED_DTYPES:
         raise ValueError(f"cannot store dtype {array.dtype.name}")
-    little_endian = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
-    return EncodedArray(array.dtype.name, list(array.shape), little_endian.tobytes())
+    little_endian = np.require(array.astype(array.dtype.newbyteorder("<"), copy=False), None, "C")
+    return EncodedArray(
+        array.dtype.name, list(array.shape), little_endian.reshape(-1).view(np.uint8).data
+    )
 
 
-def decode(dtype: str, shape: list[int], data: bytes, *, writable: bool = False) -> np.ndarray:
+def decode(
+    dtype: str, shape: list[int], data: bytes | memoryview, *, writable: bool = False
+) -> np.ndarray:
     """The array back: a read-only view of `data`, or with `writable` a native-order copy."""
     if dtype not in STORED_DTYPES:
         raise ValueError(f"unknown stored dtype {dtype!r}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,18 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from app.store.arrays import (
+    AFTER_COMMIT,
+    ARRAY_STORE,
+    ArrayStore,
+    DatabaseArrays,
+    MemoryArrays,
+)
+from app.store.base import Base
+from app.store.models import SessionRecord
+from app.store.working_sets import WorkingSetCache
 
 WRITE_OPTION = "optaas_write"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
@@ -35,6 +48,9 @@ SQLITE_UNBOUNDED_BUSY_TIMEOUT_SECONDS = 30.0
 """SQLite's busy timeout for engines made without a bound (migrations, tools)."""
 
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+
+SQLITE_WAL_CHECKPOINT_PAGES = 16384
+"""64 MiB of WAL (4 KiB pages) between checkpoints."""
 
 
 def make_engine(url: str, lock_timeout_seconds: float | None = None) -> Engine:
@@ -82,6 +98,15 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer, nor it them
     cursor.execute("PRAGMA foreign_keys=ON")  # session_arrays rows go with their session
+    # The WAL is copied into the database file (a checkpoint, run by the committing writer)
+    # once it passes this many pages: SQLite's default of 1000 (4 MB) made nearly every large
+    # step pay one. Every commit is still synced (synchronous=FULL); the file is truncated back
+    # to the same size after checkpoints.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_CHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_CHECKPOINT_PAGES * 4096}")
+    # Debian's SQLite zeroes every freed page (SQLITE_SECURE_DELETE): each checkpoint would
+    # write the whole dropped step log again, as zeros. FAST zeroes only what costs no I/O.
+    cursor.execute("PRAGMA secure_delete=FAST")
     cursor.close()
 
 
@@ -131,15 +156,55 @@ def transient_failure(error: BaseException) -> TransientFailure | None:
     return None
 
 
-class Database:
-    """One database: its engine and the transactions the service runs in."""
+MEMORY_URL = "memory://"
+"""`OPTAAS_DATABASE_URL=memory://`: sessions in this process only, lost when it stops."""
 
-    def __init__(self, url: str, *, lock_timeout_seconds: float | None = None) -> None:
-        self.engine = make_engine(url, lock_timeout_seconds)
-        self._readers = sessionmaker(self.engine, expire_on_commit=False)
+
+def is_memory_url(url: str) -> bool:
+    return url.startswith("memory:")
+
+
+class Database:
+    """One database: its engine, the transactions the service runs in, and where arrays live.
+
+    `memory://` is SQLite in memory (one connection, one transaction at a time) for the rows,
+    with the arrays kept as numpy arrays (`MemoryArrays`): for one process, lost on restart.
+    Any other URL keeps the arrays in the database (`DatabaseArrays`), with this process's
+    working sets cached up to `cache_max_bytes` and a checkpoint every `checkpoint_every`
+    steps (see `app.store.arrays`). Actions registered with `arrays.on_commit` run after a
+    commit and are dropped on rollback.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lock_timeout_seconds: float | None = None,
+        cache_max_bytes: int = 0,
+        checkpoint_every: int = 1,
+    ) -> None:
+        self.memory = is_memory_url(url)
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self._turns = threading.RLock()
+        self.arrays: ArrayStore
+        if self.memory:
+            self.engine = _memory_engine()
+            self.arrays = MemoryArrays()
+        else:
+            self.engine = make_engine(url, lock_timeout_seconds)
+            self.arrays = DatabaseArrays(WorkingSetCache(cache_max_bytes), checkpoint_every)
+        info = {ARRAY_STORE: self.arrays}
+        readers = self.engine
+        if self.engine.dialect.name == "postgresql":
+            # One snapshot for a whole read (a session's row and its arrays agree).
+            readers = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self._readers = sessionmaker(readers, expire_on_commit=False, info=info)
         self._writers = sessionmaker(
-            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
+            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False, info=info
         )
+        for factory in (self._readers, self._writers):
+            event.listen(factory, "after_commit", _run_commit_actions)
+            event.listen(factory, "after_soft_rollback", _drop_commit_actions)
 
     @property
     def dialect(self) -> str:
@@ -149,16 +214,86 @@ class Database:
     def transaction(self, *, write: bool) -> Iterator[Session]:
         """A unit of work: commits when the block ends normally, rolls back when it raises.
 
-        `write=True` on SQLite takes the write lock up front (BEGIN IMMEDIATE).
+        `write=True` on SQLite takes the write lock up front (BEGIN IMMEDIATE). In memory, one
+        transaction runs at a time (they share one connection).
         """
         factory = self._writers if write else self._readers
-        with factory.begin() as session:
+        with self._taking_turns(write), factory.begin() as session:
             yield session
+
+    def checkpoint_logged_sessions(self) -> int:
+        """At a clean stop: a checkpoint of every session this process holds a working set of
+        with steps in its log, if the session is still at that version (checked under its
+        lock). So logs do not outlive the code that wrote them: an upgrade after a clean stop
+        replays nothing written by the old code. Returns how many were written."""
+        if not isinstance(self.arrays, DatabaseArrays):
+            return 0
+        written = 0
+        for working in self.arrays.cache.drain():
+            if not working.logged_steps:
+                continue
+            with self.transaction(write=True) as db:
+                record = db.get(
+                    SessionRecord,
+                    working.session_id,
+                    with_for_update=True,
+                    populate_existing=True,
+                )
+                if record is None or record.version != working.version:
+                    continue  # changed elsewhere since: not ours to write
+                self.arrays.save(db, record.id, working.arrays)
+                written += 1
+        return written
 
     def ping(self) -> None:
         """Raises unless the database answers a trivial query."""
-        with self.engine.connect() as connection:
+        with self._taking_turns(write=False), self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def _taking_turns(self, write: bool) -> Iterator[None]:
+        """Transactions of this process that cannot run at once wait for their turn here.
+
+        In memory, every transaction (they share one connection). On SQLite, the writers: the
+        database has one writer at a time anyway, and a writer refused by SQLite's lock retries
+        after sleeps of up to 100 ms (its busy handler), which made tail latencies of a second
+        under many clients; here the next writer starts as soon as the last one ends. Writers
+        of other processes still meet SQLite's lock and its busy timeout. The wait is bounded
+        by the lock timeout (then 503, as for a lock held too long).
+        """
+        if not (self.memory or (write and self.dialect == "sqlite")):
+            yield
+            return
+        timeout = self.lock_timeout_seconds if self.lock_timeout_seconds is not None else -1
+        if not self._turns.acquire(timeout=timeout):
+            raise PoolTimeoutError("the database stayed busy with other writers past the timeout")
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+
+def _memory_engine() -> Engine:
+    """SQLite in memory, one connection shared by every thread (`Database` takes turns on it),
+    with the tables made from the models (there is nothing to migrate)."""
+    engine = create_engine(
+        "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+    )
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
+    from app.store import history, models  # noqa: F401  (their tables are the metadata's)
+
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def _run_commit_actions(session: Session) -> None:
+    for action in session.info.pop(AFTER_COMMIT, []):
+        action()
+
+
+def _drop_commit_actions(session: Session, _transaction: object) -> None:
+    session.info.pop(AFTER_COMMIT, None)

@@ -1,8 +1,9 @@
 """Sessions, their arrays and idempotency records in the database.
 
 Repositories flush; the caller's unit of work commits. The sessions' interface is kept narrow on
-purpose — get/add/delete a session row, load and save its arrays — so that how arrays are kept
-(today: every step rewrites them) can change behind it.
+purpose — get/add/delete a session row, load and save its arrays, and a step's working set —
+so that how arrays are kept (a checkpoint and a step log in the database, or numpy arrays in
+memory: `app.store.arrays`) stays behind it.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, delete, insert, null, select, tuple_, update
+from sqlalchemy import delete, null, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.store import codec
-from app.store.models import IdempotencyRecord, SessionArray, SessionRecord
+from app.store.arrays import StepWrite, store_of
+from app.store.models import IdempotencyRecord, SessionRecord
+from app.store.steplog import LoggedStep
+from app.store.working_sets import WorkingSet
 
 PRUNE_BATCH_ROWS = 1000
 """Rows pruned per statement, so that no prune holds a write lock for long."""
@@ -45,56 +47,60 @@ class SessionRepository:
 
     def delete(self, record: SessionRecord) -> None:
         """Delete the session; its arrays go with it (ON DELETE CASCADE)."""
+        store_of(self.db).forget(self.db, record.id)
         self.db.delete(record)
         self.db.flush()
 
     def load_arrays(
-        self, session_id: uuid.UUID, *, writable: bool = False
+        self,
+        session_id: uuid.UUID,
+        *,
+        writable: bool = False,
+        version: int | None = None,
+        slot: str | None = None,
     ) -> dict[str, np.ndarray]:
-        """Every stored array of the session by key; read-only views unless `writable`."""
-        statement = select(
-            SessionArray.key, SessionArray.dtype, SessionArray.shape, SessionArray.data
-        ).where(SessionArray.session_id == session_id)
-        rows = (
-            self._fetch_binary(statement)
-            if self.db.get_bind().dialect.name == "postgresql"
-            else self.db.execute(statement).all()
+        """Every stored array of the session by key, as of this transaction's snapshot.
+
+        Read-only views unless `writable` (then the caller's own copies). Steps logged since
+        the last checkpoint are replayed (`app.store.steplog`): callers always get θ and state
+        as of the last commit. `version` (the session's, as read in this transaction) lets the
+        arrays be copied from this process's working set when it holds that version; `slot`
+        keeps one slot's arrays only (`"param"`: θ).
+        """
+        return store_of(self.db).load(
+            self.db, session_id, writable=writable, version=version, slot=slot
         )
-        return {
-            key: codec.decode(dtype, shape, data, writable=writable)
-            for key, dtype, shape, data in rows
-        }
 
     def save_arrays(self, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]) -> None:
-        """Replace every stored array of the session with `arrays`."""
-        self.db.execute(delete(SessionArray).where(SessionArray.session_id == session_id))
-        rows = []
-        for key, array in arrays.items():
-            encoded = codec.encode(array)
-            rows.append(
-                {
-                    "session_id": session_id,
-                    "key": key,
-                    "dtype": encoded.dtype,
-                    "shape": encoded.shape,
-                    "data": encoded.data,
-                }
-            )
-        if rows:
-            self.db.execute(insert(SessionArray), rows)
+        """Replace every stored array of the session with `arrays` (a checkpoint: the step log
+        goes with the arrays it replaces)."""
+        store_of(self.db).save(self.db, session_id, arrays)
 
-    def _fetch_binary(self, statement: Select[Any]) -> list[Any]:
-        """Run `statement` on psycopg with a binary cursor, in the session's transaction.
+    def working_set(self, record: SessionRecord) -> WorkingSet:
+        """The arrays of `record` — locked by this transaction — at its version, writable, to
+        be updated in place by a step (`begin_step`): this process's cached working set if it
+        holds that version, else read from the database (`load_arrays`)."""
+        return store_of(self.db).working_set(self.db, record)
 
-        psycopg 3 returns results as text by default, and bytea as text is hex: twice the bytes
-        on the wire plus a decoding pass. A binary cursor gets the bytes as they are stored.
-        """
-        connection = self.db.connection()
-        compiled = statement.compile(dialect=connection.dialect)
-        driver_connection = connection.connection.driver_connection
-        with driver_connection.cursor(binary=True) as cursor:
-            cursor.execute(str(compiled), compiled.params)
-            return cursor.fetchall()
+    def begin_step(
+        self,
+        record: SessionRecord,
+        working: WorkingSet,
+        entry: LoggedStep,
+        *,
+        checkpoint: bool = False,
+    ) -> StepWrite:
+        """Start writing a step of `record` on `working`, before the core runs it: appends
+        `entry` to the step log now if this step is logged (the core may use the gradients as
+        scratch). Then `finish(arrays)` with the arrays after the step (None if it was
+        skipped) writes a checkpoint if due, and keeps the working set for the next step once
+        the transaction commits; `release()` if the core refused the gradient. The caller bumps
+        `record.version` for an applied step.
+
+        The log replays the core's update only: a step that also changes other arrays (say, it
+        resets sums of accumulated gradients kept beside the state) must pass
+        `checkpoint=True`, so that everything it leaves is written in full."""
+        return store_of(self.db).begin_step(self.db, record, working, entry, checkpoint=checkpoint)
 
 
 class IdempotencyRepository:
