@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -104,6 +105,14 @@ class Settings(BaseSettings):
         description=(
             "A step writes its gradient to the session's step log; θ and state are rewritten "
             "in full (a checkpoint) at least every this many steps. 1: every step rewrites them."
+        ),
+    )
+    compute_threads: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)),
+        ge=1,
+        description=(
+            "Threads one step of a large model (over 4 194 304 parameters) computes on; default: "
+            "the CPUs this process may use (torch's default too). Smaller steps use one."
         ),
     )
     history_max_records: int = Field(

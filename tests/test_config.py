@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.lock_timeout_seconds == 10.0
     assert settings.idempotency_ttl_seconds == 86400
     assert settings.idempotency_tombstone_ttl_seconds == 30 * 86400
+    assert settings.compute_threads == len(os.sched_getaffinity(0))
     assert (settings.host, settings.port, settings.workers, settings.log_level) == (
         "127.0.0.1",
         8000,
@@ -46,7 +48,9 @@ def test_environment_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("OPTAAS_LOCK_TIMEOUT_SECONDS", "0.5")
     monkeypatch.setenv("OPTAAS_IDEMPOTENCY_TTL_SECONDS", "60")
     monkeypatch.setenv("OPTAAS_IDEMPOTENCY_TOMBSTONE_TTL_SECONDS", "120")
+    monkeypatch.setenv("OPTAAS_COMPUTE_THREADS", "3")
     settings = Settings()
+    assert settings.compute_threads == 3
     assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'optaas.sqlite3'}"
     assert settings.api_keys == ["one", "two"]
     assert settings.max_body_bytes == 1024
@@ -73,9 +77,10 @@ def test_database_urls_are_normalised_to_psycopg_3(monkeypatch, given, used):
     assert Settings().database_url == used
 
 
-def test_invalid_values_are_refused(monkeypatch):
-    monkeypatch.setenv("OPTAAS_WORKERS", "0")
-    with pytest.raises(ValueError, match="workers"):
+@pytest.mark.parametrize("field", ["workers", "compute_threads"])
+def test_invalid_values_are_refused(monkeypatch, field):
+    monkeypatch.setenv(f"OPTAAS_{field.upper()}", "0")
+    with pytest.raises(ValueError, match=field):
         Settings()
 
 

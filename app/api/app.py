@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from app import optim
 from app.api import health, history, observability, schedules, sessions
 from app.api.bodies import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        optim.set_num_threads(settings.compute_threads)
         app.state.database = Database(
             settings.database_url,
             lock_timeout_seconds=settings.lock_timeout_seconds,

@@ -9,7 +9,13 @@ from app.optim.base import (
     NonFiniteGradient,
     OptimError,
 )
-from app.optim.engine import Optimizer, OptimizerState, StepResult
+from app.optim.engine import (
+    Optimizer,
+    OptimizerState,
+    StepResult,
+    get_num_threads,
+    set_num_threads,
+)
 from app.optim.gradients import check_gradients
 from app.optim.optimizers import OPTIMIZER_TYPES, optimizer_defaults, optimizer_fields
 from app.optim.schedules import (
@@ -31,8 +37,10 @@ __all__ = [
     "OptimizerState",
     "StepResult",
     "check_gradients",
+    "get_num_threads",
     "optimizer_defaults",
     "optimizer_fields",
     "schedule_defaults",
     "schedule_lrs",
+    "set_num_threads",
 ]

@@ -6,7 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from app.optim import OPTIMIZER_TYPES, Optimizer, OptimizerState, engine, schedule_lrs
+from app.optim import (
+    OPTIMIZER_TYPES,
+    Optimizer,
+    OptimizerState,
+    engine,
+    get_num_threads,
+    schedule_lrs,
+    set_num_threads,
+)
 from app.optim.schedules import ABSOLUTE_SCHEDULE_TYPES
 
 FAST = settings(max_examples=40, deadline=None)
@@ -249,9 +257,10 @@ def test_slicing_a_large_tensor_changes_no_number(kind, size, chunk, data):
 
 
 @pytest.mark.parametrize("kind", ["adam", "nadam", "sgd"])
-def test_threads_change_no_number_at_all(kind):
+def test_threads_change_no_number_at_all(kind, monkeypatch):
     """Above PARALLEL_MIN_ELEMENTS the slices run on several threads: θ, state and the update
     norm are exactly those of one thread (each unit is computed alike, summed in unit order)."""
+    monkeypatch.setattr(engine, "PARALLEL_MIN_ELEMENTS", 2 * engine.CHUNK_ELEMENTS)
     rng = np.random.default_rng(7)
     size = engine.PARALLEL_MIN_ELEMENTS + 3 * engine.CHUNK_ELEMENTS + 5
     params = {"big": rng.standard_normal(size).astype(np.float32), "small": np.ones(3, np.float32)}
@@ -273,6 +282,20 @@ def test_threads_change_no_number_at_all(kind):
                 np.testing.assert_array_equal(state.slots[name][slot], value)
 
 
-def test_threads_must_be_positive():
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_threads_must_be_a_positive_whole_number(threads):
     with pytest.raises(ValueError, match="threads"):
-        Optimizer({"optimizer": {"type": "sgd"}}, ["w"], threads=0)
+        Optimizer({"optimizer": {"type": "sgd"}}, ["w"], threads=threads)
+    with pytest.raises(ValueError, match="threads"):
+        set_num_threads(threads)
+
+
+def test_the_process_default_applies_to_optimizers_made_without_threads():
+    saved = get_num_threads()
+    try:
+        set_num_threads(3)
+        assert Optimizer({"optimizer": {"type": "sgd"}}, ["w"]).threads == 3
+        assert Optimizer({"optimizer": {"type": "sgd"}}, ["w"], threads=2).threads == 2
+    finally:
+        set_num_threads(saved)
+    assert Optimizer({"optimizer": {"type": "sgd"}}, ["w"]).threads == saved
