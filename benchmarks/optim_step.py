@@ -54,20 +54,25 @@ def repeats_for(size: int, quick: bool) -> int:
 
 def median_seconds(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Each `step()`'s time: the best of three rounds' medians, the steps measured in
-    alternation (so that both see the same load on a shared machine), after two warm-up calls
-    each (state and buffers allocated). The garbage collector is off while timing."""
+    alternation (so that all see the same load on a shared machine) in a random order, after
+    two warm-up calls each (state and buffers allocated). The garbage collector is off while
+    timing."""
     for step in steps.values():
         step()
         step()
     best = dict.fromkeys(steps, float("inf"))
+    order = np.random.default_rng(0)
     gc.disable()
     try:
         for _ in range(ROUNDS):
             times: dict[str, list[float]] = {name: [] for name in steps}
             for _ in range(max(1, repeats // ROUNDS)):
-                for name, step in steps.items():
+                # A new order each repeat: what runs right after torch's step shares the CPUs
+                # with its intra-op threads, which spin a while before they sleep (and runs on
+                # a colder cache), so no step may always be the one that follows it.
+                for name in order.permutation(list(steps)):
                     start = time.perf_counter()
-                    step()
+                    steps[name]()
                     times[name].append(time.perf_counter() - start)
             for name, values in times.items():
                 best[name] = min(best[name], statistics.median(values))
