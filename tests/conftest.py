@@ -103,6 +103,14 @@ def _server_factory(log_dir: Path) -> Iterator[StartServer]:
         yield start
 
 
+@pytest.fixture(scope="module")
+def module_database(module_database_url: str) -> Iterator[Database]:
+    """A `Database` over the module's database: to look at what its servers stored."""
+    database = Database(module_database_url)
+    yield database
+    database.dispose()
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """`start_server(database_url, workers=1, env={}, log_level="warning")` → a running

@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 
-from app.store.database import Database
 from tests.support import (
     CoreRun,
     bearer,
@@ -20,13 +19,6 @@ from tests.support import (
     read_tensors,
 )
 from tests.test_observability import scrape, value
-
-
-@pytest.fixture(scope="module")
-def database(module_database_url):
-    database = Database(module_database_url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -160,11 +152,11 @@ def test_clipping_and_partial_posts_act_on_the_mean(client):
     assert state["w"]["step"] == 1
 
 
-def test_a_worker_that_never_arrives_times_out_saying_so(client, database):
+def test_a_worker_that_never_arrives_times_out_saying_so(client, module_database):
     session = new_session(client, 3)
     for gradients in ({"w": [1.0, 1.0], "b": [1.0]}, {"w": [2.0, 2.0], "b": [2.0]}):
         assert post(client, session, gradients).status_code == 202
-    before = database_snapshot(database, session["id"])
+    before = database_snapshot(module_database, session["id"])
 
     started = time.monotonic()
     response = wait(client, session, 1, 0.5)
@@ -187,7 +179,7 @@ def test_a_worker_that_never_arrives_times_out_saying_so(client, database):
         "missing": 1,
     }
     assert waited >= 0.5
-    assert database_snapshot(database, session["id"]) == before
+    assert database_snapshot(module_database, session["id"]) == before
 
 
 def test_a_waiting_worker_gets_the_parameters_once_the_last_gradient_arrives(client, module_server):
@@ -234,34 +226,36 @@ def test_a_retried_post_is_not_counted_twice(client):
     assert view(client, session)["accumulated"] == 0
 
 
-def test_if_match_counts_a_gradient_only_toward_the_step_it_was_computed_for(client, database):
+def test_if_match_counts_a_gradient_only_toward_the_step_it_was_computed_for(
+    client, module_database
+):
     session = new_session(client, 2)
     current = {"If-Match": '"0"'}
     assert post(client, session, {"w": [1.0, 1.0], "b": [1.0]}, headers=current).status_code == 202
     assert post(client, session, {"w": [1.0, 1.0], "b": [1.0]}, headers=current).status_code == 200
-    before = database_snapshot(database, session["id"])
+    before = database_snapshot(module_database, session["id"])
 
     stale = post(client, session, {"w": [1.0, 1.0], "b": [1.0]}, headers=current)
 
     assert stale.status_code == 412
     assert stale.json()["current_step"] == 1
-    assert database_snapshot(database, session["id"]) == before
+    assert database_snapshot(module_database, session["id"]) == before
 
 
-def test_reject_refuses_a_non_finite_post_and_does_not_count_it(client, database):
+def test_reject_refuses_a_non_finite_post_and_does_not_count_it(client, module_database):
     session = new_session(client, 2)
     assert post(client, session, {"w": [1.0, 1.0], "b": [1.0]}).status_code == 202
-    before = database_snapshot(database, session["id"])
+    before = database_snapshot(module_database, session["id"])
     response = post_raw(client, session, b'{"gradients": {"w": [1.0, 1e999], "b": [1.0]}}')
     assert response.status_code == 422
     assert (response.json()["type"], response.json()["tensor"]) == (
         "/problems/non-finite-gradient",
         "w",
     )
-    assert database_snapshot(database, session["id"]) == before
+    assert database_snapshot(module_database, session["id"]) == before
     mismatch = post(client, session, {"w": [1.0], "b": [1.0]})
     assert mismatch.status_code == 422 and mismatch.json()["tensor"] == "w"
-    assert database_snapshot(database, session["id"]) == before
+    assert database_snapshot(module_database, session["id"]) == before
 
 
 def test_skip_skips_the_whole_step_when_a_post_was_not_finite(client):

@@ -18,7 +18,6 @@ import numpy as np
 import orjson
 import pytest
 
-from app.store.database import Database
 from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_safetensors
 from tests.live_server import LiveServer
 from tests.support import bearer, create_session, database_snapshot, json_bytes
@@ -66,15 +65,8 @@ def sessions(server):
     return {"named": named, "single": single}
 
 
-@pytest.fixture(scope="module")
-def database(module_database_url):
-    database = Database(module_database_url)
-    yield database
-    database.dispose()
-
-
-def snapshot_all(database, sessions):
-    return [database_snapshot(database, session["id"]) for session in sessions.values()]
+def snapshot_all(module_database, sessions):
+    return [database_snapshot(module_database, session["id"]) for session in sessions.values()]
 
 
 @dataclass(frozen=True)
@@ -1385,9 +1377,9 @@ def send(server: LiveServer, sessions: dict[str, Any], case: Bad):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_request_gets_its_problem_and_changes_nothing(server, sessions, database, name):
+def test_bad_request_gets_its_problem_and_changes_nothing(server, sessions, module_database, name):
     case = CASES[name]
-    before = snapshot_all(database, sessions)
+    before = snapshot_all(module_database, sessions)
 
     response = send(server, sessions, case)
 
@@ -1404,7 +1396,7 @@ def test_bad_request_gets_its_problem_and_changes_nothing(server, sessions, data
         assert loc in locs, problem
     if case.status == 401 and case.slug == "token-missing":
         assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert snapshot_all(database, sessions) == before
+    assert snapshot_all(module_database, sessions) == before
 
 
 def test_unknown_id_and_wrong_token_get_the_same_answer(server, sessions):
@@ -1473,9 +1465,11 @@ def read_http_response_head(connection: socket.socket) -> bytes:
     return received
 
 
-def test_declared_oversize_body_is_refused_before_any_of_it_is_sent(server, sessions, database):
+def test_declared_oversize_body_is_refused_before_any_of_it_is_sent(
+    server, sessions, module_database
+):
     """Content-Length over the limit: 413 at once, while the client has sent no body at all."""
-    before = snapshot_all(database, sessions)
+    before = snapshot_all(module_database, sessions)
     session = sessions["named"]
     head = (
         f"POST /v1/sessions/{session['id']}/step HTTP/1.1\r\n"
@@ -1487,12 +1481,14 @@ def test_declared_oversize_body_is_refused_before_any_of_it_is_sent(server, sess
         answer = read_http_response_head(connection)
     assert answer.startswith(b"HTTP/1.1 413 "), answer
     assert b"application/problem+json" in answer
-    assert snapshot_all(database, sessions) == before
+    assert snapshot_all(module_database, sessions) == before
 
 
-def test_streamed_oversize_body_is_cut_off_once_it_passes_the_limit(server, sessions, database):
+def test_streamed_oversize_body_is_cut_off_once_it_passes_the_limit(
+    server, sessions, module_database
+):
     """A chunked body with no length: 413 as soon as the limit is passed, before the body ends."""
-    before = snapshot_all(database, sessions)
+    before = snapshot_all(module_database, sessions)
     session = sessions["named"]
     head = (
         f"POST /v1/sessions/{session['id']}/step HTTP/1.1\r\n"
@@ -1509,4 +1505,4 @@ def test_streamed_oversize_body_is_cut_off_once_it_passes_the_limit(server, sess
         # The body is not finished (no last chunk): only a server that stopped reading answers.
         answer = read_http_response_head(connection)
     assert answer.startswith(b"HTTP/1.1 413 "), answer
-    assert snapshot_all(database, sessions) == before
+    assert snapshot_all(module_database, sessions) == before

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from app.optim import Optimizer
-from app.store.database import Database
 from app.tensors import tensors_from_safetensors
 from tests.support import (
     CoreRun,
@@ -26,13 +25,6 @@ from tests.support import (
 
 SAFETENSORS = "application/vnd.safetensors"
 SHAPES = {"encoder.w": (3, 4), "encoder.b": (4,), "head": ()}
-
-
-@pytest.fixture(scope="module")
-def database(module_database_url):
-    database = Database(module_database_url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -226,9 +218,9 @@ def test_patch_keeps_the_plateau_state_when_its_settings_change(client):
     assert export(client, session).json()["schedule_state"] == {}
 
 
-def test_patch_refuses_an_optimizer_type_change_and_changes_nothing(client, database):
+def test_patch_refuses_an_optimizer_type_change_and_changes_nothing(client, module_database):
     session, _ = new_run(client, {"optimizer": {"type": "adam"}})
-    before = database_snapshot(database, session["id"])
+    before = database_snapshot(module_database, session["id"])
 
     response = patch(client, session, {"optimizer": {"type": "sgd", "lr": 0.1}})
 
@@ -237,31 +229,31 @@ def test_patch_refuses_an_optimizer_type_change_and_changes_nothing(client, data
     assert problem["type"] == "/problems/optimizer-type-change"
     assert problem["field"] == "optimizer.type"
     assert "fork" in problem["detail"]
-    assert database_snapshot(database, session["id"]) == before
+    assert database_snapshot(module_database, session["id"]) == before
     assert history(client, session) == []
 
 
-def test_patch_honours_if_match(client, database):
+def test_patch_honours_if_match(client, module_database):
     session, _ = new_run(client, {"optimizer": {"type": "sgd"}})
     step(client, session, {name: np.ones(shape) for name, shape in SHAPES.items()})
-    before = database_snapshot(database, session["id"])
+    before = database_snapshot(module_database, session["id"])
 
     stale = patch(client, session, {"optimizer": {"lr": 0.5}}, **{"If-Match": '"0"'})
     assert stale.status_code == 412
     assert stale.json()["current_step"] == 1
-    assert database_snapshot(database, session["id"]) == before
+    assert database_snapshot(module_database, session["id"]) == before
 
     current = patch(client, session, {"optimizer": {"lr": 0.5}}, **{"If-Match": '"1"'})
     assert current.status_code == 200
     assert current.json()["optimizer"]["lr"] == 0.5
 
 
-def test_a_patch_that_changes_nothing_records_nothing(client, database):
+def test_a_patch_that_changes_nothing_records_nothing(client, module_database):
     session, _ = new_run(client, {"optimizer": {"type": "sgd", "lr": 0.1}})
-    before = database_snapshot(database, session["id"])
+    before = database_snapshot(module_database, session["id"])
     response = patch(client, session, {"optimizer": {"lr": 0.1}})
     assert response.status_code == 200
-    assert database_snapshot(database, session["id"]) == before  # version and updated_at too
+    assert database_snapshot(module_database, session["id"]) == before  # version and updated_at too
     assert history(client, session) == []
 
 
