@@ -145,10 +145,13 @@ def measure_in_process(sizes: tuple[int, ...], steps: dict) -> list[dict[str, An
 
 def core_step(params: np.ndarray, gradient: np.ndarray) -> tuple[Any, Any]:
     """The core's Adam step on copies of `params`, and what to do before each (untimed): give
-    it a fresh copy of the gradient, which it consumes."""
+    it a fresh copy of the gradient, which it consumes. On the threads a server uses by
+    default (`OPTAAS_COMPUTE_THREADS`: the CPUs the process may use)."""
+    from app.config import Settings
     from app.optim import Optimizer
 
-    core = Optimizer({"optimizer": {"type": "adam", "lr": 1e-3}}, ["params"])
+    threads = Settings().compute_threads
+    core = Optimizer({"optimizer": {"type": "adam", "lr": 1e-3}}, ["params"], threads=threads)
     theta = {"params": params.copy()}
     state = core.init(theta)
     scratch = gradient.copy()
