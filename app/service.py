@@ -51,7 +51,7 @@ from app.schemas import (
     StepResponse,
 )
 from app.store.history import HistoryRepository
-from app.store.models import ACCUMULATION_SLOT, PARAM_SLOT, SessionRecord
+from app.store.models import ACCUMULATION_SLOT, PARAM_SLOT, SessionRecord, is_accumulation_key
 from app.store.repository import SessionRepository
 from app.store.steplog import LoggedStep, split_stored, stored_arrays
 from app.store.working_sets import WorkingSet
@@ -437,13 +437,11 @@ def _reset_accumulation(record: SessionRecord) -> None:
 
 
 def _without_accumulation(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    prefix = f"{ACCUMULATION_SLOT}/"
-    return {key: array for key, array in arrays.items() if not key.startswith(prefix)}
+    return {key: array for key, array in arrays.items() if not is_accumulation_key(key)}
 
 
 def _pending_sums(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    prefix = f"{ACCUMULATION_SLOT}/"
-    return {key: array for key, array in arrays.items() if key.startswith(prefix)}
+    return {key: array for key, array in arrays.items() if is_accumulation_key(key)}
 
 
 @dataclass(frozen=True)
@@ -497,9 +495,7 @@ def patch_session(
         repository.save_arrays(record.id, {**stored_arrays(params, state), **_pending_sums(arrays)})
     record.schedule_state = _fit_schedule_state(record.schedule_state, config, record)
     record.name, record.config = name, config
-    record.version += 1
-    record.updated_at = datetime.now(UTC)
-    db.flush()
+    _touch(db, record)
     HistoryRepository(db, history_max_records).record_change(
         record.id, step=record.step, old=old, new=new
     )

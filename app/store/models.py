@@ -30,6 +30,11 @@ ACCUMULATION_SLOT = "accum"
 1). Not optimizer state: it is neither exported nor forked."""
 
 
+def is_accumulation_key(key: str) -> bool:
+    """Whether a stored array's key is a pending sum (`accum/<tensor>`)."""
+    return key.startswith(f"{ACCUMULATION_SLOT}/")
+
+
 class SessionRecord(Base):
     """One optimisation run: its configuration, step count and small state. Arrays live apart."""
 

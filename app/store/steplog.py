@@ -35,7 +35,7 @@ import orjson
 
 from app.optim import Optimizer, OptimizerState
 from app.store import codec
-from app.store.models import ACCUMULATION_SLOT, PARAM_SLOT
+from app.store.models import PARAM_SLOT, is_accumulation_key
 
 LOG_PREFIX = "~log/"
 """Keys of log rows start with this; a slot name never does."""
@@ -152,7 +152,7 @@ def split_stored(
     slots = {
         key: array
         for key, array in arrays.items()
-        if not key.startswith((prefix, f"{ACCUMULATION_SLOT}/"))
+        if not key.startswith(prefix) and not is_accumulation_key(key)
     }
     return params, slots
 
