@@ -165,17 +165,25 @@ def test_an_export_continues_in_torch_as_in_the_core(case):
     assert_same_params(parameters, core.params)
 
 
-@pytest.mark.parametrize("case", TORCH_CASES)
-def test_torch_continues_in_the_core_as_in_torch(case):
+def torch_run_exported(case, seed):
+    """`STEPS` steps of local torch on `problem(seed)`, and the export of where they left it:
+    (optimizer, parameters, gradients, export)."""
     _, torch_class, settings = TORCH_CASES[case]
-    theta0, grads = problem(1)
+    theta0, grads = problem(seed)
     parameters = torch_parameters(theta0)
     optimizer = torch_class(list(parameters.values()), **settings)
     for g in grads[:STEPS]:
         torch_step(optimizer, parameters, g)
+    # torch's SGD keeps no step count: the export is told how many steps it took.
     export = export_from_torch(
         optimizer, parameters, step=STEPS if case == "sgd-momentum" else None
     )
+    return optimizer, parameters, grads, export
+
+
+@pytest.mark.parametrize("case", TORCH_CASES)
+def test_torch_continues_in_the_core_as_in_torch(case):
+    optimizer, parameters, grads, export = torch_run_exported(case, 1)
     for g in grads[STEPS:]:
         torch_step(optimizer, parameters, g)
 

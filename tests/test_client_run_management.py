@@ -20,7 +20,6 @@ from app.client import (
     Pending,
     RemoteOptimizer,
     StepWaitTimeout,
-    export_from_torch,
     torch_optimizer,
 )
 from app.store.database import Database
@@ -33,6 +32,7 @@ from tests.test_client_interop import (
     assert_same_params,
     problem,
     torch_parameters,
+    torch_run_exported,
     torch_step,
 )
 
@@ -199,15 +199,7 @@ def test_50_steps_on_the_service_then_50_in_torch_equal_100_on_the_service(clien
 
 @pytest.mark.parametrize("case", TORCH_CASES)
 def test_50_steps_in_torch_then_50_on_the_service_equal_100_in_torch(client, case):
-    _, torch_class, settings = TORCH_CASES[case]
-    theta0, grads = problem(13)
-    parameters = torch_parameters(theta0)
-    optimizer = torch_class(list(parameters.values()), **settings)
-    for g in grads[:STEPS]:
-        torch_step(optimizer, parameters, g)
-    export = export_from_torch(
-        optimizer, parameters, step=STEPS if case == "sgd-momentum" else None
-    )
+    optimizer, parameters, grads, export = torch_run_exported(case, 13)
     session = client.import_session(export)
     for g in grads[STEPS:]:
         torch_step(optimizer, parameters, g)
