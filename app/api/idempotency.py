@@ -210,13 +210,8 @@ def creation_scope(endpoint: str, api_key: str | None) -> str:
     return f"{endpoint}/{owner}"
 
 
-async def raw_body(request: Request) -> bytearray:
-    """The body as sent, whatever its type (the endpoint's own dependency judges the type)."""
-    return await read_body(request)
-
-
 async def idempotency_keeper(
-    request: Request, settings: SettingsDep, body: Annotated[bytes, Depends(raw_body)]
+    request: Request, settings: SettingsDep, body: Annotated[bytes, Depends(read_body)]
 ) -> IdempotencyKeeper | None:
     """The request's keeper if it carries an `Idempotency-Key` (400 if the key is empty or long)."""
     key = request.headers.get(HEADER)
