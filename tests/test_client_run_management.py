@@ -13,8 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from app.client import (
+from optaas_client import (
     Client,
     InvalidContent,
     Pending,
@@ -22,6 +21,7 @@ from app.client import (
     StepWaitTimeout,
     torch_optimizer,
 )
+
 from app.store.database import Database
 from app.tensors import SAFETENSORS_MEDIA_TYPE
 from tests.support import CoreRun, DroppingTransport, database_snapshot, random_arrays
