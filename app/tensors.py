@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import orjson
+from optaas_state import NUMPY_DTYPES as _NUMPY_OF_SAFETENSORS
 from optaas_state import SAFETENSORS_MEDIA_TYPE as SAFETENSORS_MEDIA_TYPE
 from optaas_state import SINGLE_TENSOR_NAME
 from optaas_state import tensors_to_safetensors as tensors_to_safetensors
 
 from app.errors import InvalidContent, MalformedBody
 
-# The single layout's tensor name, the safetensors media type and the safetensors writer are
+# The single layout's tensor name, the safetensors media type, dtypes and writer are
 # `optaas_state`'s (shared with the Python client); the reader below is the server's own, built
 # for bodies from anyone: it reads in place and names what is wrong as a 400 or 422.
 
@@ -153,20 +154,6 @@ _MAX_HEADER_BYTES = 100_000_000
 """The `safetensors` library's own limit on the JSON header."""
 _METADATA_KEY = "__metadata__"
 
-_NUMPY_OF_SAFETENSORS = {
-    "F64": "<f8",
-    "F32": "<f4",
-    "F16": "<f2",
-    "I64": "<i8",
-    "I32": "<i4",
-    "I16": "<i2",
-    "I8": "i1",
-    "U64": "<u8",
-    "U32": "<u4",
-    "U16": "<u2",
-    "U8": "u1",
-    "BOOL": "?",
-}
 _BFLOAT16 = "BF16"
 _WITHOUT_NUMPY_DTYPE = frozenset({"F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"})
 """Defined by the format, but numpy has no such type: refused with a 422."""

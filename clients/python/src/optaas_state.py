@@ -217,7 +217,7 @@ def finite_or_none(value: float | None) -> float | None:
 _HEADER_LENGTH_BYTES = 8
 _HEADER_ALIGNMENT = 8
 _METADATA_KEY = "__metadata__"
-_NUMPY_DTYPES = {
+NUMPY_DTYPES = {
     "F64": "<f8",
     "F32": "<f4",
     "F16": "<f2",
@@ -231,8 +231,9 @@ _NUMPY_DTYPES = {
     "U8": "u1",
     "BOOL": "?",
 }
-"""safetensors dtype → numpy (little-endian, as the format stores every value)."""
-_SAFETENSORS_DTYPES = {np.dtype(numpy).name: name for name, numpy in _NUMPY_DTYPES.items()}
+"""safetensors dtype → numpy (little-endian, as the format stores every value); BF16 and the
+8-bit floats have no numpy type."""
+_SAFETENSORS_DTYPES = {np.dtype(numpy).name: name for name, numpy in NUMPY_DTYPES.items()}
 
 
 def tensors_to_safetensors(
@@ -291,7 +292,7 @@ def safetensors_arrays(body: bytes) -> tuple[dict[str, np.ndarray], dict[str, st
 
 def _array(view: memoryview, start: int, name: str, entry: Any) -> np.ndarray:
     try:
-        dtype = np.dtype(_NUMPY_DTYPES[entry["dtype"]])
+        dtype = np.dtype(NUMPY_DTYPES[entry["dtype"]])
         shape = tuple(int(size) for size in entry["shape"])
         begin, end = (start + int(offset) for offset in entry["data_offsets"])
     except (KeyError, TypeError, ValueError):
