@@ -37,6 +37,9 @@ from tests.test_client_interop import (
     torch_step,
 )
 
+# Every test here talks to a live server.
+pytestmark = pytest.mark.slow
+
 FAST_RETRIES = {"backoff": 0.001, "max_delay": 0.01}
 
 

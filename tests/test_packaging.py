@@ -16,6 +16,9 @@ import pytest
 
 from tests.live_server import CLIENT_SOURCE, REPO_ROOT
 
+# Builds and installs wheels: seconds each.
+pytestmark = pytest.mark.slow
+
 MIGRATIONS = sorted(
     path.relative_to(REPO_ROOT).as_posix()
     for path in (REPO_ROOT / "migrations").rglob("*")
