@@ -10,10 +10,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-# Only what the wheel is built from: a change to tests or docs does not rebuild the wheels.
+# Only what the wheels are built from: a change to tests or docs does not rebuild them. The
+# server depends on the client's distribution (clients/python, by path): both become wheels.
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY migrations ./migrations
+COPY clients/python ./clients/python
 RUN pip wheel --wheel-dir /wheels .
 
 # --- runtime: the wheels installed, no compiler, no pip cache, no source tree -----------------
@@ -26,8 +28,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 # The wheels are bind-mounted from the build stage, so they never become a layer of this image.
+# They are the resolved set already (`pip wheel` above), so they are installed as they are:
+# the server's wheel names the client by its path in the build stage, which is not here.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels optaas
+    pip install --no-index --no-deps /wheels/*.whl
 
 # A user without a login shell or home, with a fixed uid (above the host's usual ones) that
 # Kubernetes' runAsNonRoot can check; /data (the default SQLite database) is its own.

@@ -1,14 +1,10 @@
-"""The export format `optaas-state/1`: a session's whole run as JSON or as a safetensors file.
+"""The export format `optaas-state/1` on the server: a session's run as JSON or as a safetensors
+file, and back.
 
-An export holds the config (every default filled in), t, θ and every state slot, so that an
-import continues the run exactly where the export left it (README, "Export and import"):
-
-- JSON: the `StateExport` document — `params` in the session's form, `state` as
-  tensor → slot → value (`step`, the tensor's own update count, an integer);
-- safetensors: the arrays keyed as the store keys them — `param/<tensor>` for θ,
-  `<slot>/<tensor>` for state (`step/<tensor>` a 0-d int64) — and everything else in
-  `__metadata__`, whose values are strings: `format`, `id`, `dtype`, `layout` as they are;
-  `name`, `tensors`, `config`, `schedule_state`, `last_loss` as JSON; `step` in decimal.
+The format itself — the keys (`param/<tensor>`, `<slot>/<tensor>`, `step/<tensor>` an int64),
+the header's fields and how `__metadata__` writes them — is `optaas_state`'s, the module the
+server shares with its Python client. This module adds what only the server does: the JSON
+document through the wire models, and problems (422) that name the export's fields.
 
 `SessionState` is an export's content in numpy. This module writes it and reads it back, judging
 only the form (a field missing, a key that is not `<slot>/<tensor>`, a step that is not an
@@ -18,18 +14,27 @@ step counts — the service judges against what the optimizer expects (`service.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+from optaas_state import (
+    EXPORT_FORMAT,
+    PARAM_SLOT,
+    STEP_SLOT,
+    FormatError,
+    array_key,
+    export_arrays,
+    finite_or_none,
+    header_from_metadata,
+    header_to_metadata,
+    split_export_arrays,
+)
 
 from app.errors import InvalidContent
-from app.schemas import EXPORT_FORMAT, StateExport, StateHeader
-from app.store.models import PARAM_SLOT
+from app.schemas import StateExport, StateHeader
 from app.tensors import (
     Layout,
     layout_of,
@@ -39,15 +44,6 @@ from app.tensors import (
     tensors_to_json,
     tensors_to_safetensors,
 )
-
-STEP_SLOT = "step"
-"""The per-tensor update count: an int64, where every other slot is in the session's dtype."""
-
-JSON_METADATA = ("name", "tensors", "config", "schedule_state", "last_loss")
-"""Metadata fields whose string is JSON; `format`, `id`, `dtype`, `layout` are plain strings and
-`step` is decimal."""
-
-REQUIRED_METADATA = ("format", "dtype", "layout", "tensors", "config", "step")
 
 
 @dataclass
@@ -66,18 +62,21 @@ class SessionState:
     params: dict[str, np.ndarray]
     slots: dict[str, dict[str, np.ndarray]]
     """Tensor name → slot name → array."""
+    rates: list[float | None] | None = None
+    """η_t of each group the next step will use (base optimizer first, then `config.groups`):
+    written for conversions to other frameworks; an import ignores it."""
     binary: bool = False
     """Read from a safetensors file: problems name its keys rather than JSON fields."""
 
     def param_field(self, tensor: str) -> str:
         """Where θ of `tensor` sits in the export (for error messages)."""
         if self.binary:
-            return f"{PARAM_SLOT}/{tensor}"
+            return array_key(PARAM_SLOT, tensor)
         return tensor_field("params", self.layout, tensor)
 
     def slot_field(self, tensor: str, slot: str) -> str:
         """Where a slot of `tensor` sits in the export (for error messages)."""
-        return f"{slot}/{tensor}" if self.binary else f"state.{tensor}.{slot}"
+        return array_key(slot, tensor) if self.binary else f"state.{tensor}.{slot}"
 
     def header(self) -> dict[str, Any]:
         """Everything but the arrays, as JSON values (a non-finite loss as null)."""
@@ -91,7 +90,8 @@ class SessionState:
             "config": self.config,
             "step": self.step,
             "schedule_state": self.schedule_state,
-            "last_loss": _finite_or_none(self.last_loss),
+            "last_loss": finite_or_none(self.last_loss),
+            "rates": None if self.rates is None else [finite_or_none(r) for r in self.rates],
         }
 
 
@@ -110,22 +110,8 @@ def to_json(state: SessionState) -> bytes:
 
 def to_safetensors(state: SessionState) -> bytes:
     """The safetensors export: arrays keyed as stored, the header as string metadata."""
-    arrays = {f"{PARAM_SLOT}/{name}": state.params[name] for name in state.tensors}
-    for name in state.tensors:
-        arrays.update({f"{slot}/{name}": array for slot, array in state.slots[name].items()})
-    header = state.header()
-    metadata = {
-        key: json.dumps(value, separators=(",", ":"), allow_nan=False)
-        if key in JSON_METADATA
-        else str(value)
-        for key, value in header.items()
-        if value is not None or key in JSON_METADATA
-    }
-    return tensors_to_safetensors(arrays, metadata)
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+    arrays = export_arrays(state.tensors, state.params, state.slots)
+    return tensors_to_safetensors(arrays, header_to_metadata(state.header()))
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -172,66 +158,20 @@ def _slot_from_json(value: Any, dtype: np.dtype, tensor: str, slot: str) -> np.n
 def header_document(metadata: Mapping[str, str]) -> dict[str, Any]:
     """The header of a safetensors export from its `__metadata__`, as a document for
     `StateHeader` (422 naming the field that is missing or not readable)."""
-    missing = [key for key in REQUIRED_METADATA if key not in metadata]
-    if missing:
-        raise InvalidContent(
-            f"the file's __metadata__ lacks {', '.join(map(repr, missing))}: it is not an "
-            f"{EXPORT_FORMAT} export",
-            field=f"metadata.{missing[0]}",
-        )
-    unknown = sorted(set(metadata) - set(StateHeader.model_fields))
-    if unknown:
-        raise InvalidContent(
-            f"the file's __metadata__ has unknown fields {unknown}", field=f"metadata.{unknown[0]}"
-        )
-    document: dict[str, Any] = {}
-    for key, text in metadata.items():
-        if key in JSON_METADATA:
-            document[key] = _json_metadata(key, text)
-        elif key == "step":
-            if not text.isascii() or not text.isdigit():
-                raise InvalidContent(
-                    f"metadata.step must be a decimal integer, not {text[:40]!r}",
-                    field="metadata.step",
-                )
-            document[key] = int(text)
-        else:
-            document[key] = text
-    return document
-
-
-def _json_metadata(key: str, text: str) -> Any:
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        raise InvalidContent(f"metadata.{key} is not JSON", field=f"metadata.{key}") from None
+        return header_from_metadata(metadata)
+    except FormatError as error:
+        raise InvalidContent(error.detail, field=error.field) from None
 
 
 def from_safetensors(header: StateHeader, arrays: Mapping[str, np.ndarray]) -> SessionState:
     """A safetensors export: θ from `param/<tensor>`, slots from `<slot>/<tensor>` (arrays keep
     the file's dtypes; the service checks them)."""
-    params: dict[str, np.ndarray] = {}
-    slots: dict[str, dict[str, np.ndarray]] = {}
-    known = set(header.tensors)
-    for key, array in arrays.items():
-        slot, separator, tensor = key.partition("/")
-        if not separator or not slot:
-            raise InvalidContent(
-                f"the file's tensor {key[:80]!r} is not keyed '{PARAM_SLOT}/<tensor>' or "
-                "'<slot>/<tensor>'",
-                field=key,
-            )
-        if tensor not in known:
-            raise InvalidContent(
-                f"the file's tensor {key[:80]!r} belongs to {tensor[:80]!r}, which is not one of "
-                "the export's tensors (metadata.tensors)",
-                field=key,
-                tensor=tensor,
-            )
-        if slot == PARAM_SLOT:
-            params[tensor] = array
-        else:
-            slots.setdefault(tensor, {})[slot] = array
+    try:
+        params, slots = split_export_arrays(arrays, header.tensors)
+    except FormatError as error:
+        extras = {} if error.tensor is None else {"tensor": error.tensor}
+        raise InvalidContent(error.detail, field=error.field, **extras) from None
     return _state(header, params, slots, binary=True)
 
 
@@ -252,6 +192,7 @@ def _state(
         step=header.step,
         schedule_state=dict(header.schedule_state),
         last_loss=header.last_loss,
+        rates=header.rates,
         params=params,
         slots=slots,
         binary=binary,

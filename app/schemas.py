@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from optaas_state import EXPORT_FORMAT
 from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema, field_validator
 
 from app.tensors import MAX_TENSOR_NAME_LENGTH
@@ -521,7 +522,6 @@ class SessionPatch(Spec):
 # Exports: the format "optaas-state/1"
 # ------------------------------------------------------------------------------------------
 
-EXPORT_FORMAT = "optaas-state/1"
 TensorName = Annotated[
     str, Field(min_length=1, max_length=MAX_TENSOR_NAME_LENGTH, pattern=r"^[^\x00]*$")
 ]
@@ -543,7 +543,7 @@ STATE_SCHEMA: dict[str, Any] = {
 class StateHeader(Spec):
     """Everything of an export but its arrays (a safetensors export keeps it in `__metadata__`)."""
 
-    format: Literal["optaas-state/1"] = Field(description="The format and its version.")
+    format: Literal[EXPORT_FORMAT] = Field(description="The format and its version.")
     id: str | None = Field(
         default=None, max_length=64, description="The exported session's id (import ignores it)."
     )
@@ -557,6 +557,15 @@ class StateHeader(Spec):
         default_factory=dict, description="`reduce_on_plateau`'s state ({} otherwise)."
     )
     last_loss: Float | None = None
+    rates: list[float | None] | None = Field(
+        default=None,
+        description=(
+            "η_t of each parameter group, which the next step will use: the base optimizer's, "
+            "then `config.groups`' in order (null where not finite). Written for conversions "
+            "to frameworks without optaas's schedules (the Python client's torch converters); "
+            "an import ignores it."
+        ),
+    )
 
     @field_validator("tensors")
     @classmethod

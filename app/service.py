@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from optaas_state import ACCUMULATION_SLOT, PARAM_SLOT, STEP_SLOT, is_accumulation_key
 from sqlalchemy.orm import Session
 
 from app import observe
 from app.errors import InvalidContent, OptimizerTypeChange, SessionNotFound
-from app.exports import STEP_SLOT, SessionState
+from app.exports import SessionState
 from app.optim import (
     HyperParameterError,
     NonFiniteGradient,
@@ -51,7 +52,7 @@ from app.schemas import (
     StepResponse,
 )
 from app.store.history import HistoryRepository
-from app.store.models import ACCUMULATION_SLOT, PARAM_SLOT, SessionRecord, is_accumulation_key
+from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
 from app.store.steplog import LoggedStep, split_stored, stored_arrays
 from app.store.working_sets import WorkingSet
@@ -550,6 +551,7 @@ def export_state(db: Session, session_id: str, token: str) -> SessionState:
     record = _authorized_record(repository, session_id, token, for_update=True)
     params, slots = split_arrays(record, repository.load_arrays(record.id, writable=True))
     state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
+    optimizer = Optimizer(core_config(record.config), tensor_names(record))
     return SessionState(
         id=str(record.id),
         name=record.name,
@@ -562,6 +564,10 @@ def export_state(db: Session, session_id: str, token: str) -> SessionState:
         last_loss=record.last_loss,
         params=params,
         slots={name: state.slots.get(name, {}) for name in params},
+        rates=[
+            optimizer.schedule.rate(record.step, group.lr, record.schedule_state)
+            for group in optimizer.groups
+        ],
     )
 
 
@@ -571,7 +577,8 @@ def import_session(db: Session, imported: SessionState) -> CreatedSession:
     Everything is checked before anything is stored (422 naming what is wrong): the config as a
     creation's (`config.…` fields), the tensors (θ for each name of `tensors`, in the export's
     dtype, finite), and for each tensor exactly the slots its optimizer keeps — names, shapes,
-    dtypes (`step` an int64 from 0 to t), finite values — and the schedule's state.
+    dtypes (`step` an int64 from 0 to t), finite values — and the schedule's state. A tensor
+    given as `{"step": 0}` alone starts with the slots of a new session's tensor.
     """
     names = imported.tensors
     if imported.layout is Layout.SINGLE and names != [SINGLE_TENSOR_NAME]:
@@ -589,14 +596,14 @@ def import_session(db: Session, imported: SessionState) -> CreatedSession:
     params = {name: imported.params[name] for name in names}
     for name, array in params.items():
         _check_array(imported, imported.param_field(name), name, array, array.shape, dtype)
+    slots = {}
     fresh = {}
     for name in names:
         fresh = _fresh_state(imported.config, name, params[name])
-        _check_slots(imported, name, fresh.slots[name])
+        slots[name] = _imported_slots(imported, name, fresh.slots[name])
     _check_schedule_state(imported.schedule_state, fresh.schedule)
     if imported.last_loss is not None and not math.isfinite(imported.last_loss):
         raise InvalidContent("last_loss must be a finite number or null", field="last_loss")
-    slots = {name: dict(imported.slots[name]) for name in names}
     state = OptimizerState(imported.step, slots, dict(imported.schedule_state))
     record, token = _add_session(
         SessionRepository(db),
@@ -751,6 +758,22 @@ def _check_array(
         raise InvalidContent(
             f"{where} holds NaN or ±Inf (a valid export has none)", field=where, tensor=tensor
         )
+
+
+def _imported_slots(
+    imported: SessionState, tensor: str, fresh: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The tensor's slots as imported, checked against `fresh` (what its chain starts with).
+
+    A tensor exported as `{"step": 0}` alone has had no update (torch keeps no state for such a
+    tensor): it gets `fresh`, as in a new session."""
+    given = imported.slots[tensor]
+    if set(given) == {STEP_SLOT} != set(fresh):
+        _check_slots(imported, tensor, {STEP_SLOT: fresh[STEP_SLOT]})
+        if int(given[STEP_SLOT]) == 0:
+            return dict(fresh)
+    _check_slots(imported, tensor, fresh)
+    return dict(given)
 
 
 def _check_slots(imported: SessionState, tensor: str, expected: Mapping[str, np.ndarray]) -> None:

@@ -15,11 +15,16 @@ from typing import Any
 
 import numpy as np
 import orjson
+from optaas_state import NUMPY_DTYPES as _NUMPY_OF_SAFETENSORS
+from optaas_state import SAFETENSORS_MEDIA_TYPE as SAFETENSORS_MEDIA_TYPE
+from optaas_state import SINGLE_TENSOR_NAME
+from optaas_state import tensors_to_safetensors as tensors_to_safetensors
 
 from app.errors import InvalidContent, MalformedBody
 
-SINGLE_TENSOR_NAME = "params"
-"""The name of the one tensor of a `single` layout session."""
+# The single layout's tensor name, the safetensors media type, dtypes and writer are
+# `optaas_state`'s (shared with the Python client); the reader below is the server's own, built
+# for bodies from anyone: it reads in place and names what is wrong as a 400 or 422.
 
 MAX_TENSOR_NAME_LENGTH = 512
 """Long enough for any module path; short enough for a database index key (PostgreSQL's
@@ -144,34 +149,14 @@ def tensors_in_dtype(
 # The binary form: safetensors files (https://github.com/huggingface/safetensors)
 # ------------------------------------------------------------------------------------------
 
-SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
-
 _HEADER_LENGTH_BYTES = 8
 _MAX_HEADER_BYTES = 100_000_000
 """The `safetensors` library's own limit on the JSON header."""
 _METADATA_KEY = "__metadata__"
-_HEADER_ALIGNMENT = 8
 
-_NUMPY_OF_SAFETENSORS = {
-    "F64": "<f8",
-    "F32": "<f4",
-    "F16": "<f2",
-    "I64": "<i8",
-    "I32": "<i4",
-    "I16": "<i2",
-    "I8": "i1",
-    "U64": "<u8",
-    "U32": "<u4",
-    "U16": "<u2",
-    "U8": "u1",
-    "BOOL": "?",
-}
 _BFLOAT16 = "BF16"
 _WITHOUT_NUMPY_DTYPE = frozenset({"F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"})
 """Defined by the format, but numpy has no such type: refused with a 422."""
-_SAFETENSORS_OF_NUMPY = {
-    np.dtype(numpy).name: name for name, numpy in _NUMPY_OF_SAFETENSORS.items()
-}
 
 
 def tensors_from_safetensors(
@@ -298,36 +283,3 @@ def _tensor_view(
 
 def _not_safetensors(reason: str) -> MalformedBody:
     return MalformedBody(f"the body is not a valid safetensors file: {reason}")
-
-
-def tensors_to_safetensors(
-    arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
-) -> bytes:
-    """A safetensors file of `arrays` (0-d arrays included) with string `metadata`.
-
-    The data is written in the arrays' order after a header padded to 8 bytes (as the
-    `safetensors` library writes it), with one copy of each array's bytes into the file.
-    """
-    header: dict[str, Any] = {}
-    if metadata:
-        header[_METADATA_KEY] = dict(metadata)
-    chunks = []
-    position = 0
-    for name, array in arrays.items():
-        dtype = _SAFETENSORS_OF_NUMPY.get(array.dtype.name)
-        if dtype is None:
-            raise ValueError(f"no safetensors dtype for {array.dtype.name} (tensor {name!r})")
-        little_endian = np.require(
-            array.astype(array.dtype.newbyteorder("<"), copy=False), None, "C"
-        )
-        chunk = little_endian.reshape(-1).view(np.uint8).data
-        header[name] = {
-            "dtype": dtype,
-            "shape": list(array.shape),
-            "data_offsets": [position, position + chunk.nbytes],
-        }
-        position += chunk.nbytes
-        chunks.append(chunk)
-    encoded = orjson.dumps(header)
-    encoded += b" " * (-len(encoded) % _HEADER_ALIGNMENT)
-    return b"".join([len(encoded).to_bytes(_HEADER_LENGTH_BYTES, "little"), encoded, *chunks])

@@ -25,8 +25,7 @@ import numpy as np
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
-
-from app.client import Client
+from optaas_client import Client
 
 STEEP, FLAT = 100.0, 1.0  # the surface of tests/optim/test_lecture.py
 START = (1.0, 1.0)

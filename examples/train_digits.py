@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from optaas_client import Client, RemoteOptimizer
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
-
-from app.client import Client, RemoteOptimizer
 
 QUICK_EPOCHS = 3
 

@@ -23,9 +23,17 @@ from types import TracebackType
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CLIENT_SOURCE = REPO_ROOT / "clients" / "python" / "src"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 PORT_ATTEMPTS = 5
+
+
+def source_environment(**extra: str) -> dict[str, str]:
+    """This environment with the server and the client imported from the source tree (as the
+    tests import them: pyproject's `pythonpath`), for the processes the tests start."""
+    paths = [str(REPO_ROOT), str(CLIENT_SOURCE), os.environ.get("PYTHONPATH")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)), **extra}
 
 
 class ServerError(RuntimeError):
@@ -140,14 +148,7 @@ class LiveServer:
     # -- internals -----------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
-            ),
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
+        env = source_environment(PYTHONUNBUFFERED="1", **self.extra_env)
         command = [
             sys.executable,
             "-m",

@@ -1,4 +1,4 @@
-"""The Python client (`app.client`) against live servers: every method, the typed errors, retries
+"""The Python client (`optaas_client`) against live servers: every method, the typed errors, retries
 through a network that loses answers and a server that answers 503, and `RemoteOptimizer`
 against local torch.optim.
 
@@ -16,8 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-
-from app.client import (
+from optaas_client import (
     ApiError,
     AuthenticationRequired,
     Client,
@@ -38,9 +37,10 @@ from app.client import (
     ValidationFailed,
     error_for,
 )
+
 from app.optim import schedule_lrs
 from tests.conftest import sqlite_url
-from tests.live_server import free_port
+from tests.live_server import free_port, source_environment
 from tests.support import CoreRun, DroppingTransport, random_arrays
 
 FAST_RETRIES = {"backoff": 0.001, "max_delay": 0.01}
@@ -66,14 +66,31 @@ def one_hot(index, size):
 # -- import hygiene --------------------------------------------------------------------------
 
 
-def test_importing_the_client_imports_neither_the_server_stack_nor_torch():
+SERVER_STACK = {"app", "fastapi", "starlette", "sqlalchemy", "pydantic", "uvicorn", "alembic"}
+
+
+def test_importing_the_client_imports_neither_the_server_nor_torch():
     code = (
-        "import sys, app.client; "
+        "import sys, optaas_client; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'fastapi', 'starlette', 'sqlalchemy', 'pydantic', 'torch', 'uvicorn', 'alembic'}))"
+        f"set({sorted(SERVER_STACK | {'torch'})!r})))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=source_environment(),
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_shared_format_module_imports_the_standard_library_and_numpy_only():
+    code = (
+        "import sys; before = set(sys.modules); import optaas_state; "
+        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - "
+        "set(sys.stdlib_module_names) - {'optaas_state', 'numpy'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=source_environment(),
     )
     assert result.stdout.strip() == "[]"
 

@@ -1,9 +1,11 @@
 """The client's export conversions on their own, no server: exports (the `optaas-state/1` format,
-EXPORT_FORMAT.md) ↔ torch.optim state dicts, and the export's JSON and safetensors forms.
+`optaas_state`) ↔ torch.optim state dicts, and the export's JSON and safetensors forms.
 
 The exports here are made from the optimizer core's state the way the service's `GET …/state`
-makes them, so "50 steps in the core, convert, 50 more in torch equals 100 in the core" checks
-the conversion alone; tests/test_client_run_management.py does the same through a server.
+makes them (its `rates` included), and imported the way the service imports them (a tensor
+exported as `{"step": 0}` alone starts fresh), so "50 steps in the core, convert, 50 more in
+torch equals 100 in the core" checks the client's conversion — which knows nothing of the core
+— against the core itself; tests/test_client_run_management.py does the same through a server.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
-
-from app.client import (
+from optaas_client import (
     export_from_json,
     export_from_safetensors,
     export_from_torch,
@@ -25,6 +26,7 @@ from app.client import (
     torch_param_groups,
     torch_state_dict,
 )
+
 from app.optim import Optimizer, OptimizerState
 from app.tensors import tensors_from_safetensors
 from tests.support import random_arrays
@@ -88,8 +90,13 @@ class CoreSession:
             }
             for tensor, tensor_slots in export["state"].items()
         }
+        params = {name: np.array(value) for name, value in export["params"].items()}
+        fresh = Optimizer(config, list(params)).init(params).slots
+        for tensor, tensor_slots in slots.items():
+            if set(tensor_slots) == {"step"} and int(tensor_slots["step"]) == 0:
+                slots[tensor] = fresh[tensor]  # never stepped: what the service's import gives it
         state = OptimizerState(export["step"], slots, export["schedule_state"])
-        return cls(config, export["params"], state)
+        return cls(config, params, state)
 
     def step(self, grads, partial=False):
         copies = {name: np.array(array) for name, array in grads.items()}
@@ -116,6 +123,10 @@ class CoreSession:
             "step": self.state.step,
             "schedule_state": dict(self.state.schedule),
             "last_loss": None,
+            "rates": [
+                self.engine.schedule.rate(self.state.step, group.lr, self.state.schedule)
+                for group in self.engine.groups
+            ],
             "params": params["params"] if layout == "single" else params,
             "state": {
                 tensor: {
@@ -297,8 +308,14 @@ def test_tensors_never_stepped_keep_torch_fresh_state():
     untouched = torch.optim.Adam(list(fresh.values()))
     torch_step(untouched, fresh, {"w": grads[0]["w"]})
     back = export_from_torch(untouched, fresh)
-    assert back["step"] == 1 and back["state"]["b"]["step"] == 0
-    np.testing.assert_array_equal(back["state"]["b"]["exp_avg"], np.zeros(2))
+    assert back["step"] == 1 and back["state"]["b"] == {"step": 0}  # torch holds nothing for b
+    imported = CoreSession.from_export(back)  # … and the import starts it as the service does
+    assert set(imported.state.slots["b"]) == {"exp_avg", "exp_avg_sq", "step"}
+    np.testing.assert_array_equal(imported.state.slots["b"]["exp_avg"], np.zeros(2))
+    for g in grads[1:STEPS]:
+        torch_step(untouched, fresh, g)
+        imported.step(g)
+    assert_same_params(fresh, imported.params)
 
 
 def test_conversions_refuse_what_torch_cannot_hold():

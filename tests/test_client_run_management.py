@@ -13,15 +13,16 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from app.client import (
+from optaas_client import (
     Client,
     InvalidContent,
     Pending,
     RemoteOptimizer,
     StepWaitTimeout,
     torch_optimizer,
+    torch_state_dict,
 )
+
 from app.store.database import Database
 from app.tensors import SAFETENSORS_MEDIA_TYPE
 from tests.support import CoreRun, DroppingTransport, database_snapshot, random_arrays
@@ -35,6 +36,9 @@ from tests.test_client_interop import (
     torch_run_exported,
     torch_step,
 )
+
+# Every test here talks to a live server.
+pytestmark = pytest.mark.slow
 
 FAST_RETRIES = {"backoff": 0.001, "max_delay": 0.01}
 
@@ -174,6 +178,49 @@ def test_a_corrupted_export_is_refused_and_creates_nothing(client, module_databa
         assert database_snapshot(database, source.id) == before  # sessions counted too
     finally:
         database.dispose()
+
+
+def test_an_export_states_each_groups_rate_and_an_import_ignores_it(client):
+    """`rates`: η_t of the base optimizer, then of each group, at the exported step — what the
+    torch converters read, since the client cannot evaluate schedules."""
+    session = client.create_session(
+        {"w": np.zeros(2), "b": np.zeros(1)},
+        optimizer={"type": "sgd", "lr": 0.8},
+        schedule={"type": "cosine", "total_steps": 10, "min_lr": 0.1},
+        groups=[{"match": ["b"], "lr": 0.4}],
+    )
+    for _ in range(3):
+        session.step({"w": np.ones(2), "b": np.ones(1)})
+    export = session.export()
+    cosine = (1 + np.cos(np.pi * 3 / 10)) / 2
+    expected = [0.1 + (lr - 0.1) * cosine for lr in (0.8, 0.4)]  # not proportional to lr
+    np.testing.assert_allclose(export["rates"], expected, rtol=1e-12)
+    assert export["rates"][0] == session.info()["lr"]
+    assert session.export(binary=True)["rates"] == export["rates"]
+
+    groups = torch_state_dict(export)["param_groups"]
+    assert [(group["param_names"], group["lr"], group["initial_lr"]) for group in groups] == [
+        (["w"], export["rates"][0], 0.8),
+        (["b"], export["rates"][1], 0.4),
+    ]
+
+    export["rates"] = [123.0, 456.0]  # derived, so an import recomputes it
+    assert client.import_session(export).export()["rates"] == session.export()["rates"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "safetensors"])
+def test_a_tensor_imported_as_step_0_alone_starts_fresh(client, binary):
+    session, _ = stepped_session(client, steps=2)
+    export = session.export()
+    export["state"]["b"] = {"step": 0}  # as torch holds no state for a tensor never stepped
+    copy = client.import_session(export, binary=binary)
+    slots = copy.export()["state"]["b"]
+    assert set(slots) == {"exp_avg", "exp_avg_sq", "step"} and slots["step"] == 0
+    np.testing.assert_array_equal(slots["exp_avg_sq"], np.zeros(SHAPES["b"]))
+
+    export["state"]["b"] = {"step": 1}  # had an update, so its slots are missing
+    with pytest.raises(InvalidContent, match="lacks 'exp_avg'"):
+        client.import_session(export, binary=binary)
 
 
 # -- torch interop through the service ---------------------------------------------------------

@@ -26,7 +26,7 @@ from sqlalchemy import make_url
 
 from app.cli import build_parser, local_address
 from app.config import Settings, normalise_database_url
-from tests.live_server import REPO_ROOT, free_port
+from tests.live_server import REPO_ROOT, free_port, source_environment
 
 BASE_IMAGE = "python:3.11-slim-bookworm"
 COMPOSE_DATABASE_SERVICE = "postgres"
@@ -244,7 +244,7 @@ def platform_environment(**variables: str) -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith("OPTAAS_") and name not in {"PORT", "DATABASE_URL"}
     }
-    return {**kept, "PYTHONPATH": str(REPO_ROOT), **variables}
+    return {**kept, "PYTHONPATH": source_environment()["PYTHONPATH"], **variables}
 
 
 def run_healthcheck(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ numbers."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -18,7 +17,7 @@ from matplotlib import colors
 from matplotlib import pyplot as plt
 
 from tests.conftest import sqlite_url
-from tests.live_server import REPO_ROOT
+from tests.live_server import REPO_ROOT, source_environment
 from tests.optim.test_lecture import (
     assert_bursts_in_the_flat_direction,
     assert_reaches_the_neighbourhood,
@@ -37,7 +36,7 @@ def server(module_start_server, tmp_path_factory):
 
 
 def run(command, **options):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "NO_PROXY": "127.0.0.1"}
+    env = source_environment(NO_PROXY="127.0.0.1")
     result = subprocess.run(
         command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, **options
     )

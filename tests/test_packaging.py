@@ -1,16 +1,23 @@
-"""The built wheel carries the migrations, and an installed copy migrates from any directory."""
+"""The built wheels: the server's carries the migrations (and an installed copy migrates from any
+directory) but not the client; the client's carries the client and the format module it shares
+with the server, nothing of the server, and works where the server is not installed."""
 
 from __future__ import annotations
 
+import email
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.live_server import REPO_ROOT
+from tests.live_server import CLIENT_SOURCE, REPO_ROOT
+
+# Builds and installs wheels: seconds each.
+pytestmark = pytest.mark.slow
 
 MIGRATIONS = sorted(
     path.relative_to(REPO_ROOT).as_posix()
@@ -19,16 +26,14 @@ MIGRATIONS = sorted(
 )
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+def build_wheel(project: Path, out: Path, pattern: str) -> Path:
     subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            str(REPO_ROOT),
+            str(project),
             "--no-deps",
             "--no-build-isolation",
             "--quiet",
@@ -38,8 +43,95 @@ def wheel(tmp_path_factory) -> Path:
         check=True,
         capture_output=True,
     )
-    (built,) = out.glob("optaas-*.whl")
+    (built,) = out.glob(pattern)
     return built
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(REPO_ROOT, tmp_path_factory.mktemp("wheel"), "optaas-*.whl")
+
+
+@pytest.fixture(scope="module")
+def client_wheel(tmp_path_factory) -> Path:
+    return build_wheel(
+        CLIENT_SOURCE.parent, tmp_path_factory.mktemp("client-wheel"), "optaas_client-*.whl"
+    )
+
+
+def requirements(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        return email.message_from_bytes(archive.read(metadata)).get_all("Requires-Dist") or []
+
+
+def test_the_server_wheel_holds_no_client_and_depends_on_the_client_distribution(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == {"app"}
+    assert any(requirement.startswith("optaas-client @ ") for requirement in requirements(wheel))
+
+
+def test_the_client_wheel_holds_the_client_and_the_format_module_only(client_wheel):
+    names = zipfile.ZipFile(client_wheel).namelist()
+    top_level = {name.split("/")[0] for name in names if ".dist-info/" not in name}
+    assert top_level == {"optaas_client", "optaas_state.py"}
+    modules = {path.name for path in (CLIENT_SOURCE / "optaas_client").glob("*.py")}
+    assert {name.removeprefix("optaas_client/") for name in names} >= modules
+    required = sorted(line.split(";")[0].strip() for line in requirements(client_wheel))
+    assert required == [
+        "httpx>=0.27",
+        "numpy>=2.0",
+        "torch==2.13.0",  # the `torch` extra
+    ]
+
+
+def site_packages_without_optaas(directory: Path) -> Path:
+    """This environment's installed packages (links to them) but for the server and the client."""
+    directory.mkdir()
+    site = Path(sysconfig.get_paths()["purelib"])
+    for entry in site.iterdir():
+        if not entry.name.startswith(("app", "optaas", "_editable_impl_optaas")):
+            (directory / entry.name).symlink_to(entry)
+    return directory
+
+
+def test_the_installed_client_works_where_the_server_is_not(client_wheel, tmp_path):
+    """The client's wheel alone, beside its dependencies, with the server nowhere on the path."""
+    target, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dependencies = site_packages_without_optaas(tmp_path / "dependencies")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+         str(client_wheel)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    script = """
+import importlib.util, sys
+import numpy as np
+import optaas_client, optaas_state
+from optaas_client import Client, export_from_safetensors, export_to_safetensors
+assert importlib.util.find_spec("app") is None, "the server is importable"
+export = {"dtype": "float64", "params": {"w": np.arange(3.0)}, "step": 2,
+          "config": {"optimizer": {"type": "sgd"}}, "state": {"w": {"step": 2}}}
+back = export_from_safetensors(export_to_safetensors(export))
+assert back["params"]["w"].tolist() == [0.0, 1.0, 2.0] and back["state"] == {"w": {"step": 2}}
+with Client("http://127.0.0.1:9") as client:
+    assert not client.ready()
+print(optaas_client.__file__, optaas_state.__file__)
+"""
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        cwd=elsewhere,
+        env={"PYTHONPATH": f"{target}:{dependencies}", "PATH": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        str(target / "optaas_client" / "__init__.py"),
+        str(target / "optaas_state.py"),
+    ]
 
 
 def test_wheel_contains_the_migrations_inside_the_package(wheel):

@@ -10,7 +10,6 @@ stays true when the service changes.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import sqlite_url
-from tests.live_server import REPO_ROOT
+from tests.live_server import REPO_ROOT, source_environment
 
 README = REPO_ROOT / "README.md"
 README_URL = "http://127.0.0.1:8000"
@@ -111,7 +110,7 @@ def test_the_python_client_example_reaches_the_weights_it_shows(server, tmp_path
     )  # fmt: skip
     script = tmp_path / "example.py"
     script.write_text(example.replace(README_URL, server.url))
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "NO_PROXY": "127.0.0.1"}
+    env = source_environment(NO_PROXY="127.0.0.1")
     result = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env
     )

@@ -487,7 +487,7 @@ def test_the_json_export_follows_the_agreed_format(client):
 
     assert list(document) == [
         "format", "id", "name", "dtype", "layout", "tensors", "config", "step",
-        "schedule_state", "last_loss", "params", "state",
+        "schedule_state", "last_loss", "rates", "params", "state",
     ]  # fmt: skip
     assert document["format"] == "optaas-state/1"
     assert (document["id"], document["name"], document["dtype"]) == (
@@ -499,6 +499,9 @@ def test_the_json_export_follows_the_agreed_format(client):
         key: view[key] for key in (*config_fields, "groups", "accumulate")
     }
     assert (document["step"], document["last_loss"]) == (1, pytest.approx(0.3))
+    # η_1 of the base optimizer and of the `encoder.*` group: step 2 of the 3-step warm-up
+    assert document["rates"] == [pytest.approx(0.02 * 2 / 3), pytest.approx(0.01 * 2 / 3)]
+    assert document["rates"][0] == view["lr"]
     assert document["schedule_state"] == {  # not fed during the warm-up: no `best` yet
         "num_bad_epochs": 0.0,
         "cooldown_counter": 0.0,
@@ -536,6 +539,7 @@ def test_the_safetensors_export_follows_the_agreed_format(client):
         "step": "1",
         "schedule_state": '{"num_bad_epochs":0.0,"cooldown_counter":0.0,"num_reductions":0.0}',
         "last_loss": "0.25",
+        "rates": json.dumps(as_json["rates"], separators=(",", ":")),
     }
     assert json.loads(metadata["config"]) == as_json["config"]
     expected_keys = {f"param/{name}" for name in SHAPES} | {

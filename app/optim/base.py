@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
+from optaas_state import STEP_SLOT
 
 Params = dict[str, np.ndarray]
 """Tensor name → θ (one array per tensor)."""
@@ -39,8 +40,8 @@ Slots = dict[str, np.ndarray]
 
 Shape = tuple[int, ...]
 
-STEP_SLOT = "step"
-"""The per-tensor step count, kept by the engine: torch keeps one per parameter."""
+# STEP_SLOT, the per-tensor step count, is kept by the engine (torch keeps one per parameter);
+# its name is the storage keys' and the export format's (`optaas_state`, imported above).
 
 
 # --------------------------------------------------------------------------------------------

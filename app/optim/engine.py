@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from optaas_state import array_key, split_key
 
 from app.optim import checks
 from app.optim.base import (
@@ -105,7 +106,7 @@ class OptimizerState:
         """The slots flattened as `"<slot>/<tensor>"` → array (slot names hold no "/", tensor
         names may), for storage as raw bytes."""
         return {
-            f"{slot}/{tensor}": array
+            array_key(slot, tensor): array
             for tensor, slots in self.slots.items()
             for slot, array in slots.items()
         }
@@ -118,9 +119,7 @@ class OptimizerState:
         are copied, since steps update the slots in place."""
         slots: dict[str, Slots] = {}
         for key, array in arrays.items():
-            slot, separator, tensor = key.partition("/")
-            if not separator or not slot:
-                raise ValueError(f"state key {key!r} is not '<slot>/<tensor>'")
+            slot, tensor = split_key(key)  # a ValueError if it is not "<slot>/<tensor>"
             slots.setdefault(tensor, {})[slot] = np.require(array, requirements=["C", "W"])
         return cls(int(step), slots, dict(schedule_state))
 

@@ -22,18 +22,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.store.base import Base
 
-PARAM_SLOT = "param"
-"""Arrays are keyed `"<slot>/<tensor>"`; the parameters θ themselves use this slot name."""
-
-ACCUMULATION_SLOT = "accum"
-"""`accum/<tensor>`: the running sum of the gradients posted toward the next step (accumulate >
-1). Not optimizer state: it is neither exported nor forked."""
-
-
-def is_accumulation_key(key: str) -> bool:
-    """Whether a stored array's key is a pending sum (`accum/<tensor>`)."""
-    return key.startswith(f"{ACCUMULATION_SLOT}/")
-
 
 class SessionRecord(Base):
     """One optimisation run: its configuration, step count and small state. Arrays live apart."""

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 import orjson
+from optaas_state import PARAM_SLOT, is_accumulation_key
 
 from app.optim import Optimizer, OptimizerState
 from app.store import codec
-from app.store.models import PARAM_SLOT, is_accumulation_key
 
 LOG_PREFIX = "~log/"
 """Keys of log rows start with this; a slot name never does."""
