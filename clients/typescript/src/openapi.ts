@@ -1,0 +1,3947 @@
+// Generated from the optaas server's OpenAPI document by `npm run generate`: do not edit.
+// `npm run check-types` (run by the tests) fails when this file and the server's schema differ.
+
+export type NestedNumbers = number | NestedNumbers[];
+export interface paths {
+    "/v1/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a session
+         * @description A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
+         *
+         *     With an `Idempotency-Key` (unique per API key), a retry gets the same session back.
+         */
+        post: operations["sessions-create_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a session
+         * @description Its config with every default filled in, `step`, shapes, dtype, timestamps, last loss.
+         */
+        get: operations["sessions-get_session"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a session
+         * @description The session and everything stored for it (its idempotency records included).
+         */
+        delete: operations["sessions-delete_session"];
+        options?: never;
+        head?: never;
+        /**
+         * Change hyper-parameters mid-run
+         * @description Change the optimizer's hyper-parameters, the schedule, clipping, `nonfinite`, `groups`,
+         *     `accumulate` or the name; t, θ and the state are kept, and the change is recorded in the
+         *     history.
+         *
+         *     The body is a JSON merge patch (RFC 7396) of the session's config: `{"optimizer": {"lr":
+         *     0.005}}` changes lr alone; `null` restores a field's default; an object with another `type`
+         *     replaces the old one whole (a new schedule). The optimizer's `type` cannot change (422
+         *     `optimizer-type-change`: fork the session instead). Steps are applied under the old config
+         *     or the new one, never a mix. With `If-Match` the change is made only at that step (else
+         *     412). Pending accumulated gradients are kept and join the next step.
+         */
+        patch: operations["sessions-patch_session"];
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Apply one gradient
+         * @description θ ← θ − η_t/(σ_t + eps) · m_t for the posted gradient; answers with the new θ.
+         *
+         *     The gradient must match every parameter's name and shape (unless `partial`). Steps on one
+         *     session are applied one at a time; the `ETag` header carries the new step count. With
+         *     `If-Match` the step is applied only at that step (else 412); with an `Idempotency-Key` it
+         *     is applied once, and a retry gets the same answer (`Idempotent-Replayed: true`).
+         *
+         *     With `accumulate` K > 1, the first K−1 gradients of a step answer 202 with how many are
+         *     still `missing` (and `Location`: where to wait for the step); the K-th applies their mean
+         *     and answers 200 as above.
+         *
+         *     Binary form: send the gradients as a safetensors file (`Content-Type:
+         *     application/vnd.safetensors`, tensors by name, `loss` and `partial` in `__metadata__`);
+         *     ask for `Accept: application/vnd.safetensors` to get θ back as one (`step`, `lr`,
+         *     `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
+         */
+        post: operations["sessions-step_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/params": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read the parameters
+         * @description θ_t in the form the session was created with, and the step count t.
+         *
+         *     With `wait_for_step`, the answer waits until the session has reached that step — say the
+         *     step a worker's accumulated gradient is part of — or until `timeout`, when it is a 408 that
+         *     says at which step the session is (and, while gradients are being accumulated, how many
+         *     are still missing). Waiting holds no database connection: the session's step is read ten
+         *     times a second, so it works across server processes.
+         *
+         *     With `Accept: application/vnd.safetensors`: a safetensors file of θ_t by tensor name (the
+         *     single form's tensor is `params`), `step` in its `__metadata__`.
+         */
+        get: operations["sessions-get_params"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/fork": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Fork a session
+         * @description A new session — new id, new token — with the same θ, state, t and config; the body
+         *     (optional) overrides the config as a PATCH would, the optimizer's type included (slots the
+         *     new optimizer keeps start fresh). Both sessions then go their own ways.
+         *
+         *     Needs the source's token, and `X-API-Key` when the server has API keys (it creates a
+         *     session). With `If-Match` the fork is made only at that step; with an `Idempotency-Key`
+         *     (unique among the source's keys) a retry gets the same fork back.
+         */
+        post: operations["sessions-fork_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/state": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export a session
+         * @description Everything needed to continue the run elsewhere: the config with every default, t, θ and
+         *     every state slot under torch's names (`exp_avg`, `exp_avg_sq`, `momentum_buffer`, …, and
+         *     each tensor's own `step`), the schedule's state and the last loss.
+         *
+         *     JSON by default; with `Accept: application/vnd.safetensors` a safetensors file whose
+         *     tensors are `param/<tensor>` (θ) and `<slot>/<tensor>`, the rest in its `__metadata__`.
+         *     `POST /v1/sessions/import` takes either back. Gradients pending in an accumulation are not
+         *     part of an export.
+         */
+        get: operations["sessions-get_state"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import a session
+         * @description A new session (new id and token) from an export (`GET …/state`), in JSON or as a
+         *     safetensors file: it continues the run exactly where the export left it.
+         *
+         *     Everything is checked first, and a problem is a 422 that names it, with nothing created:
+         *     the format, the config (as for a creation), every tensor's θ and exactly the state slots
+         *     its optimizer keeps (names, shapes, dtype, finite values), step counts from 0 to t. A body
+         *     that is no JSON or safetensors file is a 400. Needs `X-API-Key` when the server has API
+         *     keys; with an `Idempotency-Key` (unique per API key) a retry gets the same session back.
+         */
+        post: operations["sessions-import_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read the history
+         * @description Every step the session took — `{step, lr, loss, grad_norm, update_norm, skipped, at,
+         *     duration_ms}`, skipped ones included — and every change of its configuration, in order.
+         *
+         *     Page with `after`: start at 0, then pass `next` until it is null. To follow a running
+         *     session, poll with `after` = the `seq` of the last record seen. Sessions keep the newest
+         *     `OPTAAS_HISTORY_MAX_RECORDS` records (older ones are pruned).
+         */
+        get: operations["history-get_history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/schedules/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Preview a schedule
+         * @description `[η_0, …, η_{N−1}]` for `schedule` at base rate `lr`: the rates steps 0 … N−1 of a
+         *     session with this schedule would use. No session or token needed.
+         *
+         *     `reduce_on_plateau` is fed no losses here, so it previews as constant. An invalid schedule
+         *     is a 422 naming the field (e.g. `schedule.then.total_steps`).
+         */
+        post: operations["schedules-preview_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/healthz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Liveness
+         * @description The process answers HTTP.
+         */
+        get: operations["health-healthz"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/readyz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Readiness
+         * @description The database answers a query.
+         */
+        get: operations["health-readyz"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Prometheus metrics
+         * @description Steps by optimizer type and outcome (`optaas_steps_total`), step latency
+         *     (`optaas_step_latency_seconds`), request body sizes by route (`optaas_request_body_bytes`),
+         *     error answers by status and problem type (`optaas_rejections_total`) and the number of
+         *     sessions stored (`optaas_sessions`). Counts are summed over all server processes.
+         */
+        get: operations["operations-get_metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
+export type webhooks = Record<string, never>;
+export interface components {
+    schemas: {
+        /** Adadelta */
+        Adadelta: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "adadelta";
+            /**
+             * Lr
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Rho
+             * @default 0.9
+             */
+            rho?: number;
+            /**
+             * Eps
+             * @default 0.000001
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * Adagrad
+         * @description σ² = Σ g² (`accumulator="sum"`, torch) or the mean of g² (`"mean"`, the lecture's form).
+         */
+        Adagrad: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "adagrad";
+            /**
+             * Lr
+             * @default 0.01
+             */
+            lr?: number;
+            /**
+             * Lr Decay
+             * @default 0
+             */
+            lr_decay?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Initial Accumulator Value
+             * @default 0
+             */
+            initial_accumulator_value?: number;
+            /**
+             * Eps
+             * @default 1e-10
+             */
+            eps?: number;
+            /**
+             * Accumulator
+             * @default sum
+             * @enum {string}
+             */
+            accumulator?: "sum" | "mean";
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * Adam
+         * @description RMSprop plus momentum, bias-corrected.
+         */
+        Adam: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "adam";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Amsgrad
+             * @default false
+             */
+            amsgrad?: boolean;
+            /**
+             * Decoupled Weight Decay
+             * @default false
+             */
+            decoupled_weight_decay?: boolean;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * AdamW
+         * @description Adam with decoupled weight decay: `θ ← θ − η·λ·θ` before the Adam update.
+         */
+        AdamW: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "adamw";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0.01
+             */
+            weight_decay?: number;
+            /**
+             * Amsgrad
+             * @default false
+             */
+            amsgrad?: boolean;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /** Adamax */
+        Adamax: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "adamax";
+            /**
+             * Lr
+             * @default 0.002
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * ChangeRecord
+         * @description A change of the session's configuration (PATCH): each changed field, old and new.
+         */
+        ChangeRecord: {
+            /**
+             * Seq
+             * @description The record's number in this session's history (the cursor).
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "change";
+            /**
+             * Step
+             * @description t when the change was made.
+             */
+            step: number;
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /**
+             * Changes
+             * @description Dotted field path (e.g. `optimizer.lr`) → its old and new value.
+             */
+            changes: {
+                [key: string]: components["schemas"]["FieldChange"];
+            };
+        };
+        /** Constant */
+        Constant: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "constant";
+        };
+        /**
+         * Cosine
+         * @description torch CosineAnnealingLR, with the absolute floor `min_lr`.
+         */
+        Cosine: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "cosine";
+            /**
+             * Total Steps
+             * @example 1000
+             */
+            total_steps: number;
+            /**
+             * Min Lr
+             * @default 0
+             */
+            min_lr?: number;
+        };
+        /**
+         * CosineRestarts
+         * @description torch CosineAnnealingWarmRestarts.
+         */
+        CosineRestarts: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "cosine_restarts";
+            /**
+             * T 0
+             * @example 100
+             */
+            t_0: number;
+            /**
+             * T Mult
+             * @default 1
+             */
+            t_mult?: number;
+            /**
+             * Min Lr
+             * @default 0
+             */
+            min_lr?: number;
+        };
+        /** CreatedSession */
+        CreatedSession: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Name */
+            name: string | null;
+            /**
+             * Dtype
+             * @enum {string}
+             */
+            dtype: "float32" | "float64";
+            /**
+             * Layout
+             * @description `single`: params is one array; `named`: an object of named arrays.
+             * @enum {string}
+             */
+            layout: "single" | "named";
+            /**
+             * Shapes
+             * @description Tensor name → shape, in order.
+             */
+            shapes: {
+                [key: string]: number[];
+            };
+            /** Optimizer */
+            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Lion"] | components["schemas"]["Custom"];
+            /** Schedule */
+            schedule?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
+            /**
+             * Clip Grad Norm
+             * @description Scale g by min(1, max_norm / (‖g‖₂ + 1e-6)), torch's rule.
+             */
+            clip_grad_norm?: number | null;
+            /**
+             * Clip Grad Value
+             * @description Clamp g to ±value.
+             */
+            clip_grad_value?: number | null;
+            /**
+             * Nonfinite
+             * @description A gradient with NaN/±Inf: `reject` (422) or `skip` (200, nothing changes).
+             * @default reject
+             * @enum {string}
+             */
+            nonfinite?: "reject" | "skip";
+            /**
+             * Groups
+             * @description Per-tensor overrides; the first group that matches wins.
+             */
+            groups?: components["schemas"]["Group"][] | null;
+            /**
+             * Accumulate
+             * @description K: gradients averaged per step. With K > 1 the first K−1 posts of a step answer 202 (how many are still missing) and the K-th applies their mean.
+             * @default 1
+             */
+            accumulate?: number;
+            /**
+             * Step
+             * @description t: updates applied so far.
+             */
+            step: number;
+            /**
+             * Accumulated
+             * @description Gradients received toward the next step (`accumulate` > 1); 0 otherwise.
+             * @default 0
+             */
+            accumulated?: number;
+            /**
+             * Lr
+             * @description η_t: the learning rate the next step will use (null if not finite).
+             */
+            lr: number | null;
+            /** Last Loss */
+            last_loss: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /**
+             * Token
+             * @description Bearer token for this session. Shown once; keep it.
+             */
+            token: string;
+        };
+        /**
+         * Custom
+         * @description The general form itself: `θ ← θ − η_t/(σ_t + eps) · m_t`; null means m_t = g_t or σ_t = 1.
+         */
+        Custom: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "custom";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            momentum?: components["schemas"]["CustomMomentum"] | null;
+            sigma?: components["schemas"]["CustomSigma"] | null;
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * CustomMomentum
+         * @description m_t = β m_{t−1} + (1 − dampening) g_t, optionally divided by (1 − β^{t+1}).
+         */
+        CustomMomentum: {
+            /** Beta */
+            beta: number;
+            /**
+             * Dampening
+             * @default 0
+             */
+            dampening?: number;
+            /**
+             * Bias Correction
+             * @default false
+             */
+            bias_correction?: boolean;
+        };
+        /**
+         * CustomSigma
+         * @description σ_t from the squared gradients: running `sum`, running `mean`, or `ema` with `alpha`.
+         */
+        CustomSigma: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "sum" | "mean" | "ema";
+            /** Alpha */
+            alpha?: number | null;
+            /**
+             * Init
+             * @default zero
+             * @enum {string}
+             */
+            init?: "zero" | "first_grad";
+            /**
+             * Bias Correction
+             * @default false
+             */
+            bias_correction?: boolean;
+        };
+        /**
+         * Exponential
+         * @description `gamma^t`.
+         */
+        Exponential: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "exponential";
+            /**
+             * Gamma
+             * @example 0.99
+             */
+            gamma: number;
+        };
+        /** FieldChange */
+        FieldChange: {
+            /** Old */
+            old: unknown;
+            /** New */
+            new: unknown;
+        };
+        /**
+         * Group
+         * @description Tensors whose names match one of the globs take these hyper-parameter overrides.
+         */
+        Group: {
+            /**
+             * Match
+             * @description Name globs, e.g. `encoder.*`.
+             */
+            match: string[];
+        } & {
+            [key: string]: unknown;
+        };
+        /** Health */
+        Health: {
+            /** Status */
+            status: string;
+        };
+        /** HistoryPage */
+        HistoryPage: {
+            /**
+             * Records
+             * @description In the order they happened (by `seq`).
+             */
+            records: (components["schemas"]["StepRecord"] | components["schemas"]["ChangeRecord"])[];
+            /**
+             * Next
+             * @description Pass as `after` for the next page; null when this page reached the newest record (poll later with `after` = the last record's `seq`).
+             */
+            next: number | null;
+        };
+        /**
+         * InverseSqrt
+         * @description `1/sqrt(t+1)`.
+         */
+        InverseSqrt: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "inverse_sqrt";
+        };
+        /**
+         * Linear
+         * @description torch LinearLR.
+         */
+        Linear: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "linear";
+            /**
+             * Start Factor
+             * @default 0.3333333333333333
+             */
+            start_factor?: number;
+            /**
+             * End Factor
+             * @default 1
+             */
+            end_factor?: number;
+            /**
+             * Total Steps
+             * @default 5
+             */
+            total_steps?: number;
+        };
+        /**
+         * Lion
+         * @description `θ ← θ − η·sign(β₁ m + (1−β₁) g)`, then `m ← β₂ m + (1−β₂) g` (optax / the paper).
+         */
+        Lion: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "lion";
+            /**
+             * Lr
+             * @default 0.0001
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.99
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * MultiStep
+         * @description `gamma^(number of milestones ≤ t)`.
+         */
+        MultiStep: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "multistep";
+            /**
+             * Milestones
+             * @example [
+             *       300,
+             *       600,
+             *       900
+             *     ]
+             */
+            milestones: number[];
+            /**
+             * Gamma
+             * @default 0.1
+             */
+            gamma?: number;
+        };
+        /** NAdam */
+        NAdam: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "nadam";
+            /**
+             * Lr
+             * @default 0.002
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Momentum Decay
+             * @default 0.004
+             */
+            momentum_decay?: number;
+            /**
+             * Decoupled Weight Decay
+             * @default false
+             */
+            decoupled_weight_decay?: boolean;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * Noam
+         * @description `factor · d_model^−0.5 · min((t+1)^−0.5, (t+1)·warmup_steps^−1.5)` (absolute).
+         */
+        Noam: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "noam";
+            /**
+             * D Model
+             * @example 512
+             */
+            d_model: number;
+            /**
+             * Warmup Steps
+             * @example 100
+             */
+            warmup_steps: number;
+            /**
+             * Factor
+             * @default 1
+             */
+            factor?: number;
+        };
+        /**
+         * OneCycle
+         * @description torch OneCycleLR (absolute).
+         */
+        OneCycle: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "one_cycle";
+            /**
+             * Max Lr
+             * @example 0.1
+             */
+            max_lr: number;
+            /**
+             * Total Steps
+             * @example 1000
+             */
+            total_steps: number;
+            /**
+             * Pct Start
+             * @default 0.3
+             */
+            pct_start?: number;
+            /**
+             * Div Factor
+             * @default 25
+             */
+            div_factor?: number;
+            /**
+             * Final Div Factor
+             * @default 10000
+             */
+            final_div_factor?: number;
+            /**
+             * Anneal
+             * @default cos
+             * @enum {string}
+             */
+            anneal?: "cos" | "linear";
+        };
+        /** ParamsResponse */
+        ParamsResponse: {
+            /** Step */
+            step: number;
+            /**
+             * Tensors
+             * @description One tensor (named `params`), or an object of named tensors. A session answers in the form it was created with.
+             */
+            params: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["Tensor"];
+            };
+        };
+        /**
+         * PiecewiseConstant
+         * @description The value of the interval that holds t (absolute).
+         */
+        PiecewiseConstant: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "piecewise_constant";
+            /**
+             * Boundaries
+             * @example [
+             *       300,
+             *       600
+             *     ]
+             */
+            boundaries: number[];
+            /**
+             * Values
+             * @example [
+             *       0.1,
+             *       0.01,
+             *       0.001
+             *     ]
+             */
+            values: number[];
+        };
+        /**
+         * Polynomial
+         * @description torch PolynomialLR.
+         */
+        Polynomial: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "polynomial";
+            /**
+             * Total Steps
+             * @example 1000
+             */
+            total_steps: number;
+            /**
+             * Power
+             * @default 1
+             */
+            power?: number;
+        };
+        /** RAdam */
+        RAdam: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "radam";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Decoupled Weight Decay
+             * @default false
+             */
+            decoupled_weight_decay?: boolean;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * RMSprop
+         * @description σ² ← α σ² + (1−α) g²; `init="first_grad"` starts from σ₀ = |g₀| (the lecture's form).
+         */
+        RMSprop: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "rmsprop";
+            /**
+             * Lr
+             * @default 0.01
+             */
+            lr?: number;
+            /**
+             * Alpha
+             * @default 0.99
+             */
+            alpha?: number;
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Momentum
+             * @default 0
+             */
+            momentum?: number;
+            /**
+             * Centered
+             * @default false
+             */
+            centered?: boolean;
+            /**
+             * Init
+             * @default zero
+             * @enum {string}
+             */
+            init?: "zero" | "first_grad";
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * ReduceOnPlateau
+         * @description torch ReduceLROnPlateau, fed by the `loss` of each step.
+         */
+        ReduceOnPlateau: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "reduce_on_plateau";
+            /**
+             * Mode
+             * @default min
+             * @enum {string}
+             */
+            mode?: "min" | "max";
+            /**
+             * Factor
+             * @default 0.1
+             */
+            factor?: number;
+            /**
+             * Patience
+             * @default 10
+             */
+            patience?: number;
+            /**
+             * Threshold
+             * @default 0.0001
+             */
+            threshold?: number;
+            /**
+             * Threshold Mode
+             * @default rel
+             * @enum {string}
+             */
+            threshold_mode?: "rel" | "abs";
+            /**
+             * Cooldown
+             * @default 0
+             */
+            cooldown?: number;
+            /**
+             * Min Lr
+             * @default 0
+             */
+            min_lr?: number;
+        };
+        /**
+         * SGD
+         * @description `m ← μ·m + (1−dampening)·g` (momentum μ = 0: plain gradient descent); `θ ← θ − η·m`.
+         */
+        SGD: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "sgd";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * Momentum
+             * @default 0
+             */
+            momentum?: number;
+            /**
+             * Dampening
+             * @default 0
+             */
+            dampening?: number;
+            /**
+             * Nesterov
+             * @default false
+             */
+            nesterov?: boolean;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /** SchedulePreview */
+        SchedulePreview: {
+            /**
+             * Lr
+             * @description η_0 … η_{N−1} (null where not finite).
+             */
+            lr: (number | null)[];
+        };
+        /**
+         * Sequential
+         * @description Schedule k runs on its own clock from milestone k−1 (torch SequentialLR's intent).
+         */
+        Sequential: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "sequential";
+            /**
+             * Schedules
+             * @example [
+             *       {
+             *         "start_factor": 0.1,
+             *         "total_steps": 100,
+             *         "type": "linear"
+             *       },
+             *       {
+             *         "total_steps": 900,
+             *         "type": "cosine"
+             *       }
+             *     ]
+             */
+            schedules: (components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"])[];
+            /**
+             * Milestones
+             * @example [
+             *       100
+             *     ]
+             */
+            milestones: number[];
+        };
+        /**
+         * SessionConfig
+         * @description How a session optimises: everything of the create body but the tensors, name and dtype.
+         */
+        SessionConfig: {
+            /** Optimizer */
+            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Lion"] | components["schemas"]["Custom"];
+            /** Schedule */
+            schedule?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
+            /**
+             * Clip Grad Norm
+             * @description Scale g by min(1, max_norm / (‖g‖₂ + 1e-6)), torch's rule.
+             */
+            clip_grad_norm?: number | null;
+            /**
+             * Clip Grad Value
+             * @description Clamp g to ±value.
+             */
+            clip_grad_value?: number | null;
+            /**
+             * Nonfinite
+             * @description A gradient with NaN/±Inf: `reject` (422) or `skip` (200, nothing changes).
+             * @default reject
+             * @enum {string}
+             */
+            nonfinite?: "reject" | "skip";
+            /**
+             * Groups
+             * @description Per-tensor overrides; the first group that matches wins.
+             */
+            groups?: components["schemas"]["Group"][] | null;
+            /**
+             * Accumulate
+             * @description K: gradients averaged per step. With K > 1 the first K−1 posts of a step answer 202 (how many are still missing) and the K-th applies their mean.
+             * @default 1
+             */
+            accumulate?: number;
+        };
+        /**
+         * SessionView
+         * @description A session as `GET /v1/sessions/{id}` shows it: its config with every default filled in.
+         */
+        SessionView: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Name */
+            name: string | null;
+            /**
+             * Dtype
+             * @enum {string}
+             */
+            dtype: "float32" | "float64";
+            /**
+             * Layout
+             * @description `single`: params is one array; `named`: an object of named arrays.
+             * @enum {string}
+             */
+            layout: "single" | "named";
+            /**
+             * Shapes
+             * @description Tensor name → shape, in order.
+             */
+            shapes: {
+                [key: string]: number[];
+            };
+            /** Optimizer */
+            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Lion"] | components["schemas"]["Custom"];
+            /** Schedule */
+            schedule?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
+            /**
+             * Clip Grad Norm
+             * @description Scale g by min(1, max_norm / (‖g‖₂ + 1e-6)), torch's rule.
+             */
+            clip_grad_norm?: number | null;
+            /**
+             * Clip Grad Value
+             * @description Clamp g to ±value.
+             */
+            clip_grad_value?: number | null;
+            /**
+             * Nonfinite
+             * @description A gradient with NaN/±Inf: `reject` (422) or `skip` (200, nothing changes).
+             * @default reject
+             * @enum {string}
+             */
+            nonfinite?: "reject" | "skip";
+            /**
+             * Groups
+             * @description Per-tensor overrides; the first group that matches wins.
+             */
+            groups?: components["schemas"]["Group"][] | null;
+            /**
+             * Accumulate
+             * @description K: gradients averaged per step. With K > 1 the first K−1 posts of a step answer 202 (how many are still missing) and the K-th applies their mean.
+             * @default 1
+             */
+            accumulate?: number;
+            /**
+             * Step
+             * @description t: updates applied so far.
+             */
+            step: number;
+            /**
+             * Accumulated
+             * @description Gradients received toward the next step (`accumulate` > 1); 0 otherwise.
+             * @default 0
+             */
+            accumulated?: number;
+            /**
+             * Lr
+             * @description η_t: the learning rate the next step will use (null if not finite).
+             */
+            lr: number | null;
+            /** Last Loss */
+            last_loss: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /**
+         * StateExport
+         * @description A session's whole run: config, t, θ and every state slot (`GET …/state`, import).
+         */
+        StateExport: {
+            /**
+             * Format
+             * @description The format and its version.
+             * @constant
+             */
+            format: "optaas-state/1";
+            /**
+             * Id
+             * @description The exported session's id (import ignores it).
+             */
+            id?: string | null;
+            /** Name */
+            name?: string | null;
+            /**
+             * Dtype
+             * @enum {string}
+             */
+            dtype: "float32" | "float64";
+            /**
+             * Layout
+             * @enum {string}
+             */
+            layout: "single" | "named";
+            /**
+             * Tensors
+             * @description Tensor names, in order.
+             */
+            tensors: string[];
+            config: components["schemas"]["SessionConfig"];
+            /**
+             * Step
+             * @description t: updates applied so far.
+             */
+            step: number;
+            /**
+             * Schedule State
+             * @description `reduce_on_plateau`'s state ({} otherwise).
+             */
+            schedule_state?: {
+                [key: string]: number;
+            };
+            /** Last Loss */
+            last_loss?: number | null;
+            /**
+             * Tensors
+             * @description θ_t, in the session's form.
+             */
+            params: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["Tensor"];
+            };
+            /**
+             * State
+             * @description Tensor name → slot name → value.
+             */
+            state: {
+                [key: string]: {
+                    [key: string]: components["schemas"]["Tensor"];
+                };
+            };
+        };
+        /**
+         * StepDecay
+         * @description `gamma^floor(t / step_size)`.
+         */
+        StepDecay: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "step";
+            /**
+             * Step Size
+             * @example 100
+             */
+            step_size: number;
+            /**
+             * Gamma
+             * @default 0.1
+             */
+            gamma?: number;
+        };
+        /**
+         * StepRecord
+         * @description One step taken: applied, or skipped under `nonfinite: skip` (then `step` is unchanged).
+         */
+        StepRecord: {
+            /**
+             * Seq
+             * @description The record's number in this session's history (the cursor).
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "step";
+            /**
+             * Step
+             * @description t after this step.
+             */
+            step: number;
+            /**
+             * Lr
+             * @description η_t this step used (null if not finite).
+             */
+            lr: number | null;
+            /**
+             * Loss
+             * @description The loss posted with the step, if any.
+             */
+            loss: number | null;
+            /**
+             * Grad Norm
+             * @description ‖g‖₂ before clipping; null if not finite.
+             */
+            grad_norm: number | null;
+            /**
+             * Update Norm
+             * @description ‖θ_{t+1} − θ_t‖₂; null if not finite.
+             */
+            update_norm: number | null;
+            /** Skipped */
+            skipped: boolean;
+            /**
+             * At
+             * Format: date-time
+             * @description When the step was stored (UTC).
+             */
+            at: string;
+            /**
+             * Duration Ms
+             * @description Server time from reading the session (lock wait included) to storing it.
+             */
+            duration_ms: number;
+        };
+        /**
+         * StepResponse
+         * @description JSON has no Inf or NaN: a number that is not finite is written as null.
+         */
+        StepResponse: {
+            /**
+             * Step
+             * @description t after this step.
+             */
+            step: number;
+            /**
+             * Lr
+             * @description η of this step.
+             */
+            lr: number | null;
+            /**
+             * Params
+             * @description θ after this step.
+             */
+            params?: (components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["Tensor"];
+            }) | null;
+            /**
+             * Grad Norm
+             * @description ‖g‖₂ over all tensors, before clipping; null if g was not finite.
+             */
+            grad_norm: number | null;
+            /**
+             * Update Norm
+             * @description ‖θ_{t+1} − θ_t‖₂.
+             */
+            update_norm: number | null;
+            /**
+             * Skipped
+             * @description A non-finite gradient under `nonfinite: skip`.
+             */
+            skipped: boolean;
+        };
+        /**
+         * Warmup
+         * @description `(t+1)/warmup_steps` for t < warmup_steps, then `then(t − warmup_steps)`.
+         */
+        Warmup: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "warmup";
+            /**
+             * Warmup Steps
+             * @example 100
+             */
+            warmup_steps: number;
+            /** Then */
+            then?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
+        };
+        /** CreateSession */
+        CreateSession: {
+            /** Optimizer */
+            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Lion"] | components["schemas"]["Custom"];
+            /** Schedule */
+            schedule?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
+            /**
+             * Clip Grad Norm
+             * @description Scale g by min(1, max_norm / (‖g‖₂ + 1e-6)), torch's rule.
+             * @default null
+             */
+            clip_grad_norm?: number | null;
+            /**
+             * Clip Grad Value
+             * @description Clamp g to ±value.
+             * @default null
+             */
+            clip_grad_value?: number | null;
+            /**
+             * Nonfinite
+             * @description A gradient with NaN/±Inf: `reject` (422) or `skip` (200, nothing changes).
+             * @default reject
+             * @enum {string}
+             */
+            nonfinite?: "reject" | "skip";
+            /**
+             * Groups
+             * @description Per-tensor overrides; the first group that matches wins.
+             * @default null
+             */
+            groups?: components["schemas"]["Group"][] | null;
+            /**
+             * Accumulate
+             * @description K: gradients averaged per step. With K > 1 the first K−1 posts of a step answer 202 (how many are still missing) and the K-th applies their mean.
+             * @default 1
+             */
+            accumulate?: number;
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Tensors
+             * @description The initial parameters θ₀.
+             */
+            params: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["Tensor"];
+            };
+            /**
+             * Dtype
+             * @default float32
+             * @enum {string}
+             */
+            dtype?: "float32" | "float64";
+        };
+        /**
+         * Problem
+         * @description An RFC 9457 problem document; extension members (e.g. `tensor`) may follow.
+         */
+        Problem: {
+            /** Type */
+            type: string;
+            /** Title */
+            title: string;
+            /** Status */
+            status: number;
+            /** Detail */
+            detail: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** SchedulePreviewRequest */
+        SchedulePreviewRequest: {
+            /**
+             * Schedule
+             * @description Any schedule a session accepts.
+             */
+            schedule: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
+            /**
+             * Lr
+             * @description The base learning rate (1: the schedule's factor itself).
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Steps
+             * @description How many rates: η_0 … η_{N−1}.
+             */
+            steps: number;
+        };
+        /**
+         * SessionPatch
+         * @description A JSON merge patch (RFC 7396) of the session's configuration: the fields to change.
+         *
+         *     Objects are merged field by field (`{"optimizer": {"lr": 0.005}}` changes lr alone), other
+         *     values replace the old ones (`betas`, `groups`), and `null` restores a field's default. An
+         *     object whose `type` differs from the current one replaces it whole (a new schedule). θ, the
+         *     state, t, `dtype` and the tensors cannot be patched.
+         */
+        SessionPatch: {
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Optimizer
+             * @description Hyper-parameters to change, e.g. `{"lr": 0.005}`. Its `type` cannot change by PATCH (fork the session instead); a fork may change it.
+             * @default null
+             */
+            optimizer?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Schedule
+             * @description Schedule fields to change, or a whole new schedule (with another `type`).
+             * @default null
+             */
+            schedule?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Clip Grad Norm
+             * @default null
+             */
+            clip_grad_norm?: number | null;
+            /**
+             * Clip Grad Value
+             * @default null
+             */
+            clip_grad_value?: number | null;
+            /**
+             * Nonfinite
+             * @default null
+             */
+            nonfinite?: ("reject" | "skip") | null;
+            /**
+             * Groups
+             * @default null
+             */
+            groups?: components["schemas"]["Group"][] | null;
+            /**
+             * Accumulate
+             * @default null
+             */
+            accumulate?: number | null;
+        };
+        /**
+         * StepAccepted
+         * @description A gradient counted toward the next step (`accumulate` > 1), which awaits more of them.
+         */
+        StepAccepted: {
+            /**
+             * Step
+             * @description t: the session's step, unchanged until the K-th gradient.
+             */
+            step: number;
+            /**
+             * Received
+             * @description Gradients received toward step t + 1, this one included.
+             */
+            received: number;
+            /**
+             * Missing
+             * @description How many more the step waits for (K − received).
+             */
+            missing: number;
+            /**
+             * Wait For Step
+             * @description t + 1: pass it to `GET …/params?wait_for_step=` to wait for the step.
+             */
+            wait_for_step: number;
+        };
+        /** StepRequest */
+        StepRequest: {
+            /**
+             * Tensors
+             * @description ∂loss/∂θ, in the form of the session's params.
+             */
+            gradients: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["Tensor"];
+            };
+            /**
+             * Loss
+             * @description Recorded with the step.
+             * @default null
+             */
+            loss?: number | null;
+            /**
+             * Partial
+             * @description Gradients for a subset of the tensors; the others (and their state) stay.
+             * @default false
+             */
+            partial?: boolean;
+        };
+        /**
+         * Tensor
+         * @description A number, or a nested array of numbers whose nesting gives the shape.
+         */
+        Tensor: NestedNumbers;
+    };
+    responses: never;
+    parameters: never;
+    requestBodies: never;
+    headers: never;
+    pathItems: never;
+}
+export type $defs = Record<string, never>;
+export interface operations {
+    "sessions-create_session": {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Any string of 1 to 255 characters (a UUID is best). The first request with this key is applied and its answer kept; a repeat gets the kept answer (`Idempotent-Replayed: true`) and applies nothing; the key with a different request is a 422. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateSession"];
+            };
+        };
+        responses: {
+            /** @description The new session; its `token` is shown only here. */
+            201: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description The new session's URL. */
+                    Location: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "262f9dfc-5a37-4d26-9a35-c1b7a0c3f1de",
+                     *       "name": "mnist-mlp",
+                     *       "dtype": "float32",
+                     *       "layout": "named",
+                     *       "shapes": {
+                     *         "w": [
+                     *           2,
+                     *           2
+                     *         ],
+                     *         "b": [
+                     *           2
+                     *         ]
+                     *       },
+                     *       "optimizer": {
+                     *         "type": "adam",
+                     *         "lr": 0.01,
+                     *         "betas": [
+                     *           0.9,
+                     *           0.999
+                     *         ],
+                     *         "eps": 1e-8,
+                     *         "weight_decay": 0,
+                     *         "amsgrad": false,
+                     *         "decoupled_weight_decay": false,
+                     *         "maximize": false
+                     *       },
+                     *       "schedule": {
+                     *         "type": "warmup",
+                     *         "warmup_steps": 100,
+                     *         "then": {
+                     *           "type": "cosine",
+                     *           "total_steps": 10000,
+                     *           "min_lr": 0
+                     *         }
+                     *       },
+                     *       "clip_grad_norm": 1,
+                     *       "clip_grad_value": null,
+                     *       "nonfinite": "reject",
+                     *       "groups": null,
+                     *       "accumulate": 1,
+                     *       "step": 0,
+                     *       "accumulated": 0,
+                     *       "lr": 0.0001,
+                     *       "last_loss": null,
+                     *       "created_at": "2026-11-25T09:30:00.123456Z",
+                     *       "updated_at": "2026-11-25T09:30:00.123456Z",
+                     *       "token": "UFWfQ0dJ3m0c…(43 characters)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CreatedSession"];
+                };
+            };
+            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-body",
+                     *       "title": "Malformed request body",
+                     *       "status": 400,
+                     *       "detail": "the body is not valid JSON: unexpected character: line 1 column 2"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/api-key-required",
+                     *       "title": "A valid API key is required",
+                     *       "status": 401,
+                     *       "detail": "creating a session on this server needs a valid X-API-Key header"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over the server's limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/payload-too-large",
+                     *       "title": "Request body too large",
+                     *       "status": 413,
+                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
+                     *       "max_body_bytes": 536870912
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not of a media type this operation takes. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/unsupported-media-type",
+                     *       "title": "Unsupported media type",
+                     *       "status": 415,
+                     *       "detail": "this endpoint takes application/json, not text/plain",
+                     *       "supported": [
+                     *         "application/json"
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/invalid-hyper-parameter",
+                     *       "title": "Invalid hyper-parameter",
+                     *       "status": 422,
+                     *       "detail": "schedule.then.total_steps: must be >= 1, got 0",
+                     *       "field": "schedule.then.total_steps"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "sessions-get_session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "262f9dfc-5a37-4d26-9a35-c1b7a0c3f1de",
+                     *       "name": "mnist-mlp",
+                     *       "dtype": "float32",
+                     *       "layout": "named",
+                     *       "shapes": {
+                     *         "w": [
+                     *           2,
+                     *           2
+                     *         ],
+                     *         "b": [
+                     *           2
+                     *         ]
+                     *       },
+                     *       "optimizer": {
+                     *         "type": "adam",
+                     *         "lr": 0.01,
+                     *         "betas": [
+                     *           0.9,
+                     *           0.999
+                     *         ],
+                     *         "eps": 1e-8,
+                     *         "weight_decay": 0,
+                     *         "amsgrad": false,
+                     *         "decoupled_weight_decay": false,
+                     *         "maximize": false
+                     *       },
+                     *       "schedule": {
+                     *         "type": "warmup",
+                     *         "warmup_steps": 100,
+                     *         "then": {
+                     *           "type": "cosine",
+                     *           "total_steps": 10000,
+                     *           "min_lr": 0
+                     *         }
+                     *       },
+                     *       "clip_grad_norm": 1,
+                     *       "clip_grad_value": null,
+                     *       "nonfinite": "reject",
+                     *       "groups": null,
+                     *       "accumulate": 1,
+                     *       "step": 1,
+                     *       "accumulated": 0,
+                     *       "lr": 0.0001,
+                     *       "last_loss": 0.42,
+                     *       "created_at": "2026-11-25T09:30:00.123456Z",
+                     *       "updated_at": "2026-11-25T09:30:00.123456Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["SessionView"];
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such session, or not with this token. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/session-not-found",
+                     *       "title": "Session not found",
+                     *       "status": 404,
+                     *       "detail": "No session with this id is visible with the token given."
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/validation-error",
+                     *       "title": "Request validation failed",
+                     *       "status": 422,
+                     *       "detail": "query.limit: Input should be less than or equal to 1000",
+                     *       "errors": [
+                     *         {
+                     *           "loc": [
+                     *             "query",
+                     *             "limit"
+                     *           ],
+                     *           "msg": "Input should be less than or equal to 1000",
+                     *           "type": "less_than_equal"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "sessions-delete_session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such session, or not with this token. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/session-not-found",
+                     *       "title": "Session not found",
+                     *       "status": 404,
+                     *       "detail": "No session with this id is visible with the token given."
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/validation-error",
+                     *       "title": "Request validation failed",
+                     *       "status": 422,
+                     *       "detail": "query.limit: Input should be less than or equal to 1000",
+                     *       "errors": [
+                     *         {
+                     *           "loc": [
+                     *             "query",
+                     *             "limit"
+                     *           ],
+                     *           "msg": "Input should be less than or equal to 1000",
+                     *           "type": "less_than_equal"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "sessions-patch_session": {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Apply only if the session is at this step: its `ETag`, e.g. `"12"`, a list of them, or `*`. Otherwise 412 with `current_step`. */
+                "If-Match"?: string;
+            };
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SessionPatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "262f9dfc-5a37-4d26-9a35-c1b7a0c3f1de",
+                     *       "name": "mnist-mlp",
+                     *       "dtype": "float32",
+                     *       "layout": "named",
+                     *       "shapes": {
+                     *         "w": [
+                     *           2,
+                     *           2
+                     *         ],
+                     *         "b": [
+                     *           2
+                     *         ]
+                     *       },
+                     *       "optimizer": {
+                     *         "type": "adam",
+                     *         "lr": 0.005,
+                     *         "betas": [
+                     *           0.9,
+                     *           0.999
+                     *         ],
+                     *         "eps": 1e-8,
+                     *         "weight_decay": 0,
+                     *         "amsgrad": false,
+                     *         "decoupled_weight_decay": false,
+                     *         "maximize": false
+                     *       },
+                     *       "schedule": {
+                     *         "type": "warmup",
+                     *         "warmup_steps": 100,
+                     *         "then": {
+                     *           "type": "cosine",
+                     *           "total_steps": 10000,
+                     *           "min_lr": 0
+                     *         }
+                     *       },
+                     *       "clip_grad_norm": 1,
+                     *       "clip_grad_value": null,
+                     *       "nonfinite": "reject",
+                     *       "groups": null,
+                     *       "accumulate": 1,
+                     *       "step": 1,
+                     *       "accumulated": 0,
+                     *       "lr": 0.00005,
+                     *       "last_loss": null,
+                     *       "created_at": "2026-11-25T09:30:00.123456Z",
+                     *       "updated_at": "2026-11-25T09:30:00.123456Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["SessionView"];
+                };
+            };
+            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-body",
+                     *       "title": "Malformed request body",
+                     *       "status": 400,
+                     *       "detail": "the body is not valid JSON: unexpected character: line 1 column 2"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such session, or not with this token. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/session-not-found",
+                     *       "title": "Session not found",
+                     *       "status": 404,
+                     *       "detail": "No session with this id is visible with the token given."
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` lists no tag the session has: nothing applied (`current_step` says where). */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/precondition-failed",
+                     *       "title": "Precondition failed",
+                     *       "status": 412,
+                     *       "detail": "the session is at step 8, not 7",
+                     *       "current_step": 8
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over the server's limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/payload-too-large",
+                     *       "title": "Request body too large",
+                     *       "status": 413,
+                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
+                     *       "max_body_bytes": 536870912
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not of a media type this operation takes. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/unsupported-media-type",
+                     *       "title": "Unsupported media type",
+                     *       "status": 415,
+                     *       "detail": "this endpoint takes application/json, not text/plain",
+                     *       "supported": [
+                     *         "application/json"
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/optimizer-type-change",
+                     *       "title": "The optimizer type cannot change mid-run",
+                     *       "status": 422,
+                     *       "detail": "the optimizer type cannot change mid-run ('adam' → 'sgd'): its state does not carry over. Fork the session with the new optimizer instead: POST /v1/sessions/{id}/fork with {\"optimizer\": {\"type\": \"sgd\", …}}",
+                     *       "field": "optimizer.type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "sessions-step_session": {
+        parameters: {
+            query?: {
+                /** @description `none` leaves `params` out of the answer. */
+                return?: "params" | "none";
+            };
+            header?: {
+                /** @description Any string of 1 to 255 characters (a UUID is best). The first request with this key is applied and its answer kept; a repeat gets the kept answer (`Idempotent-Replayed: true`) and applies nothing; the key with a different request is a 422. */
+                "Idempotency-Key"?: string;
+                /** @description Apply only if the session is at this step: its `ETag`, e.g. `"12"`, a list of them, or `*`. Otherwise 412 with `current_step`. */
+                "If-Match"?: string;
+            };
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description JSON (`application/json`) or, for large models, a safetensors file (`application/vnd.safetensors`): the gradients by tensor name (the single form's tensor is `params`), in any number type (F32, F64, F16, BF16 or an integer type; cast to the session's dtype); `__metadata__` may give `loss` and `partial` as JSON text (`"loss": "0.42"`, `"partial": "true"`); other metadata keys are ignored. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StepRequest"];
+                "application/vnd.safetensors": Uint8Array;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "step": 1,
+                     *       "lr": 0.0001,
+                     *       "params": {
+                     *         "w": [
+                     *           [
+                     *             0.0999,
+                     *             -0.1999
+                     *           ],
+                     *           [
+                     *             0.2999,
+                     *             0.0001
+                     *           ]
+                     *         ],
+                     *         "b": [
+                     *           -0.0001,
+                     *           0.0001
+                     *         ]
+                     *       },
+                     *       "grad_norm": 2.3092206480576105,
+                     *       "update_norm": 0.00014142135,
+                     *       "skipped": false
+                     *     }
+                     */
+                    "application/json": components["schemas"]["StepResponse"];
+                    "application/vnd.safetensors": Uint8Array;
+                };
+            };
+            /** @description With `accumulate` K > 1: the gradient is counted toward the next step, which awaits `missing` more; `Location` is where to wait for it. */
+            202: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description Where to wait for the step: `GET …/params?wait_for_step=<t + 1>`. */
+                    Location: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "step": 12,
+                     *       "received": 1,
+                     *       "missing": 3,
+                     *       "wait_for_step": 13
+                     *     }
+                     */
+                    "application/json": components["schemas"]["StepAccepted"];
+                };
+            };
+            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-body",
+                     *       "title": "Malformed request body",
+                     *       "status": 400,
+                     *       "detail": "the body is not valid JSON: unexpected character: line 1 column 2"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such session, or not with this token. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/session-not-found",
+                     *       "title": "Session not found",
+                     *       "status": 404,
+                     *       "detail": "No session with this id is visible with the token given."
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` lists no tag the session has: nothing applied (`current_step` says where). */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/precondition-failed",
+                     *       "title": "Precondition failed",
+                     *       "status": 412,
+                     *       "detail": "the session is at step 8, not 7",
+                     *       "current_step": 8
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over the server's limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/payload-too-large",
+                     *       "title": "Request body too large",
+                     *       "status": 413,
+                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
+                     *       "max_body_bytes": 536870912
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not of a media type this operation takes. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/unsupported-media-type",
+                     *       "title": "Unsupported media type",
+                     *       "status": 415,
+                     *       "detail": "this endpoint takes application/json, not text/plain",
+                     *       "supported": [
+                     *         "application/json"
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/gradient-mismatch",
+                     *       "title": "Gradient does not match the parameters",
+                     *       "status": 422,
+                     *       "detail": "the gradient of 'w' has shape [1, 2], expected [2, 2]",
+                     *       "tensor": "w",
+                     *       "expected_shape": [
+                     *         2,
+                     *         2
+                     *       ],
+                     *       "got_shape": [
+                     *         1,
+                     *         2
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "sessions-get_params": {
+        parameters: {
+            query?: {
+                /** @description Answer once the session has reached this step (t ≥ it), e.g. the `wait_for_step` of a 202; 408 if it has not within `timeout`. */
+                wait_for_step?: number | null;
+                /** @description Seconds to wait for `wait_for_step` (default 10, at most the server's `OPTAAS_MAX_WAIT_SECONDS`). */
+                timeout?: number | null;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "step": 1,
+                     *       "params": {
+                     *         "w": [
+                     *           [
+                     *             0.0999,
+                     *             -0.1999
+                     *           ],
+                     *           [
+                     *             0.2999,
+                     *             0.0001
+                     *           ]
+                     *         ],
+                     *         "b": [
+                     *           0,
+                     *           0
+                     *         ]
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ParamsResponse"];
+                    "application/vnd.safetensors": Uint8Array;
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such session, or not with this token. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/session-not-found",
+                     *       "title": "Session not found",
+                     *       "status": 404,
+                     *       "detail": "No session with this id is visible with the token given."
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/wait-timeout",
+                     *       "title": "Timed out waiting for the step",
+                     *       "status": 408,
+                     *       "detail": "waited 5 s for step 13; the session is at step 12, with 3 of 4 gradients received for step 13 (1 missing)",
+                     *       "current_step": 12,
+                     *       "wait_for_step": 13,
+                     *       "timeout": 5,
+                     *       "received": 3,
+                     *       "missing": 1
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/validation-error",
+                     *       "title": "Request validation failed",
+                     *       "status": 422,
+                     *       "detail": "query.limit: Input should be less than or equal to 1000",
+                     *       "errors": [
+                     *         {
+                     *           "loc": [
+                     *             "query",
+                     *             "limit"
+                     *           ],
+                     *           "msg": "Input should be less than or equal to 1000",
+                     *           "type": "less_than_equal"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "sessions-fork_session": {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Any string of 1 to 255 characters (a UUID is best). The first request with this key is applied and its answer kept; a repeat gets the kept answer (`Idempotent-Replayed: true`) and applies nothing; the key with a different request is a 422. */
+                "Idempotency-Key"?: string;
+                /** @description Apply only if the session is at this step: its `ETag`, e.g. `"12"`, a list of them, or `*`. Otherwise 412 with `current_step`. */
+                "If-Match"?: string;
+            };
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["SessionPatch"];
+            };
+        };
+        responses: {
+            /** @description The new session; its `token` is shown only here. */
+            201: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description The new session's URL. */
+                    Location: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "7d0c6f1e-2b8a-4c1e-9f3a-5e2d1c0b9a87",
+                     *       "name": "mnist-mlp",
+                     *       "dtype": "float32",
+                     *       "layout": "named",
+                     *       "shapes": {
+                     *         "w": [
+                     *           2,
+                     *           2
+                     *         ],
+                     *         "b": [
+                     *           2
+                     *         ]
+                     *       },
+                     *       "optimizer": {
+                     *         "type": "adam",
+                     *         "lr": 0.01,
+                     *         "betas": [
+                     *           0.9,
+                     *           0.999
+                     *         ],
+                     *         "eps": 1e-8,
+                     *         "weight_decay": 0,
+                     *         "amsgrad": false,
+                     *         "decoupled_weight_decay": false,
+                     *         "maximize": false
+                     *       },
+                     *       "schedule": {
+                     *         "type": "warmup",
+                     *         "warmup_steps": 100,
+                     *         "then": {
+                     *           "type": "cosine",
+                     *           "total_steps": 10000,
+                     *           "min_lr": 0
+                     *         }
+                     *       },
+                     *       "clip_grad_norm": 1,
+                     *       "clip_grad_value": null,
+                     *       "nonfinite": "reject",
+                     *       "groups": null,
+                     *       "accumulate": 1,
+                     *       "step": 1,
+                     *       "accumulated": 0,
+                     *       "lr": 0.0001,
+                     *       "last_loss": 0.42,
+                     *       "created_at": "2026-11-25T09:30:00.123456Z",
+                     *       "updated_at": "2026-11-25T09:30:00.123456Z",
+                     *       "token": "x2Lw9Vq7…(43 characters)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CreatedSession"];
+                };
+            };
+            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-body",
+                     *       "title": "Malformed request body",
+                     *       "status": 400,
+                     *       "detail": "the body is not valid JSON: unexpected character: line 1 column 2"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such session, or not with this token. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/session-not-found",
+                     *       "title": "Session not found",
+                     *       "status": 404,
+                     *       "detail": "No session with this id is visible with the token given."
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` lists no tag the session has: nothing applied (`current_step` says where). */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/precondition-failed",
+                     *       "title": "Precondition failed",
+                     *       "status": 412,
+                     *       "detail": "the session is at step 8, not 7",
+                     *       "current_step": 8
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over the server's limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/payload-too-large",
+                     *       "title": "Request body too large",
+                     *       "status": 413,
+                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
+                     *       "max_body_bytes": 536870912
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not of a media type this operation takes. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/unsupported-media-type",
+                     *       "title": "Unsupported media type",
+                     *       "status": 415,
+                     *       "detail": "this endpoint takes application/json, not text/plain",
+                     *       "supported": [
+                     *         "application/json"
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/validation-error",
+                     *       "title": "Request validation failed",
+                     *       "status": 422,
+                     *       "detail": "query.limit: Input should be less than or equal to 1000",
+                     *       "errors": [
+                     *         {
+                     *           "loc": [
+                     *             "query",
+                     *             "limit"
+                     *           ],
+                     *           "msg": "Input should be less than or equal to 1000",
+                     *           "type": "less_than_equal"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "sessions-get_state": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The export (`optaas-state/1`), in JSON or as a safetensors file. */
+            200: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "format": "optaas-state/1",
+                     *       "id": "262f9dfc-5a37-4d26-9a35-c1b7a0c3f1de",
+                     *       "name": "mnist-mlp",
+                     *       "dtype": "float32",
+                     *       "layout": "named",
+                     *       "tensors": [
+                     *         "w",
+                     *         "b"
+                     *       ],
+                     *       "config": {
+                     *         "optimizer": {
+                     *           "type": "adam",
+                     *           "lr": 0.01,
+                     *           "betas": [
+                     *             0.9,
+                     *             0.999
+                     *           ],
+                     *           "eps": 1e-8,
+                     *           "weight_decay": 0,
+                     *           "amsgrad": false,
+                     *           "decoupled_weight_decay": false,
+                     *           "maximize": false
+                     *         },
+                     *         "schedule": {
+                     *           "type": "warmup",
+                     *           "warmup_steps": 100,
+                     *           "then": {
+                     *             "type": "cosine",
+                     *             "total_steps": 10000,
+                     *             "min_lr": 0
+                     *           }
+                     *         },
+                     *         "clip_grad_norm": 1,
+                     *         "clip_grad_value": null,
+                     *         "nonfinite": "reject",
+                     *         "groups": null,
+                     *         "accumulate": 1
+                     *       },
+                     *       "step": 1,
+                     *       "schedule_state": {},
+                     *       "last_loss": 0.42,
+                     *       "params": {
+                     *         "w": [
+                     *           [
+                     *             0.0999,
+                     *             -0.1999
+                     *           ],
+                     *           [
+                     *             0.2999,
+                     *             0.0001
+                     *           ]
+                     *         ],
+                     *         "b": [
+                     *           -0.0001,
+                     *           0.0001
+                     *         ]
+                     *       },
+                     *       "state": {
+                     *         "w": {
+                     *           "exp_avg": [
+                     *             [
+                     *               0.05,
+                     *               -0.1
+                     *             ],
+                     *             [
+                     *               0.025,
+                     *               0.2
+                     *             ]
+                     *           ],
+                     *           "exp_avg_sq": [
+                     *             [
+                     *               0.00025,
+                     *               0.001
+                     *             ],
+                     *             [
+                     *               0.0000625,
+                     *               0.004
+                     *             ]
+                     *           ],
+                     *           "step": 1
+                     *         },
+                     *         "b": {
+                     *           "exp_avg": [
+                     *             0.01,
+                     *             -0.01
+                     *           ],
+                     *           "exp_avg_sq": [
+                     *             0.00001,
+                     *             0.00001
+                     *           ],
+                     *           "step": 1
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["StateExport"];
+                    "application/vnd.safetensors": Uint8Array;
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such session, or not with this token. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/session-not-found",
+                     *       "title": "Session not found",
+                     *       "status": 404,
+                     *       "detail": "No session with this id is visible with the token given."
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/validation-error",
+                     *       "title": "Request validation failed",
+                     *       "status": 422,
+                     *       "detail": "query.limit: Input should be less than or equal to 1000",
+                     *       "errors": [
+                     *         {
+                     *           "loc": [
+                     *             "query",
+                     *             "limit"
+                     *           ],
+                     *           "msg": "Input should be less than or equal to 1000",
+                     *           "type": "less_than_equal"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "sessions-import_session": {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Any string of 1 to 255 characters (a UUID is best). The first request with this key is applied and its answer kept; a repeat gets the kept answer (`Idempotent-Replayed: true`) and applies nothing; the key with a different request is a 422. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (`application/json`) or, for large models, a safetensors file (`application/vnd.safetensors`): an export as `GET …/state` answers it with `Accept: application/vnd.safetensors` (`param/<tensor>` and `<slot>/<tensor>` arrays, the rest in `__metadata__`). */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StateExport"];
+                "application/vnd.safetensors": Uint8Array;
+            };
+        };
+        responses: {
+            /** @description The new session; its `token` is shown only here. */
+            201: {
+                headers: {
+                    /** @description The session's step count as an entity tag, e.g. `"12"` (for `If-Match`). */
+                    ETag: string;
+                    /** @description The new session's URL. */
+                    Location: string;
+                    /** @description `true` when this is the kept answer to an earlier request with the same `Idempotency-Key` (nothing was applied now). */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "0b6a1f57-93d4-4e0b-8c55-2f7e6a9d3c10",
+                     *       "name": "mnist-mlp",
+                     *       "dtype": "float32",
+                     *       "layout": "named",
+                     *       "shapes": {
+                     *         "w": [
+                     *           2,
+                     *           2
+                     *         ],
+                     *         "b": [
+                     *           2
+                     *         ]
+                     *       },
+                     *       "optimizer": {
+                     *         "type": "adam",
+                     *         "lr": 0.01,
+                     *         "betas": [
+                     *           0.9,
+                     *           0.999
+                     *         ],
+                     *         "eps": 1e-8,
+                     *         "weight_decay": 0,
+                     *         "amsgrad": false,
+                     *         "decoupled_weight_decay": false,
+                     *         "maximize": false
+                     *       },
+                     *       "schedule": {
+                     *         "type": "warmup",
+                     *         "warmup_steps": 100,
+                     *         "then": {
+                     *           "type": "cosine",
+                     *           "total_steps": 10000,
+                     *           "min_lr": 0
+                     *         }
+                     *       },
+                     *       "clip_grad_norm": 1,
+                     *       "clip_grad_value": null,
+                     *       "nonfinite": "reject",
+                     *       "groups": null,
+                     *       "accumulate": 1,
+                     *       "step": 1,
+                     *       "accumulated": 0,
+                     *       "lr": 0.0001,
+                     *       "last_loss": 0.42,
+                     *       "created_at": "2026-11-25T09:30:00.123456Z",
+                     *       "updated_at": "2026-11-25T09:30:00.123456Z",
+                     *       "token": "Hk3pZr0m…(43 characters)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CreatedSession"];
+                };
+            };
+            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-body",
+                     *       "title": "Malformed request body",
+                     *       "status": 400,
+                     *       "detail": "the body is not valid JSON: unexpected character: line 1 column 2"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over the server's limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/payload-too-large",
+                     *       "title": "Request body too large",
+                     *       "status": 413,
+                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
+                     *       "max_body_bytes": 536870912
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not of a media type this operation takes. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/unsupported-media-type",
+                     *       "title": "Unsupported media type",
+                     *       "status": 415,
+                     *       "detail": "this endpoint takes application/json, not text/plain",
+                     *       "supported": [
+                     *         "application/json"
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/invalid-content",
+                     *       "title": "Invalid content",
+                     *       "status": 422,
+                     *       "detail": "state.w.exp_avg has shape [2], expected [2, 2]",
+                     *       "field": "state.w.exp_avg",
+                     *       "tensor": "w",
+                     *       "expected_shape": [
+                     *         2,
+                     *         2
+                     *       ],
+                     *       "got_shape": [
+                     *         2
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "history-get_history": {
+        parameters: {
+            query?: {
+                /** @description Show records with `seq` greater than this (0: from the start). */
+                after?: number;
+                /** @description Most records in this page. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Records in the order they happened, and the cursor of the next page. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "records": [
+                     *         {
+                     *           "seq": 1,
+                     *           "kind": "step",
+                     *           "step": 1,
+                     *           "lr": 0.0001,
+                     *           "loss": 0.42,
+                     *           "grad_norm": 2.3092206480576105,
+                     *           "update_norm": 0.00014142135,
+                     *           "skipped": false,
+                     *           "at": "2026-11-25T09:30:00.123456Z",
+                     *           "duration_ms": 1.31
+                     *         },
+                     *         {
+                     *           "seq": 2,
+                     *           "kind": "change",
+                     *           "step": 1,
+                     *           "at": "2026-11-25T09:30:00.123456Z",
+                     *           "changes": {
+                     *             "optimizer.lr": {
+                     *               "old": 0.01,
+                     *               "new": 0.005
+                     *             }
+                     *           }
+                     *         },
+                     *         {
+                     *           "seq": 3,
+                     *           "kind": "step",
+                     *           "step": 1,
+                     *           "lr": 0.00005,
+                     *           "loss": null,
+                     *           "grad_norm": null,
+                     *           "update_norm": 0,
+                     *           "skipped": true,
+                     *           "at": "2026-11-25T09:30:00.123456Z",
+                     *           "duration_ms": 1.31
+                     *         }
+                     *       ],
+                     *       "next": 3
+                     *     }
+                     */
+                    "application/json": components["schemas"]["HistoryPage"];
+                };
+            };
+            /** @description No bearer token (or, for creation, no valid API key). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/token-missing",
+                     *       "title": "Bearer token required",
+                     *       "status": 401,
+                     *       "detail": "this endpoint needs the session's token: Authorization: Bearer <token>"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such session, or not with this token. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/session-not-found",
+                     *       "title": "Session not found",
+                     *       "status": 404,
+                     *       "detail": "No session with this id is visible with the token given."
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/validation-error",
+                     *       "title": "Request validation failed",
+                     *       "status": 422,
+                     *       "detail": "query.limit: Input should be less than or equal to 1000",
+                     *       "errors": [
+                     *         {
+                     *           "loc": [
+                     *             "query",
+                     *             "limit"
+                     *           ],
+                     *           "msg": "Input should be less than or equal to 1000",
+                     *           "type": "less_than_equal"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "schedules-preview_schedule": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SchedulePreviewRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "lr": [
+                     *         0.05,
+                     *         0.1,
+                     *         0.1,
+                     *         0.08535533905932738,
+                     *         0.05,
+                     *         0.014644660940672627
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["SchedulePreview"];
+                };
+            };
+            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-body",
+                     *       "title": "Malformed request body",
+                     *       "status": 400,
+                     *       "detail": "the body is not valid JSON: unexpected character: line 1 column 2"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over the server's limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/payload-too-large",
+                     *       "title": "Request body too large",
+                     *       "status": 413,
+                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
+                     *       "max_body_bytes": 536870912
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not of a media type this operation takes. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/unsupported-media-type",
+                     *       "title": "Unsupported media type",
+                     *       "status": 415,
+                     *       "detail": "this endpoint takes application/json, not text/plain",
+                     *       "supported": [
+                     *         "application/json"
+                     *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The content is invalid; the problem says where (`errors`, `field`, `tensor`, …). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/invalid-hyper-parameter",
+                     *       "title": "Invalid hyper-parameter",
+                     *       "status": 422,
+                     *       "detail": "schedule.then.total_steps: must be >= 1, got 0",
+                     *       "field": "schedule.then.total_steps"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "health-healthz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+        };
+    };
+    "health-readyz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "operations-get_metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The Prometheus text exposition format, version 0.0.4. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example # HELP optaas_steps_total Step requests answered, by …
+                     *     # TYPE optaas_steps_total counter
+                     *     optaas_steps_total{optimizer="adam",outcome="applied"} 1200.0
+                     *     # HELP optaas_sessions Sessions stored in the database.
+                     *     # TYPE optaas_sessions gauge
+                     *     optaas_sessions 3.0
+                     */
+                    "text/plain": unknown;
+                };
+            };
+        };
+    };
+}
