@@ -253,7 +253,7 @@ class Optimizer:
 
     def takes_sparse_rows(self, name: str) -> bool:
         """Whether tensor `name`'s group can step a sparse row gradient (sparse_adam; adagrad
-        and sgd without momentum or weight decay) — and the tensor has rows (2+ dims) is
+        and sgd without momentum or weight decay). Whether the tensor has rows (2+ dims) is
         checked with the gradient."""
         return self.group_of[name].sparse_refusal is None
 
@@ -279,15 +279,17 @@ class Optimizer:
         self,
         params: dict[str, np.ndarray],
         state: OptimizerState,
-        grads: Mapping[str, np.ndarray],
+        grads: Mapping[str, Gradient],
         *,
         loss: float | None = None,
         partial: bool = False,
     ) -> StepResult:
         """Apply one gradient: updates `params` and `state` in place and advances `state.step`.
 
-        Raises `GradientMismatch` / `NonFiniteGradient` (and changes nothing) on a bad gradient.
-        `grads` are consumed: arrays already in θ's dtype are used as scratch space.
+        A tensor's gradient is dense or `SparseRows` (its group must take them). Raises
+        `GradientMismatch` / `NonFiniteGradient` / `UnsupportedTensor` (and changes nothing) on
+        a bad gradient. `grads` are consumed: arrays already in θ's dtype are used as scratch
+        space.
         """
         checked = check_gradients(params, grads, partial=partial)
         read_only = [name for name in checked if not params[name].flags.writeable]

@@ -12,11 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.optim.base import GradientTransformation, Slots, TensorStep
-
-
-def _no_slots(param: np.ndarray) -> Slots:
-    del param
-    return {}
+from app.optim.transforms import _no_slots
 
 
 def update_moment_(moment: np.ndarray, value: np.ndarray, decay: float, temp: np.ndarray) -> None:

@@ -18,18 +18,21 @@ from typing import Literal
 
 import numpy as np
 
-from app.optim.base import GradientTransformation, Slots, TensorStep, UnsupportedTensor
+from app.optim.base import (
+    GradientTransformation,
+    InitFn,
+    Slots,
+    TensorStep,
+    UnsupportedTensor,
+    UpdateFn,
+)
 from app.optim.gradients import sum_of_squares
-from app.optim.transforms import lerp_
+from app.optim.transforms import _no_slots, lerp_
 
 
-def _whole(init: object, update: object) -> GradientTransformation:
-    return GradientTransformation(init, update, elementwise=False)  # type: ignore[arg-type]
-
-
-def _no_slots(param: np.ndarray) -> Slots:
-    del param
-    return {}
+def _whole(init: InitFn, update: UpdateFn) -> GradientTransformation:
+    """A block that reads the whole tensor: the engine never slices its chain."""
+    return GradientTransformation(init, update, elementwise=False)
 
 
 def _rms(array: np.ndarray) -> float:
@@ -76,8 +79,9 @@ def scale_by_factored_rms(beta2_decay: float, eps1: float | None) -> GradientTra
             np.copyto(estimate, variance)
         else:
             row_var, col_var = slots["row_var"], slots["col_var"]
-            lerp_(row_var, _mean_square(grad, -1), weight, np.empty_like(row_var))
-            lerp_(col_var, _mean_square(grad, -2), weight, np.empty_like(col_var))
+            squared = np.multiply(grad, grad, out=temp)
+            lerp_(row_var, _mean_square(squared, -1), weight, np.empty_like(row_var))
+            lerp_(col_var, _mean_square(squared, -2), weight, np.empty_like(col_var))
             estimate = np.multiply(row_var, col_var, out=temp)
             row_mean = np.maximum(row_var.mean(axis=-2, keepdims=True), floor)
             estimate /= row_mean
@@ -89,11 +93,11 @@ def scale_by_factored_rms(beta2_decay: float, eps1: float | None) -> GradientTra
     return _whole(init, update)
 
 
-def _mean_square(grad: np.ndarray, axis: int) -> np.ndarray:
-    """torch's `norm(g, dim=axis, keepdim=True).square().div(size)` — the mean of g² along an
-    axis, through the norm as torch computes it."""
-    norm = np.sqrt(np.sum(np.multiply(grad, grad), axis=axis, keepdims=True))
-    return np.square(norm, out=norm) / grad.shape[axis]
+def _mean_square(squared: np.ndarray, axis: int) -> np.ndarray:
+    """torch's `norm(g, dim=axis, keepdim=True).square().div(size)` from g²: the mean of g²
+    along an axis, through the norm (its square root, squared back) as torch computes it."""
+    norm = np.sqrt(np.sum(squared, axis=axis, keepdims=True))
+    return np.square(norm, out=norm) / squared.shape[axis]
 
 
 def clip_by_block_rms(d: float) -> GradientTransformation:

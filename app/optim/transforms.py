@@ -438,12 +438,13 @@ def scale_by_rprop(
         prev, step_size = slots["prev"], slots["step_size"]
         if ctx.count == 1:
             step_size.fill(ctx.lr)
+        dtype = step_size.dtype.type
         sign = np.sign(np.multiply(updates, prev, out=ctx.scratch.temp), out=ctx.scratch.temp)
-        factor = np.where(sign > 0, eta_plus, np.where(sign < 0, eta_minus, 1.0))
-        step_size *= factor.astype(step_size.dtype, copy=False)
+        flipped = sign < 0
+        step_size *= np.where(sign > 0, dtype(eta_plus), np.where(flipped, dtype(eta_minus), 1))
         np.clip(step_size, smallest, largest, out=step_size)
         np.copyto(prev, updates)
-        prev[sign < 0] = 0
+        prev[flipped] = 0
         direction = np.sign(prev, out=ctx.scratch.work)
         return np.multiply(direction, step_size, out=direction)
 
