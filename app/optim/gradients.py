@@ -109,7 +109,7 @@ def _as_rows_of(name: str, param: np.ndarray, grad: SparseRows) -> SparseRows:
         rows = np.asarray(grad.rows)
     except (TypeError, ValueError):
         rows = np.asarray(None)
-    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+    if rows.ndim != 1 or (rows.dtype.kind not in "iu" and rows.size):  # [] reads as floats
         raise GradientMismatch(
             name, param.shape, None, f"the rows of {name!r} must be a list of integers"
         )
@@ -122,7 +122,10 @@ def _as_rows_of(name: str, param: np.ndarray, grad: SparseRows) -> SparseRows:
             f"row {bad} of {name!r} is out of range: it has rows 0 to {param.shape[0] - 1}",
         )
     shape = (rows.size, *param.shape[1:])
-    values = _as_gradient_of(name, param, grad.values, shape, "the values of the sparse rows")
+    values = grad.values
+    if rows.size == 0 and np.size(values) == 0:  # no rows: `[]` has no shape to read
+        values = np.zeros(shape, param.dtype)
+    values = _as_gradient_of(name, param, values, shape, "the values of the sparse rows")
     return coalesce_rows(rows.astype(np.int64, copy=False), values)
 
 

@@ -128,12 +128,16 @@ def test_norms_and_clipping_see_the_gradient_the_rows_stand_for():
     np.testing.assert_allclose(theta_rows, theta_dense, rtol=1e-15)
 
 
-def test_an_empty_list_of_rows_counts_a_step_and_moves_nothing():
+@pytest.mark.parametrize(
+    "empty",
+    [SparseRows(np.zeros(0, np.int64), np.zeros((0, 3))), SparseRows([], [])],
+    ids=["arrays", "empty lists"],
+)
+def test_an_empty_list_of_rows_counts_a_step_and_moves_nothing(empty):
     """torch's SparseAdam counts a step whose sparse gradient is empty, and skips the update."""
     optimizer, params, state = session()
     before = snapshot(params, state)
-    grads = {"table": SparseRows(np.zeros(0, np.int64), np.zeros((0, 3))), "bias": np.zeros(3)}
-    result = optimizer.step(params, state, grads)
+    result = optimizer.step(params, state, {"table": empty, "bias": np.zeros(3)})
     np.testing.assert_array_equal(params["table"], before[0]["table"])
     assert int(state.slots["table"]["step"]) == 1
     assert result.changed_rows["table"].size == 0
