@@ -39,7 +39,9 @@ def wire_defaults(model: type[BaseModel]) -> dict[str, object]:
 
 
 def test_the_same_optimizer_and_schedule_types():
-    assert set(OPTIMIZER_MODELS) == set(OPTIMIZER_TYPES)
+    # The core knows issue 16's types before the wire serves them: their wire models come with
+    # the service phase, derived from the factories' signatures. Every served type is the core's.
+    assert set(OPTIMIZER_MODELS) <= set(OPTIMIZER_TYPES)
     assert set(SCHEDULE_MODELS) == set(SCHEDULE_TYPES)
 
 

@@ -8,6 +8,8 @@ from app.optim.base import (
     HyperParameterError,
     NonFiniteGradient,
     OptimError,
+    SparseRows,
+    UnsupportedTensor,
 )
 from app.optim.engine import (
     Optimizer,
@@ -16,7 +18,7 @@ from app.optim.engine import (
     get_num_threads,
     set_num_threads,
 )
-from app.optim.gradients import check_gradients
+from app.optim.gradients import check_gradients, coalesce_rows
 from app.optim.optimizers import OPTIMIZER_TYPES, optimizer_defaults, optimizer_fields
 from app.optim.schedules import (
     ABSOLUTE_SCHEDULE_TYPES,
@@ -35,8 +37,11 @@ __all__ = [
     "OptimError",
     "Optimizer",
     "OptimizerState",
+    "SparseRows",
     "StepResult",
+    "UnsupportedTensor",
     "check_gradients",
+    "coalesce_rows",
     "get_num_threads",
     "optimizer_defaults",
     "optimizer_fields",

@@ -44,6 +44,31 @@ Shape = tuple[int, ...]
 # its name is the storage keys' and the export format's (`optaas_state`, imported above).
 
 
+@dataclass(frozen=True, slots=True)
+class SparseRows:
+    """A gradient that touches only some rows (the first axis) of its tensor — an embedding
+    table's, as torch's `nn.Embedding(sparse=True)` makes it:
+
+        g[rows[k]] += values[k]     for k < len(rows);   every other row of g is zero
+
+    `values` has shape `(len(rows), *θ.shape[1:])`; repeated rows add up. The engine steps only
+    the rows given (`SparseRows` coalesced by `gradients.coalesce_rows`: unique, sorted rows).
+    """
+
+    rows: np.ndarray
+    values: np.ndarray
+
+
+Gradient = np.ndarray | SparseRows
+"""One tensor's gradient: dense (θ's shape) or sparse rows."""
+
+
+def values_of(gradient: Gradient) -> np.ndarray:
+    """The numbers a gradient holds: the array itself, or the values of its rows (the rows it
+    leaves out are zeros, which add nothing to a norm and are finite)."""
+    return gradient.values if isinstance(gradient, SparseRows) else gradient
+
+
 # --------------------------------------------------------------------------------------------
 # The error family
 # --------------------------------------------------------------------------------------------
@@ -107,6 +132,27 @@ class NonFiniteGradient(OptimError):  # noqa: N818 -- the facade's name
         self.tensor = tensor
 
 
+class UnsupportedTensor(OptimError):  # noqa: N818 -- the facade's name
+    """A tensor, or a form of gradient, that its group's optimizer cannot step: Muon on a tensor
+    that is not 2-D, sparse rows for a type that takes none. `tensor` names it; `field` is the
+    optimizer spec's path (`optimizer`, `groups.1.optimizer`) where one is known.
+
+    A block's `init` raises it without a tensor name (`UnsupportedTensor("", detail)`); the
+    engine names the tensor (`named`)."""
+
+    def __init__(self, tensor: str, detail: str, *, field: str | None = None) -> None:
+        extras: dict[str, Any] = {"tensor": tensor}
+        if field is not None:
+            extras["field"] = field
+        super().__init__(detail, **extras)
+        self.tensor = tensor
+        self.field = field
+
+    def named(self, tensor: str, field: str | None = None) -> UnsupportedTensor:
+        """The same error about `tensor` (and the spec at `field`)."""
+        return UnsupportedTensor(tensor, f"{tensor!r}: {self.detail}", field=field)
+
+
 def join_path(prefix: str, field: str) -> str:
     """`join_path("optimizer", "betas") == "optimizer.betas"`; empty parts are dropped."""
     return ".".join(part for part in (prefix, field) if part)
@@ -166,7 +212,9 @@ class TensorStep:
 
 
 InitFn = Callable[[np.ndarray], Slots]
-"""θ of one tensor → its fresh slots."""
+"""θ of one tensor → its fresh slots. A block that cannot step a tensor of θ's shape (Muon's
+orthogonalisation: 2-D only) raises `UnsupportedTensor` here, so that a session is refused when
+it is made rather than half-way through a step."""
 
 UpdateFn = Callable[[np.ndarray, Slots, TensorStep], np.ndarray]
 """(running update, the tensor's slots, the step context) → the new running update.
@@ -178,24 +226,36 @@ block that changes it writes into `ctx.scratch.work` (in place when it already i
 Blocks act elementwise, so the engine may run a chain over slices of a large tensor (to keep the
 intermediates in cache): a per-tensor scalar slot (0-d) must evolve from the step count and the
 hyper-parameters only, never from the tensor's values, so that every slice computes the same.
+A block that reads the whole tensor (a norm, a matrix product, factors along an axis) says so
+with `elementwise=False`, and the engine never slices a chain that holds one.
 """
+
+EvalFn = Callable[[np.ndarray, Slots], np.ndarray]
+"""(θ of one tensor, its slots) → the weights to evaluate (ASGD's average `ax`, schedule-free's
+x). Where no block of a chain defines one, the weights to evaluate are θ itself."""
 
 
 class GradientTransformation(NamedTuple):
     """A block: a pair of functions with explicit state.
 
     `preprocess=True` marks a block that rewrites the gradient itself (maximize, coupled weight
-    decay): its output becomes `ctx.grad` for the blocks after it.
+    decay): its output becomes `ctx.grad` for the blocks after it. `eval` (optional) gives the
+    weights to evaluate from θ and the slots (see `EvalFn`). `elementwise=False` marks a block
+    that reads the whole tensor at once (see `UpdateFn`).
     """
 
     init: InitFn
     update: UpdateFn
     preprocess: bool = False
+    eval: EvalFn | None = None
+    elementwise: bool = True
 
 
-def slot_names(transform: GradientTransformation) -> tuple[str, ...]:
-    """The slot names a block keeps, found by initialising it for a 0-d probe tensor."""
-    return tuple(transform.init(np.zeros((), np.float64)))
+def slot_names(transform: GradientTransformation, ndim: int = 2) -> tuple[str, ...]:
+    """The slot names a block keeps for a tensor of `ndim` dimensions, found by initialising it
+    for a probe tensor of that many (Adafactor keeps row and column factors for 2+ dimensions,
+    one variance below; a 2-D probe suits every block, Muon's included)."""
+    return tuple(transform.init(np.zeros((1,) * ndim, np.float64)))
 
 
 def chain(*transforms: GradientTransformation | None) -> GradientTransformation:
@@ -203,11 +263,15 @@ def chain(*transforms: GradientTransformation | None) -> GradientTransformation:
 
     `None` entries (options switched off) are skipped. Pre-processing blocks must come first.
     The chain's state is the union of the blocks' slots; two blocks keeping a slot of the same
-    name (or one named `step`, the engine's) is a construction error.
+    name (or one named `step`, the engine's) is a construction error. Its `eval` is that of the
+    one block defining one (two is a construction error); it is elementwise when every block is.
     """
     blocks = tuple(transform for transform in transforms if transform is not None)
     check_slot_names(blocks)
     check_preprocessing_first(blocks)
+    evals = [block.eval for block in blocks if block.eval is not None]
+    if len(evals) > 1:
+        raise ValueError("two blocks of one chain define the weights to evaluate")
 
     def init(param: np.ndarray) -> Slots:
         slots: Slots = {}
@@ -222,7 +286,12 @@ def chain(*transforms: GradientTransformation | None) -> GradientTransformation:
                 ctx = replace(ctx, grad=updates)
         return updates
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(
+        init,
+        update,
+        eval=evals[0] if evals else None,
+        elementwise=all(block.elementwise for block in blocks),
+    )
 
 
 def check_slot_names(blocks: Sequence[GradientTransformation]) -> None:

@@ -97,6 +97,19 @@ def betas(field: str, value: Any) -> tuple[float, float]:
     return beta1, beta2
 
 
+def reals(field: str, value: Any, count: int) -> tuple[float, ...]:
+    """A list of exactly `count` finite numbers (Muon's `ns_coefficients`, Rprop's `etas`)."""
+    items = sequence(field, value)
+    if len(items) != count:
+        raise HyperParameterError(field, f"expected {count} numbers, got {value!r}")
+    return tuple(real(field, item) for item in items)
+
+
+def optional_flag(field: str, value: Any) -> bool | None:
+    """A JSON boolean or null."""
+    return None if value is None else flag(field, value)
+
+
 def increasing_integers(field: str, value: Any, *, low: int = 0) -> list[int]:
     """A strictly increasing list of ints ≥ `low` (milestones, boundaries)."""
     items = [

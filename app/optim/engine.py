@@ -11,8 +11,13 @@ One step, in order (nothing is written until the checks have passed):
 4. clip by value, then by global norm (torch's rules);
 5. per tensor: its step count += 1, then its group's chain at η_t = schedule(t, group lr), and
    θ ← θ + u, i.e. θ ← θ − η_t/(σ_t + eps)·m_t (large tensors slice by slice, so that the
-   chain's intermediates stay in cache);
+   chain's intermediates stay in cache, unless a block reads the whole tensor); a sparse row
+   gradient runs the chain over the rows it touches only (gathered, stepped, put back);
 6. t += 1, and the loss (if given) is fed to `reduce_on_plateau`.
+
+Groups either override the base optimizer's hyper-parameters or hold an optimizer of their own
+(optax's `multi_transform`): each tensor is stepped by the chain of the first group matching
+it, and groups of different types may not match the same tensor.
 
 The per-tensor `step` slot is a 0-d int64 array: an exact count (torch's float32 `step` stops
 counting at 2²⁴), kept per tensor because partial steps advance only the tensors they carry and
@@ -35,14 +40,17 @@ from optaas_state import array_key, split_key
 from app.optim import checks
 from app.optim.base import (
     STEP_SLOT,
+    Gradient,
     GradientTransformation,
     HyperParameterError,
     NonFiniteGradient,
-    Params,
     Scratch,
     Slots,
+    SparseRows,
     TensorStep,
+    UnsupportedTensor,
     slot_names,
+    values_of,
 )
 from app.optim.gradients import (
     check_gradients,
@@ -53,7 +61,7 @@ from app.optim.gradients import (
     squared_norm,
     sum_of_squares,
 )
-from app.optim.optimizers import build_optimizer, optimizer_fields
+from app.optim.optimizers import build_optimizer, optimizer_fields, sparse_rows_refusal
 from app.optim.schedules import build_schedule
 
 CONFIG_FIELDS = frozenset(
@@ -130,23 +138,33 @@ class StepResult:
 
     `lr` is η_t of the base group (the rate this step used); `grad_norm` the global L2 norm of
     the gradient as received, before clipping (None if it was not finite); `update_norm` is
-    ‖θ_{t+1} − θ_t‖₂ over all tensors.
+    ‖θ_{t+1} − θ_t‖₂ over all tensors. `changed_rows` holds, for each tensor stepped by sparse
+    rows, the rows it changed (sorted, unique); the other rows of those tensors are as they were.
     """
 
     skipped: bool
     lr: float
     grad_norm: float | None
     update_norm: float
+    changed_rows: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
 class Group:
-    """A parameter group: its hyper-parameters (defaults filled in) and its chain (compared by
-    identity)."""
+    """A parameter group: its hyper-parameters (defaults filled in, `type` included) and its
+    chain (compared by identity). `spec_path` is where its optimizer spec is (`optimizer` for
+    the base group and the groups that override it, `groups.<i>.optimizer` for a group with an
+    optimizer of its own); `sparse_refusal` why it cannot step sparse rows (None: it can)."""
 
     hyperparameters: dict[str, Any]
     transform: GradientTransformation
-    slot_names: tuple[str, ...]
+    spec_path: str = "optimizer"
+    sparse_refusal: str | None = None
+
+    @property
+    def type(self) -> str:
+        """The optimizer type, e.g. `adamw`, `muon`."""
+        return str(self.hyperparameters["type"])
 
     @property
     def lr(self) -> float:
@@ -159,9 +177,10 @@ class Optimizer:
 
     `config` mirrors the wire: `{"optimizer": {...}, "schedule": {...} | None, "clip_grad_norm":
     float | None, "clip_grad_value": float | None, "nonfinite": "reject" | "skip", "groups":
-    [{"match": [globs], <overrides>}, ...] | None}`. Everything invalid raises
-    `HyperParameterError` naming the field. `names` are the session's tensor names: each
-    takes the first group one of whose globs matches it (fnmatch), or the base optimizer.
+    [{"match": [globs], <overrides>} | {"match": [globs], "optimizer": {...}}, ...] | None}`.
+    Everything invalid raises `HyperParameterError` naming the field. `names` are the session's
+    tensor names: each takes the first group one of whose globs matches it (fnmatch), or the
+    base optimizer; two groups of different types matching one tensor is an error.
 
     An instance keeps scratch buffers between steps, so use one per session at a time. Steps
     over more than PARALLEL_MIN_ELEMENTS elements run their slices on `threads` threads (by
@@ -186,8 +205,10 @@ class Optimizer:
             "nonfinite", config.get("nonfinite", "reject"), NONFINITE_POLICIES
         )
         self.names = tuple(names)
+        _check_one_type_per_tensor(self.names, self.matched_groups)
         self.groups = (self.base_group, *(group for _, group in self.matched_groups))
         self.group_of = {name: self._match(name) for name in self.names}
+        self._slot_names: dict[str, tuple[str, ...]] = {}
         self._scratch: dict[str, Scratch] = {}
         self._slice_scratch: dict[tuple[int, np.dtype], Scratch] = {}
 
@@ -210,13 +231,44 @@ class Optimizer:
         for name, param in params.items():
             if param.dtype not in SESSION_DTYPES:
                 raise ValueError(f"{name!r} is {param.dtype}, not float32 or float64")
-        slots = {name: self._fresh_slots(name, param) for name, param in params.items()}
+        slots = {name: self.fresh_slots(name, param) for name, param in params.items()}
         return OptimizerState(0, slots, self.schedule.init())
 
-    def _fresh_slots(self, name: str, param: np.ndarray) -> Slots:
-        slots = self.group_of[name].transform.init(param)
+    def fresh_slots(self, name: str, param: np.ndarray) -> Slots:
+        """The slots tensor `name` starts with: its group's chain's, plus `step` = 0. Raises
+        `UnsupportedTensor` (naming the tensor) if its optimizer cannot step a tensor of θ's
+        shape (Muon: 2-D only)."""
+        group = self.group_of[name]
+        try:
+            slots = group.transform.init(param)
+        except UnsupportedTensor as error:
+            raise error.named(name, f"{group.spec_path}.type") from None
         slots[STEP_SLOT] = np.zeros((), np.int64)
         return slots
+
+    def hyperparameters_of(self, name: str) -> dict[str, Any]:
+        """The type and hyper-parameters (defaults filled in) of tensor `name`'s group."""
+        return self.group_of[name].hyperparameters
+
+    def takes_sparse_rows(self, name: str) -> bool:
+        """Whether tensor `name`'s group can step a sparse row gradient (sparse_adam; adagrad
+        and sgd without momentum or weight decay). Whether the tensor has rows (2+ dims) is
+        checked with the gradient."""
+        return self.group_of[name].sparse_refusal is None
+
+    def eval_params(
+        self, params: Mapping[str, np.ndarray], state: OptimizerState
+    ) -> dict[str, np.ndarray]:
+        """The weights to evaluate, per tensor: its chain's eval view (ASGD's average `ax`)
+        where it defines one, else θ itself. The arrays are θ's or the slots', not copies; a
+        tensor whose state lacks a slot its chain keeps evaluates at θ."""
+        weights = {}
+        for name, param in params.items():
+            evaluate = self.group_of[name].transform.eval
+            slots = state.slots.get(name, {})
+            complete = all(slot in slots for slot in self._expected_slots(name, param))
+            weights[name] = evaluate(param, slots) if evaluate and complete else param
+        return weights
 
     def lr(self, state: OptimizerState) -> float:
         """η_t the next step will use, for the base group."""
@@ -226,25 +278,28 @@ class Optimizer:
         self,
         params: dict[str, np.ndarray],
         state: OptimizerState,
-        grads: Mapping[str, np.ndarray],
+        grads: Mapping[str, Gradient],
         *,
         loss: float | None = None,
         partial: bool = False,
     ) -> StepResult:
         """Apply one gradient: updates `params` and `state` in place and advances `state.step`.
 
-        Raises `GradientMismatch` / `NonFiniteGradient` (and changes nothing) on a bad gradient.
-        `grads` are consumed: arrays already in θ's dtype are used as scratch space.
+        A tensor's gradient is dense or `SparseRows` (its group must take them). Raises
+        `GradientMismatch` / `NonFiniteGradient` / `UnsupportedTensor` (and changes nothing) on
+        a bad gradient. `grads` are consumed: arrays already in θ's dtype are used as scratch
+        space.
         """
         checked = check_gradients(params, grads, partial=partial)
         read_only = [name for name in checked if not params[name].flags.writeable]
         if read_only:  # a programming error, caught before anything is written
             raise ValueError(f"parameters {read_only} are read-only; steps update θ in place")
+        self._check_sparse_rows(checked)
         if loss is not None:
             loss = _loss_value(loss)
         t = state.step
         base_rate = self.lr(state)
-        squared = {name: squared_norm(grad) for name, grad in checked.items()}
+        squared = {name: squared_norm(values_of(grad)) for name, grad in checked.items()}
         bad_tensor = first_nonfinite(checked, squared)
         if bad_tensor is not None:
             if self.nonfinite == "reject":
@@ -253,25 +308,49 @@ class Optimizer:
         grad_norm = global_norm(squared.values())
         self._clip(checked, grad_norm)
         rates = {group: self.schedule.rate(t, group.lr, state.schedule) for group in self.groups}
+        tensor_slots = {name: self._slots(state, name, params[name]) for name in checked}
         units: list[_WorkUnit] = []
+        sparse: dict[str, SparseRows] = {}
         for name, grad in checked.items():
-            group = self.group_of[name]
-            slots = self._slots(state, name, params[name])
+            group, slots = self.group_of[name], tensor_slots[name]
             slots[STEP_SLOT] += 1
+            if isinstance(grad, SparseRows):
+                sparse[name] = grad
+                continue
             units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
         update_squared = sum(self._run(units))
+        for name, rows in sparse.items():
+            group = self.group_of[name]
+            update_squared += _step_rows(
+                group.transform, params[name], rows, tensor_slots[name], rates[group]
+            )
         state.step = t + 1
         if loss is not None:
             state.schedule = self.schedule.observe(t, loss, state.schedule)
         return StepResult(
-            skipped=False, lr=base_rate, grad_norm=grad_norm, update_norm=math.sqrt(update_squared)
+            skipped=False,
+            lr=base_rate,
+            grad_norm=grad_norm,
+            update_norm=math.sqrt(update_squared),
+            changed_rows={name: rows.rows for name, rows in sparse.items()},
         )
 
-    def _clip(self, grads: Params, grad_norm: float) -> None:
+    def _check_sparse_rows(self, grads: Mapping[str, Gradient]) -> None:
+        """`UnsupportedTensor` for the first sparse row gradient its group cannot step."""
+        for name, grad in grads.items():
+            group = self.group_of[name]
+            if isinstance(grad, SparseRows) and group.sparse_refusal is not None:
+                raise UnsupportedTensor(
+                    name,
+                    f"the gradient of {name!r} is sparse rows: {group.sparse_refusal}",
+                    field=f"{group.spec_path}.type",
+                )
+
+    def _clip(self, grads: Mapping[str, Gradient], grad_norm: float) -> None:
         """Clip by value, then by the global norm of what the value clipping left."""
         if self.clip_grad_value is not None:
             clip_by_value(grads, self.clip_grad_value)
-            grad_norm = global_norm(squared_norm(grad) for grad in grads.values())
+            grad_norm = global_norm(squared_norm(values_of(grad)) for grad in grads.values())
         if self.clip_grad_norm is not None:
             clip_by_global_norm(grads, grad_norm, self.clip_grad_norm)
 
@@ -279,11 +358,23 @@ class Optimizer:
         """The tensor's slots, with any its chain keeps but the state lacks started fresh (a
         configuration changed mid-run, e.g. momentum switched on, starts that slot anew)."""
         slots = state.slots.setdefault(name, {})
-        group = self.group_of[name]
-        if STEP_SLOT not in slots or any(slot not in slots for slot in group.slot_names):
-            for slot, array in self._fresh_slots(name, param).items():
+        expected = self._expected_slots(name, param)
+        if STEP_SLOT not in slots or any(slot not in slots for slot in expected):
+            for slot, array in self.fresh_slots(name, param).items():
                 slots.setdefault(slot, array)
         return slots
+
+    def _expected_slots(self, name: str, param: np.ndarray) -> tuple[str, ...]:
+        """The slot names tensor `name`'s chain keeps for a tensor of θ's dimensions (Adafactor
+        keeps other slots for vectors than for matrices), found once per tensor."""
+        names = self._slot_names.get(name)
+        if names is None:
+            try:
+                names = slot_names(self.group_of[name].transform, param.ndim)
+            except UnsupportedTensor as error:
+                raise error.named(name, f"{self.group_of[name].spec_path}.type") from None
+            self._slot_names[name] = names
+        return names
 
     def _work_units(
         self,
@@ -303,7 +394,8 @@ class Optimizer:
         """
         count = int(slots[STEP_SLOT])
         transform = group.transform
-        if param.size <= 2 * CHUNK_ELEMENTS or not _contiguous(param, slots):
+        small = param.size <= 2 * CHUNK_ELEMENTS
+        if small or not transform.elementwise or not _contiguous(param, slots):
             scratch = self._scratch_for(name, param)
             return [_WorkUnit(transform, param, grad, slots, count, rate, scratch)]
         flat = {key: array.reshape(-1) for key, array in slots.items() if array.ndim}
@@ -407,6 +499,33 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optaas-optim")
 
 
+def _step_rows(
+    transform: GradientTransformation,
+    param: np.ndarray,
+    grad: SparseRows,
+    slots: Slots,
+    rate: float,
+) -> float:
+    """θ ← θ + chain(g) over the rows a sparse gradient touches: θ's rows and the slots of θ's
+    shape are gathered, stepped as a dense tensor of those rows (the chains that take rows are
+    elementwise, and their scalar slots evolve from the step count alone), and put back.
+    Returns ‖u‖² over those rows (the others do not move)."""
+    rows = grad.rows
+    gathered = {
+        key: array[rows] if array.shape == param.shape else array for key, array in slots.items()
+    }
+    block = param[rows]
+    scratch = Scratch(block.shape, block.dtype)
+    squared = _apply_chain(
+        transform, block, grad.values, gathered, int(slots[STEP_SLOT]), rate, scratch
+    )
+    param[rows] = block
+    for key, array in slots.items():
+        if array.shape == param.shape:
+            array[rows] = gathered[key]
+    return squared
+
+
 def _apply_chain(
     transform: GradientTransformation,
     param: np.ndarray,
@@ -429,13 +548,19 @@ def _contiguous(param: np.ndarray, slots: Slots) -> bool:
     )
 
 
-def _group(hyperparameters: dict[str, Any], transform: GradientTransformation) -> Group:
-    return Group(hyperparameters, transform, slot_names(transform))
+def _group(
+    hyperparameters: dict[str, Any],
+    transform: GradientTransformation,
+    spec_path: str = "optimizer",
+) -> Group:
+    return Group(hyperparameters, transform, spec_path, sparse_rows_refusal(hyperparameters))
 
 
 def _build_groups(groups: Any, base: dict[str, Any]) -> list[tuple[list[str], Group]]:
-    """`[{"match": [globs], <overrides>}, ...]` → (globs, group) pairs; an override must be a
-    field of the base optimizer's type, and the group's chain is built from base + overrides."""
+    """`[{"match": [globs], <overrides>} | {"match": [globs], "optimizer": {...}}, ...]` →
+    (globs, group) pairs. An override must be a field of the base optimizer's type, and the
+    group's chain is built from base + overrides; a group with an `optimizer` of its own (any
+    type, its own defaults) takes nothing else beside `match`."""
     if groups is None:
         return []
     allowed = optimizer_fields(base["type"])
@@ -449,10 +574,49 @@ def _build_groups(groups: Any, base: dict[str, Any]) -> list[tuple[list[str], Gr
             _glob(f"{path}.match.{j}", glob)
             for j, glob in enumerate(checks.sequence(f"{path}.match", overrides.pop("match")))
         ]
-        checks.check_known_fields(overrides, allowed | {"match"}, path)
+        if "optimizer" in overrides:
+            built.append((globs, _own_optimizer_group(overrides, path)))
+            continue
+        checks.check_known_fields(overrides, allowed | {"match", "optimizer"}, path)
         hyperparameters, transform = build_optimizer({**base, **overrides}, path)
         built.append((globs, _group(hyperparameters, transform)))
     return built
+
+
+def _own_optimizer_group(spec: Mapping[str, Any], path: str) -> Group:
+    """A group holding a whole optimizer spec (optax's `multi_transform`)."""
+    beside = [name for name in spec if name != "optimizer"]
+    if beside:
+        raise HyperParameterError(
+            f"{path}.{beside[0]}",
+            "a group with an optimizer of its own takes no overrides beside it "
+            "(set them in its optimizer)",
+        )
+    hyperparameters, transform = build_optimizer(spec["optimizer"], f"{path}.optimizer")
+    return _group(hyperparameters, transform, f"{path}.optimizer")
+
+
+def _check_one_type_per_tensor(
+    names: Sequence[str], matched_groups: Sequence[tuple[list[str], Group]]
+) -> None:
+    """`HyperParameterError` at `groups.<j>.match` if a tensor is matched by groups of two
+    optimizer types: one tensor, one optimizer (the first match still wins among groups of the
+    same type)."""
+    for name in names:
+        first: tuple[int, str] | None = None
+        for j, (globs, group) in enumerate(matched_groups):
+            if not any(fnmatch.fnmatchcase(name, glob) for glob in globs):
+                continue
+            if first is None:
+                first = (j, group.type)
+            elif group.type != first[1]:
+                error = HyperParameterError(
+                    f"groups.{j}.match",
+                    f"tensor {name!r} is matched by groups.{first[0]} ({first[1]}) and "
+                    f"groups.{j} ({group.type}): a tensor takes one optimizer type",
+                )
+                error.extras["tensor"] = name
+                raise error
 
 
 def _glob(field: str, value: Any) -> str:

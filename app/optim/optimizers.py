@@ -11,6 +11,12 @@ The factories' signatures carry torch.optim 2.13's defaults (and the contract's 
 reads them from here. A factory checks its values and raises `HyperParameterError` naming the
 field. Its `lr` is the group's base rate: the engine turns it into η_t with the schedule and
 hands η_t to `scale_by_learning_rate` through the step context.
+
+The rest of torch.optim (Adafactor, Muon, Rprop, ASGD, SparseAdam) keeps torch's field names
+and defaults; optax's classics (Yogi, LAMB, LARS, AdaBelief, NovoGrad, Adan) keep optax's
+(`b1`, `b2`, `eps_root`, masks as booleans), with `learning_rate` as `lr`. Every type takes
+`maximize`. The signatures are typed (`Literal` choices, `tuple` pairs, `X | None` options):
+they are the one description of a type's fields.
 """
 
 from __future__ import annotations
@@ -18,23 +24,31 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from app.optim import checks
+from app.optim import checks, optax_transforms, tensorwise
 from app.optim.base import GradientTransformation, HyperParameterError, Spec, chain
 from app.optim.transforms import (
     add_coupled_weight_decay,
     add_decayed_weights,
+    add_shrinkage,
+    average_iterates,
     ema,
     lion_interpolation,
+    muon_momentum,
     nadam_momentum,
     negate,
+    scale,
+    scale_by_adam_step_size,
+    scale_by_asgd_rate,
     scale_by_bias_correction,
     scale_by_delta_rms,
     scale_by_inf_norm,
     scale_by_learning_rate,
     scale_by_rectified_rms,
     scale_by_rms,
+    scale_by_rprop,
     scale_by_rss,
     scale_by_sign,
+    scale_by_sparse_adam,
     trace,
 )
 
@@ -270,6 +284,285 @@ def lion(
     )
 
 
+# --------------------------------------------------------------------------------------------
+# The rest of torch.optim 2.13
+# --------------------------------------------------------------------------------------------
+
+
+def adafactor(
+    lr: float = 1e-2,
+    beta2_decay: float = -0.8,
+    eps: tuple[float | None, float] = (None, 1e-3),
+    d: float = 1.0,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Adafactor (torch's variant): σ from a factored second moment (row and column factors for
+    tensors of 2+ dims), updates clipped to RMS ≤ d, a step relative to θ's scale:
+
+    u_t = g_t / max(sqrt(V̂_t), eps1),  û_t = u_t / max(1, RMS(u_t)/d)
+    θ ← θ·(1 − η_t·λ) − max(eps2, RMS(θ))·min(η_t, 1/sqrt(t))·û_t     (see `tensorwise`)."""
+    checks.non_negative("lr", lr)
+    checks.real("beta2_decay", beta2_decay, high=0.0)
+    pair = checks.sequence("eps", eps)
+    if len(pair) != 2:
+        raise HyperParameterError("eps", f"expected [eps1 or null, eps2], got {eps!r}")
+    eps1 = None if pair[0] is None else checks.non_negative("eps", pair[0])
+    eps2 = checks.non_negative("eps", pair[1])
+    checks.real("d", d, low=1.0)
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        tensorwise.scale_by_factored_rms(beta2_decay, eps1),
+        tensorwise.clip_by_block_rms(d),
+        tensorwise.scale_by_relative_step_size(eps2),
+        _torch_decoupled_decay(weight_decay),
+    )
+
+
+def muon(
+    lr: float = 1e-3,
+    weight_decay: float = 0.1,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+    eps: float = 1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: Literal["original", "match_rms_adamw"] | None = None,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Muon, for 2-D tensors: momentum B_t = lerp(B_{t−1}, g_t, 1 − μ) (nesterov: lerp(g_t, B_t,
+    μ)), orthogonalised by `ns_steps` Newton–Schulz iterations in the session's dtype, then
+
+    θ ← θ·(1 − η_t·λ) − η_t·r(shape)·NS(B̃_t)     (r: `adjust_lr_fn`, see `tensorwise`)."""
+    checks.non_negative("lr", lr)
+    momentum = checks.fraction("momentum", momentum)
+    nesterov = checks.flag("nesterov", nesterov)
+    a, b, c = checks.reals("ns_coefficients", ns_coefficients, 3)
+    eps = checks.positive("eps", eps)
+    steps = checks.integer("ns_steps", ns_steps, low=0)
+    if steps >= 100:
+        raise HyperParameterError("ns_steps", f"must be < 100 (torch's limit), got {steps}")
+    if adjust_lr_fn is not None:
+        checks.choice("adjust_lr_fn", adjust_lr_fn, ("original", "match_rms_adamw"))
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        muon_momentum(momentum, nesterov),
+        tensorwise.orthogonalize_by_newton_schulz((a, b, c), steps, eps),
+        tensorwise.scale_by_shape_adjusted_rate(adjust_lr_fn),
+        _torch_decoupled_decay(weight_decay),
+    )
+
+
+def rprop(
+    lr: float = 1e-2,
+    etas: tuple[float, float] = (0.5, 1.2),
+    step_sizes: tuple[float, float] = (1e-6, 50.0),
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Rprop: σ_t·η_t replaced by a step size per element that grows by η+ while the gradient
+    keeps its sign and shrinks by η− when it flips: θ ← θ − sign(g_t)·Δ_t, Δ_1 = lr
+    (see `scale_by_rprop`)."""
+    lr = checks.non_negative("lr", lr)
+    eta_minus, eta_plus = checks.reals("etas", etas, 2)
+    if not 0.0 < eta_minus < 1.0 < eta_plus:
+        raise HyperParameterError("etas", f"need 0 < etaminus < 1 < etaplus, got {etas!r}")
+    smallest, largest = checks.reals("step_sizes", step_sizes, 2)
+    if not 0.0 <= smallest <= largest:
+        raise HyperParameterError("step_sizes", f"need 0 <= min <= max, got {step_sizes!r}")
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        scale_by_rprop((eta_minus, eta_plus), (smallest, largest), lr),
+        scale(-1.0),
+    )
+
+
+def asgd(
+    lr: float = 1e-2,
+    lambd: float = 1e-4,
+    alpha: float = 0.75,
+    t0: float = 1e6,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """ASGD: SGD with its own decaying rate η_t = lr/(1 + λ·lr·t)^α and a decay θ·(1 − λ·η_t),
+    averaging the iterates after step t0 (`ax`, the weights to evaluate):
+
+    θ ← θ·(1 − λ·η) − η·g_t,   ax ← ax + μ·(θ − ax),   μ = 1/max(1, t − t0)."""
+    lr = checks.non_negative("lr", lr)
+    lambd = checks.non_negative("lambd", lambd)
+    alpha = checks.non_negative("alpha", alpha)
+    t0 = checks.non_negative("t0", t0)
+    return chain(
+        *_preprocessing(maximize, weight_decay),
+        scale_by_asgd_rate(lambd, alpha, lr),
+        average_iterates(t0),
+    )
+
+
+def sparse_adam(
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """SparseAdam: Adam over the rows a sparse gradient touches (the moments of the others stay
+    as they are): m ← m + (g − m)(1 − β1), v ← v + (g² − v)(1 − β2),
+
+    θ ← θ − η_t·sqrt(1 − β2^t)/(1 − β1^t) · m/(sqrt(v) + eps)     (t: the tensor's steps).
+    A dense gradient is every row touched."""
+    checks.positive("lr", lr)
+    beta1, beta2 = checks.betas("betas", betas)
+    eps = checks.positive("eps", eps)
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        scale_by_sparse_adam((beta1, beta2), eps),
+        scale_by_adam_step_size((beta1, beta2)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# optax's classics (`learning_rate` is `lr`; optax has no default for it: ours is the paper's)
+# --------------------------------------------------------------------------------------------
+
+
+def yogi(
+    lr: float = 1e-2,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-3,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Yogi (optax.yogi; Flower's FedYogi server rule): Adam whose σ² moves by
+    −(1 − β2)·sign(v − g²)·g², from moments started at 1e-6 (see `scale_by_yogi`)."""
+    _optax_basics(lr, b1, b2, eps)
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        optax_transforms.scale_by_yogi(b1, b2, eps),
+        scale_by_learning_rate(),
+    )
+
+
+def lamb(
+    lr: float = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    eps_root: float = 0.0,
+    weight_decay: float = 0.0,
+    mask: bool | None = None,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """LAMB (optax.lamb): Adam's ratio plus λ·θ, scaled per tensor by the trust ratio
+    ‖θ‖/‖u‖, then by −η_t. `mask` false leaves the weight decay out (optax's mask, for all the
+    group's tensors; null or true: decay them)."""
+    _optax_basics(lr, b1, b2, eps)
+    checks.non_negative("eps_root", eps_root)
+    decay = _masked_decay(weight_decay, checks.optional_flag("mask", mask))
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        optax_transforms.scale_by_adam(b1, b2, eps, eps_root),
+        decay,
+        tensorwise.scale_by_trust_ratio(),
+        scale_by_learning_rate(),
+    )
+
+
+def lars(
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    weight_decay_mask: bool = True,
+    trust_coefficient: float = 0.001,
+    eps: float = 0.0,
+    trust_ratio_mask: bool = True,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """LARS (optax.lars): g + λ·θ, scaled per tensor by c·‖θ‖/(‖g + λθ‖ + eps), by −η_t, then
+    momentum (optax's `trace`, slot `trace`, after the rate). The masks, false, leave the decay
+    or the trust ratio out for the group's tensors."""
+    checks.non_negative("lr", lr)
+    decay = _masked_decay(weight_decay, checks.flag("weight_decay_mask", weight_decay_mask))
+    trust_coefficient = checks.non_negative("trust_coefficient", trust_coefficient)
+    eps = checks.non_negative("eps", eps)
+    with_ratio = checks.flag("trust_ratio_mask", trust_ratio_mask)
+    momentum = checks.fraction("momentum", momentum)
+    nesterov = checks.flag("nesterov", nesterov)
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        decay,
+        tensorwise.scale_by_trust_ratio(trust_coefficient, eps) if with_ratio else None,
+        scale_by_learning_rate(),
+        trace(momentum, nesterov=nesterov, slot="trace") if momentum else None,
+    )
+
+
+def adabelief(
+    lr: float = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-16,
+    eps_root: float = 1e-16,
+    nesterov: bool = False,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """AdaBelief (optax.adabelief): Adam whose σ² tracks (g − m)², the gradient's deviation from
+    its average (see `scale_by_belief`)."""
+    _optax_basics(lr, b1, b2, eps)
+    checks.non_negative("eps_root", eps_root)
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        optax_transforms.scale_by_belief(b1, b2, eps, eps_root, checks.flag("nesterov", nesterov)),
+        scale_by_learning_rate(),
+    )
+
+
+def novograd(
+    lr: float = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.25,
+    eps: float = 1e-6,
+    eps_root: float = 0.0,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """NovoGrad (optax.novograd): σ² one number per tensor, an average of ‖g‖²; momentum of
+    g/σ + λ·θ (see `scale_by_novograd`)."""
+    _optax_basics(lr, b1, b2, eps)
+    checks.non_negative("eps_root", eps_root)
+    checks.non_negative("weight_decay", weight_decay)
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        tensorwise.scale_by_novograd(b1, b2, eps, eps_root, weight_decay),
+        scale_by_learning_rate(),
+    )
+
+
+def adan(
+    lr: float = 1e-3,
+    b1: float = 0.98,
+    b2: float = 0.92,
+    b3: float = 0.99,
+    eps: float = 1e-8,
+    eps_root: float = 1e-8,
+    weight_decay: float = 0.0,
+    mask: bool | None = None,
+    maximize: bool = False,
+) -> GradientTransformation:
+    """Adan (optax.adan): Nesterov momentum from gradient differences (see `scale_by_adan`),
+    plus λ·θ, times −η_t. `mask` as LAMB's."""
+    _optax_basics(lr, b1, b2, eps)
+    checks.fraction("b3", b3)
+    checks.non_negative("eps_root", eps_root)
+    decay = _masked_decay(weight_decay, checks.optional_flag("mask", mask))
+    return chain(
+        *_preprocessing(maximize, 0.0),
+        optax_transforms.scale_by_adan(b1, b2, b3, eps, eps_root),
+        decay,
+        scale_by_learning_rate(),
+    )
+
+
 def custom(
     lr: float = 1e-3,
     momentum: Mapping[str, Any] | None = None,
@@ -353,6 +646,17 @@ OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = {
     "adadelta": adadelta,
     "lion": lion,
     "custom": custom,
+    "adafactor": adafactor,
+    "muon": muon,
+    "rprop": rprop,
+    "asgd": asgd,
+    "sparse_adam": sparse_adam,
+    "yogi": yogi,
+    "lamb": lamb,
+    "lars": lars,
+    "adabelief": adabelief,
+    "novograd": novograd,
+    "adan": adan,
 }
 """type → factory; the factory's keyword parameters are the type's fields."""
 
@@ -378,6 +682,38 @@ def build_optimizer(
     return {"type": kind, **optimizer_defaults(kind), **fields}, transform
 
 
+def sparse_rows_refusal(hyperparameters: Mapping[str, Any]) -> str | None:
+    """Why a group with these settings cannot step a sparse row gradient, or None if it can:
+    torch's sparse support is SparseAdam, Adagrad without weight decay and SGD without momentum
+    (and here without weight decay, which would change every row)."""
+    kind = hyperparameters["type"]
+    if kind == "sparse_adam":
+        return None
+    if kind not in ("adagrad", "sgd"):
+        return f"{kind} takes dense gradients only (sparse_adam, adagrad and sgd take rows)"
+    if kind == "sgd" and hyperparameters["momentum"]:
+        return "sgd with momentum takes dense gradients only (its buffer moves every row)"
+    if hyperparameters["weight_decay"]:
+        return f"{kind} with weight_decay takes dense gradients only (the decay moves every row)"
+    return None
+
+
+def _optax_basics(lr: float, b1: float, b2: float, eps: float) -> None:
+    """The fields optax's Adam-like types share: lr ≥ 0, b1 and b2 in [0, 1), eps ≥ 0."""
+    checks.non_negative("lr", lr)
+    checks.fraction("b1", b1)
+    checks.fraction("b2", b2)
+    checks.non_negative("eps", eps)
+
+
+def _masked_decay(weight_decay: float, mask: bool | None) -> Block:
+    """optax's `add_decayed_weights` (λ·θ added before the rate) unless masked out or λ = 0."""
+    checks.non_negative("weight_decay", weight_decay)
+    if mask is False or not weight_decay:
+        return None
+    return optax_transforms.add_scaled_params(weight_decay)
+
+
 def _preprocessing(maximize: bool, weight_decay: float) -> tuple[Block, Block]:
     """The gradient's pre-processing, torch's order: negate for maximize, then add λ·θ."""
     checks.flag("maximize", maximize)
@@ -395,6 +731,12 @@ def _decoupled_decay(weight_decay: float) -> Block:
         if checks.non_negative("weight_decay", weight_decay)
         else None
     )
+
+
+def _torch_decoupled_decay(weight_decay: float) -> Block:
+    """θ·(1 − η_t·λ) rounded as torch rounds it (none when λ = 0)."""
+    checks.non_negative("weight_decay", weight_decay)
+    return add_shrinkage(weight_decay) if weight_decay else None
 
 
 def _call_nested(factory: Callable[..., Any], spec: Any, field: str) -> Any:

@@ -13,6 +13,13 @@ In the general form `θ ← θ − η_t / (σ_t + eps) · m_t`:
   `scale_by_sign` (Lion: σ_t = |u|), `scale_by_delta_rms` (Adadelta's numerator);
 - `scale_by_learning_rate` (−η_t), then `add_decayed_weights` (decoupled decay, AdamW's).
 
+The rest of torch.optim's elementwise rules: `scale_by_rprop` (Rprop's sign-based step sizes),
+`scale_by_asgd_rate` and `average_iterates` (ASGD: its decaying rate and the average `ax` it
+evaluates), `scale_by_sparse_adam` and `scale_by_adam_step_size` (SparseAdam),
+`muon_momentum`; `scale` multiplies by a constant. Blocks that read the whole tensor (Adafactor's
+factored moments, Muon's orthogonalisation, trust ratios) are in `tensorwise.py`; optax's in
+`optax_transforms.py`.
+
 All arithmetic stays in the tensor's dtype: Python-float scalars do not up-cast float32 arrays
 (NEP 50). The big arrays are written in place (`out=`) into slots or the tensor's scratch.
 """
@@ -52,23 +59,28 @@ def add_coupled_weight_decay(weight_decay: float) -> GradientTransformation:
 
 
 def trace(
-    decay: float, dampening: float = 0.0, nesterov: bool = False, *, dampen_first: bool = False
+    decay: float,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    *,
+    dampen_first: bool = False,
+    slot: str = "momentum_buffer",
 ) -> GradientTransformation:
-    """Heavy-ball momentum (slot `momentum_buffer`):
+    """Heavy-ball momentum (slot `slot`: torch's `momentum_buffer`, optax's `trace`):
 
         m_t = μ·m_{t−1} + (1 − dampening)·u_t,        u ← m_t
         nesterov:                                     u ← u_t + μ·m_t
 
     torch's SGD starts the buffer as a copy of the first update (dampening is not applied to
     it); `dampen_first=True` starts from m_0 = 0 instead, as `custom` does. With dampening 0
-    the two agree.
+    the two agree (and are optax's `trace`).
     """
 
     def init(param: np.ndarray) -> Slots:
-        return {"momentum_buffer": np.zeros_like(param)}
+        return {slot: np.zeros_like(param)}
 
     def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
-        buffer = slots["momentum_buffer"]
+        buffer = slots[slot]
         if ctx.count == 1 and not dampen_first:
             np.copyto(buffer, updates)
         else:
@@ -357,6 +369,23 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     return GradientTransformation(_no_slots, update)
 
 
+def add_shrinkage(weight_decay: float) -> GradientTransformation:
+    """Decoupled weight decay in torch's own two roundings, after the rate (Muon, Adafactor):
+
+        θ ← fl(θ·f) + u,   i.e.   u ← u + (fl(θ·f) − θ),   f = 1 − η_t·λ in θ's dtype
+
+    `add_decayed_weights` adds (f − 1)·θ instead, which skips torch's rounding of θ·f; in
+    float32 that rounding is as large as the decay itself when η_t·λ is ~1e-4.
+    """
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots
+        shrunk = shrinkage(ctx.param, 1.0 - ctx.lr * weight_decay, ctx.scratch.temp)
+        return np.add(updates, shrunk, out=ctx.scratch.work)
+
+    return GradientTransformation(_no_slots, update)
+
+
 def scale_by_learning_rate(lr_decay: float = 0.0) -> GradientTransformation:
     """The last block: u ← −η_t·u, with η_t the group's scheduled rate.
 
@@ -370,6 +399,184 @@ def scale_by_learning_rate(lr_decay: float = 0.0) -> GradientTransformation:
         return np.multiply(updates, -rate, out=ctx.scratch.work)
 
     return GradientTransformation(_no_slots, update)
+
+
+def scale(factor: float) -> GradientTransformation:
+    """u ← factor·u (Rprop's −1: its step sizes are the whole step)."""
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots
+        return np.multiply(updates, factor, out=ctx.scratch.work)
+
+    return GradientTransformation(_no_slots, update)
+
+
+def scale_by_rprop(
+    etas: tuple[float, float], step_sizes: tuple[float, float], initial_step_size: float
+) -> GradientTransformation:
+    """Rprop's sign-based step sizes (slots `prev`, `step_size`, torch's names):
+
+        s = sign(g_t · prev)
+        Δ_t = clamp(Δ_{t−1} · (η+ if s > 0, η− if s < 0, 1 if s = 0), Δ_min, Δ_max)
+        g_t ← 0 where s < 0 (the step after a sign change is skipped)
+        u ← sign(g_t) · Δ_t,    prev ← g_t
+
+    Δ starts at the group's rate when the tensor takes its first step (torch fills `step_size`
+    with `lr` when it makes the state, so a schedule moves Rprop only through that start);
+    `initial_step_size` is what a fresh slot holds before then.
+    """
+    eta_minus, eta_plus = etas
+    smallest, largest = step_sizes
+
+    def init(param: np.ndarray) -> Slots:
+        return {
+            "prev": np.zeros_like(param),
+            "step_size": np.full_like(param, initial_step_size),
+        }
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        prev, step_size = slots["prev"], slots["step_size"]
+        if ctx.count == 1:
+            step_size.fill(ctx.lr)
+        dtype = step_size.dtype.type
+        sign = np.sign(np.multiply(updates, prev, out=ctx.scratch.temp), out=ctx.scratch.temp)
+        flipped = sign < 0
+        step_size *= np.where(sign > 0, dtype(eta_plus), np.where(flipped, dtype(eta_minus), 1))
+        np.clip(step_size, smallest, largest, out=step_size)
+        np.copyto(prev, updates)
+        prev[flipped] = 0
+        direction = np.sign(prev, out=ctx.scratch.work)
+        return np.multiply(direction, step_size, out=direction)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_asgd_rate(lambd: float, alpha: float, initial_lr: float) -> GradientTransformation:
+    """ASGD's step with its own decaying rate η (slot `eta`, a per-tensor scalar, torch's name):
+
+        θ_t = θ_{t−1}·(1 − λ·η) − η·g_t,   i.e.  u ← −η·u + (f − 1)·θ,  f = 1 − λ·η rounded as torch
+        then  η ← lr_t / (1 + λ·lr_t·t)^α
+
+    The step uses η from the step before; the first step uses the group's rate (torch makes
+    `eta` from `lr` when it makes the state). `initial_lr` is what a fresh slot holds.
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"eta": np.asarray(initial_lr, param.dtype)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        eta_slot = slots["eta"]
+        dtype = ctx.param.dtype.type
+        eta = float(dtype(ctx.lr)) if ctx.count == 1 else float(eta_slot)
+        step = np.multiply(updates, -eta, out=ctx.scratch.work)
+        step += shrinkage(ctx.param, 1.0 - lambd * eta, ctx.scratch.temp)
+        eta_slot[...] = ctx.lr / ((1.0 + lambd * ctx.lr * ctx.count) ** alpha)
+        return step
+
+    return GradientTransformation(init, update)
+
+
+def average_iterates(t0: float) -> GradientTransformation:
+    """ASGD's average of the iterates (slots `ax`, `mu`; the weights to evaluate are `ax`):
+
+        ax_t = θ_t                            while μ = 1
+        ax_t = ax_{t−1} + μ·(θ_t − ax_{t−1})  after,   then  μ ← 1/max(1, t − t0)
+
+    θ_t = θ_{t−1} + u is this step's result: the block comes last and computes it as the engine
+    will. `ax` starts as θ (torch's zeros are overwritten at its first step, μ = 1), so before
+    any step the weights to evaluate are θ.
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"ax": param.copy(), "mu": np.ones((), param.dtype)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        average, mu_slot = slots["ax"], slots["mu"]
+        mu = float(mu_slot)
+        stepped = np.add(ctx.param, updates, out=ctx.scratch.temp)
+        if mu != 1.0:
+            stepped -= average
+            stepped *= mu
+            average += stepped
+        else:
+            np.copyto(average, stepped)
+        mu_slot[...] = 1.0 / max(1.0, ctx.count - t0)
+        return updates
+
+    def evaluate(param: np.ndarray, slots: Slots) -> np.ndarray:
+        del param
+        return slots["ax"]
+
+    return GradientTransformation(init, update, eval=evaluate)
+
+
+def scale_by_sparse_adam(betas: tuple[float, float], eps: float) -> GradientTransformation:
+    """SparseAdam's moments and σ (slots `exp_avg`, `exp_avg_sq`), in torch's arithmetic:
+
+        m ← m + (g − m)·(1 − β1),   v ← v + (g² − v)·(1 − β2),   u ← m / (sqrt(v) + eps)
+
+    Over the rows a sparse gradient touches (the engine runs it on those rows only: the moments
+    of untouched rows stay as they are); bias correction comes with the step size
+    (`scale_by_adam_step_size`)."""
+    beta1, beta2 = betas
+
+    def init(param: np.ndarray) -> Slots:
+        return {"exp_avg": np.zeros_like(param), "exp_avg_sq": np.zeros_like(param)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        average, square_avg, temp = slots["exp_avg"], slots["exp_avg_sq"], ctx.scratch.temp
+        change = np.subtract(updates, average, out=temp)
+        change *= 1.0 - beta1
+        average += change
+        change = np.subtract(np.multiply(updates, updates, out=temp), square_avg, out=temp)
+        change *= 1.0 - beta2
+        square_avg += change
+        sigma = np.sqrt(square_avg, out=temp)
+        sigma += eps
+        return np.divide(average, sigma, out=ctx.scratch.work)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_adam_step_size(betas: tuple[float, float]) -> GradientTransformation:
+    """SparseAdam's last block: u ← −(η_t · sqrt(1 − β2^t) / (1 − β1^t))·u, one factor."""
+    beta1, beta2 = betas
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        del slots
+        step_size = ctx.lr * math.sqrt(1.0 - beta2**ctx.count) / (1.0 - beta1**ctx.count)
+        return np.multiply(updates, -step_size, out=ctx.scratch.work)
+
+    return GradientTransformation(_no_slots, update)
+
+
+def muon_momentum(momentum: float, nesterov: bool) -> GradientTransformation:
+    """Muon's momentum (slot `momentum_buffer`), an average rather than a heavy ball:
+
+    B_t = B_{t−1} + (1 − μ)·(g_t − B_{t−1})       (torch's `lerp_`)
+    u ← B_t,   nesterov: u ← g_t + μ·(B_t − g_t)
+    """
+
+    def init(param: np.ndarray) -> Slots:
+        return {"momentum_buffer": np.zeros_like(param)}
+
+    def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
+        buffer = slots["momentum_buffer"]
+        lerp_(buffer, updates, 1.0 - momentum, ctx.scratch.temp)
+        if not nesterov:
+            return buffer
+        look_ahead = ctx.scratch.work
+        np.copyto(look_ahead, updates)
+        return lerp_(look_ahead, buffer, momentum, ctx.scratch.temp)
+
+    return GradientTransformation(init, update)
+
+
+def shrinkage(param: np.ndarray, factor: float, out: np.ndarray) -> np.ndarray:
+    """θ·f − θ as torch's `param.mul_(f)` changes θ: f and θ·f rounded to θ's dtype, the
+    difference exact (Sterbenz), so that adding it to θ repeats torch's rounding of θ·f."""
+    shrunk = np.multiply(param, param.dtype.type(factor), out=out)
+    return np.subtract(shrunk, param, out=shrunk)
 
 
 def lerp_(start: np.ndarray, end: np.ndarray, weight: float, temp: np.ndarray) -> np.ndarray:

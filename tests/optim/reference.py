@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from app.optim import Optimizer, optimizer_defaults
+from app.optim import Optimizer, SparseRows, optimizer_defaults
 
 TORCH_OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -23,6 +24,15 @@ TORCH_OPTIMIZERS = {
     "adadelta": torch.optim.Adadelta,
 }
 """Every contract type torch has; the field names are torch's keyword arguments."""
+
+MORE_TORCH_OPTIMIZERS = {
+    "adafactor": torch.optim.Adafactor,
+    "muon": torch.optim.Muon,
+    "rprop": torch.optim.Rprop,
+    "asgd": torch.optim.ASGD,
+    "sparse_adam": torch.optim.SparseAdam,
+}
+"""The rest of torch.optim 2.13 (issue 16): its own tests in test_more_torch.py."""
 
 CORE_ONLY_FIELDS = {"accumulator", "init"}
 """Fields torch does not have (the lecture's forms); parity runs leave them at torch's value."""
@@ -57,12 +67,56 @@ def random_problem(
 
 
 def torch_kwargs(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The contract's fields (defaults filled) as torch keyword arguments."""
+    """The contract's fields (defaults filled) as torch keyword arguments: lists as tuples, and
+    `maximize` left out where torch has none (Muon: its tests negate the gradient instead)."""
     merged = {**optimizer_defaults(kind), **fields}
     kwargs = {k: v for k, v in merged.items() if k not in CORE_ONLY_FIELDS}
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
-    return kwargs
+    if "maximize" not in inspect.signature(torch_class(kind)).parameters:
+        kwargs.pop("maximize", None)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+def torch_class(kind: str) -> type[torch.optim.Optimizer]:
+    """torch's optimizer class for a contract type."""
+    return {**TORCH_OPTIMIZERS, **MORE_TORCH_OPTIMIZERS}[kind]
+
+
+def torch_gradient(grad: np.ndarray | SparseRows, shape: tuple[int, ...]) -> torch.Tensor:
+    """A dense gradient, or sparse rows as an uncoalesced sparse COO tensor (repeats kept, as
+    `nn.Embedding(sparse=True)` makes them)."""
+    if isinstance(grad, SparseRows):
+        rows, values = torch.tensor(grad.rows.copy())[None], torch.tensor(grad.values.copy())
+        return torch.sparse_coo_tensor(rows, values, shape, check_invariants=True)
+    return torch.tensor(grad.copy())
+
+
+def _newton_schulz_in_input_dtype(grad, ns_coefficients, ns_steps, eps):
+    """torch's `_zeropower_via_newtonschulz` without its cast to bfloat16: the same algorithm
+    in the gradient's own dtype, the contract's reference for Muon."""
+    a, b, c = ns_coefficients
+    ortho = grad.clone()
+    if grad.size(0) > grad.size(1):
+        ortho = ortho.T
+    ortho.div_(ortho.norm().clamp(min=eps))
+    for _ in range(ns_steps):
+        gram = ortho @ ortho.T
+        update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        ortho = torch.addmm(ortho, update, ortho, beta=a)
+    if grad.size(0) > grad.size(1):
+        ortho = ortho.T
+    return ortho
+
+
+@contextlib.contextmanager
+def muon_in_input_dtype() -> Iterator[None]:
+    """torch's Muon with Newton–Schulz in the parameters' dtype (it runs it in bfloat16)."""
+    module = torch.optim._muon
+    saved = module._zeropower_via_newtonschulz
+    module._zeropower_via_newtonschulz = _newton_schulz_in_input_dtype
+    try:
+        yield
+    finally:
+        module._zeropower_via_newtonschulz = saved
 
 
 def run_torch(
@@ -84,14 +138,14 @@ def run_torch(
     param_groups += [
         {"params": [tensors[n] for n in names], **overrides} for names, overrides in groups
     ]
-    with torch_default_dtype(dtype):
-        optimizer = TORCH_OPTIMIZERS[kind](
+    with torch_default_dtype(dtype), muon_in_input_dtype():
+        optimizer = torch_class(kind)(
             [g for g in param_groups if g["params"]], **torch_kwargs(kind, fields)
         )
         for step in grads:
             for name, tensor in tensors.items():
                 grad = step.get(name)
-                tensor.grad = None if grad is None else torch.tensor(grad.copy())
+                tensor.grad = None if grad is None else torch_gradient(grad, tensor.shape)
             optimizer.step()
     return {name: tensor.detach().numpy() for name, tensor in tensors.items()}
 
@@ -106,14 +160,40 @@ def run_core(
     theta = {name: value.copy() for name, value in params.items()}
     state = optimizer.init(theta)
     for step in grads:
-        present = {n: g.copy() for n, g in step.items() if g is not None}
+        present = {n: _copy(g) for n, g in step.items() if g is not None}
         optimizer.step(theta, state, present, partial=len(present) < len(theta))
     return theta
+
+
+def _copy(grad: np.ndarray | SparseRows) -> np.ndarray | SparseRows:
+    if isinstance(grad, SparseRows):
+        return SparseRows(grad.rows.copy(), grad.values.copy())
+    return grad.copy()
 
 
 def tolerance(dtype: np.dtype) -> float:
     """The contract's relative agreement after 200 steps."""
     return 1e-9 if dtype == np.float64 else 1e-5
+
+
+def assert_moved_alike(
+    ours: Mapping[str, np.ndarray],
+    theirs: Mapping[str, np.ndarray],
+    start: Mapping[str, np.ndarray],
+    rtol: float,
+) -> None:
+    """The displacements θ − θ₀ agree per tensor to `rtol`, relative to the largest movement of
+    that tensor (an entry that barely moved is held to the same absolute error as the rest);
+    θ₀ itself would hide a wrong update, since it dominates θ after few steps."""
+    for name in theirs:
+        assert ours[name].dtype == start[name].dtype, name
+        moved_ours = ours[name].astype(np.float64) - start[name]
+        moved_theirs = np.asarray(theirs[name], np.float64) - start[name]
+        scale = float(np.max(np.abs(moved_theirs), initial=0.0))
+        assert scale > 0, f"{name} did not move"
+        np.testing.assert_allclose(
+            moved_ours, moved_theirs, rtol=rtol, atol=rtol * scale, err_msg=name
+        )
 
 
 def assert_close(

@@ -58,7 +58,7 @@ def _case_id(case):
 
 def test_every_torch_type_has_cases():
     assert {kind for kind, _ in CASES} == set(TORCH_OPTIMIZERS)
-    assert set(TORCH_OPTIMIZERS) | {"lion", "custom"} == OPTIMIZER_TYPES
+    assert set(TORCH_OPTIMIZERS) | {"lion", "custom"} <= OPTIMIZER_TYPES
 
 
 @pytest.mark.parametrize("kind", sorted(TORCH_OPTIMIZERS))

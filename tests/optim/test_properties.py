@@ -1,5 +1,7 @@
 """Invariants, checked on generated inputs (hypothesis)."""
 
+import glob
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,7 @@ from app.optim import (
     OptimizerState,
     engine,
     get_num_threads,
+    optimizer_fields,
     schedule_lrs,
     set_num_threads,
 )
@@ -37,14 +40,38 @@ def sessions(draw, min_tensors=1):
 
 
 def no_decay(kind):
-    """Each type with weight decay off (AdamW's default is not 0) and a lit-up custom."""
+    """Each type with weight decay off (AdamW's and Muon's defaults are not 0, nor ASGD's own
+    decay λ) and a lit-up custom."""
     if kind == "custom":
         return {
             "type": kind,
             "momentum": {"beta": 0.9, "bias_correction": True},
             "sigma": {"kind": "ema", "alpha": 0.99},
         }
-    return {"type": kind, "weight_decay": 0.0}
+    spec = {"type": kind}
+    for field in ("weight_decay", "lambd"):
+        if field in optimizer_fields(kind):
+            spec[field] = 0.0
+    return spec
+
+
+def config_for(spec, params, **rest):
+    """The session config stepping `params` with `spec`; Muon takes 2-D tensors only, so the
+    others go to AdamW (decay off) in a group of its own, as Muon is meant to be used."""
+    if spec["type"] != "muon":
+        return {"optimizer": spec, **rest}
+    matrices = [glob.escape(name) for name, value in params.items() if np.ndim(value) == 2]
+    base = {"type": "adamw", "weight_decay": 0.0, "maximize": spec.get("maximize", False)}
+    return {"optimizer": base, "groups": [{"match": matrices, "optimizer": spec}], **rest}
+
+
+def with_a_matrix(params, kind):
+    """Muon needs a 2-D tensor to have something to step."""
+    return (
+        {**params, "matrix": np.ones((2, 3), next(iter(params.values())).dtype)}
+        if kind == "muon"
+        else params
+    )
 
 
 def gradients_like(params, draw, scale=1.0):
@@ -55,10 +82,16 @@ def gradients_like(params, draw, scale=1.0):
 
 
 @FAST
-@given(session=sessions(), kind=st.sampled_from(sorted(OPTIMIZER_TYPES)), steps=st.integers(1, 5))
+@given(
+    session=sessions(),
+    kind=st.sampled_from(sorted(OPTIMIZER_TYPES - {"yogi"})),
+    steps=st.integers(1, 5),
+)
 def test_zero_gradient_from_rest_leaves_theta_unchanged(session, kind, steps):
+    """(Not Yogi: optax starts its moments at 1e-6, so a zero gradient still moves θ.)"""
     _, params = session
-    optimizer = Optimizer({"optimizer": no_decay(kind)}, list(params))
+    params = with_a_matrix(params, kind)
+    optimizer = Optimizer(config_for(no_decay(kind), params), list(params))
     theta = {n: v.copy() for n, v in params.items()}
     state = optimizer.init(theta)
     for _ in range(steps):
@@ -72,8 +105,9 @@ def test_zero_gradient_from_rest_leaves_theta_unchanged(session, kind, steps):
 @given(session=sessions(), kind=st.sampled_from(sorted(OPTIMIZER_TYPES)), data=st.data())
 def test_state_round_trips_through_its_serialised_form(session, kind, data):
     _, params = session
+    params = with_a_matrix(params, kind)
     optimizer = Optimizer(
-        {"optimizer": no_decay(kind), "schedule": {"type": "reduce_on_plateau"}}, list(params)
+        config_for(no_decay(kind), params, schedule={"type": "reduce_on_plateau"}), list(params)
     )
     state = optimizer.init(params)
     for _ in range(data.draw(st.integers(0, 3))):
@@ -98,11 +132,14 @@ def test_state_round_trips_through_its_serialised_form(session, kind, data):
 @given(session=sessions(), kind=st.sampled_from(sorted(OPTIMIZER_TYPES)), data=st.data())
 def test_maximize_is_descent_on_the_negated_gradient(session, kind, data):
     _, params = session
-    spec = {**no_decay(kind), "weight_decay": 0.01}
+    params = with_a_matrix(params, kind)
+    spec = no_decay(kind)
+    if "weight_decay" in spec:
+        spec["weight_decay"] = 0.01
     grads = [gradients_like(params, data.draw) for _ in range(3)]
     results = []
     for maximize, sign in ((True, 1), (False, -1)):
-        optimizer = Optimizer({"optimizer": {**spec, "maximize": maximize}}, list(params))
+        optimizer = Optimizer(config_for({**spec, "maximize": maximize}, params), list(params))
         theta = {n: v.copy() for n, v in params.items()}
         state = optimizer.init(theta)
         for step in grads:
@@ -116,7 +153,8 @@ def test_maximize_is_descent_on_the_negated_gradient(session, kind, data):
 @given(session=sessions(), kind=st.sampled_from(sorted(OPTIMIZER_TYPES)), data=st.data())
 def test_no_silent_upcasting(session, kind, data):
     dtype, params = session
-    optimizer = Optimizer({"optimizer": {"type": kind}}, list(params))
+    params = with_a_matrix(params, kind)
+    optimizer = Optimizer(config_for({"type": kind}, params), list(params))
     state = optimizer.init(params)
     optimizer.step(params, state, gradients_like(params, data.draw))
     assert all(value.dtype == dtype for value in params.values())
@@ -144,7 +182,8 @@ def test_clipped_update_is_within_max_norm(session, max_norm, data):
 )
 def test_partial_step_leaves_the_other_tensors_and_their_state_alone(session, kind, data):
     _, params = session
-    optimizer = Optimizer({"optimizer": {"type": kind}}, list(params))
+    params = with_a_matrix(params, kind)
+    optimizer = Optimizer(config_for({"type": kind}, params), list(params))
     state = optimizer.init(params)
     optimizer.step(params, state, gradients_like(params, data.draw))
     carried = data.draw(st.sampled_from(list(params)))
@@ -237,7 +276,8 @@ def test_slicing_a_large_tensor_changes_no_number(kind, size, chunk, data):
         engine.CHUNK_ELEMENTS, saved = chunk_elements, engine.CHUNK_ELEMENTS
         engine.PARALLEL_MIN_ELEMENTS, saved_min = 0, engine.PARALLEL_MIN_ELEMENTS
         try:
-            optimizer = Optimizer({"optimizer": no_decay(kind)}, list(params), threads=lanes)
+            config = config_for(no_decay(kind), params)
+            optimizer = Optimizer(config, list(params), threads=lanes)
             theta = {n: v.copy() for n, v in params.items()}
             state = optimizer.init(theta)
             norms = [
