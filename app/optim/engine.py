@@ -14,6 +14,11 @@ One step, in order (nothing is written until the checks have passed):
    chain's intermediates stay in cache);
 6. t += 1, and the loss (if given) is fed to `reduce_on_plateau`.
 
+The learning-rate-free family (`learning_rate_free.py`) replaces step 5 by one call of its
+whole-step rule (a `GlobalTransformation`): its sums over all tensors decide the step size
+before any tensor moves, so it cannot run tensor by tensor. Its global quantities live in
+`OptimizerState.globals`.
+
 The per-tensor `step` slot is a 0-d int64 array: an exact count (torch's float32 `step` stops
 counting at 2²⁴), kept per tensor because partial steps advance only the tensors they carry and
 bias corrections must use each tensor's own count.
@@ -34,13 +39,20 @@ import numpy as np
 from app.optim import checks
 from app.optim.base import (
     STEP_SLOT,
+    Globals,
+    GlobalTransformation,
+    GradientMismatch,
     GradientTransformation,
+    GroupStep,
     HyperParameterError,
     NonFiniteGradient,
     Params,
     Scratch,
     Slots,
+    StepReport,
+    StepTensor,
     TensorStep,
+    Transformation,
     slot_names,
 )
 from app.optim.gradients import (
@@ -52,6 +64,7 @@ from app.optim.gradients import (
     squared_norm,
     sum_of_squares,
 )
+from app.optim.learning_rate_free import check_group_overrides
 from app.optim.optimizers import build_optimizer, optimizer_fields
 from app.optim.schedules import build_schedule
 
@@ -62,6 +75,8 @@ NONFINITE_POLICIES = ("reject", "skip")
 SESSION_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 CHUNK_ELEMENTS = 1 << 17
 """Tensors above twice this size are updated slice by slice (cache blocking)."""
+GLOBAL_PREFIX = "~global/"
+"""Stored keys of the global quantities: `~global/<name>` (a slot name never starts with "~")."""
 PARALLEL_MIN_ELEMENTS = 1 << 22
 """Steps over fewer elements than this run in one thread: below it, handing slices to another
 thread costs about what it saves (measured on 2 vCPUs: 10 % faster for Adam at 1e6, twice as
@@ -94,21 +109,25 @@ class OptimizerState:
 
     `step` is t, the number of updates applied; `slots` maps tensor name → slot name → array
     (torch's names, `step` included, per-tensor scalars as 0-d arrays); `schedule` is
-    `reduce_on_plateau`'s state ({} for the other schedules).
+    `reduce_on_plateau`'s state ({} for the other schedules); `globals` the quantities of the
+    learning-rate-free family that span tensors (`Globals`; {} for every other type).
     """
 
     step: int
     slots: dict[str, Slots]
     schedule: dict[str, float] = field(default_factory=dict)
+    globals: Globals = field(default_factory=dict)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The slots flattened as `"<slot>/<tensor>"` → array (slot names hold no "/", tensor
-        names may), for storage as raw bytes."""
-        return {
+        names may), and the globals as `"~global/<name>"`, for storage as raw bytes."""
+        arrays = {
             f"{slot}/{tensor}": array
             for tensor, slots in self.slots.items()
             for slot, array in slots.items()
         }
+        arrays.update({GLOBAL_PREFIX + name: array for name, array in self.globals.items()})
+        return arrays
 
     @classmethod
     def from_arrays(
@@ -117,12 +136,17 @@ class OptimizerState:
         """The inverse of `to_arrays`. Read-only arrays (e.g. `np.frombuffer` over stored bytes)
         are copied, since steps update the slots in place."""
         slots: dict[str, Slots] = {}
+        globals_: Globals = {}
         for key, array in arrays.items():
+            writable = np.require(array, requirements=["C", "W"])
+            if key.startswith(GLOBAL_PREFIX):
+                globals_[key.removeprefix(GLOBAL_PREFIX)] = writable
+                continue
             slot, separator, tensor = key.partition("/")
             if not separator or not slot:
                 raise ValueError(f"state key {key!r} is not '<slot>/<tensor>'")
-            slots.setdefault(tensor, {})[slot] = np.require(array, requirements=["C", "W"])
-        return cls(int(step), slots, dict(schedule_state))
+            slots.setdefault(tensor, {})[slot] = writable
+        return cls(int(step), slots, dict(schedule_state), globals_)
 
 
 @dataclass(frozen=True)
@@ -142,11 +166,11 @@ class StepResult:
 
 @dataclass(frozen=True, eq=False)
 class Group:
-    """A parameter group: its hyper-parameters (defaults filled in) and its chain (compared by
-    identity)."""
+    """A parameter group: its hyper-parameters (defaults filled in) and its chain or whole-step
+    rule (compared by identity)."""
 
     hyperparameters: dict[str, Any]
-    transform: GradientTransformation
+    transform: Transformation
     slot_names: tuple[str, ...]
 
     @property
@@ -238,6 +262,7 @@ class Optimizer:
         `grads` are consumed: arrays already in θ's dtype are used as scratch space.
         """
         checked = check_gradients(params, grads, partial=partial)
+        self._check_complete(params, checked)
         read_only = [name for name in checked if not params[name].flags.writeable]
         if read_only:  # a programming error, caught before anything is written
             raise ValueError(f"parameters {read_only} are read-only; steps update θ in place")
@@ -254,19 +279,78 @@ class Optimizer:
         grad_norm = global_norm(squared.values())
         self._clip(checked, grad_norm)
         rates = {group: self.schedule.rate(t, group.lr, state.schedule) for group in self.groups}
-        units: list[_WorkUnit] = []
-        for name, grad in checked.items():
-            group = self.group_of[name]
-            slots = self._slots(state, name, params[name])
-            slots[STEP_SLOT] += 1
-            units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
-        update_squared = sum(self._run(units))
+        if isinstance(self.base_group.transform, GlobalTransformation):
+            base_rate, update_squared = self._step_whole(params, state, checked, rates)
+        else:
+            units: list[_WorkUnit] = []
+            for name, grad in checked.items():
+                group = self.group_of[name]
+                slots = self._slots(state, name, params[name])
+                slots[STEP_SLOT] += 1
+                units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
+            update_squared = sum(self._run(units))
         state.step = t + 1
         if loss is not None:
             state.schedule = self.schedule.observe(t, loss, state.schedule)
         return StepResult(
             skipped=False, lr=base_rate, grad_norm=grad_norm, update_norm=math.sqrt(update_squared)
         )
+
+    def eval_params(self, params: Mapping[str, np.ndarray], state: OptimizerState) -> Params:
+        """The weights to evaluate, by tensor: what its group's `eval` computes from θ and the
+        slots (schedule-free's x), else θ itself (the same array, not a copy)."""
+        evaluated = {}
+        for name, param in params.items():
+            evaluate = self.group_of[name].transform.eval
+            evaluated[name] = param if evaluate is None else evaluate(param, state.slots[name])
+        return evaluated
+
+    def _check_complete(self, params: Mapping[str, np.ndarray], grads: Params) -> None:
+        """Refuse a partial step where the rule needs every tensor's gradient (DoG's norms)."""
+        rule = self.base_group.transform
+        if not isinstance(rule, GlobalTransformation) or rule.partial_steps:
+            return
+        for name, param in params.items():
+            if name not in grads:
+                kind = self.base_group.hyperparameters["type"]
+                raise GradientMismatch(
+                    name,
+                    param.shape,
+                    None,
+                    f"the gradient of {name!r} is missing: {kind} needs every tensor's "
+                    "gradient in each step (its norms span all of them), so it takes no "
+                    "partial steps",
+                )
+
+    def _step_whole(
+        self,
+        params: Params,
+        state: OptimizerState,
+        grads: Params,
+        rates: Mapping[Group, float],
+    ) -> StepReport:
+        """Step 5 for a whole-step rule: every group holding tensors (base first, as torch's
+        `param_groups`), each with those of its tensors that carry a gradient, in one call."""
+        carried: dict[Group, list[StepTensor]] = {group: [] for group in self.groups}
+        for name, grad in grads.items():
+            group = self.group_of[name]
+            slots = self._slots(state, name, params[name])
+            slots[STEP_SLOT] += 1
+            scratch = self._scratch_for(name, params[name])
+            ctx = TensorStep(params[name], grad, int(slots[STEP_SLOT]), rates[group], scratch)
+            carried[group].append(StepTensor(ctx, slots))
+        holding = set(self.group_of.values())
+        groups = [
+            GroupStep(
+                "optimizer" if i == 0 else f"groups.{i - 1}",
+                group.hyperparameters,
+                rates[group],
+                tuple(carried[group]),
+            )
+            for i, group in enumerate(self.groups)
+            if group in holding
+        ]
+        return self.base_group.transform.update(groups, state.globals)
 
     def _clip(self, grads: Params, grad_norm: float) -> None:
         """Clip by value, then by the global norm of what the value clipping left."""
@@ -430,7 +514,7 @@ def _contiguous(param: np.ndarray, slots: Slots) -> bool:
     )
 
 
-def _group(hyperparameters: dict[str, Any], transform: GradientTransformation) -> Group:
+def _group(hyperparameters: dict[str, Any], transform: Transformation) -> Group:
     return Group(hyperparameters, transform, slot_names(transform))
 
 
@@ -452,6 +536,7 @@ def _build_groups(groups: Any, base: dict[str, Any]) -> list[tuple[list[str], Gr
         ]
         checks.check_known_fields(overrides, allowed | {"match"}, path)
         hyperparameters, transform = build_optimizer({**base, **overrides}, path)
+        check_group_overrides(base, overrides, path)
         built.append((globs, _group(hyperparameters, transform)))
     return built
 
