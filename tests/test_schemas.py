@@ -15,6 +15,7 @@ from app.optim import (
     optimizer_fields,
     schedule_defaults,
 )
+from app.optim.learning_rate_free import LEARNING_RATE_FREE
 from app.schemas import CreateSession, OptimizerSpec, ScheduleSpec, SessionConfig
 
 
@@ -38,8 +39,13 @@ def wire_defaults(model: type[BaseModel]) -> dict[str, object]:
     return {name: list(v) if isinstance(v, tuple) else v for name, v in defaults.items()}
 
 
+NOT_ON_THE_WIRE_YET = set(LEARNING_RATE_FREE)
+"""The learning-rate-free family is in the core; its wire models come with the service (they
+will be derived from the factories' signatures)."""
+
+
 def test_the_same_optimizer_and_schedule_types():
-    assert set(OPTIMIZER_MODELS) == set(OPTIMIZER_TYPES)
+    assert set(OPTIMIZER_MODELS) == set(OPTIMIZER_TYPES) - NOT_ON_THE_WIRE_YET
     assert set(SCHEDULE_MODELS) == set(SCHEDULE_TYPES)
 
 

@@ -247,22 +247,15 @@ def prodigy(
     step with d_denom = 0 (no gradient yet) moves nothing, as the reference returns early.
     `growth_rate` None is the reference's inf.
     """
-    checks.positive("d0", d0)
-    checks.non_negative("lr", lr)
+    _check_d_estimate(lr, d0, growth_rate, weight_decay, maximize)
     checks.positive("eps", eps)
     beta1, _ = checks.betas("betas", betas)
     if beta3 is not None:
         checks.fraction("beta3", beta3, closed=True)
-    checks.non_negative("weight_decay", weight_decay)
-    for name, value in (
-        ("decouple", decouple),
-        ("use_bias_correction", use_bias_correction),
-        ("safeguard_warmup", safeguard_warmup),
-        ("maximize", maximize),
-    ):
-        checks.flag(name, value)
+    checks.flag("decouple", decouple)
+    checks.flag("use_bias_correction", use_bias_correction)
+    checks.flag("safeguard_warmup", safeguard_warmup)
     checks.non_negative("d_coef", d_coef)
-    _check_growth_rate(growth_rate)
     checks.integer("slice_p", slice_p, low=1)
 
     def init(param: np.ndarray) -> Slots:
@@ -386,18 +379,11 @@ def dadapt_adam(
     (λ·θ added to g when not decoupled). A group with lr 0 sits out; others share the session's
     lr. A step with Σ‖s‖₁ = 0 moves nothing, as the reference returns early.
     """
-    checks.positive("d0", d0)
-    checks.non_negative("lr", lr)
+    _check_d_estimate(lr, d0, growth_rate, weight_decay, maximize)
     checks.positive("eps", eps)
     checks.betas("betas", betas)
-    checks.non_negative("weight_decay", weight_decay)
-    for name, value in (
-        ("decouple", decouple),
-        ("use_bias_correction", use_bias_correction),
-        ("maximize", maximize),
-    ):
-        checks.flag(name, value)
-    _check_growth_rate(growth_rate)
+    checks.flag("decouple", decouple)
+    checks.flag("use_bias_correction", use_bias_correction)
     checks.non_negative("layer_scale", layer_scale)
 
     def init(param: np.ndarray) -> Slots:
@@ -480,12 +466,8 @@ def dadapt_sgd(
     divides by zero — a first gradient of norm 0, or Σ‖s‖² = 0 — the step moves nothing (and
     a first step is tried again with the next gradient).
     """
-    checks.positive("d0", d0)
-    checks.non_negative("lr", lr)
+    _check_d_estimate(lr, d0, growth_rate, weight_decay, maximize)
     checks.fraction("momentum", momentum)
-    checks.non_negative("weight_decay", weight_decay)
-    _check_growth_rate(growth_rate)
-    checks.flag("maximize", maximize)
 
     def init(param: np.ndarray) -> Slots:
         return {"s": np.zeros_like(param), "x0": param.copy()}
@@ -555,13 +537,9 @@ def dadapt_adagrad(
     (g includes λ·θ, with the group's λ). lr is the session's: the reference reads the first
     group's. A step with skl1 = 0 moves nothing, as the reference returns early.
     """
-    checks.positive("d0", d0)
-    checks.non_negative("lr", lr)
+    _check_d_estimate(lr, d0, growth_rate, weight_decay, maximize)
     checks.fraction("momentum", momentum)
-    checks.non_negative("weight_decay", weight_decay)
     checks.positive("eps", eps)
-    _check_growth_rate(growth_rate)
-    checks.flag("maximize", maximize)
 
     def init(param: np.ndarray) -> Slots:
         return {"alphak": np.full_like(param, 1e-6), "sk": np.zeros_like(param), "x0": param.copy()}
@@ -859,9 +837,16 @@ def _grow(limit: float, d: float, growth_rate: float | None) -> float:
     return limit if growth_rate is None else min(limit, d * growth_rate)
 
 
-def _check_growth_rate(growth_rate: float | None) -> None:
+def _check_d_estimate(
+    lr: float, d0: float, growth_rate: float | None, weight_decay: float, maximize: bool
+) -> None:
+    """The fields every d-estimating type has: lr ≥ 0, d0 > 0, growth_rate ≥ 1 (or None)."""
+    checks.non_negative("lr", lr)
+    checks.positive("d0", d0)
     if growth_rate is not None:
         checks.real("growth_rate", growth_rate, low=1.0)
+    checks.non_negative("weight_decay", weight_decay)
+    checks.flag("maximize", maximize)
 
 
 def _real(globals_: Globals, name: str, default: float) -> float:
