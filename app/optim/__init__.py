@@ -19,7 +19,12 @@ from app.optim.engine import (
     set_num_threads,
 )
 from app.optim.gradients import check_gradients, coalesce_rows
-from app.optim.optimizers import OPTIMIZER_TYPES, optimizer_defaults, optimizer_fields
+from app.optim.optimizers import (
+    OPTIMIZER_TYPES,
+    optimizer_defaults,
+    optimizer_fields,
+    optimizer_group_fields,
+)
 from app.optim.schedules import (
     ABSOLUTE_SCHEDULE_TYPES,
     SCHEDULE_TYPES,
@@ -45,6 +50,7 @@ __all__ = [
     "get_num_threads",
     "optimizer_defaults",
     "optimizer_fields",
+    "optimizer_group_fields",
     "schedule_defaults",
     "schedule_lrs",
     "set_num_threads",

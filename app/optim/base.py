@@ -232,7 +232,8 @@ with `elementwise=False`, and the engine never slices a chain that holds one.
 
 EvalFn = Callable[[np.ndarray, Slots], np.ndarray]
 """(θ of one tensor, its slots) → the weights to evaluate (ASGD's average `ax`, schedule-free's
-x). Where no block of a chain defines one, the weights to evaluate are θ itself."""
+x): a new array or a slot itself (`ax`), never changed by the caller; θ and the slots are left
+as they are. Where no block of a chain defines one, the weights to evaluate are θ itself."""
 
 
 class GradientTransformation(NamedTuple):
@@ -303,6 +304,8 @@ def check_slot_names(blocks: Sequence[GradientTransformation]) -> None:
                 raise ValueError(f"slot {name!r} is kept by two blocks of one chain")
             if "/" in name:
                 raise ValueError(f"slot {name!r}: slot names may not contain '/'")
+            if name.startswith("~"):
+                raise ValueError(f"slot {name!r}: '~' starts the stored keys that are not slots")
             seen.add(name)
 
 
@@ -316,3 +319,68 @@ def check_preprocessing_first(blocks: Sequence[GradientTransformation]) -> None:
 
 Spec = Mapping[str, Any]
 """A JSON-like configuration mapping (`{"type": "adam", "lr": 1e-3, …}`)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-step rules: the learning-rate-free family
+# --------------------------------------------------------------------------------------------
+
+Globals = dict[str, np.ndarray]
+"""A session's global quantities: name → 0-d or 1-d array (D-Adaptation's d, DoG's distances,
+schedule-free's weight sums). Names hold no "/"; a group's own quantities are named
+`<group>.<quantity>`, the group being `optimizer` (the base) or `groups.<i>`."""
+
+
+class StepTensor(NamedTuple):
+    """One tensor's part in a whole step: its context (θ, g, count, η_t, scratch) and slots."""
+
+    ctx: TensorStep
+    slots: Slots
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStep:
+    """One parameter group's part in a whole step.
+
+    `name` keys the group's own global quantities (`optimizer`, `groups.0`, …),
+    `hyperparameters` are its fields with the defaults filled in, `lr` is its η_t, `tensors`
+    those of its tensors that carry a gradient in this step, in parameter order.
+    """
+
+    name: str
+    hyperparameters: Mapping[str, Any]
+    lr: float
+    tensors: tuple[StepTensor, ...]
+
+
+class StepReport(NamedTuple):
+    """What a whole-step rule did: the step size it chose (the step's reported `lr`) and
+    ‖θ_{t+1} − θ_t‖² over all tensors."""
+
+    lr: float
+    update_squared: float
+
+
+GlobalUpdateFn = Callable[[Sequence[GroupStep], Globals], StepReport]
+"""(every group holding tensors, in order, base first; the session's globals) → the report.
+
+Updates θ, the slots and the globals in place. Torch's `param_groups[0]` is `groups[0]`."""
+
+
+class GlobalTransformation(NamedTuple):
+    """A rule whose step needs every tensor at once: a reduction over all of them (Prodigy's
+    and D-Adaptation's d, DoG's distance) decides the step size before any tensor moves.
+
+    `init` and `eval` act per tensor, as a block's do; `update` takes the whole step. Global
+    quantities start absent and are set by the first step, as the references start theirs.
+    `partial_steps=False` refuses a step that leaves a tensor out (the rule's norms need all).
+    """
+
+    init: InitFn
+    update: GlobalUpdateFn
+    eval: EvalFn | None = None
+    partial_steps: bool = True
+
+
+Transformation = GradientTransformation | GlobalTransformation
+"""What a group steps with: a chain of per-tensor blocks, or a whole-step rule."""

@@ -19,6 +19,12 @@ Groups either override the base optimizer's hyper-parameters or hold an optimize
 (optax's `multi_transform`): each tensor is stepped by the chain of the first group matching
 it, and groups of different types may not match the same tensor.
 
+The learning-rate-free family (`learning_rate_free.py`) replaces step 5 by one call of its
+whole-step rule (a `GlobalTransformation`): its sums over all tensors decide the step size
+before any tensor moves, so it cannot run tensor by tensor. Its global quantities live in
+`OptimizerState.globals`. Such a rule steps every tensor of the session, so it shares a session
+with no other optimizer type (a group of another type beside it is refused).
+
 The per-tensor `step` slot is a 0-d int64 array: an exact count (torch's float32 `step` stops
 counting at 2²⁴), kept per tensor because partial steps advance only the tensors they carry and
 bias corrections must use each tensor's own count.
@@ -40,14 +46,22 @@ from optaas_state import array_key, split_key
 from app.optim import checks
 from app.optim.base import (
     STEP_SLOT,
+    Globals,
+    GlobalTransformation,
     Gradient,
+    GradientMismatch,
     GradientTransformation,
+    GroupStep,
     HyperParameterError,
     NonFiniteGradient,
+    Params,
     Scratch,
     Slots,
     SparseRows,
+    StepReport,
+    StepTensor,
     TensorStep,
+    Transformation,
     UnsupportedTensor,
     slot_names,
     values_of,
@@ -61,6 +75,7 @@ from app.optim.gradients import (
     squared_norm,
     sum_of_squares,
 )
+from app.optim.learning_rate_free import LEARNING_RATE_FREE, check_group_overrides
 from app.optim.optimizers import build_optimizer, optimizer_fields, sparse_rows_refusal
 from app.optim.schedules import build_schedule
 
@@ -71,6 +86,8 @@ NONFINITE_POLICIES = ("reject", "skip")
 SESSION_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 CHUNK_ELEMENTS = 1 << 17
 """Tensors above twice this size are updated slice by slice (cache blocking)."""
+GLOBAL_PREFIX = "~global/"
+"""Stored keys of the global quantities: `~global/<name>` (a slot name never starts with "~")."""
 PARALLEL_MIN_ELEMENTS = 1 << 22
 """Steps over fewer elements than this run in one thread: below it, handing slices to another
 thread costs about what it saves (measured on 2 vCPUs: 10 % faster for Adam at 1e6, twice as
@@ -103,21 +120,25 @@ class OptimizerState:
 
     `step` is t, the number of updates applied; `slots` maps tensor name → slot name → array
     (torch's names, `step` included, per-tensor scalars as 0-d arrays); `schedule` is
-    `reduce_on_plateau`'s state ({} for the other schedules).
+    `reduce_on_plateau`'s state ({} for the other schedules); `globals` the quantities of the
+    learning-rate-free family that span tensors (`Globals`; {} for every other type).
     """
 
     step: int
     slots: dict[str, Slots]
     schedule: dict[str, float] = field(default_factory=dict)
+    globals: Globals = field(default_factory=dict)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The slots flattened as `"<slot>/<tensor>"` → array (slot names hold no "/", tensor
-        names may), for storage as raw bytes."""
-        return {
+        names may), and the globals as `"~global/<name>"`, for storage as raw bytes."""
+        arrays = {
             array_key(slot, tensor): array
             for tensor, slots in self.slots.items()
             for slot, array in slots.items()
         }
+        arrays.update({GLOBAL_PREFIX + name: array for name, array in self.globals.items()})
+        return arrays
 
     @classmethod
     def from_arrays(
@@ -126,10 +147,15 @@ class OptimizerState:
         """The inverse of `to_arrays`. Read-only arrays (e.g. `np.frombuffer` over stored bytes)
         are copied, since steps update the slots in place."""
         slots: dict[str, Slots] = {}
+        globals_: Globals = {}
         for key, array in arrays.items():
+            writable = np.require(array, requirements=["C", "W"])
+            if key.startswith(GLOBAL_PREFIX):
+                globals_[key.removeprefix(GLOBAL_PREFIX)] = writable
+                continue
             slot, tensor = split_key(key)  # a ValueError if it is not "<slot>/<tensor>"
-            slots.setdefault(tensor, {})[slot] = np.require(array, requirements=["C", "W"])
-        return cls(int(step), slots, dict(schedule_state))
+            slots.setdefault(tensor, {})[slot] = writable
+        return cls(int(step), slots, dict(schedule_state), globals_)
 
 
 @dataclass(frozen=True)
@@ -152,12 +178,13 @@ class StepResult:
 @dataclass(frozen=True, eq=False)
 class Group:
     """A parameter group: its hyper-parameters (defaults filled in, `type` included) and its
-    chain (compared by identity). `spec_path` is where its optimizer spec is (`optimizer` for
-    the base group and the groups that override it, `groups.<i>.optimizer` for a group with an
-    optimizer of its own); `sparse_refusal` why it cannot step sparse rows (None: it can)."""
+    chain or whole-step rule (compared by identity). `spec_path` is where its optimizer spec is
+    (`optimizer` for the base group and the groups that override it, `groups.<i>.optimizer` for
+    a group with an optimizer of its own); `sparse_refusal` why it cannot step sparse rows
+    (None: it can)."""
 
     hyperparameters: dict[str, Any]
-    transform: GradientTransformation
+    transform: Transformation
     spec_path: str = "optimizer"
     sparse_refusal: str | None = None
 
@@ -291,6 +318,7 @@ class Optimizer:
         space.
         """
         checked = check_gradients(params, grads, partial=partial)
+        self._check_complete(params, checked)
         read_only = [name for name in checked if not params[name].flags.writeable]
         if read_only:  # a programming error, caught before anything is written
             raise ValueError(f"parameters {read_only} are read-only; steps update θ in place")
@@ -308,22 +336,27 @@ class Optimizer:
         grad_norm = global_norm(squared.values())
         self._clip(checked, grad_norm)
         rates = {group: self.schedule.rate(t, group.lr, state.schedule) for group in self.groups}
-        tensor_slots = {name: self._slots(state, name, params[name]) for name in checked}
-        units: list[_WorkUnit] = []
         sparse: dict[str, SparseRows] = {}
-        for name, grad in checked.items():
-            group, slots = self.group_of[name], tensor_slots[name]
-            slots[STEP_SLOT] += 1
-            if isinstance(grad, SparseRows):
-                sparse[name] = grad
-                continue
-            units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
-        update_squared = sum(self._run(units))
-        for name, rows in sparse.items():
-            group = self.group_of[name]
-            update_squared += _step_rows(
-                group.transform, params[name], rows, tensor_slots[name], rates[group]
-            )
+        if isinstance(self.base_group.transform, GlobalTransformation):
+            base_rate, update_squared = self._step_whole(params, state, checked, rates)
+        else:
+            tensor_slots = {name: self._slots(state, name, params[name]) for name in checked}
+            units: list[_WorkUnit] = []
+            for name, grad in checked.items():
+                group, slots = self.group_of[name], tensor_slots[name]
+                slots[STEP_SLOT] += 1
+                if isinstance(grad, SparseRows):
+                    sparse[name] = grad
+                    continue
+                units.extend(
+                    self._work_units(name, params[name], grad, slots, group, rates[group])
+                )
+            update_squared = sum(self._run(units))
+            for name, rows in sparse.items():
+                group = self.group_of[name]
+                update_squared += _step_rows(
+                    group.transform, params[name], rows, tensor_slots[name], rates[group]
+                )
         state.step = t + 1
         if loss is not None:
             state.schedule = self.schedule.observe(t, loss, state.schedule)
@@ -345,6 +378,53 @@ class Optimizer:
                     f"the gradient of {name!r} is sparse rows: {group.sparse_refusal}",
                     field=f"{group.spec_path}.type",
                 )
+
+    def _check_complete(self, params: Mapping[str, np.ndarray], grads: Params) -> None:
+        """Refuse a partial step where the rule needs every tensor's gradient (DoG's norms)."""
+        rule = self.base_group.transform
+        if not isinstance(rule, GlobalTransformation) or rule.partial_steps:
+            return
+        for name, param in params.items():
+            if name not in grads:
+                kind = self.base_group.hyperparameters["type"]
+                raise GradientMismatch(
+                    name,
+                    param.shape,
+                    None,
+                    f"the gradient of {name!r} is missing: {kind} needs every tensor's "
+                    "gradient in each step (its norms span all of them), so it takes no "
+                    "partial steps",
+                )
+
+    def _step_whole(
+        self,
+        params: Params,
+        state: OptimizerState,
+        grads: Params,
+        rates: Mapping[Group, float],
+    ) -> StepReport:
+        """Step 5 for a whole-step rule: every group holding tensors (base first, as torch's
+        `param_groups`), each with those of its tensors that carry a gradient, in one call."""
+        carried: dict[Group, list[StepTensor]] = {group: [] for group in self.groups}
+        for name, grad in grads.items():
+            group = self.group_of[name]
+            slots = self._slots(state, name, params[name])
+            slots[STEP_SLOT] += 1
+            scratch = self._scratch_for(name, params[name])
+            ctx = TensorStep(params[name], grad, int(slots[STEP_SLOT]), rates[group], scratch)
+            carried[group].append(StepTensor(ctx, slots))
+        holding = set(self.group_of.values())
+        groups = [
+            GroupStep(
+                "optimizer" if i == 0 else f"groups.{i - 1}",
+                group.hyperparameters,
+                rates[group],
+                tuple(carried[group]),
+            )
+            for i, group in enumerate(self.groups)
+            if group in holding
+        ]
+        return self.base_group.transform.update(groups, state.globals)
 
     def _clip(self, grads: Mapping[str, Gradient], grad_norm: float) -> None:
         """Clip by value, then by the global norm of what the value clipping left."""
@@ -550,7 +630,7 @@ def _contiguous(param: np.ndarray, slots: Slots) -> bool:
 
 def _group(
     hyperparameters: dict[str, Any],
-    transform: GradientTransformation,
+    transform: Transformation,
     spec_path: str = "optimizer",
 ) -> Group:
     return Group(hyperparameters, transform, spec_path, sparse_rows_refusal(hyperparameters))
@@ -575,12 +655,29 @@ def _build_groups(groups: Any, base: dict[str, Any]) -> list[tuple[list[str], Gr
             for j, glob in enumerate(checks.sequence(f"{path}.match", overrides.pop("match")))
         ]
         if "optimizer" in overrides:
-            built.append((globs, _own_optimizer_group(overrides, path)))
+            group = _own_optimizer_group(overrides, path)
+            _refuse_beside_whole_step_rule(base["type"], group, path)
+            built.append((globs, group))
             continue
         checks.check_known_fields(overrides, allowed | {"match", "optimizer"}, path)
         hyperparameters, transform = build_optimizer({**base, **overrides}, path)
+        check_group_overrides(base, overrides, path)
         built.append((globs, _group(hyperparameters, transform)))
     return built
+
+
+def _refuse_beside_whole_step_rule(base_type: str, group: Group, path: str) -> None:
+    """`HyperParameterError` at `<path>.optimizer.type` for a group with an optimizer of its own
+    where the base or the group is a whole-step rule (the learning-rate-free family): such a
+    rule steps every tensor of the session at once, from sums over all of them, so it shares a
+    session with no other chain. Its groups override hyper-parameters instead."""
+    if base_type in LEARNING_RATE_FREE or group.type in LEARNING_RATE_FREE:
+        raise HyperParameterError(
+            f"{path}.optimizer.type",
+            f"a group with an optimizer of its own ({group.type}) cannot share a session with "
+            f"{base_type}: the learning-rate-free types step every tensor together; give the "
+            "group hyper-parameter overrides instead",
+        )
 
 
 def _own_optimizer_group(spec: Mapping[str, Any], path: str) -> Group:

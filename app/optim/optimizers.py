@@ -25,7 +25,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from app.optim import checks, optax_transforms, tensorwise
-from app.optim.base import GradientTransformation, HyperParameterError, Spec, chain
+from app.optim.base import (
+    GradientTransformation,
+    HyperParameterError,
+    Spec,
+    Transformation,
+    chain,
+)
+from app.optim.learning_rate_free import LEARNING_RATE_FREE, SESSION_FIELDS
 from app.optim.transforms import (
     add_coupled_weight_decay,
     add_decayed_weights,
@@ -634,7 +641,7 @@ def custom_sigma(
     return lambda eps: scale_by_rms(alpha, eps, init=init, bias_correction=debias)
 
 
-OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = {
+OPTIMIZERS: dict[str, Callable[..., Transformation]] = {
     "sgd": sgd,
     "adagrad": adagrad,
     "rmsprop": rmsprop,
@@ -660,6 +667,8 @@ OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = {
 }
 """type → factory; the factory's keyword parameters are the type's fields."""
 
+OPTIMIZERS.update(LEARNING_RATE_FREE)
+
 OPTIMIZER_TYPES = frozenset(OPTIMIZERS)
 
 
@@ -673,9 +682,13 @@ def optimizer_fields(kind: str) -> frozenset[str]:
     return frozenset(checks.fields_of(OPTIMIZERS[kind]))
 
 
-def build_optimizer(
-    spec: Spec, path: str = "optimizer"
-) -> tuple[dict[str, Any], GradientTransformation]:
+def optimizer_group_fields(kind: str) -> frozenset[str]:
+    """The fields a group may override: all of the type's, but for the fields a
+    learning-rate-free type takes once for the whole session."""
+    return optimizer_fields(kind) - SESSION_FIELDS.get(kind, frozenset())
+
+
+def build_optimizer(spec: Spec, path: str = "optimizer") -> tuple[dict[str, Any], Transformation]:
     """`{"type": …, <fields>}` → (every field with defaults filled in, type included; the chain)."""
     kind, fields = checks.spec_type(spec, path, OPTIMIZERS)
     transform = checks.call_with_spec(OPTIMIZERS[kind], fields, path)

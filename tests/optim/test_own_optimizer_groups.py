@@ -193,3 +193,19 @@ def test_a_state_without_the_average_yet_evaluates_at_theta():
     asgd = Optimizer({"optimizer": {"type": "asgd"}}, NAMES)
     for name, weights in asgd.eval_params(params, state).items():
         assert weights is params[name]
+
+
+@pytest.mark.parametrize(
+    ("base", "own"),
+    [
+        ({"type": "prodigy"}, {"type": "adamw"}),
+        ({"type": "adamw"}, {"type": "schedule_free_adamw"}),
+        ({"type": "dog"}, {"type": "dog"}),
+    ],
+)
+def test_a_whole_step_rule_shares_its_session_with_no_group_optimizer(base, own):
+    config = {"optimizer": base, "groups": [{"match": ["head.*"], "optimizer": own}]}
+    with pytest.raises(HyperParameterError) as raised:
+        Optimizer(config, NAMES)
+    assert raised.value.field == "groups.0.optimizer.type"
+    assert "learning-rate-free" in raised.value.detail

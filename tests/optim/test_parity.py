@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from app.optim import OPTIMIZER_TYPES, optimizer_defaults
+from app.optim.learning_rate_free import LEARNING_RATE_FREE
 from tests.optim.reference import (
     CORE_ONLY_FIELDS,
     TORCH_OPTIMIZERS,
@@ -58,7 +59,8 @@ def _case_id(case):
 
 def test_every_torch_type_has_cases():
     assert {kind for kind, _ in CASES} == set(TORCH_OPTIMIZERS)
-    assert set(TORCH_OPTIMIZERS) | {"lion", "custom"} <= OPTIMIZER_TYPES
+    others = {"lion", "custom"} | set(LEARNING_RATE_FREE)  # tests/optim/test_learning_rate_free.py
+    assert set(TORCH_OPTIMIZERS) | others <= OPTIMIZER_TYPES
 
 
 @pytest.mark.parametrize("kind", sorted(TORCH_OPTIMIZERS))
