@@ -146,6 +146,13 @@ class LiveServer:
                 filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
             ),
             "PYTHONUNBUFFERED": "1",
+            # Tests create sessions and previews by the hundred from one address: the rate
+            # limits are off unless a test sets them (tests/test_hostile.py does).
+            "OPTAAS_CREATION_RATE_LIMIT": "",
+            "OPTAAS_PREVIEW_RATE_LIMIT": "",
+            # The metrics files go with the log, so a server killed with SIGKILL (which
+            # cannot clean up) leaves nothing in $TMPDIR.
+            "PROMETHEUS_MULTIPROC_DIR": str(self.log_path.parent / f"metrics-{self.port}"),
             **self.extra_env,
         }
         command = [

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import optim
 from app.api import health, history, observability, schedules, sessions
+from app.api.admission import RateLimits, SessionGate
 from app.api.bodies import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.idempotency import prune_periodically
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.session_gate = SessionGate()
+    app.state.rate_limits = RateLimits(settings)
     app.include_router(sessions.router)
     app.include_router(history.router)
     app.include_router(schedules.router)
