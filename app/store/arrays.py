@@ -241,9 +241,9 @@ class _DatabaseStepWrite:
         self.store.cache.put(self.working)
 
 
-KEYS_PER_STATEMENT = 1000
-"""Keys bound in one statement: far below SQLite's 32 766 variables and PostgreSQL's 65 535
-parameters, whatever the number of tensors."""
+KEYS_PER_STATEMENT = 500
+"""Keys bound in one statement: below the 999 variables of SQLite builds before 3.32 (32 766
+since) and PostgreSQL's 65 535 parameters, whatever the number of tensors."""
 
 
 def _delete_other_keys(db: Session, session_id: uuid.UUID, kept: Collection[str]) -> None:
