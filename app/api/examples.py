@@ -254,6 +254,7 @@ RESPONSES: dict[str, dict[int, Any]] = {
     "health-readyz_head": {200: {"status": "ok"}},
 }
 
+
 def problem_document(error: OptaasError) -> dict[str, Any]:
     """The problem document the server writes for `error`."""
     return {

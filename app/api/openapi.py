@@ -252,6 +252,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         _declare_validation_errors_as_problems(document)
         _declare_the_servers_limits(document, app.state.settings)
         _declare_security(document, app.state.settings)
+        _declare_session_ids(document)
         add_examples(document)
         app.openapi_schema = document
     return app.openapi_schema
@@ -265,6 +266,17 @@ def _declare_the_servers_limits(document: dict[str, Any], settings: Settings) ->
             for schema in parameter["schema"].get("anyOf", [parameter["schema"]]):
                 if schema.get("type") == "number":
                     schema["maximum"] = settings.max_wait_seconds
+
+
+def _declare_session_ids(document: dict[str, Any]) -> None:
+    """Session ids are UUIDs. The endpoints take any string (a malformed id gets the same 404
+    as an unknown one), so the format is declared here, for clients and generated tests."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] == "session_id":
+                    parameter["schema"] = {**parameter["schema"], "format": "uuid"}
+                    parameter["description"] = "The session's id (a UUID), from its creation."
 
 
 API_KEY_SCHEME = "APIKeyHeader"
