@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         ),
     )
     creation_rate_limit: str = Field(
-        default="20/second;300/minute",
+        default="10/second;120/minute",
         description=(
             "Creations, imports and forks allowed per API key (per client address without "
             "keys) and server process, in the `limits` notation (`N/second;M/minute`); empty: "

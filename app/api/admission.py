@@ -10,19 +10,23 @@ FastAPI resolves before the endpoint's own parameters — so before `read_body`:
   The use case checks the token again in its transaction (a session deleted meanwhile is a 404
   there). A step's body may then be as large as its session needs (`step_limits`).
 - **Creations** (`creation_admission`: create, import, and fork too) need the API key where the
-  server has keys, and are rate limited per caller (`RateLimits`); previews are rate limited too.
+  server has keys.
 - Every other body is bounded by the server's defaults (`app.api.bodies.default_limits`).
 
-A caller is its API key (by digest) where the server has keys, else its address: the rate
-limits count per caller, and a creation's `Idempotency-Key` is unique per caller, so that a
-replay never hands one caller's token to another.
+Before any of that, before routing even, `RateLimitMiddleware` counts creations, imports,
+forks and previews per caller (`RateLimits`) and answers those over the limit itself: a flood
+of them costs the server little more than reading their headers.
+
+A caller is its valid API key (by digest), else its address: the rate limits count per
+caller, and a creation's `Idempotency-Key` is unique per caller, so that a replay never hands
+one caller's token to another.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
+import re
 import time
 from collections import OrderedDict
 from typing import Annotated
@@ -32,10 +36,13 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import service
 from app.api.bodies import BodyLimit, BodyLimits, admit_body, default_limits
-from app.api.deps import ApiKeyDep, DatabaseDep, SettingsDep, TokenDep
+from app.api.deps import ApiKeyDep, DatabaseDep, SettingsDep, TokenDep, valid_api_key
+from app.api.errors import optaas_problem
 from app.config import Settings
 from app.errors import RateLimited, SessionNotFound
 from app.service import SessionFacts
@@ -135,61 +142,77 @@ def _parse(limit: str) -> list[RateLimitItem]:
     return parse_many(limit) if limit else []
 
 
-def caller_of(request: Request, settings: Settings, api_key: str | None) -> str:
+_FORK = re.compile(r"/v1/sessions/[^/]+/fork")
+
+
+def limited_kind(method: str, path: str) -> str | None:
+    """The rate limit a request counts against: `creation` (create, import, fork), `preview`,
+    or None."""
+    if method != "POST":
+        return None
+    if path in ("/v1/sessions", "/v1/sessions/import") or _FORK.fullmatch(path):
+        return "creation"
+    return "preview" if path == "/v1/schedules/preview" else None
+
+
+class RateLimitMiddleware:
+    """Rate limits before routing: a request over its caller's limit is answered 429 here,
+    before FastAPI resolves anything (it is still logged and counted by the observability
+    middleware outside)."""
+
+    def __init__(self, app: ASGIApp, rate_limits: RateLimits, settings: Settings) -> None:
+        self.app = app
+        self.rate_limits = rate_limits
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = limited_kind(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if kind is not None:
+            headers = Headers(scope=scope)
+            key = valid_api_key(headers.get("x-api-key"), self.settings)
+            try:
+                self.rate_limits.hit(kind, caller_of(scope.get("client"), key))
+            except RateLimited as error:
+                await optaas_problem(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def caller_of(client: tuple[str, int] | None, api_key: str | None) -> str:
     """Who is asking: `key/<digest>` of a valid API key, else `address/<digest>` of the client's
     address (behind a proxy, the one uvicorn reads from `X-Forwarded-For` when the proxy is
     trusted: `FORWARDED_ALLOW_IPS`)."""
     if api_key is not None:
         return f"key/{_digest(api_key)}"
-    host = request.client.host if request.client is not None else "unknown"
-    return f"address/{_digest(host)}"
+    return f"address/{_digest(client[0] if client else 'unknown')}"
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def _valid_api_key(request: Request, settings: Settings) -> str | None:
-    """The request's `X-API-Key` if it is one of the server's keys (checked against each)."""
-    given = request.headers.get("x-api-key", "").encode("utf-8", "surrogateescape")
-    matches = [hmac.compare_digest(given, key.encode()) for key in settings.api_keys]
-    return request.headers["x-api-key"] if any(matches) else None
-
-
 def get_gate(request: Request) -> SessionGate:
     return request.app.state.session_gate
 
 
-def get_rate_limits(request: Request) -> RateLimits:
-    return request.app.state.rate_limits
-
-
 GateDep = Annotated[SessionGate, Depends(get_gate)]
-RateLimitsDep = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
-def creation_caller(request: Request, settings: SettingsDep, api_key: ApiKeyDep) -> str:
+def creation_caller(request: Request, api_key: ApiKeyDep) -> str:
     """The caller of a creating request (create, import, fork), whose API key is checked."""
-    return caller_of(request, settings, api_key)
+    return caller_of(request.scope.get("client"), api_key)
 
 
 CreationCallerDep = Annotated[str, Depends(creation_caller)]
 
 
-async def creation_admission(
-    request: Request, caller: CreationCallerDep, rate_limits: RateLimitsDep
-) -> None:
-    """Create and import: the API key (where keys are configured), then the rate limit."""
-    rate_limits.hit("creation", caller)
+async def creation_admission(request: Request, _caller: CreationCallerDep) -> None:
+    """Create and import: the API key (where keys are configured), then a creation's body."""
     admit_body(request, default_limits(request))
 
 
-async def preview_admission(
-    request: Request, settings: SettingsDep, rate_limits: RateLimitsDep
-) -> None:
-    """A preview needs no credential; it is rate limited per API key if a valid one is sent,
-    else per address."""
-    rate_limits.hit("preview", caller_of(request, settings, _valid_api_key(request, settings)))
+async def preview_admission(request: Request) -> None:
+    """A preview needs no credential: a configuration's body."""
     admit_body(request, config_limits())
 
 
@@ -218,14 +241,12 @@ async def fork_admission(
     request: Request,
     session_id: str,
     token: TokenDep,
-    caller: CreationCallerDep,
-    rate_limits: RateLimitsDep,
+    _caller: CreationCallerDep,
     database: DatabaseDep,
     gate: GateDep,
 ) -> None:
-    """A fork creates a session: the API key and the creation rate limit, then the source's
-    token, then a configuration's body."""
-    rate_limits.hit("creation", caller)
+    """A fork creates a session: the API key, then the source's token, then a
+    configuration's body."""
     await gate.admit(database, session_id, token)
     admit_body(request, config_limits())
 

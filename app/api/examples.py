@@ -278,10 +278,10 @@ _PROBLEMS: dict[int, OptaasError] = {
         max_body_bytes=33554432,
     ),
     429: RateLimited(
-        "more creation requests from this API key than its limit of 20 per 1 second; send it "
+        "more creation requests from this API key than its limit of 10 per 1 second; send it "
         "again after 1 s",
         retry_after=1,
-        limit="20 per 1 second",
+        limit="10 per 1 second",
     ),
     415: UnsupportedMediaType(
         "this endpoint takes application/json, not text/plain", supported=["application/json"]
