@@ -6,10 +6,12 @@ import argparse
 import ipaddress
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -72,13 +74,33 @@ def prepare_metrics_dir() -> tuple[Path, bool]:
     return directory, True
 
 
+class Stopped(SystemExit):
+    """SIGTERM or SIGINT after uvicorn's graceful shutdown: a clean exit (status 0)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    raise Stopped()
+
+
 def serve(settings: Settings) -> None:
-    """uvicorn with optaas's logging (its own access log off) and multiprocess metrics."""
+    """uvicorn with optaas's logging (its own access log off), multiprocess metrics, and
+    problem+json for the requests uvicorn's parser refuses.
+
+    SIGTERM (how Docker, systemd and Kubernetes stop a service) and SIGINT (Ctrl-C) stop it
+    cleanly: uvicorn shuts down gracefully, then raises the signal again for whoever handled it
+    before — here a handler that exits with status 0, after the metrics directory is removed.
+    """
     metrics_dir, made_here = prepare_metrics_dir()
     import uvicorn
 
+    from app.api.protocol import ProblemHttpProtocol
     from app.logs import logging_config
 
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     try:
         uvicorn.run(
             "app.api.app:create_app",
@@ -89,6 +111,7 @@ def serve(settings: Settings) -> None:
             log_level=settings.log_level,
             log_config=logging_config(settings.log_format, settings.log_level),
             access_log=False,
+            http=ProblemHttpProtocol,
         )
     finally:
         if made_here:

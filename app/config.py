@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -50,6 +51,37 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=512 * 1024**2, gt=0, description="Largest request body accepted (413 above)."
+    )
+    max_json_body_bytes: int = Field(
+        default=32 * 1024**2,
+        gt=0,
+        description=(
+            "Largest JSON body of a creation or an import (413 above): JSON is for small "
+            "models, safetensors for large ones. A step's body is bounded by its session's size."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Longest wait for the next piece of a request body; a body that stalls longer is "
+            "dropped with 408 and its connection closed."
+        ),
+    )
+    creation_rate_limit: str = Field(
+        default="10/second;120/minute",
+        description=(
+            "Creations, imports and forks allowed per API key (per client address without "
+            "keys) and server process, in the `limits` notation (`N/second;M/minute`); empty: "
+            "no limit. Above it: 429 with `Retry-After`."
+        ),
+    )
+    preview_rate_limit: str = Field(
+        default="10/second;300/minute",
+        description=(
+            "Schedule previews allowed per API key (per client address without keys) and "
+            "server process; empty: no limit."
+        ),
     )
     lock_timeout_seconds: float = Field(
         default=10.0,
@@ -127,6 +159,20 @@ class Settings(BaseSettings):
         """`"k1, k2"` → `["k1", "k2"]`; empty items are dropped."""
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("creation_rate_limit", "preview_rate_limit")
+    @classmethod
+    def readable_rate_limit(cls, value: str) -> str:
+        """A rate limit in the `limits` notation (`10/second;300/minute`), or empty for none."""
+        value = value.strip()
+        if value:
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a rate limit such as 10/second;300/minute"
+                ) from None
         return value
 
     @field_validator("log_level", "log_format", mode="before")

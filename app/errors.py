@@ -81,10 +81,32 @@ class WaitTimedOut(OptaasError):
     title = "Timed out waiting for the step"
 
 
+class RequestTimeout(OptaasError):
+    """The body stopped arriving: no byte for the server's body timeout. The connection is
+    closed, and what had arrived is dropped."""
+
+    status = 408
+    slug = "body-timeout"
+    title = "Request body timed out"
+    headers: ClassVar[dict[str, str]] = {"Connection": "close"}
+
+
+class ClientClosedRequest(OptaasError):
+    """The client went away before its body arrived whole: nobody is left to answer, so the
+    status is nginx's 499 (client closed request), for the access log and the metrics."""
+
+    status = 499
+    slug = "client-closed-request"
+    title = "Client closed the request"
+
+
 class PayloadTooLarge(OptaasError):
+    """The connection is closed after the answer: the rest of the body is never read."""
+
     status = 413
     slug = "payload-too-large"
     title = "Request body too large"
+    headers: ClassVar[dict[str, str]] = {"Connection": "close"}
 
 
 class UnsupportedMediaType(OptaasError):
@@ -127,6 +149,19 @@ class RequestValidationFailed(InvalidContent):
 
     slug = "validation-error"
     title = "Request validation failed"
+
+
+class RateLimited(OptaasError):
+    """Too many requests of this kind from one API key (or one address, without keys): send
+    again after `Retry-After` seconds."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int, **extras: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extras)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class ServiceUnavailable(OptaasError):

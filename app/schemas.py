@@ -16,7 +16,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from optaas_state import EXPORT_FORMAT
-from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from app.tensors import MAX_TENSOR_NAME_LENGTH
 
@@ -307,7 +315,31 @@ class PiecewiseConstant(Spec):
     values: list[Float] = Field(examples=[[0.1, 0.01, 0.001]])
 
 
-class Warmup(Spec):
+MAX_SCHEDULE_DEPTH = 8
+"""Schedules nest (`warmup.then`, `sequential.schedules`) at most this deep: each level costs
+every η_t, and a preview computes up to `PREVIEW_MAX_STEPS` of them."""
+
+
+def schedule_depth(schedule: Spec) -> int:
+    """1 for a plain schedule, 1 + the deepest part for one made of others."""
+    if isinstance(schedule, Warmup):
+        return 1 + schedule_depth(schedule.then)
+    if isinstance(schedule, Sequential):
+        return 1 + max((schedule_depth(part) for part in schedule.schedules), default=0)
+    return 1
+
+
+class NestingSpec(Spec):
+    """A schedule made of schedules: refused nested deeper than `MAX_SCHEDULE_DEPTH`."""
+
+    @model_validator(mode="after")
+    def shallow_enough(self) -> NestingSpec:
+        if schedule_depth(self) > MAX_SCHEDULE_DEPTH:
+            raise ValueError(f"schedules may be nested at most {MAX_SCHEDULE_DEPTH} deep")
+        return self
+
+
+class Warmup(NestingSpec):
     """`(t+1)/warmup_steps` for t < warmup_steps, then `then(t − warmup_steps)`."""
 
     type: Literal["warmup"]
@@ -315,7 +347,7 @@ class Warmup(Spec):
     then: ScheduleSpec = Field(default_factory=lambda: Constant(type="constant"))
 
 
-class Sequential(Spec):
+class Sequential(NestingSpec):
     """Schedule k runs on its own clock from milestone k−1 (torch SequentialLR's intent)."""
 
     type: Literal["sequential"]
@@ -651,12 +683,33 @@ class HistoryPage(BaseModel):
 PREVIEW_MAX_STEPS = 100_000
 
 
+PREVIEW_MAX_WORK = 400_000
+"""steps × nesting depth of a preview: what one preview may cost (about 0.1 s)."""
+
+
 class SchedulePreviewRequest(Spec):
     schedule: ScheduleSpec = Field(description="Any schedule a session accepts.")
     lr: Float = Field(
         default=1.0, description="The base learning rate (1: the schedule's factor itself)."
     )
-    steps: Int = Field(ge=1, le=PREVIEW_MAX_STEPS, description="How many rates: η_0 … η_{N−1}.")
+    steps: Int = Field(
+        ge=1,
+        le=PREVIEW_MAX_STEPS,
+        description=(
+            "How many rates: η_0 … η_{N−1}; steps × the schedule's nesting depth may be at "
+            f"most {PREVIEW_MAX_WORK} (a warm-up into a cosine is 2 deep)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def bounded_work(self) -> SchedulePreviewRequest:
+        depth = schedule_depth(self.schedule)
+        if self.steps * depth > PREVIEW_MAX_WORK:
+            raise ValueError(
+                f"a schedule nested {depth} deep is previewed for at most "
+                f"{PREVIEW_MAX_WORK // depth} steps (steps × depth ≤ {PREVIEW_MAX_WORK})"
+            )
+        return self
 
 
 class SchedulePreview(BaseModel):

@@ -20,7 +20,7 @@ from optaas_state import SAFETENSORS_MEDIA_TYPE as SAFETENSORS_MEDIA_TYPE
 from optaas_state import SINGLE_TENSOR_NAME
 from optaas_state import tensors_to_safetensors as tensors_to_safetensors
 
-from app.errors import InvalidContent, MalformedBody
+from app.errors import InvalidContent, MalformedBody, PayloadTooLarge
 
 # The single layout's tensor name, the safetensors media type, dtypes and writer are
 # `optaas_state`'s (shared with the Python client); the reader below is the server's own, built
@@ -29,6 +29,28 @@ from app.errors import InvalidContent, MalformedBody
 MAX_TENSOR_NAME_LENGTH = 512
 """Long enough for any module path; short enough for a database index key (PostgreSQL's
 b-tree entries end near 2.7 kB, and a name may take 4 bytes a character)."""
+
+
+GENERAL_JSON_MAX_VALUES = 2**22
+"""The most values a JSON document is read with when it has to be read the standard way (as
+Python objects, some 60 bytes each: at most about 256 MiB)."""
+
+
+def require_few_values(document: bytes | bytearray, what: str, advice: str) -> None:
+    """413 unless `document` (JSON text: `what`) holds at most `GENERAL_JSON_MAX_VALUES`
+    values; `advice` says what to do instead.
+
+    Counted before parsing, in three passes over the bytes: every value but the first of an
+    array or object follows a comma, so values ≤ commas + arrays + objects + 1 (commas inside
+    strings count too: an over-estimate).
+    """
+    values = document.count(b",") + document.count(b"[") + document.count(b"{") + 1
+    if values > GENERAL_JSON_MAX_VALUES:
+        raise PayloadTooLarge(
+            f"{what} holds up to {values} values, more than the {GENERAL_JSON_MAX_VALUES} "
+            f"this server reads it with; {advice}",
+            max_values=GENERAL_JSON_MAX_VALUES,
+        )
 
 
 class Layout(StrEnum):
@@ -196,8 +218,12 @@ def _safetensors_header(view: memoryview) -> dict[str, Any]:
     length = _header_length(view)
     if length > _MAX_HEADER_BYTES or _HEADER_LENGTH_BYTES + length > len(view):
         raise _not_safetensors(f"its header length ({length} bytes) passes the end of the body")
+    text = view[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + length]
+    require_few_values(
+        bytes(text), "the safetensors header", "a header lists a few values per tensor"
+    )
     try:
-        header = orjson.loads(view[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + length])
+        header = orjson.loads(text)
     except orjson.JSONDecodeError as error:
         raise _not_safetensors(f"its header is not UTF-8 JSON: {error}") from None
     if not isinstance(header, dict):
@@ -236,10 +262,31 @@ def _tensor_entry(name: str, entry: Any) -> tuple[str, tuple[int, ...], int, int
     if dtype != _BFLOAT16 and dtype not in _NUMPY_OF_SAFETENSORS:
         raise _not_safetensors(f"tensor {name!r} has an unknown dtype {dtype!r}")
     itemsize = 2 if dtype == _BFLOAT16 else np.dtype(_NUMPY_OF_SAFETENSORS[dtype]).itemsize
+    _check_shape(name, shape, itemsize)
     begin, end = offsets
     if math.prod(shape) * itemsize != end - begin:
         raise _not_safetensors(f"tensor {name!r}: its shape and dtype do not fit its data_offsets")
     return dtype, tuple(shape), begin, end
+
+
+MAX_DIMENSIONS = 64
+"""numpy's most dimensions (NPY_MAXDIMS)."""
+_MAX_ARRAY_BYTES = 2**63 - 1
+
+
+def _check_shape(name: str, shape: list[int], itemsize: int) -> None:
+    """A shape numpy can hold: at most 64 dimensions, each fitting int64, and — as numpy counts
+    an empty array's size too — the product of the non-zero ones times the item size (of the
+    array as read: BF16 becomes float32) within int64."""
+    if len(shape) > MAX_DIMENSIONS:
+        raise _not_safetensors(
+            f"tensor {name!r} has {len(shape)} dimensions; at most {MAX_DIMENSIONS} are allowed"
+        )
+    extent = max(itemsize, 4)
+    for length in shape:
+        extent *= max(length, 1)
+        if extent > _MAX_ARRAY_BYTES:
+            raise _not_safetensors(f"tensor {name!r} has a shape too large for any array")
 
 
 def _is_count_list(value: Any) -> bool:

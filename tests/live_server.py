@@ -148,7 +148,19 @@ class LiveServer:
     # -- internals -----------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        env = source_environment(PYTHONUNBUFFERED="1", **self.extra_env)
+        env = source_environment(
+            **{
+                "PYTHONUNBUFFERED": "1",
+                # Tests create sessions and previews by the hundred from one address: the rate
+                # limits are off unless a test sets them (tests/test_hostile.py does).
+                "OPTAAS_CREATION_RATE_LIMIT": "",
+                "OPTAAS_PREVIEW_RATE_LIMIT": "",
+                # The metrics files go with the log, so a server killed with SIGKILL (which
+                # cannot clean up) leaves nothing in $TMPDIR.
+                "PROMETHEUS_MULTIPROC_DIR": str(self.log_path.parent / f"metrics-{self.port}"),
+                **self.extra_env,
+            }
+        )
         command = [
             sys.executable,
             "-m",

@@ -1,6 +1,11 @@
 """The pages in a real browser: Debian's Chromium, headless, driven by Playwright, against a live
 server, with every request to another host refused (and recorded, so the tests can say none was
-made). Screenshots go to test-artifacts/ for people to look at."""
+made) and every script error or Content-Security-Policy violation failing the test. Screenshots
+go to test-artifacts/ for people to look at.
+
+Without Chromium the tests are skipped with the reason shown, unless OPTAAS_REQUIRE_BROWSER=1
+(set by .ci/run), which makes them fail instead.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from tests.live_server import REPO_ROOT, LiveServer
 from tests.support import bearer, create_session, post_json
 
 CHROMIUM = os.environ.get("OPTAAS_TEST_CHROMIUM", "/usr/bin/chromium")
+REQUIRE_BROWSER = os.environ.get("OPTAAS_REQUIRE_BROWSER") == "1"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -32,6 +38,8 @@ CHROMIUM_ARGS = [
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 WAIT_MS = 20_000
+
+pytestmark = [pytest.mark.slow, pytest.mark.system]
 
 # Reads a uPlot chart back: how many points it holds and in how many pixel columns of its
 # canvas the series' own colour was drawn.
@@ -66,7 +74,10 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+        reason = f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+        if REQUIRE_BROWSER:
+            pytest.fail(f"OPTAAS_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import numpy as np
@@ -92,6 +93,25 @@ def test_save_arrays_replaces_every_array(database):
         loaded = SessionRepository(db).load_arrays(record.id)
     assert list(loaded) == ["param/a"]
     np.testing.assert_array_equal(loaded["param/a"], [5.0, 5.0])
+
+
+def test_save_arrays_drops_old_keys_whatever_their_number(database):
+    """More keys than one statement may bind (PostgreSQL: 65 535 parameters; SQLite: its
+    variable limit, lowered here to 999 as stock builds before 3.32 have it)."""
+    many = 70_000 if database.dialect == "postgresql" else 2_500
+    record = new_record()
+    first = {f"param/t{i}": np.zeros(1, np.float32) for i in range(many)}
+    with database.transaction(write=True) as db:
+        if database.dialect == "sqlite":
+            driver = db.connection().connection.driver_connection
+            driver.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        repository = SessionRepository(db)
+        repository.add(record)
+        repository.save_arrays(record.id, first)
+        kept = dict(list(first.items())[1::2])
+        repository.save_arrays(record.id, kept)
+    with database.transaction(write=False) as db:
+        assert SessionRepository(db).load_arrays(record.id).keys() == kept.keys()
 
 
 def test_deleting_a_session_deletes_its_arrays(database):

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import optim
 from app.api import health, history, observability, schedules, sessions
+from app.api.admission import RateLimitMiddleware, RateLimits, SessionGate
 from app.api.bodies import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.idempotency import prune_periodically
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.session_gate = SessionGate()
     app.include_router(sessions.router)
     app.include_router(history.router)
     app.include_router(schedules.router)
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(observability.router)
     install_pages(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, rate_limits=RateLimits(settings), settings=settings)
     # Added last, so outermost: it sees every answer, the body limit's 413s included.
     app.add_middleware(observability.ObservabilityMiddleware)
     install_error_handlers(app)

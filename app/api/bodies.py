@@ -1,20 +1,28 @@
-"""Request bodies: the size limit, the content type, and parsing off the event loop.
+"""Request bodies: the size limits, the content type, and parsing off the event loop.
 
 A body is read once into a `bytearray` (`read_body`: every dependency gets the same buffer, and
-safetensors tensors can be used in place, as writable views of it). It is parsed in the thread
-pool, then validated by pydantic with tensors left alone (`app.tensors` casts them to the
-session's dtype): no per-element validation of big arrays, and no parsing on the event loop.
+safetensors tensors can be used in place, as writable views of it). It grows as the bytes
+arrive — a declared `Content-Length` reserves nothing —, each piece awaited at most
+`OPTAAS_BODY_TIMEOUT_SECONDS` (408 after), within the limit the request was admitted with
+(`BodyLimits`, set by `app.api.admission` once the credential is checked; 413 above). It is
+parsed in the thread pool, then validated by pydantic with tensors left alone (`app.tensors`
+casts them to the session's dtype): no per-element validation of big arrays, and no parsing on
+the event loop.
 
 JSON: large bodies with tensors are parsed by simdjson, whose arrays of numbers go straight to
 numpy (`as_buffer`), without a Python float per element; anything that path does not take as
 it is (non-finite literals, ragged or boolean arrays, strings among numbers, …) is parsed again
-the standard way, so both paths accept and refuse the same documents. Safetensors: the file's
-tensors fill the model's tensor field, and its `__metadata__` the other fields, each value
-read as JSON text (`"loss": "0.42"`, `"partial": "true"`).
+the standard way, so both paths accept and refuse the same documents — up to
+`app.tensors.GENERAL_JSON_MAX_VALUES` values: the standard way builds a Python object per
+value (some 60 bytes each), so a larger document it would have to take is refused (413,
+pointing to safetensors) before it is parsed. Safetensors: the file's tensors fill the
+model's tensor field, and its `__metadata__` the other fields, each value read as JSON text
+(`"loss": "0.42"`, `"partial": "true"`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -31,8 +39,20 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import optaas_problem, validation_problem
-from app.errors import InvalidContent, MalformedBody, PayloadTooLarge, UnsupportedMediaType
-from app.tensors import SAFETENSORS_MEDIA_TYPE, NamedTensors, tensors_from_safetensors
+from app.errors import (
+    ClientClosedRequest,
+    InvalidContent,
+    MalformedBody,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from app.tensors import (
+    SAFETENSORS_MEDIA_TYPE,
+    NamedTensors,
+    require_few_values,
+    tensors_from_safetensors,
+)
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -77,7 +97,8 @@ class BodyLimitMiddleware:
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(
-            f"the request body is larger than this server's limit of {self.max_body_bytes} bytes",
+            f"the request body is larger than this server's limit of {self.max_body_bytes} "
+            "bytes (OPTAAS_MAX_BODY_BYTES)",
             max_body_bytes=self.max_body_bytes,
         )
 
@@ -98,28 +119,102 @@ def media_type_of(content_type: str | None) -> str:
 
 
 _BODY_STATE = "optaas_body"
+_LIMITS_STATE = "optaas_body_limits"
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """The most bytes a body may have, and what the 413 says about it (why, how to get past)."""
+
+    max_bytes: int
+    advice: str
+
+    def too_large(self, size: str) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request body {size}; {self.advice}", max_body_bytes=self.max_bytes
+        )
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """A request's body limits: one for JSON (and any type but safetensors), one for files."""
+
+    json: BodyLimit
+    binary: BodyLimit
+
+    def of(self, content_type: str | None) -> BodyLimit:
+        binary = media_type_of(content_type) == SAFETENSORS_MEDIA_TYPE
+        return self.binary if binary else self.json
+
+
+def admit_body(request: Request, limits: BodyLimits) -> None:
+    """Let this request's body be read, within `limits` (`app.api.admission` calls it once the
+    request has passed its checks); a body no one admitted is read within the defaults."""
+    setattr(request.state, _LIMITS_STATE, limits)
+
+
+def default_limits(request: Request) -> BodyLimits:
+    settings = request.app.state.settings
+    return BodyLimits(
+        json=BodyLimit(
+            settings.max_json_body_bytes,
+            f"JSON bodies may have up to {settings.max_json_body_bytes} bytes "
+            "(OPTAAS_MAX_JSON_BODY_BYTES): JSON is for small models, send large ones as "
+            f"safetensors ({SAFETENSORS_MEDIA_TYPE})",
+        ),
+        binary=BodyLimit(
+            settings.max_body_bytes,
+            f"this server takes up to {settings.max_body_bytes} bytes (OPTAAS_MAX_BODY_BYTES)",
+        ),
+    )
 
 
 async def read_body(request: Request) -> bytearray:
     """The request's whole body, read once (later calls get the same buffer).
 
-    A `bytearray`, filled in place when the length is declared: one buffer of the body's size,
+    A `bytearray` that grows as the bytes arrive (nothing is reserved from `Content-Length`),
     whose tensors a safetensors file can lend as writable arrays (the core then uses them as
-    scratch: anything that needs the body as sent must read it before the step runs).
+    scratch: anything that needs the body as sent must read it before the step runs). Within
+    the limit the request was admitted with (413: a declared length over it is refused before
+    a byte is read); 408 if no byte comes for `OPTAAS_BODY_TIMEOUT_SECONDS`; a client that
+    goes away meanwhile ends the request (499, never a server error).
     """
     body = getattr(request.state, _BODY_STATE, None)
     if body is not None:
         return body
+    limits = getattr(request.state, _LIMITS_STATE, None) or default_limits(request)
+    limit = limits.of(request.headers.get("content-type"))
     declared = request.headers.get("content-length", "")
-    body = bytearray(int(declared)) if declared.isdigit() else bytearray()
-    filled = 0
-    async for chunk in request.stream():
-        end = filled + len(chunk)
-        body[filled:end] = chunk
-        filled = end
-    del body[filled:]
+    if declared.isdigit() and int(declared) > limit.max_bytes:
+        raise limit.too_large(f"declares {declared} bytes")
+    timeout = request.app.state.settings.body_timeout_seconds
+    body = await _receive_body(request, limit, timeout)
     setattr(request.state, _BODY_STATE, body)
     return body
+
+
+async def _receive_body(request: Request, limit: BodyLimit, timeout: float) -> bytearray:
+    body = bytearray()
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                message = await request.receive()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no byte of the request body came for {timeout:g} s (OPTAAS_BODY_TIMEOUT_"
+                f"SECONDS) after {len(body)} bytes; send the request again",
+                received_bytes=len(body),
+            ) from None
+        if message["type"] == "http.disconnect":
+            raise ClientClosedRequest(
+                f"the client closed the connection after {len(body)} bytes of the body"
+            )
+        chunk = message.get("body", b"")
+        if len(body) + len(chunk) > limit.max_bytes:
+            raise limit.too_large(f"passes {limit.max_bytes} bytes")
+        body += chunk
+        if not message.get("more_body", False):
+            return body
 
 
 @dataclass(frozen=True)
@@ -206,10 +301,16 @@ def load_json(body: bytes | bytearray, *, tensors: Collection[str] = ()) -> Any:
     surrogate escape (`\\ud800`) are left to orjson's verdict: the standard library would let a
     lone surrogate through, which no database can store.
     """
-    if tensors and len(body) >= NUMPY_TENSORS_MIN_BYTES:
+    if tensors and len(body) >= NUMPY_TENSORS_MIN_BYTES and _may_be_regular(body):
         document = _load_with_numpy_tensors(body, tensors)
         if document is not None:
             return document
+    require_few_values(
+        body,
+        "this JSON",
+        "larger documents are read only if each tensor is one regular array of finite numbers "
+        f"(all rows alike): send large tensors as safetensors ({SAFETENSORS_MEDIA_TYPE})",
+    )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -220,6 +321,13 @@ def load_json(body: bytes | bytearray, *, tensors: Collection[str] = ()) -> Any:
         except (ValueError, RecursionError):
             pass
     raise MalformedBody(f"the body is not valid JSON: {strict_error}") from None
+
+
+def _may_be_regular(body: bytes | bytearray) -> bool:
+    """Whether the numpy path might take `body`: it takes no document with more nested arrays
+    than an eighth of its numbers (`_MAX_ARRAYS_PER_ELEMENT`), and numbers are about as many
+    as commas, so a body of mostly brackets (`[[],[],…]`) is not handed to simdjson at all."""
+    return body.count(b"[") <= 64 + body.count(b",") // 4
 
 
 def _int_as_orjson_reads_it(text: str) -> int | float:
@@ -286,6 +394,11 @@ _MAX_ARRAYS_PER_ELEMENT = 1 / 8
 """Tensors with more nested arrays than this per element (shape (10⁶, 1), …) are read as lists:
 their regularity check would cost more than the lists."""
 _MAX_FAST_DIMENSIONS = 32
+_MAX_PLAIN_VALUES = 4096
+"""Fields beside the tensors (`loss`, `partial`, a config) are small; a larger one sends the
+document the standard way, whose size is bounded (`require_few_values`)."""
+SIMDJSON_MAX_LENGTH = 2**24 - 1
+"""simdjson reports the length of a longer array as this (it keeps lengths in 24 bits)."""
 
 
 class _NotFast(Exception):  # noqa: N818 (not an error: the document takes the standard path)
@@ -314,7 +427,7 @@ def _load_with_numpy_tensors(
             if key in tensors:
                 document[key], counted = _tensors_value(value)
             else:
-                document[key] = _plain(value)
+                document[key] = _plain(value, _MAX_PLAIN_VALUES)
                 counted = _count_lists(document[key])
             arrays += counted
     except (_NotFast, ValueError, TypeError, KeyError, IndexError, OverflowError, RuntimeError):
@@ -351,9 +464,26 @@ def _tensor(value: Any) -> tuple[Any, int]:
         return value, 0
     shape = _leading_shape(value)
     flat = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
+    if SIMDJSON_MAX_LENGTH in shape:
+        shape = _long_shape(shape, flat.size)
     if flat.size != math.prod(shape):
         raise _NotFast()
     return flat.reshape(shape), _check_regular(value, shape)
+
+
+def _long_shape(shape: tuple[int, ...], numbers: int) -> tuple[int, ...]:
+    """The shape of an array with an axis of 2²⁴ − 1 or more elements, which simdjson cannot
+    count: exact for a flat array (its numbers are its length; a nested array inside it would
+    show in the final count of brackets). A longer axis of a nested array cannot be checked for
+    regularity without visiting each of its elements in Python, and the lists would take
+    gigabytes: 413, pointing to safetensors."""
+    if len(shape) == 1:
+        return (numbers,)
+    raise PayloadTooLarge(
+        f"a nested JSON array has an axis of {SIMDJSON_MAX_LENGTH} or more elements; only flat "
+        f"(1-d) arrays may be that long in JSON: send the tensor as safetensors "
+        f"({SAFETENSORS_MEDIA_TYPE}), or flat",
+    )
 
 
 def _leading_shape(array: Any) -> tuple[int, ...]:
@@ -387,12 +517,28 @@ def _check_regular(array: Any, shape: tuple[int, ...]) -> int:
     return 1 + nested
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, budget: int) -> Any:
+    """`value` as Python objects, if it holds at most `budget` values (else `_NotFast`)."""
+    _spend(value, budget)
     if isinstance(value, simdjson.Object):
         return value.as_dict()
     if isinstance(value, simdjson.Array):
         return value.as_list()
     return value
+
+
+def _spend(value: Any, budget: int) -> int:
+    """What is left of `budget` after `value`'s values; visits at most `budget` of them."""
+    if isinstance(value, simdjson.Object | simdjson.Array):
+        budget -= len(value)
+        if budget < 0:
+            raise _NotFast()
+        children = value
+        if isinstance(value, simdjson.Object):  # values() would build the lists: index instead
+            children = (value[key] for key in value)
+        for child in children:
+            budget = _spend(child, budget)
+    return budget
 
 
 def _count_lists(value: Any) -> int:

@@ -48,12 +48,18 @@ def require_api_key(
     """
     if not settings.api_keys:
         return None
-    given = (key or "").encode()
-    # Compare with every key, so the time taken does not tell which one came close.
-    matches = [hmac.compare_digest(given, allowed.encode()) for allowed in settings.api_keys]
-    if not any(matches):
+    valid = valid_api_key(key, settings)
+    if valid is None:
         raise ApiKeyRequired("creating a session on this server needs a valid X-API-Key header")
-    return key
+    return valid
+
+
+def valid_api_key(given: str | None, settings: Settings) -> str | None:
+    """`given` if it is one of the server's API keys, else None. Compared with every key, so
+    the time taken does not tell which one came close."""
+    encoded = (given or "").encode("utf-8", "surrogateescape")
+    matches = [hmac.compare_digest(encoded, allowed.encode()) for allowed in settings.api_keys]
+    return given if given is not None and any(matches) else None
 
 
 def answer_in_safetensors(request: Request) -> bool:

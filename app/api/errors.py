@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from app.errors import (
     DatabaseUnavailable,
@@ -90,13 +91,33 @@ async def handle_optim_error(_request: Request, error: Exception) -> Response:
     return problem_response(422, slug, title, error.detail, dict(error.extras))
 
 
-async def handle_http_exception(_request: Request, error: Exception) -> Response:
+async def handle_http_exception(request: Request, error: Exception) -> Response:
     """Starlette's own errors (404 no route, 405 wrong method, …)."""
     assert isinstance(error, StarletteHTTPException)
     status = HTTPStatus(error.status_code)
     detail = error.detail if isinstance(error.detail, str) else status.description
     slug = status.phrase.lower().replace(" ", "-").replace("'", "")
-    return problem_response(status.value, slug, status.phrase, detail, headers=error.headers)
+    headers = dict(error.headers or {})
+    # A route's 405 lists that route's methods only (the static files' mount lists its own).
+    if status is HTTPStatus.METHOD_NOT_ALLOWED and request.scope.get("route") is not None:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem_response(status.value, slug, status.phrase, detail, headers=headers)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's 405 names only the first
+    route's, and a path such as `/v1/sessions/{id}` has one route per method)."""
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
 
 
 async def handle_request_validation(_request: Request, error: Exception) -> Response:

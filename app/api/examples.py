@@ -16,6 +16,8 @@ from app.errors import (
     OptaasError,
     PayloadTooLarge,
     PreconditionFailed,
+    RateLimited,
+    RequestTimeout,
     ServiceUnavailable,
     SessionNotFound,
     TokenMissing,
@@ -247,7 +249,22 @@ RESPONSES: dict[str, dict[int, Any]] = {
     },
     "health-healthz": {200: {"status": "ok"}},
     "health-readyz": {200: {"status": "ok"}},
+    # A HEAD answer has GET's headers and no body; the document shows what GET's body is.
+    "health-healthz_head": {200: {"status": "ok"}},
+    "health-readyz_head": {200: {"status": "ok"}},
 }
+
+
+def problem_document(error: OptaasError) -> dict[str, Any]:
+    """The problem document the server writes for `error`."""
+    return {
+        "type": f"/problems/{error.slug}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        **error.extras,
+    }
+
 
 _PROBLEMS: dict[int, OptaasError] = {
     400: MalformedBody("the body is not valid JSON: unexpected character: line 1 column 2"),
@@ -255,20 +272,24 @@ _PROBLEMS: dict[int, OptaasError] = {
     404: SessionNotFound(),
     412: PreconditionFailed("the session is at step 8, not 7", current_step=8),
     413: PayloadTooLarge(
-        "the request body is larger than this server's limit of 536870912 bytes",
-        max_body_bytes=536870912,
+        "the request body declares 40000512 bytes; JSON bodies may have up to 33554432 bytes "
+        "(OPTAAS_MAX_JSON_BODY_BYTES): JSON is for small models, send large ones as "
+        "safetensors (application/vnd.safetensors)",
+        max_body_bytes=33554432,
+    ),
+    429: RateLimited(
+        "more creation requests from this API key than its limit of 10 per 1 second; send it "
+        "again after 1 s",
+        retry_after=1,
+        limit="10 per 1 second",
     ),
     415: UnsupportedMediaType(
         "this endpoint takes application/json, not text/plain", supported=["application/json"]
     ),
-    408: WaitTimedOut(
-        "waited 5 s for step 13; the session is at step 12, with 3 of 4 gradients received for "
-        "step 13 (1 missing)",
-        current_step=12,
-        wait_for_step=13,
-        timeout=5.0,
-        received=3,
-        missing=1,
+    408: RequestTimeout(
+        "no byte of the request body came for 30 s (OPTAAS_BODY_TIMEOUT_SECONDS) after 65536 "
+        "bytes; send the request again",
+        received_bytes=65536,
     ),
     503: ServiceUnavailable("the database does not answer: OperationalError"),
 }
@@ -292,7 +313,17 @@ _INVALID_SCHEDULE = {
     "detail": "schedule.then.total_steps: must be >= 1, got 0",
     "field": "schedule.then.total_steps",
 }
+_WAIT_TIMED_OUT = WaitTimedOut(
+    "waited 5 s for step 13; the session is at step 12, with 3 of 4 gradients received for "
+    "step 13 (1 missing)",
+    current_step=12,
+    wait_for_step=13,
+    timeout=5.0,
+    received=3,
+    missing=1,
+)
 PROBLEMS_BY_OPERATION: dict[str, dict[int, dict[str, Any]]] = {
+    "sessions-get_params": {408: problem_document(_WAIT_TIMED_OUT)},
     "sessions-create_session": {
         401: {
             "type": "/problems/api-key-required",
@@ -354,13 +385,7 @@ def problem_example(status: int, operation_id: str = "") -> dict[str, Any]:
         phrase = HTTPStatus(status).phrase
         slug = phrase.lower().replace(" ", "-")
         return {"type": f"/problems/{slug}", "title": phrase, "status": status, "detail": "…"}
-    return {
-        "type": f"/problems/{error.slug}",
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail,
-        **error.extras,
-    }
+    return problem_document(error)
 
 
 def add_examples(document: dict[str, Any]) -> None:

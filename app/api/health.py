@@ -36,3 +36,18 @@ async def readyz(database: DatabaseDep) -> Health:
     except SQLAlchemyError as error:
         raise DatabaseUnavailable(f"the database does not answer: {type(error).__name__}") from None
     return Health(status="ok")
+
+
+# HEAD as well as GET, for probes that send it: routes of their own, for operation ids of
+# their own.
+router.add_api_route(
+    "/healthz", healthz, methods=["HEAD"], name="healthz_head", summary="Liveness (HEAD)"
+)
+router.add_api_route(
+    "/readyz",
+    readyz,
+    methods=["HEAD"],
+    name="readyz_head",
+    summary="Readiness (HEAD)",
+    responses=problems(503),
+)

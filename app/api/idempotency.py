@@ -204,10 +204,11 @@ def session_scope(session_id: uuid.UUID) -> str:
     return f"session/{session_id}"
 
 
-def creation_scope(endpoint: str, api_key: str | None) -> str:
-    """A creating endpoint's keys are unique per endpoint and API key (or none, if none is used)."""
-    owner = hashlib.sha256(api_key.encode()).hexdigest()[:32] if api_key else "anonymous"
-    return f"{endpoint}/{owner}"
+def creation_scope(endpoint: str, caller: str) -> str:
+    """A creating endpoint's keys are unique per endpoint and caller (`app.api.admission`: its
+    API key, or its address on a server without keys), so that no caller is ever handed the
+    answer — the token — of another's creation."""
+    return f"{endpoint}/{caller}"
 
 
 async def idempotency_keeper(

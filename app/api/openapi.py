@@ -47,12 +47,20 @@ _PROBLEM_DESCRIPTIONS = {
     404: "No such session, or not with this token.",
     408: (
         "The session did not reach `wait_for_step` within `timeout`; the problem says where it "
-        "is (`current_step`, and while accumulating `received` and `missing`)."
+        "is (`current_step`, and while accumulating `received` and `missing`). Or the body "
+        "stopped arriving for the server's body timeout (`body-timeout`)."
     ),
     412: "`If-Match` lists no tag the session has: nothing applied (`current_step` says where).",
-    413: "The body is over the server's limit.",
+    413: (
+        "The body is over its limit: the server's, JSON's (send safetensors), or what this "
+        "session's step needs; the problem says which."
+    ),
     415: "The body is not of a media type this operation takes.",
     422: "The content is invalid; the problem says where (`errors`, `field`, `tensor`, …).",
+    429: (
+        "Too many requests of this kind from this API key (or address, on a server without "
+        "keys): send it again after `Retry-After` seconds."
+    ),
     503: (
         "The database cannot be reached, or the session stayed locked past the server's lock "
         "timeout: send the request again after `Retry-After` seconds."
@@ -158,8 +166,9 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
-    if 503 in responses:
-        responses[503]["headers"] = {"Retry-After": _HEADERS["Retry-After"]}
+    for status in (429, 503):
+        if status in responses:
+            responses[status]["headers"] = {"Retry-After": _HEADERS["Retry-After"]}
     return responses
 
 
@@ -242,6 +251,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             schemas.setdefault(name, schema)
         _declare_validation_errors_as_problems(document)
         _declare_the_servers_limits(document, app.state.settings)
+        _declare_security(document, app.state.settings)
+        _declare_session_ids(document)
         add_examples(document)
         app.openapi_schema = document
     return app.openapi_schema
@@ -255,6 +266,37 @@ def _declare_the_servers_limits(document: dict[str, Any], settings: Settings) ->
             for schema in parameter["schema"].get("anyOf", [parameter["schema"]]):
                 if schema.get("type") == "number":
                     schema["maximum"] = settings.max_wait_seconds
+
+
+def _declare_session_ids(document: dict[str, Any]) -> None:
+    """Session ids are UUIDs. The endpoints take any string (a malformed id gets the same 404
+    as an unknown one), so the format is declared here, for clients and generated tests."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] == "session_id":
+                    parameter["schema"] = {**parameter["schema"], "format": "uuid"}
+                    parameter["description"] = "The session's id (a UUID), from its creation."
+
+
+API_KEY_SCHEME = "APIKeyHeader"
+
+
+def _declare_security(document: dict[str, Any], settings: Settings) -> None:
+    """The credentials each operation needs on this server, all at once (OpenAPI lists
+    alternatives, and FastAPI lists each dependency's scheme as one): `X-API-Key` beside the
+    bearer token where the server has API keys (fork needs both), and nowhere without keys."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            schemes = {name for option in operation.get("security", []) for name in option}
+            if API_KEY_SCHEME in schemes and not settings.api_keys:
+                schemes.discard(API_KEY_SCHEME)
+            if schemes:
+                operation["security"] = [{name: [] for name in sorted(schemes)}]
+            else:
+                operation.pop("security", None)
+    if not settings.api_keys:
+        document.get("components", {}).get("securitySchemes", {}).pop(API_KEY_SCHEME, None)
 
 
 def _declare_validation_errors_as_problems(document: dict[str, Any]) -> None:

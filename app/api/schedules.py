@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
 from app import service
+from app.api.admission import preview_admission
 from app.api.bodies import JSON_MEDIA_TYPE, parse_json
 from app.api.deps import JsonBodyDep
 from app.api.openapi import json_request, problems
@@ -20,14 +21,16 @@ router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
     response_model=SchedulePreview,
     summary="Preview a schedule",
     openapi_extra=json_request(SchedulePreviewRequest),
-    responses=problems(400, 413, 415, 422),
+    responses=problems(400, 408, 413, 415, 422, 429),
+    dependencies=[Depends(preview_admission)],
 )
 async def preview_schedule(body: JsonBodyDep) -> Response:
     """`[η_0, …, η_{N−1}]` for `schedule` at base rate `lr`: the rates steps 0 … N−1 of a
     session with this schedule would use. No session or token needed.
 
     `reduce_on_plateau` is fed no losses here, so it previews as constant. An invalid schedule
-    is a 422 naming the field (e.g. `schedule.then.total_steps`).
+    is a 422 naming the field (e.g. `schedule.then.total_steps`). Previews are rate limited
+    per API key (per address without one): 429 with `Retry-After` above the limit.
     """
 
     def preview() -> bytes:

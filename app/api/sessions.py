@@ -15,16 +15,23 @@ from contextlib import contextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import exports, service
+from app.api.admission import (
+    CreationCallerDep,
+    GateDep,
+    creation_admission,
+    fork_admission,
+    patch_admission,
+    step_admission,
+)
 from app.api.bodies import JSON_MEDIA_TYPE, TensorBody, parse_json, parse_tensor_body, validate
 from app.api.conditions import IfMatchDep, etag
 from app.api.deps import (
-    ApiKeyDep,
     DatabaseDep,
     JsonBodyDep,
     SafetensorsAnswerDep,
@@ -159,23 +166,28 @@ async def run_use_case(
     summary="Create a session",
     response_description="The new session; its `token` is shown only here.",
     openapi_extra=json_request(CreateSession, "Idempotency-Key"),
-    responses={**session_headers(201, location=True), **problems(400, 401, 413, 415, 422, 503)},
+    responses={
+        **session_headers(201, location=True),
+        **problems(400, 401, 408, 413, 415, 422, 429, 503),
+    },
+    dependencies=[Depends(creation_admission)],
 )
 async def create_session(
     request: Request,
     database: DatabaseDep,
-    api_key: ApiKeyDep,
+    caller: CreationCallerDep,
     body: JsonBodyDep,
     keeper: IdempotencyDep,
 ) -> Response:
     """A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
 
-    With an `Idempotency-Key` (unique per API key), a retry gets the same session back.
+    With an `Idempotency-Key` (unique per API key, or per address on a server without keys),
+    a retry gets the same session back.
     """
 
     def create(db: Session) -> CreatedSession:
         if keeper is not None:
-            keeper.scope(creation_scope("create", api_key))
+            keeper.scope(creation_scope("create", caller))
         return service.create_session(db, parse_json(body, CreateSession, tensors=("params",)))
 
     return await run_use_case(
@@ -210,14 +222,18 @@ async def get_session(session_id: str, database: DatabaseDep, token: TokenDep) -
     response_class=Response,
     responses=problems(401, 404, 503),
 )
-async def delete_session(session_id: str, database: DatabaseDep, token: TokenDep) -> Response:
+async def delete_session(
+    session_id: str, database: DatabaseDep, token: TokenDep, gate: GateDep
+) -> Response:
     """The session and everything stored for it (its idempotency records included)."""
-    return await run_use_case(
+    response = await run_use_case(
         database,
         lambda db: service.delete_session(db, session_id, token),
         lambda _: Answer(204, {}, b""),
         write=True,
     )
+    gate.forget(session_id)
+    return response
 
 
 @router.post(
@@ -228,8 +244,9 @@ async def delete_session(session_id: str, database: DatabaseDep, token: TokenDep
     responses={
         **session_headers(200, binary=STEP_ANSWER_FILE),
         **accepted_step_response(),
-        **problems(400, 401, 404, 412, 413, 415, 422, 503),
+        **problems(400, 401, 404, 408, 412, 413, 415, 422, 503),
     },
+    dependencies=[Depends(step_admission)],
 )
 async def step_session(
     request: Request,
@@ -467,7 +484,8 @@ def patch_problems() -> Iterator[None]:
     response_model=SessionView,
     summary="Change hyper-parameters mid-run",
     openapi_extra=json_request(SessionPatch, "If-Match"),
-    responses={**session_headers(200), **problems(400, 401, 404, 412, 413, 415, 422, 503)},
+    responses={**session_headers(200), **problems(400, 401, 404, 408, 412, 413, 415, 422, 503)},
+    dependencies=[Depends(patch_admission)],
 )
 async def patch_session(
     session_id: str,
@@ -519,15 +537,15 @@ async def patch_session(
     openapi_extra=json_request(SessionPatch, "Idempotency-Key", "If-Match", required=False),
     responses={
         **session_headers(201, location=True),
-        **problems(400, 401, 404, 412, 413, 415, 422, 503),
+        **problems(400, 401, 404, 408, 412, 413, 415, 422, 429, 503),
     },
+    dependencies=[Depends(fork_admission)],
 )
 async def fork_session(
     request: Request,
     session_id: str,
     database: DatabaseDep,
     token: TokenDep,
-    api_key: ApiKeyDep,
     body: JsonBodyDep,
     keeper: IdempotencyDep,
     precondition: IfMatchDep,
@@ -614,12 +632,16 @@ def state_answer(state: SessionState, *, binary: bool) -> Answer:
     summary="Import a session",
     response_description="The new session; its `token` is shown only here.",
     openapi_extra=tensor_request(StateExport, IMPORT_FILE, "Idempotency-Key"),
-    responses={**session_headers(201, location=True), **problems(400, 401, 413, 415, 422, 503)},
+    responses={
+        **session_headers(201, location=True),
+        **problems(400, 401, 408, 413, 415, 422, 429, 503),
+    },
+    dependencies=[Depends(creation_admission)],
 )
 async def import_session(
     request: Request,
     database: DatabaseDep,
-    api_key: ApiKeyDep,
+    caller: CreationCallerDep,
     body: TensorBodyDep,
     keeper: IdempotencyDep,
 ) -> Response:
@@ -630,12 +652,13 @@ async def import_session(
     the format, the config (as for a creation), every tensor's θ and exactly the state slots
     its optimizer keeps (names, shapes, dtype, finite values), step counts from 0 to t. A body
     that is no JSON or safetensors file is a 400. Needs `X-API-Key` when the server has API
-    keys; with an `Idempotency-Key` (unique per API key) a retry gets the same session back.
+    keys; with an `Idempotency-Key` (unique per API key, or per address on a server without
+    keys) a retry gets the same session back.
     """
 
     def create(db: Session) -> CreatedSession:
         if keeper is not None:
-            keeper.scope(creation_scope("import", api_key))
+            keeper.scope(creation_scope("import", caller))
         return service.import_session(db, read_export(body))
 
     return await run_use_case(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -142,11 +142,7 @@ class DatabaseArrays:
             db.execute(delete(SessionArray).where(SessionArray.session_id == session_id))
             _copy_rows(db, rows)
             return
-        db.execute(
-            delete(SessionArray).where(
-                SessionArray.session_id == session_id, SessionArray.key.not_in(list(arrays))
-            )
-        )
+        _delete_other_keys(db, session_id, arrays.keys())
         if rows:
             db.execute(_UPSERT[db.get_bind().dialect.name], rows)
 
@@ -243,6 +239,29 @@ class _DatabaseStepWrite:
 
     def release(self) -> None:
         self.store.cache.put(self.working)
+
+
+KEYS_PER_STATEMENT = 500
+"""Keys bound in one statement: below the 999 variables of SQLite builds before 3.32 (32 766
+since) and PostgreSQL's 65 535 parameters, whatever the number of tensors."""
+
+
+def _delete_other_keys(db: Session, session_id: uuid.UUID, kept: Collection[str]) -> None:
+    """Delete the session's rows whose key is not in `kept`.
+
+    One `DELETE … NOT IN (…)` when the keys fit in one statement; else the stored keys are
+    read and the others deleted `KEYS_PER_STATEMENT` at a time.
+    """
+    of_session = SessionArray.session_id == session_id
+    if len(kept) <= KEYS_PER_STATEMENT:
+        db.execute(delete(SessionArray).where(of_session, SessionArray.key.not_in(list(kept))))
+        return
+    stored = db.scalars(select(SessionArray.key).where(of_session)).all()
+    kept = set(kept)
+    others = [key for key in stored if key not in kept]
+    for start in range(0, len(others), KEYS_PER_STATEMENT):
+        batch = others[start : start + KEYS_PER_STATEMENT]
+        db.execute(delete(SessionArray).where(of_session, SessionArray.key.in_(batch)))
 
 
 def _row(session_id: uuid.UUID, key: str, encoded: codec.EncodedArray) -> dict[str, Any]:
