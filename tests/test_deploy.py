@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import crossplane
 import dockerfile
 import pytest
 import yaml
@@ -300,28 +301,36 @@ def location_block(nginx: list[dict]) -> list[dict]:
     return location["block"]
 
 
-def nginx_map(nginx: list[dict], source: str, variable: str, value: str) -> str:
+def nginx_map(
+    config: list[dict],
+    source: str,
+    variable: str,
+    value: str,
+    variables: Mapping[str, str] | None = None,
+) -> str:
     """What the `map source variable { … }` block gives for `value`, by nginx's rules: exact
     strings first (compared without case), then regular expressions in order (`~`, or `~*`
-    without case; named captures become variables), else `default`."""
-    (block,) = [d["block"] for d in directives(nginx, "map") if d["args"] == [source, variable]]
+    without case), else `default`. `$name` in the result is a named capture of the regular
+    expression, or one of `variables`; other variables are left as they are."""
+    (block,) = [d["block"] for d in directives(config, "map") if d["args"] == [source, variable]]
     entries = [(entry["directive"], entry["args"][0]) for entry in block]
+    variables = dict(variables or {})
     for key, result in entries:
         if not key.startswith("~") and key != "default" and key.lower() == value.lower():
-            return result
+            return with_variables(result, variables)
     for key, result in entries:
         if key.startswith("~"):
             pattern = key.removeprefix("~*") if key.startswith("~*") else key.removeprefix("~")
             flags = re.IGNORECASE if key.startswith("~*") else 0
             match = re.search(pattern.replace("(?<", "(?P<"), value, flags)
             if match:
-                return with_captures(result, match)
-    return dict(entries).get("default", "")
+                return with_variables(result, {**variables, **match.groupdict()})
+    return with_variables(dict(entries).get("default", ""), variables)
 
 
-def with_captures(value: str, match: re.Match[str]) -> str:
-    """`value` with `$name` (a named capture of `match`) replaced by what it captured."""
-    return re.sub(r"\$(\w+)", lambda name: match[name[1]], value)
+def with_variables(value: str, variables: Mapping[str, str]) -> str:
+    """`value` with each `$name` in `variables` replaced by its value."""
+    return re.sub(r"\$(\w+)", lambda name: variables.get(name[1], name[0]), value)
 
 
 SESSION_ID = "8d5e8a52-2f36-4c6e-9a8b-0f1e2d3c4b5a"
@@ -386,6 +395,58 @@ def test_nginx_forwards_the_client_address_and_never_resends_a_post(nginx):
     assert headers["X-Forwarded-For"] == "$remote_addr"
     assert headers["X-Forwarded-Proto"] == "$scheme"
     assert "non_idempotent" not in only(location, "proxy_next_upstream")
+
+
+# -- docs/deploy.md: the same rules for Kubernetes (ingress-nginx) -------------------------------
+
+DEPLOY_GUIDE = REPO_ROOT / "docs" / "deploy.md"
+
+
+@pytest.fixture(scope="module")
+def kubernetes(tmp_path_factory) -> dict[str, dict]:
+    """The guide's Kubernetes manifests by kind, and its http-snippet parsed by crossplane."""
+    (manifests,) = re.findall(r"```yaml\n(.*?)```", DEPLOY_GUIDE.read_text(), re.DOTALL)
+    documents = {document["kind"]: document for document in yaml.safe_load_all(manifests)}
+    snippet = tmp_path_factory.mktemp("kubernetes") / "http-snippet.conf"
+    snippet.write_text(documents["ConfigMap"]["data"]["http-snippet"])
+    parsed = crossplane.parse(str(snippet), single=True, comments=False, check_ctx=False)
+    assert parsed["status"] == "ok", parsed["errors"]
+    return {**documents, "http-snippet": parsed["config"][0]["parsed"]}
+
+
+def test_the_ingress_hashes_on_the_same_session_key_as_deploy_nginx_conf(nginx, kubernetes):
+    snippet = kubernetes["http-snippet"]
+    (session_map,) = [d for d in directives(nginx, "map") if d["args"][0] == "$uri"]
+    built = [crossplane.build([directive]) for directive in directives(snippet, "map")]
+    assert crossplane.build([session_map]) in built, "the guide's map is not deploy/nginx.conf's"
+    annotations = kubernetes["Ingress"]["metadata"]["annotations"]
+    hash_by = annotations["nginx.ingress.kubernetes.io/upstream-hash-by"]
+    (key_map,) = [d for d in directives(snippet, "map") if d["args"][1] == hash_by]
+    source = key_map["args"][0]
+    assert source == session_map["args"][1]  # the key is made from the session map's value
+    for path in create_app().openapi()["paths"]:
+        uri = path.replace("{session_id}", SESSION_ID)
+        session = nginx_map(snippet, "$uri", source, uri)
+        balanced_on = nginx_map(snippet, source, hash_by, session, {source[1:]: session})
+        # ingress-nginx's Lua balancer has no round robin for an empty key: a random one instead
+        assert balanced_on == (SESSION_ID if "{session_id}" in path else "$request_id"), path
+
+
+def test_the_ingress_keeps_the_limits_of_deploy_nginx_conf(nginx, kubernetes):
+    annotations = kubernetes["Ingress"]["metadata"]["annotations"]
+    (site,) = directives(nginx, "server")
+    for directive in ("client_max_body_size", "proxy_request_buffering", "proxy_buffering"):
+        annotation = directive.replace("_", "-").replace("client-max-body", "proxy-body")
+        assert [annotations[f"nginx.ingress.kubernetes.io/{annotation}"]] == only(
+            site["block"], directive
+        )
+    for directive in ("proxy_read_timeout", "proxy_send_timeout", "proxy_connect_timeout"):
+        annotation = f"nginx.ingress.kubernetes.io/{directive.replace('_', '-')}"
+        assert int(annotations[annotation]) == seconds(only(site["block"], directive)[0])
+    (container,) = kubernetes["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env["OPTAAS_WORKERS"] == "1"
+    assert "FORWARDED_ALLOW_IPS" in env
 
 
 # -- what the container runs ---------------------------------------------------------------------
