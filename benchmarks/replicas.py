@@ -177,6 +177,14 @@ class PostgresProbe:
             connection.execute(text("SELECT pg_stat_clear_snapshot()"))
             return {name: int(count) for name, count in connection.execute(TABLE_ROWS)}
 
+    def connections(self) -> int:
+        """Connections opened to this database so far (`pg_stat_database.sessions`)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+            return connection.execute(
+                text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -385,6 +393,7 @@ def window_figures(seen: Exchanges, before: Snapshot, after: Snapshot) -> dict[s
             part: per_step_ms(part)
             for part in ("load_generator", "optaas", "nginx", "postgres", "machine")
         },
+        "optaas_cores_busy": round((after.optaas - before.optaas) / seconds, 2),
         "machine_cores_busy": round((after.machine - before.machine) / seconds, 2),
         "wal_bytes_per_step": round((after.wal - before.wal) / steps),
         "wal_mb_per_s": round((after.wal - before.wal) / seconds / 1e6, 1),
@@ -414,7 +423,7 @@ def run_scenario(
             address = ("127.0.0.1", proxy.port)
         probe = PostgresProbe(url)
         stack.callback(probe.dispose)
-        rows_before = probe.rows()
+        rows_before, connections_before = probe.rows(), probe.connections()
         sessions = create_sessions(servers[0], scenario.sessions, scenario.size)
         targets = client_targets(scenario, sessions, address)  # type: ignore[arg-type]
         parts = Parts(servers, proxy, postgres_pid, probe)
@@ -425,7 +434,7 @@ def run_scenario(
         for server in servers:
             server.stop()  # its backends end, and report their statistics as they do
         time.sleep(1.0)
-        rows_after = probe.rows()
+        rows_after, connections_after = probe.rows(), probe.connections()
     all_steps = sum(1 for *_, status in seen.requests if status == 200)
     rows = {
         table: round((rows_after[table] - rows_before.get(table, 0)) / all_steps, 1)
@@ -438,6 +447,9 @@ def run_scenario(
         **window_figures(seen, before, after),
         "transport_errors": dict(seen.transport_errors),
         "rows_per_step": rows,
+        "connections_opened_per_step": round(
+            (connections_after - connections_before) / all_steps, 3
+        ),
         "requests_by_process": served,
         "load_average_1min_after": round(os.getloadavg()[0], 2),
     }
@@ -495,6 +507,15 @@ def targets_met(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def ceiling(result: dict[str, Any], cpus: int) -> str:
+    """The steps/s that `cpus` cores could carry at the parts' measured CPU time per step."""
+    cpu = result["cpu_ms_per_step"]
+    parts = ("load_generator", "optaas", "nginx", "postgres")
+    if any(cpu[part] is None for part in parts):
+        return "–"
+    return f"{cpus * 1000 / sum(cpu[part] for part in parts):.0f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     context = report["environment"]
     lines = [
@@ -509,9 +530,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"one worker. Warm-up {report['warmup_s']} s, then a window of {report['duration_s']} s.",
         "",
         "| scenario | sessions × parameters | clients | steps/s | p50 ms | p99 ms | errors | "
-        "CPU ms/step: load gen. | optaas | nginx | PostgreSQL | machine | WAL kB/step | "
-        "WAL MB/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU ms/step: load gen. | optaas | nginx | PostgreSQL | machine | optaas cores busy | "
+        "WAL kB/step | WAL MB/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         cpu = r["cpu_ms_per_step"]
@@ -520,9 +541,21 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['steps_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | "
             f"{cpu['load_generator']} | {cpu['optaas']} | {cpu['nginx']} | "
             f"{cpu['postgres'] if cpu['postgres'] is not None else '–'} | {cpu['machine']} | "
-            f"{r['wal_bytes_per_step'] / 1000:.0f} | {r['wal_mb_per_s']} |"
+            f"{r['optaas_cores_busy']} | {r['wal_bytes_per_step'] / 1000:.0f} | "
+            f"{r['wal_mb_per_s']} |"
         )
-    lines += ["", "Targets:", ""]
+    lines += [
+        "",
+        "*CPU ms/step* is CPU time over the window divided by the steps in it; *machine* is the "
+        "whole machine's (every core, everyone's work). The parts' own sum bounds the rate "
+        f"{context['cpus']} cores can carry: {context['cpus']} × 1000 / (load generator + "
+        "optaas + nginx + PostgreSQL) steps/s — "
+        + "; ".join(f"{r['label']}: {ceiling(r, context['cpus'])}" for r in report["results"])
+        + ".",
+        "",
+        "Targets:",
+        "",
+    ]
     for name, check in report["targets"].items():
         verdict = (
             f"target ≥ {check['target']}: {'met' if check['met'] else 'NOT met'}"
@@ -533,7 +566,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Rows written per step, by table (whole run, session creation included):", ""]
     for r in report["results"]:
         rows = ", ".join(f"{table} {count}" for table, count in r["rows_per_step"].items())
-        lines.append(f"- {r['label']}: {rows}")
+        lines.append(
+            f"- {r['label']}: {rows}; database connections opened per step "
+            f"{r['connections_opened_per_step']}"
+        )
     return "\n".join(lines) + "\n"
 
 
