@@ -50,14 +50,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from sqlalchemy import create_engine, text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_safetensors  # noqa: E402
-from benchmarks.service_step import environment, percentile  # noqa: E402
+from benchmarks.load import create_sessions  # noqa: E402
+from benchmarks.service_step import RESULTS, environment, percentile  # noqa: E402
 from tests.databases import (  # noqa: E402
     POSTGRES_SERVER_URL,
     PrivatePostgres,
@@ -67,7 +67,6 @@ from tests.databases import (  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 from tests.proxy import NginxProxy  # noqa: E402
 
-RESULTS = REPO_ROOT / "benchmarks" / "results"
 GRADIENT_VARIANTS = 4
 TARGETS = {"affinity_over_one_process": 1.0, "two_over_one_process": 1.7}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -325,26 +324,6 @@ async def drive(
 
 
 # -- a scenario ----------------------------------------------------------------------------------
-
-
-def create_sessions(server: LiveServer, count: int, size: int) -> list[dict[str, Any]]:
-    """Adam float32 sessions of `size` parameters (created in JSON, as the API takes them)."""
-    rng = np.random.default_rng(size)
-    sessions = []
-    with server.client() as client:
-        for _ in range(count):
-            body = {
-                "params": rng.standard_normal(size).astype(np.float32),
-                "optimizer": {"type": "adam", "lr": 1e-3},
-            }
-            response = client.post(
-                "/v1/sessions",
-                content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-                headers={"Content-Type": "application/json"},
-            )
-            response.raise_for_status()
-            sessions.append(response.json())
-    return sessions
 
 
 def client_targets(
