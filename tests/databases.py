@@ -20,9 +20,9 @@ POSTGRES_SERVER_URL = os.environ.get(
 )
 
 
-def _run_as_admin(statement: str) -> None:
+def _run_as_admin(statement: str, server_url: str) -> None:
     """One statement outside any transaction (CREATE/DROP DATABASE need that)."""
-    admin = create_engine(f"{POSTGRES_SERVER_URL}/postgres", isolation_level="AUTOCOMMIT")
+    admin = create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(text(statement))
@@ -30,18 +30,20 @@ def _run_as_admin(statement: str) -> None:
         admin.dispose()
 
 
-def create_postgres_database() -> str:
-    """A new, empty database with a random name: its URL (OperationalError without a server)."""
+def create_postgres_database(server_url: str = POSTGRES_SERVER_URL) -> str:
+    """A new, empty database with a random name on the server at `server_url` (no database in
+    it): its URL (OperationalError without a server)."""
     name = f"optaas_test_{secrets.token_hex(6)}"
-    _run_as_admin(f'CREATE DATABASE "{name}"')
-    return f"{POSTGRES_SERVER_URL}/{name}"
+    _run_as_admin(f'CREATE DATABASE "{name}"', server_url)
+    return f"{server_url}/{name}"
 
 
 def drop_postgres_database(url: str) -> None:
     """Drop a database made by `create_postgres_database`, closing its connections."""
     name = make_url(url).database
     assert name and name.startswith("optaas_test_"), f"refusing to drop {name!r}"
-    _run_as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    server_url = url.removesuffix(f"/{name}")  # as create_postgres_database made it
+    _run_as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', server_url)
 
 
 class PrivatePostgres:
@@ -68,24 +70,34 @@ class PrivatePostgres:
             os.chown(self.directory, account.pw_uid, account.pw_gid)
 
     @property
+    def server_url(self) -> str:
+        """The server's URL without a database (for `create_postgres_database`)."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"{self.server_url}/postgres"
 
     def init(self) -> PrivatePostgres:
         self._run("initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "--no-sync")
         return self
 
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c full_page_writes=off"
-        )
+    def start(self, *, durable: bool = False) -> None:
+        """Start the server: with fsync and full-page writes off (tests), or as a production
+        server runs (`durable`: PostgreSQL's defaults, for measurements)."""
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         log = self.directory / "server.log"
         self._run("pg_ctl", "-D", self.data_dir, "-l", log, "-o", options, "-w", "start")
 
     def stop(self) -> None:
         """`pg_ctl stop -m fast`: open transactions are rolled back, connections closed."""
         self._run("pg_ctl", "-D", self.data_dir, "-m", "fast", "-w", "stop")
+
+    def postmaster_pid(self) -> int:
+        """The server's main process (its backends are its children)."""
+        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
 
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

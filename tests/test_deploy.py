@@ -1,16 +1,19 @@
 """The deployment files and what the container relies on.
 
-The Dockerfile is read with BuildKit's own parser (the `dockerfile` package) and docker-compose.yml
-with PyYAML; each test names an essential that a user's `docker build` / `docker compose up` needs.
-Building and starting the image is `../shared/tools/container-check`'s job (no container engine
-is guaranteed in CI); what the image runs — `optaas serve` configured by `PORT` and `DATABASE_URL`
-alone, `optaas healthcheck` — is run here for real, as processes.
+The Dockerfile is read with BuildKit's own parser (the `dockerfile` package), docker-compose.yml
+with PyYAML and deploy/nginx.conf with crossplane (nginx's own configuration parser for Python);
+each test names an essential that a user's `docker build` / `docker compose up` needs. Building
+and starting the image is `../shared/tools/container-check`'s job (no container engine is
+guaranteed in CI); what the image runs — `optaas serve` configured by `PORT` and `DATABASE_URL`
+alone, `optaas healthcheck` — is run here for real, as processes, and nginx with deploy/nginx.conf
+in front of two of them by tests/test_replicas.py.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -19,18 +22,25 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import crossplane
 import dockerfile
 import pytest
 import yaml
 from sqlalchemy import make_url
 
+from app.api.app import create_app
 from app.cli import build_parser, local_address
 from app.config import Settings, normalise_database_url
 from tests.live_server import REPO_ROOT, free_port, source_environment
+from tests.proxy import NGINX_CONFIG, deploy_config, directives
 
 BASE_IMAGE = "python:3.11-slim-bookworm"
 COMPOSE_DATABASE_SERVICE = "postgres"
 COMPOSE_APP_SERVICE = "optaas"
+COMPOSE_PROXY_SERVICE = "nginx"
+NGINX_WITH_RESOLVE = (1, 27, 3)  # the first open-source nginx whose upstream servers `resolve`
+DOCKER_COMPOSE = os.environ.get("OPTAAS_TEST_DOCKER_COMPOSE") or shutil.which("docker-compose")
+REQUIRE_DOCKER_COMPOSE = os.environ.get("OPTAAS_REQUIRE_DOCKER_COMPOSE") == "1"
 START_TIMEOUT_SECONDS = 60.0
 
 
@@ -168,9 +178,29 @@ def service_environment(service: dict, variables: Mapping[str, str]) -> dict[str
     }
 
 
+@pytest.mark.system
+def test_docker_compose_accepts_the_file():
+    """Compose's own validation (Debian's docker-compose; no engine needed for `config`)."""
+    if DOCKER_COMPOSE is None:
+        reason = (
+            "no docker-compose (Debian: apt-get install --no-install-recommends docker-compose)"
+        )
+        if REQUIRE_DOCKER_COMPOSE:
+            pytest.fail(f"OPTAAS_REQUIRE_DOCKER_COMPOSE=1 but {reason}")
+        pytest.skip(reason)
+    result = subprocess.run(
+        [DOCKER_COMPOSE, "--file", str(REPO_ROOT / "docker-compose.yml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=platform_environment(),
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_compose_runs_the_service_and_a_pinned_postgres(compose):
     services = compose["services"]
-    assert set(services) == {COMPOSE_APP_SERVICE, COMPOSE_DATABASE_SERVICE}
+    assert set(services) == {COMPOSE_APP_SERVICE, COMPOSE_DATABASE_SERVICE, COMPOSE_PROXY_SERVICE}
     assert re.fullmatch(r"postgres:\d+(\.\d+)?(-\w+)?", services[COMPOSE_DATABASE_SERVICE]["image"])
     assert services[COMPOSE_APP_SERVICE]["build"] == "."
     for service in services.values():
@@ -206,10 +236,15 @@ def test_the_service_gets_the_compose_database_url(compose, variables):
         assert url.password == variables["POSTGRES_PASSWORD"]
 
 
-def test_the_service_port_is_published(compose):
-    (mapping,) = compose["services"][COMPOSE_APP_SERVICE]["ports"]
+def test_nginx_publishes_the_port_and_the_replicas_none_so_that_they_scale(compose):
+    """`docker compose up --scale optaas=3` needs replicas without a host port or a fixed name."""
+    app = compose["services"][COMPOSE_APP_SERVICE]
+    assert "ports" not in app and "container_name" not in app
+    assert [int(port) for port in app["expose"]] == [Settings.model_fields["port"].default]
+    (mapping,) = compose["services"][COMPOSE_PROXY_SERVICE]["ports"]
     published, target = interpolate(mapping, {}).rsplit(":", 1)
-    assert int(target) == Settings.model_fields["port"].default
+    (site,) = directives(deploy_config(), "server")
+    assert [directive["args"] for directive in directives(site["block"], "listen")] == [[target]]
     assert int(published) > 0
 
 
@@ -218,6 +253,200 @@ def test_the_database_keeps_its_data_in_a_named_volume(compose):
     named = {volume.split(":")[0] for volume in volumes if ":/var/lib/postgresql/data" in volume}
     assert named, volumes
     assert named <= set(compose["volumes"])
+
+
+def test_compose_runs_a_pinned_nginx_that_resolves_upstreams_with_the_repository_config(compose):
+    proxy = compose["services"][COMPOSE_PROXY_SERVICE]
+    version = re.fullmatch(r"nginx:(\d+)\.(\d+)\.(\d+)(-[\w.]+)?", proxy["image"])
+    assert version, f"pin an exact nginx release, not {proxy['image']}"
+    assert tuple(map(int, version.groups()[:3])) >= NGINX_WITH_RESOLVE
+    mounts = [volume.split(":") for volume in proxy["volumes"]]
+    assert [(REPO_ROOT / source).resolve() for source, *_ in mounts] == [NGINX_CONFIG]
+    assert mounts[0][1:] == ["/etc/nginx/conf.d/default.conf", "ro"]  # inside the image's http {}
+    assert proxy["depends_on"] == {COMPOSE_APP_SERVICE: {"condition": "service_healthy"}}
+    assert proxy["restart"] in {"always", "unless-stopped", "on-failure"}
+
+
+def test_a_replica_is_one_process_that_trusts_the_proxy_for_the_client_address(compose):
+    """The hash sends a session to a replica; with several workers in it, the session's steps
+    would alternate between their caches again. uvicorn reads FORWARDED_ALLOW_IPS itself."""
+    app = service_environment(compose["services"][COMPOSE_APP_SERVICE], {})
+    assert app["OPTAAS_WORKERS"] == "1"
+    assert app["FORWARDED_ALLOW_IPS"]
+
+
+# -- deploy/nginx.conf ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nginx() -> list[dict]:
+    return deploy_config()
+
+
+def only(block: list[dict], name: str) -> list[str]:
+    """The arguments of the one directive `name` in `block`."""
+    (directive,) = directives(block, name)
+    return directive["args"]
+
+
+def upstream_block(nginx: list[dict]) -> list[dict]:
+    (upstream,) = directives(nginx, "upstream")
+    return upstream["block"]
+
+
+def location_block(nginx: list[dict]) -> list[dict]:
+    (site,) = directives(nginx, "server")
+    (location,) = directives(site["block"], "location")
+    assert location["args"] == ["/"], "one location: every request goes to the one upstream"
+    return location["block"]
+
+
+def nginx_map(
+    config: list[dict],
+    source: str,
+    variable: str,
+    value: str,
+    variables: Mapping[str, str] | None = None,
+) -> str:
+    """What the `map source variable { … }` block gives for `value`, by nginx's rules: exact
+    strings first (compared without case), then regular expressions in order (`~`, or `~*`
+    without case), else `default`. `$name` in the result is a named capture of the regular
+    expression, or one of `variables`; other variables are left as they are."""
+    (block,) = [d["block"] for d in directives(config, "map") if d["args"] == [source, variable]]
+    entries = [(entry["directive"], entry["args"][0]) for entry in block]
+    variables = dict(variables or {})
+    for key, result in entries:
+        if not key.startswith("~") and key != "default" and key.lower() == value.lower():
+            return with_variables(result, variables)
+    for key, result in entries:
+        if key.startswith("~"):
+            pattern = key.removeprefix("~*") if key.startswith("~*") else key.removeprefix("~")
+            flags = re.IGNORECASE if key.startswith("~*") else 0
+            match = re.search(pattern.replace("(?<", "(?P<"), value, flags)
+            if match:
+                return with_variables(result, {**variables, **match.groupdict()})
+    return with_variables(dict(entries).get("default", ""), variables)
+
+
+def with_variables(value: str, variables: Mapping[str, str]) -> str:
+    """`value` with each `$name` in `variables` replaced by its value."""
+    return re.sub(r"\$(\w+)", lambda name: variables.get(name[1], name[0]), value)
+
+
+SESSION_ID = "8d5e8a52-2f36-4c6e-9a8b-0f1e2d3c4b5a"
+
+
+@pytest.mark.parametrize("path", list(create_app().openapi()["paths"]))
+def test_requests_about_a_session_are_hashed_on_its_id_and_the_rest_round_robin(nginx, path):
+    """Every path of the API: those under one session (`{session_id}`) get the id as the hash
+    key, the others (creation, import, previews, health, metrics) an empty key, which nginx's
+    `hash` balances round robin."""
+    assert only(upstream_block(nginx), "hash") == ["$optaas_session", "consistent"]
+    uri = path.replace("{session_id}", SESSION_ID)
+    expected = SESSION_ID if "{session_id}" in path else ""
+    assert nginx_map(nginx, "$uri", "$optaas_session", uri) == expected
+
+
+def test_replicas_are_found_by_dockers_dns_and_resolved_again_while_running(nginx):
+    block = upstream_block(nginx)
+    assert only(nginx, "resolver")[0] == "127.0.0.11"  # Docker's embedded DNS
+    assert any(arg.startswith("valid=") for arg in only(nginx, "resolver"))
+    assert only(block, "zone")[0], "`resolve` needs the upstream in shared memory"
+    server, *parameters = only(block, "server")
+    assert "resolve" in parameters
+    assert server == f"{COMPOSE_APP_SERVICE}:{Settings.model_fields['port'].default}"
+
+
+def test_connections_to_the_replicas_are_kept_alive(nginx):
+    block = upstream_block(nginx)
+    names = [directive["directive"] for directive in block]
+    assert names.index("keepalive") > names.index("hash"), "the balancer comes before keepalive"
+    location = location_block(nginx)
+    assert only(location, "proxy_http_version") == ["1.1"]
+    headers = {d["args"][0]: d["args"][1] for d in directives(location, "proxy_set_header")}
+    assert headers["Connection"] == ""
+
+
+def seconds(duration: str) -> float:
+    """An nginx time (`90`, `90s`, `2m`, `1h`) in seconds."""
+    value, unit = re.fullmatch(r"(\d+)(ms|s|m|h|d)?", duration).groups()
+    return int(value) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def test_nginx_limits_do_not_undercut_optaas_own(nginx):
+    (site,) = directives(nginx, "server")
+    block = site["block"]
+    assert only(block, "client_max_body_size") == ["0"], "optaas answers 413 itself"
+    assert only(block, "proxy_request_buffering") == ["off"]
+    assert only(block, "proxy_buffering") == ["off"]
+    (longest_wait,) = [
+        rule.le
+        for rule in Settings.model_fields["max_wait_seconds"].metadata
+        if hasattr(rule, "le")
+    ]
+    for timeout in ("proxy_read_timeout", "proxy_send_timeout"):
+        assert seconds(only(block, timeout)[0]) > longest_wait, timeout
+
+
+def test_nginx_forwards_the_client_address_and_never_resends_a_post(nginx):
+    location = location_block(nginx)
+    headers = {d["args"][0]: d["args"][1] for d in directives(location, "proxy_set_header")}
+    # Replaced, not appended to: what a client writes in the header never reaches optaas.
+    assert headers["X-Forwarded-For"] == "$remote_addr"
+    assert headers["X-Forwarded-Proto"] == "$scheme"
+    assert "non_idempotent" not in only(location, "proxy_next_upstream")
+
+
+# -- docs/deploy.md: the same rules for Kubernetes (ingress-nginx) -------------------------------
+
+DEPLOY_GUIDE = REPO_ROOT / "docs" / "deploy.md"
+
+
+@pytest.fixture(scope="module")
+def kubernetes(tmp_path_factory) -> dict[str, dict]:
+    """The guide's Kubernetes manifests by kind, and its http-snippet parsed by crossplane."""
+    (manifests,) = re.findall(r"```yaml\n(.*?)```", DEPLOY_GUIDE.read_text(), re.DOTALL)
+    documents = {document["kind"]: document for document in yaml.safe_load_all(manifests)}
+    snippet = tmp_path_factory.mktemp("kubernetes") / "http-snippet.conf"
+    snippet.write_text(documents["ConfigMap"]["data"]["http-snippet"])
+    parsed = crossplane.parse(str(snippet), single=True, comments=False, check_ctx=False)
+    assert parsed["status"] == "ok", parsed["errors"]
+    return {**documents, "http-snippet": parsed["config"][0]["parsed"]}
+
+
+def test_the_ingress_hashes_on_the_same_session_key_as_deploy_nginx_conf(nginx, kubernetes):
+    snippet = kubernetes["http-snippet"]
+    (session_map,) = [d for d in directives(nginx, "map") if d["args"][0] == "$uri"]
+    built = [crossplane.build([directive]) for directive in directives(snippet, "map")]
+    assert crossplane.build([session_map]) in built, "the guide's map is not deploy/nginx.conf's"
+    annotations = kubernetes["Ingress"]["metadata"]["annotations"]
+    hash_by = annotations["nginx.ingress.kubernetes.io/upstream-hash-by"]
+    (key_map,) = [d for d in directives(snippet, "map") if d["args"][1] == hash_by]
+    source = key_map["args"][0]
+    assert source == session_map["args"][1]  # the key is made from the session map's value
+    for path in create_app().openapi()["paths"]:
+        uri = path.replace("{session_id}", SESSION_ID)
+        session = nginx_map(snippet, "$uri", source, uri)
+        balanced_on = nginx_map(snippet, source, hash_by, session, {source[1:]: session})
+        # ingress-nginx's Lua balancer has no round robin for an empty key: a random one instead
+        assert balanced_on == (SESSION_ID if "{session_id}" in path else "$request_id"), path
+
+
+def test_the_ingress_keeps_the_limits_of_deploy_nginx_conf(nginx, kubernetes):
+    annotations = kubernetes["Ingress"]["metadata"]["annotations"]
+    (site,) = directives(nginx, "server")
+    for directive in ("client_max_body_size", "proxy_request_buffering", "proxy_buffering"):
+        annotation = directive.replace("_", "-").replace("client-max-body", "proxy-body")
+        assert [annotations[f"nginx.ingress.kubernetes.io/{annotation}"]] == only(
+            site["block"], directive
+        )
+    for directive in ("proxy_read_timeout", "proxy_send_timeout", "proxy_connect_timeout"):
+        annotation = f"nginx.ingress.kubernetes.io/{directive.replace('_', '-')}"
+        assert int(annotations[annotation]) == seconds(only(site["block"], directive)[0])
+    (container,) = kubernetes["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env["OPTAAS_WORKERS"] == "1"
+    assert "FORWARDED_ALLOW_IPS" in env
 
 
 # -- what the container runs ---------------------------------------------------------------------
