@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from app.optim import checks
+from app.optim import checks, fused
 from app.optim.base import (
     STEP_SLOT,
     GradientTransformation,
@@ -148,6 +148,8 @@ class Group:
     hyperparameters: dict[str, Any]
     transform: GradientTransformation
     slot_names: tuple[str, ...]
+    kernel: fused.FusedStep | None = None
+    """The fused kernel that runs this configuration in one pass, if one covers it."""
 
     @property
     def lr(self) -> float:
@@ -255,12 +257,17 @@ class Optimizer:
         self._clip(checked, grad_norm)
         rates = {group: self.schedule.rate(t, group.lr, state.schedule) for group in self.groups}
         units: list[_WorkUnit] = []
+        kernel_tasks: list[fused.FusedTask] = []
         for name, grad in checked.items():
             group = self.group_of[name]
             slots = self._slots(state, name, params[name])
             slots[STEP_SLOT] += 1
-            units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
-        update_squared = sum(self._run(units))
+            task = _fused_task(group, params[name], grad, slots, rates[group])
+            if task is not None:
+                kernel_tasks.append(task)
+            else:
+                units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
+        update_squared = sum(self._run(units)) + fused.run(kernel_tasks, self.threads, _thread_pool)
         state.step = t + 1
         if loss is not None:
             state.schedule = self.schedule.observe(t, loss, state.schedule)
@@ -332,7 +339,7 @@ class Optimizer:
         the number of threads.
         """
         total = sum(unit.param.size for unit in units)
-        if self.threads == 1 or len(units) == 1 or total < PARALLEL_MIN_ELEMENTS:
+        if self.threads == 1 or len(units) <= 1 or total < PARALLEL_MIN_ELEMENTS:
             return self._run_in_order(units, 0)
         first, *others = _split_evenly(units, self.threads)
         pool = _thread_pool(len(others))
@@ -408,6 +415,14 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optaas-optim")
 
 
+def _fused_task(
+    group: Group, param: np.ndarray, grad: np.ndarray, slots: Slots, rate: float
+) -> fused.FusedTask | None:
+    """The dispatch point: when a fused kernel covers the group's configuration (and takes
+    θ's dtype), the tensor's update as one kernel pass; None runs the group's chain."""
+    return None if group.kernel is None else group.kernel.task(param, grad, slots, rate)
+
+
 def _apply_chain(
     transform: GradientTransformation,
     param: np.ndarray,
@@ -431,7 +446,8 @@ def _contiguous(param: np.ndarray, slots: Slots) -> bool:
 
 
 def _group(hyperparameters: dict[str, Any], transform: GradientTransformation) -> Group:
-    return Group(hyperparameters, transform, slot_names(transform))
+    kernel = fused.fused_step_for(hyperparameters)
+    return Group(hyperparameters, transform, slot_names(transform), kernel)
 
 
 def _build_groups(groups: Any, base: dict[str, Any]) -> list[tuple[list[str], Group]]:
