@@ -255,6 +255,7 @@ def _adam(h: Mapping[str, Any], count: int, rate: float, dtype: type, slots: Slo
         root_correction2=dtype(math.sqrt(1.0 - beta2**count)),
         eps=dtype(h["eps"]),
         shrink=decoupled_shrink(dtype, rate, h["weight_decay"]),
+        shrink_minus_one=_shrink_minus_one(dtype, rate, h),
         decoupled=decoupled and h["weight_decay"] != 0,
         amsgrad=h["amsgrad"],
         **_preprocessing(h, dtype, coupled=not decoupled),

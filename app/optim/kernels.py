@@ -234,7 +234,8 @@ class AdamFactors(NamedTuple):
     root_correction2: float  # sqrt(1 − β2^t)
     eps: float
     weight_decay: float
-    shrink: float  # 1 − η_t·λ (decoupled decay's factor)
+    shrink: float  # f = 1 − η_t·λ, decoupled decay's factor
+    shrink_minus_one: float  # f − 1 (exact): the decay's part of u, for ‖u‖
     maximize: bool
     coupled: bool
     decoupled: bool
@@ -246,8 +247,9 @@ def adam(theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, f, partials) -> None:
     """m_t = lerp(m, g, 1 − β1), v_t = β2·v + (1 − β2)·g² (amsgrad: v̂ = max(v̂, v_t)),
     θ ← θ·(1 − η·λ) (decoupled) + (−η/(1 − β1^t))·m_t / (sqrt(v̂)/sqrt(1 − β2^t) + eps).
 
-    The last line in torch's order (its `addcdiv_` with the step size −η/(1 − β1^t)), one
-    division fewer than the chain's blocks, which divide m by (1 − β1^t) first."""
+    The last line in torch's order (`param.mul_(1 − lr·λ)`, then `addcdiv_` with the step size
+    −η/(1 − β1^t)): one division fewer than the chain's blocks, which divide m by (1 − β1^t)
+    first, so θ agrees with the chain within rounding rather than bit for bit."""
     for block in range(partials.size):
         a, b = _block_bounds(block, theta.size)
         partials[block] = _adam(
@@ -269,10 +271,8 @@ def _adam(theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, f) -> float:  # noqa
             v = _maximum(max_exp_avg_sq[i], v)
             max_exp_avg_sq[i] = v
         step = (f.negative_step * m) / (np.sqrt(v) / f.root_correction2 + f.eps)
-        shrunk = p * f.shrink if f.decoupled else p
-        new = shrunk + step
-        theta[i] = new
-        total = _add_square(total, (shrunk - p) + step if f.decoupled else step)
+        theta[i] = (p * f.shrink if f.decoupled else p) + step
+        total = _add_square(total, step + p * f.shrink_minus_one if f.decoupled else step)
     return total
 
 
