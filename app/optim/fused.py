@@ -72,7 +72,9 @@ class FusedTask:
     """One tensor's fused update: its arrays as flat views (or copies), its factors, and ‖u‖²
     of each of its blocks of `kernels.BLOCK` elements."""
 
-    def __init__(self, kernel: Callable[..., None], arrays: Sequence[np.ndarray], factors: Any):
+    def __init__(
+        self, kernel: Callable[..., None], arrays: Sequence[np.ndarray], factors: Any
+    ) -> None:
         self.kernel = kernel
         self.factors = factors
         self.flat = [_flat(array) for array in arrays]
@@ -381,9 +383,7 @@ FUSED_TYPES: dict[str, Coverage] = {
     ),
     "rmsprop": Coverage(
         kernels.rmsprop,
-        _fields(
-            "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "init", "maximize"
-        ),
+        _fields("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "init", "maximize"),
         lambda h: (
             "square_avg",
             "grad_avg" if h["centered"] else None,
