@@ -16,6 +16,7 @@ from app.optim.engine import (
     get_num_threads,
     set_num_threads,
 )
+from app.optim.fused import warm_up
 from app.optim.gradients import check_gradients
 from app.optim.optimizers import OPTIMIZER_TYPES, optimizer_defaults, optimizer_fields
 from app.optim.schedules import (
@@ -43,4 +44,5 @@ __all__ = [
     "schedule_defaults",
     "schedule_lrs",
     "set_num_threads",
+    "warm_up",
 ]

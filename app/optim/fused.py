@@ -26,6 +26,8 @@ import numpy as np
 
 from app.optim import kernels
 from app.optim.base import STEP_SLOT, Slots
+from app.optim.gradients import sum_of_squares
+from app.optim.optimizers import build_optimizer
 from app.optim.transforms import (
     decayed_rate,
     decoupled_shrink,
@@ -443,3 +445,25 @@ FUSED_TYPES: dict[str, Coverage] = {
     ),
 }
 """Every type with a kernel. `custom`, and any type not listed, runs its chain."""
+
+
+def warm_up() -> None:
+    """Compile every kernel for float32 and float64, or load it from numba's disk cache
+    (`NUMBA_CACHE_DIR`; beside the sources by default), by one step of each covered type's
+    default configuration on one element: a server calls this before it reports ready, so
+    that no step waits for a compiler."""
+    for kind in FUSED_TYPES:
+        hyperparameters, transform = build_optimizer({"type": kind})
+        step = fused_step_for(hyperparameters)
+        assert step is not None, kind
+        for dtype in FUSED_DTYPES:
+            param = np.zeros(1, dtype)
+            slots = {**transform.init(param), STEP_SLOT: np.ones((), np.int64)}
+            task = step.task(param, np.zeros(1, dtype), slots, 0.0)
+            assert task is not None
+            run([task], 1, _no_pool)
+            sum_of_squares(param)
+
+
+def _no_pool(workers: int) -> Executor:
+    raise AssertionError("one thread only")
