@@ -247,7 +247,7 @@ class Optimizer:
             loss = _loss_value(loss)
         t = state.step
         base_rate = self.lr(state)
-        squared = {name: squared_norm(grad) for name, grad in checked.items()}
+        squared = fused.squared_norms(checked, self.threads, _thread_pool)
         bad_tensor = first_nonfinite(checked, squared)
         if bad_tensor is not None:
             if self.nonfinite == "reject":

@@ -26,7 +26,6 @@ import numpy as np
 
 from app.optim import kernels
 from app.optim.base import STEP_SLOT, Slots
-from app.optim.gradients import sum_of_squares
 from app.optim.optimizers import build_optimizer
 from app.optim.transforms import (
     decayed_rate,
@@ -75,10 +74,10 @@ class FusedTask:
     of each of its blocks of `kernels.BLOCK` elements."""
 
     def __init__(
-        self, kernel: Callable[..., None], arrays: Sequence[np.ndarray], factors: Any
+        self, kernel: Callable[..., None], arrays: Sequence[np.ndarray], factors: Any = None
     ) -> None:
         self.kernel = kernel
-        self.factors = factors
+        self.factors = () if factors is None else (factors,)
         self.flat = [_flat(array) for array in arrays]
         self.copied = [
             (array, flat)
@@ -95,21 +94,35 @@ class FusedTask:
     def run_blocks(self, first: int, stop: int) -> None:
         """The update of blocks [first, stop)."""
         if first == 0 and stop == self.blocks:
-            self.kernel(*self.flat, self.factors, self.partials)
+            self.kernel(*self.flat, *self.factors, self.partials)
             return
         start, end = first * kernels.BLOCK, min(self.size, stop * kernels.BLOCK)
         views = [array[start:end] if array.size else array for array in self.flat]
-        self.kernel(*views, self.factors, self.partials[first:stop])
+        self.kernel(*views, *self.factors, self.partials[first:stop])
 
     def finish(self) -> float:
         """Write back what was copied in; return ‖u‖² (the blocks' sums added in order)."""
         for array, flat in self.copied:
             np.copyto(array, flat.reshape(array.shape))
-        return float(np.sum(self.partials))
+        return float(self.partials.sum())
 
 
 Piece = tuple[FusedTask, int, int]
 """A task's blocks [first, stop)."""
+
+
+def squared_norms(
+    arrays: Mapping[str, np.ndarray], threads: int, pool: Callable[[int], Executor]
+) -> dict[str, float]:
+    """Σ x² of each array in float64, as `run` runs kernels: on the step's threads, block by
+    block, the same sums whatever the threads (other dtypes than float32 and float64 are
+    widened to float64 first)."""
+    tasks = {
+        name: FusedTask(kernels.sum_of_squares, [_kernel_dtype(array)])
+        for name, array in arrays.items()
+    }
+    run(list(tasks.values()), threads, pool)
+    return {name: task.finish() for name, task in tasks.items()}
 
 
 def run(tasks: Sequence[FusedTask], threads: int, pool: Callable[[int], Executor]) -> float:
@@ -136,6 +149,8 @@ def _run_pieces(pieces: Sequence[Piece]) -> None:
 def _split_blocks(tasks: Sequence[FusedTask], parts: int) -> list[list[Piece]]:
     """The tasks' blocks in order, cut into at most `parts` consecutive runs of about equal
     numbers of blocks (a task may be cut between two of its blocks)."""
+    if parts == 1:
+        return [[(task, 0, task.blocks) for task in tasks]]
     ends = list(itertools.accumulate(task.blocks for task in tasks))
     total = ends[-1]
     cuts = sorted({round(total * k / parts) for k in range(parts + 1)})
@@ -148,12 +163,16 @@ def _split_blocks(tasks: Sequence[FusedTask], parts: int) -> list[list[Piece]]:
             if first < stop:
                 pieces.append((task, first - begin, stop - begin))
         runs.append(pieces)
-    return runs or [[(task, 0, task.blocks) for task in tasks]]
+    return runs
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
     """A 1-D C-contiguous view of `array`, or a copy of it when it is not C-contiguous."""
     return (array if array.flags.c_contiguous else np.ascontiguousarray(array)).reshape(-1)
+
+
+def _kernel_dtype(array: np.ndarray) -> np.ndarray:
+    return array if array.dtype in FUSED_DTYPES else array.astype(np.float64)
 
 
 def _slot(slots: Slots, name: str | None, dtype: np.dtype) -> np.ndarray:
@@ -462,7 +481,7 @@ def warm_up() -> None:
             task = step.task(param, np.zeros(1, dtype), slots, 0.0)
             assert task is not None
             run([task], 1, _no_pool)
-            sum_of_squares(param)
+            squared_norms({"w": param}, 1, _no_pool)
 
 
 def _no_pool(workers: int) -> Executor:

@@ -83,7 +83,7 @@ def sum_of_squares(array: np.ndarray) -> float:
         flat = flat.astype(np.float64)
     partials = np.empty(-(-flat.size // kernels.BLOCK))
     kernels.sum_of_squares(flat, partials)
-    return float(np.sum(partials))
+    return float(partials.sum())
 
 
 def squared_norm(array: np.ndarray) -> float:
