@@ -222,6 +222,24 @@ def _shrink_minus_one(dtype: type, rate: float, h: Mapping[str, Any]) -> Any:
     return decoupled_shrink(dtype, rate, h["weight_decay"]) - dtype(1.0)
 
 
+def _adam_moments(h: Mapping[str, Any], count: int, dtype: type) -> dict[str, Any]:
+    """The factors of Adam's two moments, as NAdam and RAdam share them: lerp(m, g, 1 − β1),
+    β2·v + (1 − β2)·g², and eps; with the decay, decoupled or coupled."""
+    beta1, beta2 = h["betas"]
+    weight, complement, near = _lerp_weights(1.0 - beta1, dtype)
+    decoupled = h["decoupled_weight_decay"]
+    return {
+        "beta1_weight": weight,
+        "beta1_complement": complement,
+        "near": near,
+        "beta2": dtype(beta2),
+        "one_minus_beta2": dtype(1.0 - beta2),
+        "eps": dtype(h["eps"]),
+        "decoupled": decoupled and h["weight_decay"] != 0,
+        **_preprocessing(h, dtype, coupled=not decoupled),
+    }
+
+
 def _sgd(h: Mapping[str, Any], count: int, rate: float, dtype: type, slots: Slots) -> Any:
     return kernels.SgdFactors(
         negative_lr=dtype(-rate),
@@ -302,47 +320,29 @@ def _adamax(h: Mapping[str, Any], count: int, rate: float, dtype: type, slots: S
 
 def _nadam(h: Mapping[str, Any], count: int, rate: float, dtype: type, slots: Slots) -> Any:
     beta1, beta2 = h["betas"]
-    decoupled = h["decoupled_weight_decay"]
-    weight, complement, near = _lerp_weights(1.0 - beta1, dtype)
     gradient_weight, momentum_weight = nadam_weights(
         beta1, h["momentum_decay"], count, slots["mu_product"]
     )
     return kernels.NadamFactors(
         negative_lr=dtype(-rate),
-        beta1_weight=weight,
-        beta1_complement=complement,
-        near=near,
         gradient_weight=dtype(gradient_weight),
         momentum_weight=dtype(momentum_weight),
-        beta2=dtype(beta2),
-        one_minus_beta2=dtype(1.0 - beta2),
         root_correction2=dtype(math.sqrt(1.0 - beta2**count)),
-        eps=dtype(h["eps"]),
         shrink_minus_one=_shrink_minus_one(dtype, rate, h),
-        decoupled=decoupled and h["weight_decay"] != 0,
-        **_preprocessing(h, dtype, coupled=not decoupled),
+        **_adam_moments(h, count, dtype),
     )
 
 
 def _radam(h: Mapping[str, Any], count: int, rate: float, dtype: type, slots: Slots) -> Any:
     beta1, beta2 = h["betas"]
-    decoupled = h["decoupled_weight_decay"]
-    weight, complement, near = _lerp_weights(1.0 - beta1, dtype)
     rectification = radam_rectification(beta2, count)
     return kernels.RadamFactors(
         negative_lr=dtype(-rate),
-        beta1_weight=weight,
-        beta1_complement=complement,
-        near=near,
         correction1=dtype(1.0 - beta1**count),
-        beta2=dtype(beta2),
-        one_minus_beta2=dtype(1.0 - beta2),
         rectified=rectification is not None,
         rectification=dtype(rectification or 0.0),
-        eps=dtype(h["eps"]),
         shrink_minus_one=_shrink_minus_one(dtype, rate, h),
-        decoupled=decoupled and h["weight_decay"] != 0,
-        **_preprocessing(h, dtype, coupled=not decoupled),
+        **_adam_moments(h, count, dtype),
     )
 
 

@@ -66,6 +66,18 @@ def _lerp(start: float, end: float, weight: float, weight_complement: float, nea
     return start + (end - start) * weight if near else end - (end - start) * weight_complement
 
 
+@njit(inline="always")
+def _average_square(average: float, g: float, decay: float, weight: float) -> float:
+    """α·v + ((1 − α)·g)·g: torch's `mul_(α).addcmul_(g, g, value=1 − α)`, in its order."""
+    return average * decay + (g * weight) * g
+
+
+@njit(inline="always")
+def _decoupled_decay(u: float, p: float, shrink_minus_one: float, decoupled: bool) -> float:
+    """u + (f − 1)·θ with f = 1 − η·λ (`add_decayed_weights`); u when the decay is coupled."""
+    return u + p * shrink_minus_one if decoupled else u
+
+
 @njit(**KERNEL_OPTIONS)
 def sum_of_squares(x: np.ndarray, partials: np.ndarray) -> None:
     """partials[b] = Σ x² over block b, in float64."""
@@ -203,7 +215,8 @@ def _rmsprop(theta, grad, square_avg, grad_avg, buffer, f) -> float:  # noqa: AN
     for i in range(theta.size):
         p = theta[i]
         g = _preprocess(grad[i], p, f.maximize, f.coupled, f.weight_decay)
-        v = g * g if f.first_square else square_avg[i] * f.alpha + (g * f.one_minus_alpha) * g
+        v = _average_square(square_avg[i], g, f.alpha, f.one_minus_alpha)
+        v = g * g if f.first_square else v
         square_avg[i] = v
         if f.centered:
             c = _lerp(grad_avg[i], g, f.one_minus_alpha, f.alpha_again, f.near)
@@ -265,7 +278,7 @@ def _adam(theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, f) -> float:  # noqa
         g = _preprocess(grad[i], p, f.maximize, f.coupled, f.weight_decay)
         m = _lerp(exp_avg[i], g, f.beta1_weight, f.beta1_complement, f.near)
         exp_avg[i] = m
-        v = exp_avg_sq[i] * f.beta2 + (g * f.one_minus_beta2) * g
+        v = _average_square(exp_avg_sq[i], g, f.beta2, f.one_minus_beta2)
         exp_avg_sq[i] = v
         if f.amsgrad:
             v = _maximum(max_exp_avg_sq[i], v)
@@ -359,10 +372,10 @@ def _nadam(theta, grad, exp_avg, exp_avg_sq, f) -> float:  # noqa: ANN001
         m = _lerp(exp_avg[i], g, f.beta1_weight, f.beta1_complement, f.near)
         exp_avg[i] = m
         u = g * f.gradient_weight + m * f.momentum_weight
-        v = exp_avg_sq[i] * f.beta2 + (g * f.one_minus_beta2) * g
+        v = _average_square(exp_avg_sq[i], g, f.beta2, f.one_minus_beta2)
         exp_avg_sq[i] = v
         u = (u / (np.sqrt(v) / f.root_correction2 + f.eps)) * f.negative_lr
-        u = u + p * f.shrink_minus_one if f.decoupled else u
+        u = _decoupled_decay(u, p, f.shrink_minus_one, f.decoupled)
         theta[i] = p + u
         total = _add_square(total, u)
     return total
@@ -408,12 +421,12 @@ def _radam(theta, grad, exp_avg, exp_avg_sq, f) -> float:  # noqa: ANN001
         g = _preprocess(grad[i], p, f.maximize, f.coupled, f.weight_decay)
         m = _lerp(exp_avg[i], g, f.beta1_weight, f.beta1_complement, f.near)
         exp_avg[i] = m
-        v = exp_avg_sq[i] * f.beta2 + (g * f.one_minus_beta2) * g
+        v = _average_square(exp_avg_sq[i], g, f.beta2, f.one_minus_beta2)
         exp_avg_sq[i] = v
         u = m / f.correction1
         u = (u / (np.sqrt(v) + f.eps)) * f.rectification if f.rectified else u
         u = u * f.negative_lr
-        u = u + p * f.shrink_minus_one if f.decoupled else u
+        u = _decoupled_decay(u, p, f.shrink_minus_one, f.decoupled)
         theta[i] = p + u
         total = _add_square(total, u)
     return total
@@ -449,11 +462,11 @@ def _adadelta(theta, grad, square_avg, acc_delta, f) -> float:  # noqa: ANN001
     for i in range(theta.size):
         p = theta[i]
         g = _preprocess(grad[i], p, f.maximize, f.coupled, f.weight_decay)
-        v = square_avg[i] * f.rho + (g * f.one_minus_rho) * g
+        v = _average_square(square_avg[i], g, f.rho, f.one_minus_rho)
         square_avg[i] = v
         d = acc_delta[i]
         delta = (g / np.sqrt(v + f.eps)) * np.sqrt(d + f.eps)
-        acc_delta[i] = d * f.rho + (delta * f.one_minus_rho) * delta
+        acc_delta[i] = _average_square(d, delta, f.rho, f.one_minus_rho)
         u = delta * f.negative_lr
         theta[i] = p + u
         total = _add_square(total, u)
@@ -496,7 +509,7 @@ def _lion(theta, grad, exp_avg, f) -> float:  # noqa: ANN001
         c = _lerp(m, g, f.beta1_weight, f.beta1_complement, f.near1)
         exp_avg[i] = _lerp(m, g, f.beta2_weight, f.beta2_complement, f.near2)
         u = np.sign(c) * f.negative_lr
-        u = u + p * f.shrink_minus_one if f.decoupled else u
+        u = _decoupled_decay(u, p, f.shrink_minus_one, f.decoupled)
         theta[i] = p + u
         total = _add_square(total, u)
     return total

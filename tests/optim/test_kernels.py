@@ -250,37 +250,6 @@ def test_arrays_of_any_layout_are_copied_in_and_written_back(kind, layout):
 # -- threads -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["adam", "sgd", "lion"])
-def test_threads_change_no_number(kind, monkeypatch):
-    """Blocks cut among 1, 2 or 3 threads, tensors cut between blocks: θ, state and the update
-    norm are bit for bit those of one thread."""
-    monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
-    rng = np.random.default_rng(11)
-    shapes = {"a": (kernels.BLOCK * 2 + 7,), "b": (3,), "c": (kernels.BLOCK + 1, 2), "d": ()}
-    params = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
-    grads = [
-        {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()} for _ in "ab"
-    ]
-    config = {"optimizer": {"type": kind, "weight_decay": 0.1}}
-    outcomes = []
-    for threads in (1, 2, 3):
-        optimizer = Optimizer(config, list(params), threads=threads)
-        theta = {name: value.copy() for name, value in params.items()}
-        state = optimizer.init(theta)
-        norms = [
-            optimizer.step(theta, state, {n: g.copy() for n, g in step.items()}).update_norm
-            for step in grads
-        ]
-        outcomes.append((theta, state, norms))
-    theta_1, state_1, norms_1 = outcomes[0]
-    for theta, state, norms in outcomes[1:]:
-        assert norms == norms_1
-        for name in params:
-            np.testing.assert_array_equal(theta[name], theta_1[name])
-            for slot, value in state_1.slots[name].items():
-                np.testing.assert_array_equal(state.slots[name][slot], value)
-
-
 @pytest.mark.parametrize("parts", [1, 2, 3, 5])
 def test_blocks_are_cut_into_consecutive_runs_covering_each_once(parts):
     sizes = [kernels.BLOCK * 3, 5, kernels.BLOCK * 2 + 1, 1]
