@@ -40,6 +40,15 @@ RUN groupadd --gid 10001 optaas \
         --shell /usr/sbin/nologin optaas \
     && mkdir /data \
     && chown optaas:optaas /data
+
+# The optimizer kernels compiled now, once, into numba's disk cache: a container loads them at
+# start instead of compiling (a CPU of another kind than the builder's compiles them at start,
+# before /readyz answers, into the same directory). numba wants it writable by the user it runs
+# as (uid 10001 here; group 0 for platforms that pick the uid themselves).
+ENV NUMBA_CACHE_DIR=/var/cache/optaas/numba
+RUN python -c "import app.optim; app.optim.warm_up()" \
+    && chown -R 10001:0 /var/cache/optaas \
+    && chmod -R g=u /var/cache/optaas
 VOLUME /data
 WORKDIR /data
 

@@ -143,8 +143,9 @@ class Settings(BaseSettings):
         default_factory=lambda: len(os.sched_getaffinity(0)),
         ge=1,
         description=(
-            "Threads one step of a large model (over 4 194 304 parameters) computes on; default: "
-            "the CPUs this process may use (torch's default too). Smaller steps use one."
+            "Threads one large step computes on (the fused kernels above 262 144 parameters, "
+            "chains above 4 194 304); default: the CPUs this process may use (torch's default "
+            "too). Smaller steps use one; the numbers are the same either way."
         ),
     )
     history_max_records: int = Field(

@@ -1,13 +1,17 @@
-"""One optimizer step's time, optaas's core beside torch.optim, on the same arrays.
+"""One optimizer step's time, optaas's core beside torch.optim's fused CPU step and its default.
 
-For 1e3 … 1e7 parameters (one tensor), float32 and float64, and adam, rmsprop, adagrad and
-sgd with momentum: the time of `Optimizer.step` (validation, norms and update included) on one
-thread and on as many threads as torch uses, and of torch.optim's default CPU step
-(`opt.step()`: single-tensor kernels, torch's default intra-op threads), measured in
-alternation, and the ratio of the threaded core to torch (optaas / torch: below 1 is faster).
-Prints a table and writes benchmarks/results/optim_step.json and .md.
+For 1e3 … 1e7 parameters (one tensor), float32 and float64, and every optimizer the core runs
+with a fused kernel: the time of `Optimizer.step` (gradient checks, the gradient's norm — the
+non-finite test — and the update with its norm included) on one thread and on as many threads
+as torch uses; torch.optim's `fused=True` step where torch has one (SGD, Adam, AdamW, Adagrad
+on CPU) and its default step (single-tensor kernels), on torch's default intra-op threads; all
+measured in alternation on the same arrays. Ratios: core ÷ torch fused (the strongest peer)
+and core ÷ torch default; below 1 the core is faster. Lion has no torch counterpart.
 
-    python benchmarks/optim_step.py [--quick]
+Prints a table and the targets (core ÷ fused ≤ 1.0 at 1e6 and 1e7 for Adam and SGD with
+momentum, float32 and float64) and writes benchmarks/results/optim_step.json and .md.
+
+    python benchmarks/optim_step.py [--quick] [--optimizers adam sgd-momentum] [--sizes 1e6 1e7]
 """
 
 from __future__ import annotations
@@ -29,20 +33,46 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.optim import Optimizer
+from app.optim import Optimizer, warm_up
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROUNDS = 3
 SIZES = [10**3, 10**4, 10**5, 10**6, 10**7]
 DTYPES = [np.float32, np.float64]
-OPTIMIZERS = {
-    "adam": ({"type": "adam", "lr": 1e-3}, lambda p: torch.optim.Adam(p, lr=1e-3)),
-    "rmsprop": ({"type": "rmsprop", "lr": 1e-3}, lambda p: torch.optim.RMSprop(p, lr=1e-3)),
-    "adagrad": ({"type": "adagrad", "lr": 1e-2}, lambda p: torch.optim.Adagrad(p, lr=1e-2)),
+TARGET_OPTIMIZERS = ("adam", "sgd-momentum")
+TARGET_SIZES = (10**6, 10**7)
+TARGET_RATIO = 1.0
+
+Torch = Callable[..., torch.optim.Optimizer]
+OPTIMIZERS: dict[str, tuple[dict, Torch | None, bool]] = {
+    # name: (the core's optimizer spec, torch's class with the same settings, torch has fused)
+    "sgd": ({"type": "sgd", "lr": 1e-3}, functools.partial(torch.optim.SGD, lr=1e-3), True),
     "sgd-momentum": (
         {"type": "sgd", "lr": 1e-3, "momentum": 0.9},
-        lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9),
+        functools.partial(torch.optim.SGD, lr=1e-3, momentum=0.9),
+        True,
     ),
+    "adagrad": (
+        {"type": "adagrad", "lr": 1e-2},
+        functools.partial(torch.optim.Adagrad, lr=1e-2),
+        True,
+    ),
+    "rmsprop": (
+        {"type": "rmsprop", "lr": 1e-3},
+        functools.partial(torch.optim.RMSprop, lr=1e-3),
+        False,
+    ),
+    "adam": ({"type": "adam", "lr": 1e-3}, functools.partial(torch.optim.Adam, lr=1e-3), True),
+    "adamw": ({"type": "adamw", "lr": 1e-3}, functools.partial(torch.optim.AdamW, lr=1e-3), True),
+    "adamax": (
+        {"type": "adamax", "lr": 2e-3},
+        functools.partial(torch.optim.Adamax, lr=2e-3),
+        False,
+    ),
+    "nadam": ({"type": "nadam", "lr": 2e-3}, functools.partial(torch.optim.NAdam, lr=2e-3), False),
+    "radam": ({"type": "radam", "lr": 1e-3}, functools.partial(torch.optim.RAdam, lr=1e-3), False),
+    "adadelta": ({"type": "adadelta"}, torch.optim.Adadelta, False),
+    "lion": ({"type": "lion", "lr": 1e-4}, None, False),
 }
 
 
@@ -81,47 +111,95 @@ def median_seconds(steps: dict[str, Callable[[], object]], repeats: int) -> dict
     return best
 
 
+def torch_step(make: Torch, theta: np.ndarray, grad: np.ndarray, **options: bool) -> Callable:
+    tensor = torch.from_numpy(theta.copy()).requires_grad_(True)
+    tensor.grad = torch.from_numpy(grad.copy())
+    return make([tensor], **options).step
+
+
 def measure(name: str, dtype: type, size: int, repeats: int) -> dict:
-    config, make_torch = OPTIMIZERS[name]
+    config, make_torch, torch_fused = OPTIMIZERS[name]
     rng = np.random.default_rng(0)
     theta = rng.standard_normal(size).astype(dtype)
     grad = rng.standard_normal(size).astype(dtype) * dtype(1e-3)
 
     grads = {"w": grad}  # these configurations never write into the gradient
     steps = {}
-    for label, threads in (("optaas_1", 1), ("optaas", torch.get_num_threads())):
+    for label, threads in (("core_1", 1), ("core", torch.get_num_threads())):
         optimizer = Optimizer({"optimizer": config}, ["w"], threads=threads)
+        assert optimizer.base_group.kernel is not None, f"{name}: no fused kernel"
         params = {"w": theta.copy()}
         state = optimizer.init(params)
         steps[label] = functools.partial(optimizer.step, params, state, grads)
-
-    tensor = torch.from_numpy(theta.copy()).requires_grad_(True)
-    tensor.grad = torch.from_numpy(grad.copy())
-    steps["torch"] = make_torch([tensor]).step
+    if make_torch is not None:
+        steps["torch_default"] = torch_step(make_torch, theta, grad)
+    if torch_fused:
+        steps["torch_fused"] = torch_step(make_torch, theta, grad, fused=True)
 
     seconds = median_seconds(steps, repeats)
-    return {
+    row = {
         "optimizer": name,
         "dtype": np.dtype(dtype).name,
         "parameters": size,
         "repeats": repeats,
-        "optaas_one_thread_ms": seconds["optaas_1"] * 1e3,
-        "optaas_ms": seconds["optaas"] * 1e3,
-        "torch_ms": seconds["torch"] * 1e3,
-        "ratio": seconds["optaas"] / seconds["torch"],
+        "core_one_thread_ms": seconds["core_1"] * 1e3,
+        "core_ms": seconds["core"] * 1e3,
+        "torch_default_ms": None,
+        "torch_fused_ms": None,
+        "core_over_fused": None,
+        "core_over_default": None,
     }
+    if "torch_default" in seconds:
+        row["torch_default_ms"] = seconds["torch_default"] * 1e3
+        row["core_over_default"] = seconds["core"] / seconds["torch_default"]
+    if "torch_fused" in seconds:
+        row["torch_fused_ms"] = seconds["torch_fused"] * 1e3
+        row["core_over_fused"] = seconds["core"] / seconds["torch_fused"]
+    return row
+
+
+def cell(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| optimizer | dtype | parameters | optaas ms, 1 thread | optaas ms | torch ms | ratio |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| optimizer | dtype | parameters | core ms, 1 thread | core ms | torch default ms "
+        "| torch fused ms | core ÷ fused | core ÷ default |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['optimizer']} | {row['dtype']} | {row['parameters']:.0e} "
-            f"| {row['optaas_one_thread_ms']:.3f} | {row['optaas_ms']:.3f} "
-            f"| {row['torch_ms']:.3f} | {row['ratio']:.2f} |"
+            f"| {row['core_one_thread_ms']:.3f} | {row['core_ms']:.3f} "
+            f"| {cell(row['torch_default_ms'], 3)} | {cell(row['torch_fused_ms'], 3)} "
+            f"| {cell(row['core_over_fused'], 2)} | {cell(row['core_over_default'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """core ÷ torch fused at the target sizes, for the target optimizers, met or not."""
+    return [
+        {
+            "optimizer": row["optimizer"],
+            "dtype": row["dtype"],
+            "parameters": row["parameters"],
+            "core_over_fused": row["core_over_fused"],
+            "met": row["core_over_fused"] <= TARGET_RATIO,
+        }
+        for row in rows
+        if row["optimizer"] in TARGET_OPTIMIZERS and row["parameters"] in TARGET_SIZES
+    ]
+
+
+def targets_table(checked: list[dict]) -> str:
+    lines = ["| target | core ÷ torch fused | limit | met |", "|---|---:|---:|---|"]
+    for target in checked:
+        met = "yes" if target["met"] else "**no**"
+        lines.append(
+            f"| {target['optimizer']} {target['dtype']} {target['parameters']:.0e} "
+            f"| {target['core_over_fused']:.2f} | ≤ {TARGET_RATIO} | {met} |"
         )
     return "\n".join(lines)
 
@@ -141,33 +219,49 @@ def environment() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), default=None)
+    parser.add_argument("--sizes", nargs="+", type=float, default=None)
     args = parser.parse_args()
+    names = args.optimizers or list(OPTIMIZERS)
+    sizes = [int(size) for size in args.sizes] if args.sizes else SIZES
+    warm_up()  # compiled or loaded before anything is timed, as a server does at start
+    load_before = os.getloadavg()[0]
     rows = []
-    for name in OPTIMIZERS:
+    for name in names:
         for dtype in DTYPES:
-            for size in SIZES:
+            for size in sizes:
                 row = measure(name, dtype, size, repeats_for(size, args.quick))
                 rows.append(row)
                 print(
-                    f"{name:13s} {row['dtype']:8s} {size:>9.0e}  optaas {row['optaas_ms']:9.3f} ms"
-                    f"  torch {row['torch_ms']:9.3f} ms  ratio {row['ratio']:.2f}",
+                    f"{name:13s} {row['dtype']:8s} {size:>9.0e}  core {row['core_ms']:9.3f} ms"
+                    f"  torch default {cell(row['torch_default_ms'], 3):>9} ms"
+                    f"  fused {cell(row['torch_fused_ms'], 3):>9} ms"
+                    f"  core/fused {cell(row['core_over_fused'], 2)}",
                     flush=True,
                 )
     env = environment()
+    checked = targets(rows)
+    load_after = os.getloadavg()[0]
+    load = f"1-minute load average: {load_before:.2f} at the start, {load_after:.2f} at the end."
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "optim_step.json").write_text(
-        json.dumps({"environment": env, "rows": rows}, indent=2) + "\n"
+        json.dumps({"environment": env, "load": load, "targets": checked, "rows": rows}, indent=2)
+        + "\n"
     )
     header = (
-        "# One optimizer step: optaas core vs torch.optim (CPU)\n\n"
+        "# One optimizer step: optaas core vs torch.optim's fused and default CPU steps\n\n"
         "Time of one step on one tensor: the best of three rounds' medians, all measured in "
-        "alternation; optaas on one thread and on torch's number of threads "
-        f"({env['torch_threads']}); "
-        "ratio = optaas (threaded) / torch (below 1: optaas is faster).\n"
-        f"1-minute load average at the end: {os.getloadavg()[0]:.2f}.\n"
+        "alternation; the core (`Optimizer.step`: gradient checks and norm, the fused kernel, "
+        "the update norm) on one thread and on torch's number of threads "
+        f"({env['torch_threads']}); torch's `fused=True` step where it has one, and its "
+        "default step. Ratios: the threaded core ÷ torch (below 1: the core is faster).\n"
+        f"{load}\n"
         f"Environment: {json.dumps(env)}\n\n"
     )
-    (RESULTS / "optim_step.md").write_text(header + table(rows) + "\n")
+    text = header + "## Targets\n\n" + targets_table(checked) + "\n\n## All\n\n" + table(rows)
+    (RESULTS / "optim_step.md").write_text(text + "\n")
+    print()
+    print(targets_table(checked))
     print()
     print(table(rows))
 

@@ -25,6 +25,17 @@ REQUIRE_POSTGRES = os.environ.get("OPTAAS_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The optimizer kernels compiled (or loaded from numba's disk cache) once, before any test
+    and in the controlling process only: the first run of a checkout fills the cache that every
+    test worker and every server process the tests start then loads, instead of each compiling
+    them while a test waits (a server compiles them before it reports ready)."""
+    if not hasattr(session.config, "workerinput"):
+        from app.optim import warm_up
+
+        warm_up()
+
+
 def _unavailable(reason: str) -> None:
     if REQUIRE_POSTGRES:
         pytest.fail(f"OPTAAS_REQUIRE_POSTGRES=1 but {reason}")

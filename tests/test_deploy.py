@@ -136,6 +136,24 @@ def test_the_container_runs_optaas_serve(runtime_stage):
     assert build_parser().parse_args(list(command.value)).command == "serve"
 
 
+def test_the_image_compiles_the_kernels_at_build_time_into_a_cache_its_user_may_write(
+    runtime_stage,
+):
+    """numba's cache is filled while the image is built (no first step waits for a compiler),
+    in NUMBA_CACHE_DIR, which numba insists on being able to write to at run time."""
+    cache = environment(runtime_stage)["NUMBA_CACHE_DIR"]
+    (install,) = [
+        run for run in instructions(runtime_stage, "RUN") if "pip install" in run.value[0]
+    ]
+    warm_ups = [run for run in instructions(runtime_stage, "RUN") if "warm_up()" in run.value[0]]
+    assert len(warm_ups) == 1, "the kernels are compiled once, after the install"
+    (warm_up,) = warm_ups
+    assert warm_up.start_line > install.start_line
+    cache_env = next(c for c in instructions(runtime_stage, "ENV") if "NUMBA_CACHE_DIR" in c.value)
+    assert cache_env.start_line < warm_up.start_line
+    assert re.search(r"chown -R 10001\S* " + re.escape(cache.rsplit("/", 1)[0]), warm_up.value[0])
+
+
 def test_dockerignore_keeps_the_build_context_small():
     ignored = {
         line.strip()

@@ -58,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         optim.set_num_threads(settings.compute_threads)
+        # Compiled (or loaded from numba's disk cache) before the server takes requests, so
+        # that /readyz answers only once no step will wait for a compiler.
+        await run_in_threadpool(optim.warm_up)
         app.state.database = Database(
             settings.database_url,
             lock_timeout_seconds=settings.lock_timeout_seconds,

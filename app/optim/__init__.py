@@ -18,6 +18,7 @@ from app.optim.engine import (
     get_num_threads,
     set_num_threads,
 )
+from app.optim.fused import warm_up
 from app.optim.gradients import check_gradients, coalesce_rows
 from app.optim.optimizers import (
     OPTIMIZER_TYPES,
@@ -54,4 +55,5 @@ __all__ = [
     "schedule_defaults",
     "schedule_lrs",
     "set_num_threads",
+    "warm_up",
 ]

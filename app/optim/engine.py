@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from optaas_state import array_key, split_key
 
-from app.optim import checks
+from app.optim import checks, fused
 from app.optim.base import (
     STEP_SLOT,
     Globals,
@@ -187,6 +187,8 @@ class Group:
     transform: Transformation
     spec_path: str = "optimizer"
     sparse_refusal: str | None = None
+    kernel: fused.FusedStep | None = None
+    """The fused kernel that runs this configuration in one pass, if one covers it."""
 
     @property
     def type(self) -> str:
@@ -327,7 +329,9 @@ class Optimizer:
             loss = _loss_value(loss)
         t = state.step
         base_rate = self.lr(state)
-        squared = {name: squared_norm(values_of(grad)) for name, grad in checked.items()}
+        squared = fused.squared_norms(
+            {name: values_of(grad) for name, grad in checked.items()}, self.threads, _thread_pool
+        )
         bad_tensor = first_nonfinite(checked, squared)
         if bad_tensor is not None:
             if self.nonfinite == "reject":
@@ -342,16 +346,22 @@ class Optimizer:
         else:
             tensor_slots = {name: self._slots(state, name, params[name]) for name in checked}
             units: list[_WorkUnit] = []
+            kernel_tasks: list[fused.FusedTask] = []
             for name, grad in checked.items():
                 group, slots = self.group_of[name], tensor_slots[name]
                 slots[STEP_SLOT] += 1
                 if isinstance(grad, SparseRows):
                     sparse[name] = grad
                     continue
+                task = _fused_task(group, params[name], grad, slots, rates[group])
+                if task is not None:
+                    kernel_tasks.append(task)
+                    continue
                 units.extend(
                     self._work_units(name, params[name], grad, slots, group, rates[group])
                 )
             update_squared = sum(self._run(units))
+            update_squared += fused.run(kernel_tasks, self.threads, _thread_pool)
             for name, rows in sparse.items():
                 group = self.group_of[name]
                 update_squared += _step_rows(
@@ -503,7 +513,7 @@ class Optimizer:
         the number of threads.
         """
         total = sum(unit.param.size for unit in units)
-        if self.threads == 1 or len(units) == 1 or total < PARALLEL_MIN_ELEMENTS:
+        if self.threads == 1 or len(units) <= 1 or total < PARALLEL_MIN_ELEMENTS:
             return self._run_in_order(units, 0)
         first, *others = _split_evenly(units, self.threads)
         pool = _thread_pool(len(others))
@@ -604,6 +614,12 @@ def _step_rows(
         if array.shape == param.shape:
             array[rows] = gathered[key]
     return squared
+def _fused_task(
+    group: Group, param: np.ndarray, grad: np.ndarray, slots: Slots, rate: float
+) -> fused.FusedTask | None:
+    """The dispatch point: when a fused kernel covers the group's configuration (and takes
+    θ's dtype), the tensor's update as one kernel pass; None runs the group's chain."""
+    return None if group.kernel is None else group.kernel.task(param, grad, slots, rate)
 
 
 def _apply_chain(
@@ -633,7 +649,13 @@ def _group(
     transform: Transformation,
     spec_path: str = "optimizer",
 ) -> Group:
-    return Group(hyperparameters, transform, spec_path, sparse_rows_refusal(hyperparameters))
+    return Group(
+        hyperparameters,
+        transform,
+        spec_path,
+        sparse_rows_refusal(hyperparameters),
+        fused.fused_step_for(hyperparameters),
+    )
 
 
 def _build_groups(groups: Any, base: dict[str, Any]) -> list[tuple[list[str], Group]]:

@@ -138,20 +138,28 @@ def nadam_momentum(beta1: float, momentum_decay: float) -> GradientTransformatio
         return {"exp_avg": np.zeros_like(param), "mu_product": np.ones((), param.dtype)}
 
     def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
-        mu = beta1 * (1.0 - 0.5 * 0.96 ** (ctx.count * momentum_decay))
-        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((ctx.count + 1) * momentum_decay))
-        mu_product = slots["mu_product"]
-        mu_product *= mu
+        gradient_weight, momentum_weight = nadam_weights(
+            beta1, momentum_decay, ctx.count, slots["mu_product"]
+        )
         average = slots["exp_avg"]
         lerp_(average, updates, 1.0 - beta1, ctx.scratch.temp)
-        product = float(mu_product)
-        gradient_weight = (1.0 - mu) / (1.0 - product)
-        momentum_weight = mu_next / (1.0 - product * mu_next)
         out = np.multiply(updates, gradient_weight, out=ctx.scratch.work)
         out += np.multiply(average, momentum_weight, out=ctx.scratch.temp)
         return out
 
     return GradientTransformation(init, update)
+
+
+def nadam_weights(
+    beta1: float, momentum_decay: float, count: int, mu_product: np.ndarray
+) -> tuple[float, float]:
+    """NAdam's weights of g_t and m_t at step t: advances Π (`mu_product`, 0-d) in place to
+    Π_t = Π_{t−1}·μ_t and returns ((1 − μ_t)/(1 − Π_t), μ_{t+1}/(1 − Π_t·μ_{t+1}))."""
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (count * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((count + 1) * momentum_decay))
+    mu_product *= mu
+    product = float(mu_product)
+    return (1.0 - mu) / (1.0 - product), mu_next / (1.0 - product * mu_next)
 
 
 def lion_interpolation(beta1: float, beta2: float) -> GradientTransformation:
@@ -289,25 +297,33 @@ def scale_by_rectified_rms(beta2: float, eps: float) -> GradientTransformation:
         return {"exp_avg_sq": np.zeros_like(param)}
 
     def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
-        grad, temp, step = ctx.grad, ctx.scratch.temp, ctx.count
+        grad, temp = ctx.grad, ctx.scratch.temp
         square_avg = slots["exp_avg_sq"]
         square_avg *= beta2
         square_avg += np.multiply(np.multiply(grad, 1.0 - beta2, out=temp), grad, out=temp)
-        bias_correction2 = 1.0 - beta2**step
-        rho_inf = 2.0 / (1.0 - beta2) - 1.0
-        rho_t = rho_inf - 2.0 * step * (beta2**step) / bias_correction2
-        if rho_t <= 5.0:
+        rectification = radam_rectification(beta2, ctx.count)
+        if rectification is None:
             return updates
-        rect = math.sqrt(
-            (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
-        )
         sigma = np.sqrt(square_avg, out=temp)
         sigma += eps
         out = np.divide(updates, sigma, out=ctx.scratch.work)
-        out *= rect * bias_correction2**0.5
+        out *= rectification
         return out
 
     return GradientTransformation(init, update)
+
+
+def radam_rectification(beta2: float, count: int) -> float | None:
+    """RAdam's factor r_t·sqrt(1 − β2^t) at step t, or None while ρ_t ≤ 5 (σ_t = 1)."""
+    bias_correction2 = 1.0 - beta2**count
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * count * (beta2**count) / bias_correction2
+    if rho_t <= 5.0:
+        return None
+    rect = math.sqrt(
+        (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
+    )
+    return rect * bias_correction2**0.5
 
 
 def scale_by_inf_norm(beta2: float, eps: float) -> GradientTransformation:
@@ -362,7 +378,7 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
         del slots
         dtype = ctx.param.dtype.type
-        shrink = dtype(1.0 - ctx.lr * weight_decay) - dtype(1.0)
+        shrink = decoupled_shrink(dtype, ctx.lr, weight_decay) - dtype(1.0)
         decay = np.multiply(ctx.param, shrink, out=ctx.scratch.temp)
         return np.add(updates, decay, out=ctx.scratch.work)
 
@@ -384,6 +400,9 @@ def add_shrinkage(weight_decay: float) -> GradientTransformation:
         return np.add(updates, shrunk, out=ctx.scratch.work)
 
     return GradientTransformation(_no_slots, update)
+def decoupled_shrink(dtype: type[np.floating], rate: float, weight_decay: float) -> np.floating:
+    """Decoupled decay's factor f = 1 − η_t·λ, rounded to θ's dtype as torch's `mul_` rounds it."""
+    return dtype(1.0 - rate * weight_decay)
 
 
 def scale_by_learning_rate(lr_decay: float = 0.0) -> GradientTransformation:
@@ -395,7 +414,7 @@ def scale_by_learning_rate(lr_decay: float = 0.0) -> GradientTransformation:
 
     def update(updates: np.ndarray, slots: Slots, ctx: TensorStep) -> np.ndarray:
         del slots
-        rate = ctx.lr / (1.0 + (ctx.count - 1) * lr_decay) if lr_decay else ctx.lr
+        rate = decayed_rate(ctx.lr, ctx.count, lr_decay)
         return np.multiply(updates, -rate, out=ctx.scratch.work)
 
     return GradientTransformation(_no_slots, update)
@@ -577,6 +596,9 @@ def shrinkage(param: np.ndarray, factor: float, out: np.ndarray) -> np.ndarray:
     difference exact (Sterbenz), so that adding it to θ repeats torch's rounding of θ·f."""
     shrunk = np.multiply(param, param.dtype.type(factor), out=out)
     return np.subtract(shrunk, param, out=shrunk)
+def decayed_rate(rate: float, count: int, lr_decay: float) -> float:
+    """Adagrad's rate at the tensor's step t: η_t / (1 + (t − 1)·lr_decay)."""
+    return rate / (1.0 + (count - 1) * lr_decay) if lr_decay else rate
 
 
 def lerp_(start: np.ndarray, end: np.ndarray, weight: float, temp: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ def test_grad_norm_is_before_clipping():
 
 
 def test_norm_of_huge_float32_gradient_is_finite():
-    """Σg² overflows float32 here although every value is finite: the norm is redone wider."""
+    """Σg² overflows float32 here although every value is finite: it is summed in float64."""
     optimizer = Optimizer({"optimizer": {"type": "sgd", "lr": 0.0}}, ["w"])
     params = {"w": np.zeros(4, np.float32)}
     state = optimizer.init(params)

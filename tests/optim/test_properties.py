@@ -1,5 +1,6 @@
 """Invariants, checked on generated inputs (hypothesis)."""
 
+import contextlib
 import glob
 
 import numpy as np
@@ -20,6 +21,7 @@ from app.optim import (
 )
 from app.optim.optimizers import build_optimizer
 from app.optim.schedules import ABSOLUTE_SCHEDULE_TYPES
+from tests.optim.reference import chains_only
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -269,7 +271,7 @@ def test_sequential_is_its_parts_on_their_own_clocks(milestones, data):
 def test_slicing_a_large_tensor_changes_no_number(kind, size, chunk, data):
     """The engine's cache blocking (a chain over slices), on one thread or several, gives
     bit-identical θ and state, per-tensor scalar slots (NAdam's mu_product) included, and the
-    same update norm."""
+    same update norm. (The chains: the kernels cut their work otherwise, see test_kernels.)"""
     rng = np.random.default_rng(data.draw(st.integers(0, 100)))
     threads = data.draw(st.integers(1, 3))
     params = {
@@ -284,7 +286,8 @@ def test_slicing_a_large_tensor_changes_no_number(kind, size, chunk, data):
         engine.PARALLEL_MIN_ELEMENTS, saved_min = 0, engine.PARALLEL_MIN_ELEMENTS
         try:
             config = config_for(no_decay(kind), params)
-            optimizer = Optimizer(config, list(params), threads=lanes)
+            with chains_only():
+                optimizer = Optimizer(config, list(params), threads=lanes)
             theta = {n: v.copy() for n, v in params.items()}
             state = optimizer.init(theta)
             norms = [
@@ -303,8 +306,9 @@ def test_slicing_a_large_tensor_changes_no_number(kind, size, chunk, data):
     np.testing.assert_allclose(norms_a, norms_b, rtol=1e-12)
 
 
+@pytest.mark.parametrize("path", ["kernel", "chain"])
 @pytest.mark.parametrize("kind", ["adam", "nadam", "sgd"])
-def test_threads_change_no_number_at_all(kind, monkeypatch):
+def test_threads_change_no_number_at_all(kind, path, monkeypatch):
     """Above PARALLEL_MIN_ELEMENTS the slices run on several threads: θ, state and the update
     norm are exactly those of one thread (each unit is computed alike, summed in unit order)."""
     monkeypatch.setattr(engine, "PARALLEL_MIN_ELEMENTS", 2 * engine.CHUNK_ELEMENTS)
@@ -314,7 +318,8 @@ def test_threads_change_no_number_at_all(kind, monkeypatch):
     grads = [{n: rng.standard_normal(v.shape).astype(np.float32) for n, v in params.items()}]
     outcomes = []
     for threads in (1, 2, 3):
-        optimizer = Optimizer({"optimizer": no_decay(kind)}, list(params), threads=threads)
+        with chains_only() if path == "chain" else contextlib.nullcontext():
+            optimizer = Optimizer({"optimizer": no_decay(kind)}, list(params), threads=threads)
         theta = {n: v.copy() for n, v in params.items()}
         state = optimizer.init(theta)
         norms = [optimizer.step(theta, state, {n: g.copy() for n, g in grads[0].items()})]
