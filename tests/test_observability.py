@@ -123,7 +123,10 @@ def worker_pids(metrics_dir: Path) -> set[str]:
 
 
 def test_a_fresh_metrics_directory_is_made_when_none_is_configured(monkeypatch, tmp_path):
-    monkeypatch.delenv(PROMETHEUS_MULTIPROC_ENV, raising=False)
+    # Set, then removed: monkeypatch then restores the variable prepare_metrics_dir sets, which
+    # would otherwise point later tests of this process at a directory removed below.
+    monkeypatch.setenv(PROMETHEUS_MULTIPROC_ENV, "")
+    monkeypatch.delenv(PROMETHEUS_MULTIPROC_ENV)
     directory, made = prepare_metrics_dir()
     try:
         assert made

@@ -16,7 +16,8 @@ export interface paths {
          * Create a session
          * @description A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
          *
-         *     With an `Idempotency-Key` (unique per API key), a retry gets the same session back.
+         *     With an `Idempotency-Key` (unique per API key, or per address on a server without keys),
+         *     a retry gets the same session back.
          */
         post: operations["sessions-create_session"];
         delete?: never;
@@ -196,7 +197,8 @@ export interface paths {
          *     the format, the config (as for a creation), every tensor's θ and exactly the state slots
          *     its optimizer keeps (names, shapes, dtype, finite values), step counts from 0 to t. A body
          *     that is no JSON or safetensors file is a 400. Needs `X-API-Key` when the server has API
-         *     keys; with an `Idempotency-Key` (unique per API key) a retry gets the same session back.
+         *     keys; with an `Idempotency-Key` (unique per API key, or per address on a server without
+         *     keys) a retry gets the same session back.
          */
         post: operations["sessions-import_session"];
         delete?: never;
@@ -245,7 +247,8 @@ export interface paths {
          *     session with this schedule would use. No session or token needed.
          *
          *     `reduce_on_plateau` is fed no losses here, so it previews as constant. An invalid schedule
-         *     is a 422 naming the field (e.g. `schedule.then.total_steps`).
+         *     is a 422 naming the field (e.g. `schedule.then.total_steps`). Previews are rate limited
+         *     per API key (per address without one): 429 with `Retry-After` above the limit.
          */
         post: operations["schedules-preview_schedule"];
         delete?: never;
@@ -270,7 +273,11 @@ export interface paths {
         post?: never;
         delete?: never;
         options?: never;
-        head?: never;
+        /**
+         * Liveness (HEAD)
+         * @description The process answers HTTP.
+         */
+        head: operations["health-healthz_head"];
         patch?: never;
         trace?: never;
     };
@@ -290,7 +297,11 @@ export interface paths {
         post?: never;
         delete?: never;
         options?: never;
-        head?: never;
+        /**
+         * Readiness (HEAD)
+         * @description The database answers a query.
+         */
+        head: operations["health-readyz_head"];
         patch?: never;
         trace?: never;
     };
@@ -1530,6 +1541,11 @@ export interface components {
             /** Last Loss */
             last_loss?: number | null;
             /**
+             * Rates
+             * @description η_t of each parameter group, which the next step will use: the base optimizer's, then `config.groups`' in order (null where not finite). Written for conversions to frameworks without optaas's schedules (the Python client's torch converters); an import ignores it.
+             */
+            rates?: (number | null)[] | null;
+            /**
              * Tensors
              * @description θ_t, in the session's form.
              */
@@ -1764,7 +1780,7 @@ export interface components {
             lr?: number;
             /**
              * Steps
-             * @description How many rates: η_0 … η_{N−1}.
+             * @description How many rates: η_0 … η_{N−1}; steps × the schedule's nesting depth may be at most 400000 (a warm-up into a cosine is 2 deep).
              */
             steps: number;
         };
@@ -2003,7 +2019,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The body is over the server's limit. */
+            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). Or the body stopped arriving for the server's body timeout (`body-timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/body-timeout",
+                     *       "title": "Request body timed out",
+                     *       "status": 408,
+                     *       "detail": "no byte of the request body came for 30 s (OPTAAS_BODY_TIMEOUT_SECONDS) after 65536 bytes; send the request again",
+                     *       "received_bytes": 65536
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over its limit: the server's, JSON's (send safetensors), or what this session's step needs; the problem says which. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2014,8 +2048,8 @@ export interface operations {
                      *       "type": "/problems/payload-too-large",
                      *       "title": "Request body too large",
                      *       "status": 413,
-                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
-                     *       "max_body_bytes": 536870912
+                     *       "detail": "the request body declares 40000512 bytes; JSON bodies may have up to 33554432 bytes (OPTAAS_MAX_JSON_BODY_BYTES): JSON is for small models, send large ones as safetensors (application/vnd.safetensors)",
+                     *       "max_body_bytes": 33554432
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2059,6 +2093,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests of this kind from this API key (or address, on a server without keys): send it again after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/rate-limited",
+                     *       "title": "Too many requests",
+                     *       "status": 429,
+                     *       "detail": "more creation requests from this API key than its limit of 10 per 1 second; send it again after 1 s",
+                     *       "retry_after": 1,
+                     *       "limit": "10 per 1 second"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
             503: {
                 headers: {
@@ -2085,6 +2140,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The session's id (a UUID), from its creation. */
                 session_id: string;
             };
             cookie?: never;
@@ -2241,6 +2297,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The session's id (a UUID), from its creation. */
                 session_id: string;
             };
             cookie?: never;
@@ -2344,6 +2401,7 @@ export interface operations {
                 "If-Match"?: string;
             };
             path: {
+                /** @description The session's id (a UUID), from its creation. */
                 session_id: string;
             };
             cookie?: never;
@@ -2468,6 +2526,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). Or the body stopped arriving for the server's body timeout (`body-timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/body-timeout",
+                     *       "title": "Request body timed out",
+                     *       "status": 408,
+                     *       "detail": "no byte of the request body came for 30 s (OPTAAS_BODY_TIMEOUT_SECONDS) after 65536 bytes; send the request again",
+                     *       "received_bytes": 65536
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `If-Match` lists no tag the session has: nothing applied (`current_step` says where). */
             412: {
                 headers: {
@@ -2486,7 +2562,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The body is over the server's limit. */
+            /** @description The body is over its limit: the server's, JSON's (send safetensors), or what this session's step needs; the problem says which. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2497,8 +2573,8 @@ export interface operations {
                      *       "type": "/problems/payload-too-large",
                      *       "title": "Request body too large",
                      *       "status": 413,
-                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
-                     *       "max_body_bytes": 536870912
+                     *       "detail": "the request body declares 40000512 bytes; JSON bodies may have up to 33554432 bytes (OPTAAS_MAX_JSON_BODY_BYTES): JSON is for small models, send large ones as safetensors (application/vnd.safetensors)",
+                     *       "max_body_bytes": 33554432
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2576,6 +2652,7 @@ export interface operations {
                 "If-Match"?: string;
             };
             path: {
+                /** @description The session's id (a UUID), from its creation. */
                 session_id: string;
             };
             cookie?: never;
@@ -2701,6 +2778,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). Or the body stopped arriving for the server's body timeout (`body-timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/body-timeout",
+                     *       "title": "Request body timed out",
+                     *       "status": 408,
+                     *       "detail": "no byte of the request body came for 30 s (OPTAAS_BODY_TIMEOUT_SECONDS) after 65536 bytes; send the request again",
+                     *       "received_bytes": 65536
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `If-Match` lists no tag the session has: nothing applied (`current_step` says where). */
             412: {
                 headers: {
@@ -2719,7 +2814,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The body is over the server's limit. */
+            /** @description The body is over its limit: the server's, JSON's (send safetensors), or what this session's step needs; the problem says which. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2730,8 +2825,8 @@ export interface operations {
                      *       "type": "/problems/payload-too-large",
                      *       "title": "Request body too large",
                      *       "status": 413,
-                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
-                     *       "max_body_bytes": 536870912
+                     *       "detail": "the request body declares 40000512 bytes; JSON bodies may have up to 33554432 bytes (OPTAAS_MAX_JSON_BODY_BYTES): JSON is for small models, send large ones as safetensors (application/vnd.safetensors)",
+                     *       "max_body_bytes": 33554432
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2814,6 +2909,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description The session's id (a UUID), from its creation. */
                 session_id: string;
             };
             cookie?: never;
@@ -2889,7 +2985,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). */
+            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). Or the body stopped arriving for the server's body timeout (`body-timeout`). */
             408: {
                 headers: {
                     [name: string]: unknown;
@@ -2969,6 +3065,7 @@ export interface operations {
                 "If-Match"?: string;
             };
             path: {
+                /** @description The session's id (a UUID), from its creation. */
                 session_id: string;
             };
             cookie?: never;
@@ -3096,6 +3193,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). Or the body stopped arriving for the server's body timeout (`body-timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/body-timeout",
+                     *       "title": "Request body timed out",
+                     *       "status": 408,
+                     *       "detail": "no byte of the request body came for 30 s (OPTAAS_BODY_TIMEOUT_SECONDS) after 65536 bytes; send the request again",
+                     *       "received_bytes": 65536
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `If-Match` lists no tag the session has: nothing applied (`current_step` says where). */
             412: {
                 headers: {
@@ -3114,7 +3229,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The body is over the server's limit. */
+            /** @description The body is over its limit: the server's, JSON's (send safetensors), or what this session's step needs; the problem says which. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3125,8 +3240,8 @@ export interface operations {
                      *       "type": "/problems/payload-too-large",
                      *       "title": "Request body too large",
                      *       "status": 413,
-                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
-                     *       "max_body_bytes": 536870912
+                     *       "detail": "the request body declares 40000512 bytes; JSON bodies may have up to 33554432 bytes (OPTAAS_MAX_JSON_BODY_BYTES): JSON is for small models, send large ones as safetensors (application/vnd.safetensors)",
+                     *       "max_body_bytes": 33554432
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3179,6 +3294,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests of this kind from this API key (or address, on a server without keys): send it again after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/rate-limited",
+                     *       "title": "Too many requests",
+                     *       "status": 429,
+                     *       "detail": "more creation requests from this API key than its limit of 10 per 1 second; send it again after 1 s",
+                     *       "retry_after": 1,
+                     *       "limit": "10 per 1 second"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
             503: {
                 headers: {
@@ -3205,6 +3341,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The session's id (a UUID), from its creation. */
                 session_id: string;
             };
             cookie?: never;
@@ -3522,7 +3659,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The body is over the server's limit. */
+            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). Or the body stopped arriving for the server's body timeout (`body-timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/body-timeout",
+                     *       "title": "Request body timed out",
+                     *       "status": 408,
+                     *       "detail": "no byte of the request body came for 30 s (OPTAAS_BODY_TIMEOUT_SECONDS) after 65536 bytes; send the request again",
+                     *       "received_bytes": 65536
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over its limit: the server's, JSON's (send safetensors), or what this session's step needs; the problem says which. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3533,8 +3688,8 @@ export interface operations {
                      *       "type": "/problems/payload-too-large",
                      *       "title": "Request body too large",
                      *       "status": 413,
-                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
-                     *       "max_body_bytes": 536870912
+                     *       "detail": "the request body declares 40000512 bytes; JSON bodies may have up to 33554432 bytes (OPTAAS_MAX_JSON_BODY_BYTES): JSON is for small models, send large ones as safetensors (application/vnd.safetensors)",
+                     *       "max_body_bytes": 33554432
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3586,6 +3741,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests of this kind from this API key (or address, on a server without keys): send it again after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/rate-limited",
+                     *       "title": "Too many requests",
+                     *       "status": 429,
+                     *       "detail": "more creation requests from this API key than its limit of 10 per 1 second; send it again after 1 s",
+                     *       "retry_after": 1,
+                     *       "limit": "10 per 1 second"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
             503: {
                 headers: {
@@ -3617,6 +3793,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description The session's id (a UUID), from its creation. */
                 session_id: string;
             };
             cookie?: never;
@@ -3789,7 +3966,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The body is over the server's limit. */
+            /** @description The session did not reach `wait_for_step` within `timeout`; the problem says where it is (`current_step`, and while accumulating `received` and `missing`). Or the body stopped arriving for the server's body timeout (`body-timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/body-timeout",
+                     *       "title": "Request body timed out",
+                     *       "status": 408,
+                     *       "detail": "no byte of the request body came for 30 s (OPTAAS_BODY_TIMEOUT_SECONDS) after 65536 bytes; send the request again",
+                     *       "received_bytes": 65536
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over its limit: the server's, JSON's (send safetensors), or what this session's step needs; the problem says which. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3800,8 +3995,8 @@ export interface operations {
                      *       "type": "/problems/payload-too-large",
                      *       "title": "Request body too large",
                      *       "status": 413,
-                     *       "detail": "the request body is larger than this server's limit of 536870912 bytes",
-                     *       "max_body_bytes": 536870912
+                     *       "detail": "the request body declares 40000512 bytes; JSON bodies may have up to 33554432 bytes (OPTAAS_MAX_JSON_BODY_BYTES): JSON is for small models, send large ones as safetensors (application/vnd.safetensors)",
+                     *       "max_body_bytes": 33554432
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3845,6 +4040,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests of this kind from this API key (or address, on a server without keys): send it again after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/rate-limited",
+                     *       "title": "Too many requests",
+                     *       "status": 429,
+                     *       "detail": "more creation requests from this API key than its limit of 10 per 1 second; send it again after 1 s",
+                     *       "retry_after": 1,
+                     *       "limit": "10 per 1 second"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     "health-healthz": {
@@ -3872,7 +4088,76 @@ export interface operations {
             };
         };
     };
+    "health-healthz_head": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+        };
+    };
     "health-readyz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/service-unavailable",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "the database does not answer: OperationalError"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "health-readyz_head": {
         parameters: {
             query?: never;
             header?: never;
