@@ -299,6 +299,8 @@ def test_api_key_is_sent_when_creating(start_server, tmp_path):
     with Client(server.url, trust_env=False, api_key="k2") as keyed:
         session = keyed.create_session(np.zeros(1), optimizer={"type": "sgd", "lr": LR})
         np.testing.assert_array_equal(session.step(np.ones(1)), [-LR])
+        forked = session.fork()  # a fork creates a session: it needs the key too
+        np.testing.assert_array_equal(forked.params(), [-LR])
 
 
 # -- retries ---------------------------------------------------------------------------------

@@ -291,9 +291,11 @@ class Session:
 
     def fork(self, changes: Mapping[str, Any] | None = None, /, **fields: Any) -> Session:
         """A new session (new id and token) with this one's θ, state and t; optional overrides
-        as in `patch`."""
+        as in `patch`. Forking creates a session, so the client's `api_key` goes with it."""
         body = {**(changes or {}), **fields}
-        response = self._post(f"/v1/sessions/{self.id}/fork", json_content(body))
+        response = self._post(
+            f"/v1/sessions/{self.id}/fork", json_content(body), headers=self.client._api_key_header()
+        )
         return Session._from_created(self.client, response.json())
 
     def delete(self) -> None:
