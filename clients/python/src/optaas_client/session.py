@@ -294,7 +294,9 @@ class Session:
         as in `patch`. Forking creates a session, so the client's `api_key` goes with it."""
         body = {**(changes or {}), **fields}
         response = self._post(
-            f"/v1/sessions/{self.id}/fork", json_content(body), headers=self.client._api_key_header()
+            f"/v1/sessions/{self.id}/fork",
+            json_content(body),
+            headers=self.client._api_key_header(),
         )
         return Session._from_created(self.client, response.json())
 
