@@ -14,12 +14,12 @@ from app.optim import Optimizer, OptimizerState
 from app.schemas import CreatedSession, SessionConfig, SessionPatch, SessionView
 from app.service.accumulation import pending_sums
 from app.service.auth import authorized_record
-from app.service.records import core_config, fresh_state, split_arrays, tensor_names, touch
+from app.service.records import core_config, fresh_state, split_arrays, tensor_names
 from app.service.sessions import add_session, created_session, get_session_view
+from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from app.store.steplog import stored_arrays
 from app.tensors import Layout
 
 
@@ -49,14 +49,15 @@ def patch_session(
     if new == old:
         return get_session_view(record)
     if _slots_may_differ(record.config, config):
-        arrays = repository.load_arrays(record.id, writable=True)
+        arrays = SessionArrays(db).load(record.id, writable=True)
         params, slots = split_arrays(record, arrays)
         state = OptimizerState.from_arrays(record.step, slots, {})
         _fit_slots(state, params, config)
-        repository.save_arrays(record.id, {**stored_arrays(params, state), **pending_sums(arrays)})
+        kept = {**stored_arrays(params, state), **pending_sums(arrays)}
+        SessionArrays(db).save(record.id, kept)
     record.schedule_state = _fit_schedule_state(record.schedule_state, config, record)
     record.name, record.config = name, config
-    touch(db, record)
+    repository.touch(record)
     HistoryRepository(db, history_max_records).record_change(
         record.id, step=record.step, old=old, new=new
     )
@@ -84,7 +85,7 @@ def fork_session(
     if guard is not None:
         guard(source)
     name, config = patched_config(source, overrides, allow_type_change=True)
-    params, slots = split_arrays(source, repository.load_arrays(source.id, writable=True))
+    params, slots = split_arrays(source, SessionArrays(db).load(source.id, writable=True))
     schedule_state = _fit_schedule_state(source.schedule_state, config, source)
     state = OptimizerState.from_arrays(source.step, slots, schedule_state)
     if _slots_may_differ(source.config, config):

@@ -17,6 +17,7 @@ from app.schemas import CreatedSession
 from app.service.auth import authorized_record
 from app.service.records import core_config, fresh_state, split_arrays, tensor_names
 from app.service.sessions import add_session, created_session
+from app.stepping import SessionArrays
 from app.store.repository import SessionRepository
 from app.tensors import SINGLE_TENSOR_NAME, Layout
 
@@ -30,7 +31,7 @@ def export_state(db: Session, session_id: str, token: str) -> SessionState:
     Pending accumulated gradients are not part of it."""
     repository = SessionRepository(db)
     record = authorized_record(repository, session_id, token, for_update=True)
-    params, slots = split_arrays(record, repository.load_arrays(record.id, writable=True))
+    params, slots = split_arrays(record, SessionArrays(db).load(record.id, writable=True))
     state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
     optimizer = Optimizer(core_config(record.config), tensor_names(record))
     return SessionState(
