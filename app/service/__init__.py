@@ -37,7 +37,6 @@ from app.service.changes import (
 from app.service.records import (
     SERVICE_FIELDS,
     core_config,
-    fresh_state,
     session_view,
     split_arrays,
     tensor_names,
@@ -88,7 +87,6 @@ __all__ = [
     "delete_session",
     "export_state",
     "fork_session",
-    "fresh_state",
     "get_history",
     "get_params",
     "get_progress",

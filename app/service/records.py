@@ -1,5 +1,5 @@
 """What every use-case reads off a session's row: the core's part of its config, its tensor
-names, its stored arrays split into θ and state, its view; a fresh state."""
+names, its stored arrays split into θ and state, its view."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from app.optim import Optimizer, OptimizerState
 from app.schemas import SessionView
 from app.stepping import split_stored
 from app.store.models import SessionRecord
@@ -51,10 +50,3 @@ def session_view(record: SessionRecord, lr: float) -> SessionView:
         created_at=record.created_at,
         updated_at=record.updated_at,
     )
-
-
-def fresh_state(config: Mapping[str, Any], name: str, param: np.ndarray) -> OptimizerState:
-    """The initial state of one tensor under `config`: the slots its group's chain starts with
-    (plus `step`) and the schedule's initial state. One tensor at a time, so that checking a
-    large model's state never holds a second copy of all of it."""
-    return Optimizer(core_config(config), [name]).init({name: param})
