@@ -223,10 +223,16 @@ async def step_admission(
     database: DatabaseDep,
     settings: SettingsDep,
     gate: GateDep,
-) -> None:
-    """A step: the session's token, then a body as large as the session needs."""
+) -> SessionFacts:
+    """A step: the session's token, then a body as large as the session needs. Its facts
+    (dtype, form) are what the body is parsed into (`StepFactsDep`)."""
     facts = await gate.admit(database, session_id, token)
     admit_body(request, step_limits(facts, settings))
+    return facts
+
+
+StepFactsDep = Annotated[SessionFacts, Depends(step_admission)]
+"""The stepped session's facts, from its admission (run once per request: FastAPI caches it)."""
 
 
 async def patch_admission(

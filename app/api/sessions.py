@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app import exports, service
+from app.api import inputs
 from app.api.admission import (
     CreationCallerDep,
     GateDep,
+    StepFactsDep,
     creation_admission,
     fork_admission,
     patch_admission,
@@ -28,13 +30,14 @@ from app.api.admission import (
 from app.api.answers import (
     accepted_answer,
     created_answer,
+    params_response,
     safetensors_answer,
     session_answer,
     state_answer,
     step_metadata,
     step_response,
 )
-from app.api.bodies import TensorBody, parse_json, parse_tensor_body, validate
+from app.api.bodies import TensorBody, parse_json, validate
 from app.api.conditions import IfMatchDep
 from app.api.deps import (
     DatabaseDep,
@@ -74,9 +77,9 @@ from app.schemas import (
     StepRequest,
     StepResponse,
 )
-from app.service import Stepped
+from app.service import GradientPost, Params, Stepped
 from app.store.models import SessionRecord
-from app.tensors import tensors_by_name, tensors_from_safetensors
+from app.tensors import tensors_from_safetensors
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -107,16 +110,14 @@ async def create_session(
     a retry gets the same session back.
     """
 
-    def create(db: Session) -> CreatedSession:
-        if keeper is not None:
-            keeper.scope(creation_scope("create", caller))
-        return service.create_session(db, parse_json(body, CreateSession, tensors=("params",)))
-
+    if keeper is not None:
+        keeper.scope(creation_scope("create", caller))
     return await run_use_case(
         database,
-        create,
+        service.create_session,
         lambda created: created_answer(request, created),
         write=True,
+        parse=lambda: inputs.parse_new_session(body),
         keeper=keeper,
     )
 
@@ -180,6 +181,7 @@ async def step_session(
     precondition: IfMatchDep,
     settings: SettingsDep,
     binary_answer: SafetensorsAnswerDep,
+    facts: StepFactsDep,
     returns: Annotated[
         Literal["params", "none"],
         Query(alias="return", description="`none` leaves `params` out of the answer."),
@@ -209,13 +211,12 @@ async def step_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def apply(db: Session) -> Stepped | StepAccepted:
-        step_request = parse_tensor_body(body, StepRequest, "gradients")
+    def apply(db: Session, post: GradientPost) -> Stepped | StepAccepted:
         return service.step(
             db,
             session_id,
             token,
-            step_request,
+            post,
             return_params=return_params,
             guard=check,
             history_max_records=settings.history_max_records,
@@ -232,7 +233,13 @@ async def step_session(
     # A safetensors answer is made before the commit: writing the file is the one copy of θ it
     # needs. A JSON answer is written after it, from θ the runner detaches first.
     return await run_use_case(
-        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=binary_answer
+        database,
+        apply,
+        answer,
+        write=True,
+        parse=lambda: inputs.gradient_post(body, facts),
+        keeper=keeper,
+        answer_in_transaction=binary_answer,
     )
 
 
@@ -286,11 +293,10 @@ async def get_params(
     single form's tensor is `params`), `step` in its `__metadata__`.
     """
 
-    def answer(params: ParamsResponse) -> Answer:
+    def answer(params: Params) -> Answer:
         if binary_answer:
-            by_name = tensors_by_name(params.params)
-            return safetensors_answer(by_name, params.step, {"step": str(params.step)})
-        return session_answer(params, params.step)
+            return safetensors_answer(params.params, params.step, {"step": str(params.step)})
+        return session_answer(params_response(params), params.step)
 
     if wait_for_step is not None:
         seconds = wait_seconds(timeout, settings)
@@ -346,8 +352,7 @@ async def patch_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def change(db: Session) -> SessionView:
-        patch = parse_json(body, SessionPatch)
+    def change(db: Session, patch: dict[str, Any]) -> SessionView:
         with patch_problems():
             return service.patch_session(
                 db,
@@ -359,7 +364,11 @@ async def patch_session(
             )
 
     return await run_use_case(
-        database, change, lambda view: session_answer(view, view.step), write=True
+        database,
+        change,
+        lambda view: session_answer(view, view.step),
+        write=True,
+        parse=lambda: inputs.config_patch(body),
     )
 
 
@@ -401,8 +410,7 @@ async def fork_session(
         if precondition is not None:
             precondition.require(source.step)
 
-    def fork(db: Session) -> CreatedSession:
-        overrides = parse_json(body, SessionPatch) if body.strip() else SessionPatch()
+    def fork(db: Session, overrides: dict[str, Any]) -> CreatedSession:
         with patch_problems():
             return service.fork_session(
                 db,
@@ -414,7 +422,12 @@ async def fork_session(
             )
 
     return await run_use_case(
-        database, fork, lambda created: created_answer(request, created), write=True, keeper=keeper
+        database,
+        fork,
+        lambda created: created_answer(request, created),
+        write=True,
+        parse=lambda: inputs.config_patch(body, optional=True),
+        keeper=keeper,
     )
 
 
@@ -476,16 +489,14 @@ async def import_session(
     keys) a retry gets the same session back.
     """
 
-    def create(db: Session) -> CreatedSession:
-        if keeper is not None:
-            keeper.scope(creation_scope("import", caller))
-        return service.import_session(db, read_export(body))
-
+    if keeper is not None:
+        keeper.scope(creation_scope("import", caller))
     return await run_use_case(
         database,
-        create,
+        service.import_session,
         lambda created: created_answer(request, created),
         write=True,
+        parse=lambda: read_export(body),
         keeper=keeper,
     )
 

@@ -14,6 +14,7 @@ from app.errors import SessionNotFound
 from app.service.records import tensor_names
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
+from app.tensors import Layout
 
 TOKEN_BYTES = 32
 
@@ -51,6 +52,10 @@ class SessionFacts:
     arrays: int
     names_bytes: int
     """The tensors' names, UTF-8 encoded, all together (they travel in every named body)."""
+    dtype: str
+    """The session's float dtype: a body's numbers are read into it before any transaction."""
+    layout: Layout
+    """The form of its θ (one array, or named arrays): a JSON gradient comes in that form."""
 
 
 def session_facts(db: Session, session_id: str) -> SessionFacts | None:
@@ -70,6 +75,8 @@ def session_facts(db: Session, session_id: str) -> SessionFacts | None:
         elements=sum(math.prod(shape) for shape in shapes),
         arrays=sum(math.prod(shape[:depth]) for shape in shapes for depth in range(len(shape))),
         names_bytes=sum(len(name.encode()) for name in tensor_names(record)),
+        dtype=record.dtype,
+        layout=Layout(record.layout),
     )
 
 

@@ -17,12 +17,9 @@ from app.errors import InvalidContent
 from app.optim import Optimizer, OptimizerState, schedule_lrs
 from app.schemas import (
     CreatedSession,
-    CreateSession,
     HistoryPage,
-    ParamsResponse,
     SchedulePreview,
     SchedulePreviewRequest,
-    SessionConfig,
     SessionView,
 )
 from app.service.auth import TOKEN_BYTES, authorized_record, hash_token
@@ -31,20 +28,28 @@ from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from app.tensors import Layout, layout_of, tensor_field, tensors_from_json, tensors_to_json
+from app.tensors import Layout, tensor_field
 
 
-def create_session(db: Session, request: CreateSession) -> CreatedSession:
-    """A new session at t = 0: θ₀ from the request, the optimizer's initial state, a new token."""
-    config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
-    dtype = np.dtype(request.dtype)
-    layout = layout_of(request.params)
-    params = tensors_from_json(request.params, dtype, field="params")
-    _require_finite(params, layout)
-    optimizer = Optimizer(core_config(config), list(params))
-    state = optimizer.init(params)
+@dataclass(frozen=True)
+class NewSession:
+    """A creation, as the API parsed it before any transaction: the name, the config (every
+    default filled in), the form of θ and θ₀ by tensor name in the session's dtype."""
+
+    name: str | None
+    config: dict[str, Any]
+    layout: Layout
+    params: dict[str, np.ndarray]
+
+
+def create_session(db: Session, new: NewSession) -> CreatedSession:
+    """A new session at t = 0: θ₀ as given (finite), the optimizer's initial state, a new
+    token."""
+    _require_finite(new.params, new.layout)
+    optimizer = Optimizer(core_config(new.config), list(new.params))
+    state = optimizer.init(new.params)
     record, token = add_session(
-        SessionRepository(db), request.name, layout, params, config, state, last_loss=None
+        SessionRepository(db), new.name, new.layout, new.params, new.config, state, last_loss=None
     )
     return created_session(record, optimizer.lr(state), token)
 
@@ -106,12 +111,22 @@ def delete_session(db: Session, session_id: str, token: str) -> None:
     repository.delete(record)
 
 
-def get_params(db: Session, session_id: str, token: str) -> ParamsResponse:
+@dataclass(frozen=True)
+class Params:
+    """θ_t by tensor name (read-only views or this read's own copies), in the session's
+    `layout`."""
+
+    step: int
+    layout: Layout
+    params: dict[str, np.ndarray]
+
+
+def get_params(db: Session, session_id: str, token: str) -> Params:
     repository = SessionRepository(db)
     record = authorized_record(repository, session_id, token)
     arrays = SessionArrays(db).load(record.id, version=record.version, slot=PARAM_SLOT)
     params, _ = split_arrays(record, arrays)
-    return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
+    return Params(record.step, Layout(record.layout), params)
 
 
 @dataclass(frozen=True)

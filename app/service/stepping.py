@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from app import observe
-from app.errors import InvalidContent
 from app.optim import OptimError, Optimizer, OptimizerState, StepResult
-from app.schemas import StepAccepted, StepRequest
+from app.schemas import StepAccepted
 from app.service.accumulation import accumulate, accumulates, reset_accumulation
 from app.service.auth import authorized_record
 from app.service.records import core_config, split_arrays, tensor_names
@@ -23,18 +22,24 @@ from app.store.repository import SessionRepository
 from app.store.steplog import LoggedStep
 from app.tensors import (
     Layout,
-    NamedTensors,
-    layout_of,
-    tensors_from_json,
-    tensors_in_dtype,
 )
+
+
+@dataclass(frozen=True)
+class GradientPost:
+    """One posted gradient, as the API parsed it before any transaction: the gradients by
+    tensor name in the session's dtype (a subset if `partial`), and the loss to record."""
+
+    gradients: dict[str, np.ndarray]
+    loss: float | None = None
+    partial: bool = False
 
 
 def step(
     db: Session,
     session_id: str,
     token: str,
-    request: StepRequest,
+    post: GradientPost,
     *,
     return_params: bool = True,
     guard: Callable[[SessionRecord], None] | None = None,
@@ -60,23 +65,23 @@ def step(
     observe.note_step(optimizer=record.config["optimizer"]["type"])
     if guard is not None:
         guard(record)
-    grads = gradient_arrays(record, request.gradients)
+    grads = post.gradients
     history = HistoryRepository(db, history_max_records)
     if accumulates(record):
-        return step_accumulated(repository, history, record, request, grads, started, return_params)
+        return step_accumulated(repository, history, record, post, started, return_params)
     arrays = SessionArrays(db)
     working = arrays.working_set(record)
     optimizer, params, state = working_state(record, working)
-    write = arrays.begin_step(record, working, logged_step(record, request, grads))
+    write = arrays.begin_step(record, working, logged_step(record, post))
     try:
-        result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
+        result = optimizer.step(params, state, grads, loss=post.loss, partial=post.partial)
     except OptimError:
         write.release()  # the core changed nothing: the working set is as good as before
         raise
     write.finish(None if result.skipped else stored_arrays(params, state))
     if not result.skipped:
-        _advance(repository, record, state, request.loss)
-    _record_step(history, record, request.loss, result, started)
+        _advance(repository, record, state, post.loss)
+    _record_step(history, record, post.loss, result, started)
     return _stepped(record, result, params if return_params else None, live=working.shared)
 
 
@@ -84,8 +89,7 @@ def step_accumulated(
     repository: SessionRepository,
     history: HistoryRepository,
     record: SessionRecord,
-    request: StepRequest,
-    grads: dict[str, np.ndarray],
+    post: GradientPost,
     started: float,
     return_params: bool,
 ) -> Stepped | StepAccepted:
@@ -97,7 +101,7 @@ def step_accumulated(
     arrays = session_arrays.load(record.id, writable=True)
     params, slots = split_arrays(record, arrays)
     batch = accumulate(
-        repository, record, params, arrays, grads, loss=request.loss, partial=request.partial
+        repository, record, params, arrays, post.gradients, loss=post.loss, partial=post.partial
     )
     if isinstance(batch, StepAccepted):
         return batch
@@ -148,25 +152,6 @@ def _stepped(
     )
 
 
-def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, np.ndarray]:
-    """The posted gradients by tensor name, in the session's dtype.
-
-    JSON gradients come in the session's form (one array, or an object of named arrays);
-    a safetensors file's tensors (`NamedTensors`) are by name in either form (the single
-    form's tensor is `params`).
-    """
-    dtype = np.dtype(record.dtype)
-    if isinstance(gradients, NamedTensors):
-        return tensors_in_dtype(gradients, dtype, field="gradients")
-    layout = Layout(record.layout)
-    if layout_of(gradients) is not layout:
-        raise InvalidContent(
-            f"gradients must have the form of this session's params: {_form_name(layout)}",
-            field="gradients",
-        )
-    return tensors_from_json(gradients, dtype, field="gradients")
-
-
 def working_state(
     record: SessionRecord, working: WorkingSet
 ) -> tuple[Optimizer, dict[str, np.ndarray], OptimizerState]:
@@ -182,9 +167,7 @@ def working_state(
     )
 
 
-def logged_step(
-    record: SessionRecord, request: StepRequest, grads: dict[str, np.ndarray]
-) -> LoggedStep:
+def logged_step(record: SessionRecord, post: GradientPost) -> LoggedStep:
     """The step's inputs as the core receives them, for the step log."""
     return LoggedStep(
         version=record.version + 1,
@@ -192,9 +175,9 @@ def logged_step(
         names=tensor_names(record),
         config=core_config(record.config),
         schedule_state=dict(record.schedule_state),
-        loss=request.loss,
-        partial=request.partial,
-        gradients=grads,
+        loss=post.loss,
+        partial=post.partial,
+        gradients=post.gradients,
     )
 
 
@@ -216,9 +199,3 @@ def _record_step(
         skipped=result.skipped,
         duration_ms=(time.perf_counter() - started) * 1000,
     )
-
-
-def _form_name(layout: Layout) -> str:
-    if layout is Layout.SINGLE:
-        return "one (nested) array"
-    return "an object of named arrays"

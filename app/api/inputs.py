@@ -1,0 +1,72 @@
+"""Request bodies → the service's domain values, in the thread pool, before any transaction.
+
+Everything here is blocking (JSON and safetensors parsing, numbers into numpy) and runs before
+the session is locked, so no lock is held while a body is read: the service then takes arrays
+by tensor name in the session's dtype, and configuration documents as plain values. A body
+that cannot be parsed is a 400 / 422 with nothing changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.api.bodies import TensorBody, parse_json, parse_tensor_body
+from app.errors import InvalidContent
+from app.schemas import CreateSession, SessionConfig, SessionPatch, StepRequest
+from app.service import GradientPost, NewSession, SessionFacts
+from app.tensors import Layout, NamedTensors, layout_of, tensors_from_json, tensors_in_dtype
+
+
+def gradient_post(body: TensorBody, facts: SessionFacts) -> GradientPost:
+    """A step's body (JSON or a safetensors file) as the gradients by tensor name in the
+    session's dtype, with its loss and `partial`. Names and shapes are the core's to check."""
+    request = parse_tensor_body(body, StepRequest, "gradients")
+    gradients = gradient_arrays(request.gradients, facts)
+    return GradientPost(gradients, loss=request.loss, partial=request.partial)
+
+
+def gradient_arrays(gradients: Any, facts: SessionFacts) -> dict[str, np.ndarray]:
+    """The posted gradients by tensor name, in the session's dtype.
+
+    JSON gradients come in the session's form (one array, or an object of named arrays);
+    a safetensors file's tensors (`NamedTensors`) are by name in either form (the single
+    form's tensor is `params`).
+    """
+    dtype = np.dtype(facts.dtype)
+    if isinstance(gradients, NamedTensors):
+        return tensors_in_dtype(gradients, dtype, field="gradients")
+    if layout_of(gradients) is not facts.layout:
+        raise InvalidContent(
+            f"gradients must have the form of this session's params: {_form_name(facts.layout)}",
+            field="gradients",
+        )
+    return tensors_from_json(gradients, dtype, field="gradients")
+
+
+def new_session(request: CreateSession) -> NewSession:
+    """A creation request as the service takes it: the config with every default filled in,
+    and θ₀ by tensor name in the requested dtype."""
+    config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
+    params = tensors_from_json(request.params, np.dtype(request.dtype), field="params")
+    return NewSession(request.name, config, layout_of(request.params), params)
+
+
+def parse_new_session(body: bytes | bytearray) -> NewSession:
+    return new_session(parse_json(body, CreateSession, tensors=("params",)))
+
+
+def config_patch(body: bytes | bytearray, *, optional: bool = False) -> dict[str, Any]:
+    """A PATCH (or fork) body as the merge patch it is: the fields the client set, validated
+    as `SessionPatch` (`null` kept: it restores a default). An empty body is no change when
+    `optional` (a fork without overrides)."""
+    if optional and not body.strip():
+        return {}
+    return parse_json(body, SessionPatch).model_dump(mode="json", exclude_unset=True)
+
+
+def _form_name(layout: Layout) -> str:
+    if layout is Layout.SINGLE:
+        return "one (nested) array"
+    return "an object of named arrays"
