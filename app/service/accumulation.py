@@ -12,13 +12,13 @@ from app.optim import NonFiniteGradient, check_gradients
 from app.schemas import StepAccepted
 from app.stepping import SessionArrays
 from app.store.models import SessionRecord
-from app.store.repository import SessionRepository
+from app.store.repository import SessionRepository, SessionRow
 
 Batch = tuple[dict[str, np.ndarray], float | None, bool]
 """The mean gradient of a complete batch, the mean loss (None: no post had one), partial."""
 
 
-def accumulates(record: SessionRecord) -> bool:
+def accumulates(record: SessionRecord | SessionRow) -> bool:
     """Whether posts go through the running sums: `accumulate` > 1, or posts are pending (the
     session was patched to `accumulate: 1` mid-batch: the next post completes the batch)."""
     return record.config["accumulate"] > 1 or record.accumulated > 0
@@ -95,7 +95,7 @@ def _require_finite_sums(sums: Mapping[str, np.ndarray], posted: Mapping[str, np
             raise NonFiniteGradient(name)
 
 
-def _accumulated_loss_sum(record: SessionRecord) -> float:
+def _accumulated_loss_sum(record: SessionRecord | SessionRow) -> float:
     """Σ of the pending posts' losses. SQLite stores NaN as NULL: a NULL sum of counted
     losses was NaN."""
     if record.accumulated_loss_sum is not None:
@@ -103,7 +103,7 @@ def _accumulated_loss_sum(record: SessionRecord) -> float:
     return math.nan if record.accumulated_losses else 0.0
 
 
-def reset_accumulation(record: SessionRecord) -> None:
+def reset_accumulation(record: SessionRecord | SessionRow) -> None:
     record.accumulated = 0
     record.accumulated_losses = 0
     record.accumulated_loss_sum = None

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.errors import SessionNotFound
 from app.service.records import tensor_names
 from app.store.models import SessionRecord
-from app.store.repository import SessionRepository
+from app.store.repository import SessionRepository, SessionRow
 from app.tensors import Layout
 
 TOKEN_BYTES = 32
@@ -92,3 +92,16 @@ def authorized_record(
     if not token_matches(record.token_hash if record is not None else None, token):
         raise SessionNotFound()
     return record
+
+
+def authorized_row(repository: SessionRepository, session_id: str, token: str) -> SessionRow:
+    """As `authorized_record`, locked, as a plain `SessionRow` (the step path: one Core SELECT
+    and none of the ORM's bookkeeping)."""
+    try:
+        parsed_id = uuid.UUID(session_id)
+    except ValueError:
+        raise SessionNotFound() from None
+    row = repository.row(parsed_id, for_update=True)
+    if not token_matches(row.token_hash if row is not None else None, token):
+        raise SessionNotFound()
+    return row

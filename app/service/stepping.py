@@ -13,12 +13,12 @@ from app import observe
 from app.optim import OptimError, Optimizer, OptimizerState, StepResult
 from app.schemas import StepAccepted
 from app.service.accumulation import accumulate, accumulates, reset_accumulation
-from app.service.auth import authorized_record
+from app.service.auth import authorized_row
 from app.service.records import core_config, split_arrays, tensor_names
 from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
-from app.store.repository import SessionRepository
+from app.store.repository import SessionRepository, SessionRow
 from app.store.steplog import LoggedStep
 from app.tensors import (
     Layout,
@@ -42,7 +42,7 @@ def step(
     post: GradientPost,
     *,
     return_params: bool = True,
-    guard: Callable[[SessionRecord], None] | None = None,
+    guard: Callable[[SessionRow], None] | None = None,
     history_max_records: int,
 ) -> Stepped | StepAccepted:
     """Apply one gradient: lock the session, take its working set, update it, store the step.
@@ -61,28 +61,30 @@ def step(
     """
     started = time.perf_counter()
     repository = SessionRepository(db)
-    record = authorized_record(repository, session_id, token, for_update=True)
-    observe.note_step(optimizer=record.config["optimizer"]["type"])
+    row = authorized_row(repository, session_id, token)
+    observe.note_step(optimizer=row.config["optimizer"]["type"])
     if guard is not None:
-        guard(record)
-    grads = post.gradients
+        guard(row)
     history = HistoryRepository(db, history_max_records)
-    if accumulates(record):
+    if accumulates(row):  # the rarer path, through the ORM's record of the row locked above
+        record = repository.get(row.id, for_update=True)
         return step_accumulated(repository, history, record, post, started, return_params)
     arrays = SessionArrays(db)
-    working = arrays.working_set(record)
-    optimizer, params, state = working_state(record, working)
-    write = arrays.begin_step(record, working, logged_step(record, post))
+    working = arrays.working_set(row)
+    optimizer, params, state = working_state(row, working)
+    write = arrays.begin_step(row, working, logged_step(row, post))
     try:
-        result = optimizer.step(params, state, grads, loss=post.loss, partial=post.partial)
+        result = optimizer.step(params, state, post.gradients, loss=post.loss, partial=post.partial)
     except OptimError:
         write.release()  # the core changed nothing: the working set is as good as before
         raise
     write.finish(None if result.skipped else stored_arrays(params, state))
     if not result.skipped:
-        _advance(repository, record, state, post.loss)
-    _record_step(history, record, post.loss, result, started)
-    return _stepped(record, result, params if return_params else None, live=working.shared)
+        repository.advance(
+            row, step=state.step, schedule_state=state.schedule, last_loss=post.loss
+        )
+    _record_step(history, row, post.loss, result, started)
+    return _stepped(row, result, params if return_params else None, live=working.shared)
 
 
 def step_accumulated(
@@ -134,7 +136,7 @@ def _advance(
 
 
 def _stepped(
-    record: SessionRecord,
+    record: SessionRecord | SessionRow,
     result: StepResult,
     params: dict[str, np.ndarray] | None,
     *,
@@ -153,7 +155,7 @@ def _stepped(
 
 
 def working_state(
-    record: SessionRecord, working: WorkingSet
+    record: SessionRecord | SessionRow, working: WorkingSet
 ) -> tuple[Optimizer, dict[str, np.ndarray], OptimizerState]:
     """The session's optimizer (kept with the working set, whose version fixes the config),
     θ by tensor name and the optimizer state, over the working set's arrays (no copies)."""
@@ -167,7 +169,7 @@ def working_state(
     )
 
 
-def logged_step(record: SessionRecord, post: GradientPost) -> LoggedStep:
+def logged_step(record: SessionRecord | SessionRow, post: GradientPost) -> LoggedStep:
     """The step's inputs as the core receives them, for the step log."""
     return LoggedStep(
         version=record.version + 1,
@@ -183,7 +185,7 @@ def logged_step(record: SessionRecord, post: GradientPost) -> LoggedStep:
 
 def _record_step(
     history: HistoryRepository,
-    record: SessionRecord,
+    record: SessionRecord | SessionRow,
     loss: float | None,
     result: StepResult,
     started: float,

@@ -7,10 +7,11 @@ read. pysqlite's default would start the transaction only at the first write, so
 read-modify-write steps could read the same state and one update would be lost.
 
 Waits are bounded: a write transaction waits for a lock at most `lock_timeout_seconds`
-(PostgreSQL `SET LOCAL lock_timeout`; SQLite's busy timeout), and a request waits as long for a
-pooled connection. Connections are checked before use (`pool_pre_ping`), so a database that
-restarted is reconnected to without restarting the service. `transient_failure` tells those
-failures (and outages) apart from real errors, for the API to answer 503 rather than 500.
+(PostgreSQL: the connections' `lock_timeout`; SQLite's busy timeout), and a request waits as
+long for a pooled connection. Connections idle for a second are checked before use, so a
+database that restarted is reconnected to without restarting the service. `transient_failure`
+tells those failures (and outages) apart from real errors, for the API to answer 503 rather
+than 500.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,10 +27,10 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from app.store.arrays import (
     AFTER_COMMIT,
@@ -47,6 +49,10 @@ SQLITE_UNBOUNDED_BUSY_TIMEOUT_SECONDS = 30.0
 
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 
+PING_IDLE_SECONDS = 1.0
+"""A pooled PostgreSQL connection idle this long is pinged before use."""
+_CHECKED_IN = "optaas.checked_in"
+
 SQLITE_WAL_CHECKPOINT_PAGES = 16384
 """64 MiB of WAL (4 KiB pages) between checkpoints."""
 
@@ -54,10 +60,9 @@ SQLITE_WAL_CHECKPOINT_PAGES = 16384
 def make_engine(url: str, lock_timeout_seconds: float | None = None) -> Engine:
     """An engine for `url`; with `lock_timeout_seconds`, lock and pool waits end after that long.
 
-    SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs; PostgreSQL connections are
-    pinged before use, and with a bound its write transactions start with `SET LOCAL
-    lock_timeout`. Migrations run unbounded: a server waiting for another one's upgrade must not
-    give up.
+    SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs; PostgreSQL connections
+    idle for a second are pinged before use, and with a bound their `lock_timeout` is set.
+    Migrations run unbounded: a server waiting for another one's upgrade must not give up.
     """
     parsed = make_url(url)
     pool_options: dict[str, Any] = {}
@@ -71,22 +76,39 @@ def make_engine(url: str, lock_timeout_seconds: float | None = None) -> Engine:
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
         return engine
-    connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
-    engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **pool_options)
+    connect_args: dict[str, Any] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
     if lock_timeout_seconds is not None:
-        _bound_postgres_lock_waits(engine, lock_timeout_seconds)
+        # The connection's own setting: no `SET LOCAL` round trip per transaction. Only writers
+        # wait for row locks (plain reads never do), so it bounds exactly what it bounded.
+        milliseconds = max(1, round(lock_timeout_seconds * 1000))
+        connect_args["options"] = f"-c lock_timeout={milliseconds}"
+    engine = create_engine(parsed, connect_args=connect_args, **pool_options)
+    _ping_idle_connections(engine)
     return engine
 
 
-def _bound_postgres_lock_waits(engine: Engine, lock_timeout_seconds: float) -> None:
-    """Write transactions start with `SET LOCAL lock_timeout` (it ends with the transaction)."""
-    statement = f"SET LOCAL lock_timeout = {max(1, round(lock_timeout_seconds * 1000))}"
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection before use if it sat idle for `PING_IDLE_SECONDS` or more.
 
-    def begin(connection: Connection) -> None:
-        if connection.get_execution_options().get(WRITE_OPTION, False):
-            connection.exec_driver_sql(statement)
+    A database that restarted (or a connection dropped by a proxy) is found then, and the pool
+    connects anew, as `pool_pre_ping` would find it; but a connection handed back and forth
+    between steps — the hot path — pays no round trip for it. A connection that breaks within
+    the second fails its request (503, `transient_failure`) and is replaced."""
 
-    event.listen(engine, "begin", begin)
+    def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN)
+        if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+            return  # just connected, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except psycopg.Error as error:
+            raise DisconnectionError(str(error)) from error  # the pool connects anew
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checkout)
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
