@@ -191,14 +191,14 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def get_gate(request: Request) -> SessionGate:
+async def get_gate(request: Request) -> SessionGate:
     return request.app.state.session_gate
 
 
 GateDep = Annotated[SessionGate, Depends(get_gate)]
 
 
-def creation_caller(request: Request, api_key: ApiKeyDep) -> str:
+async def creation_caller(request: Request, api_key: ApiKeyDep) -> str:
     """The caller of a creating request (create, import, fork), whose API key is checked."""
     return caller_of(request.scope.get("client"), api_key)
 
