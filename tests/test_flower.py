@@ -33,7 +33,7 @@ from flwr.common import (  # noqa: E402 -- after the skip
 )
 from flwr.server import Server, SimpleClientManager  # noqa: E402
 from flwr.server.client_proxy import ClientProxy  # noqa: E402
-from flwr.server.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi  # noqa: E402
+from flwr.server.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi  # noqa: E402
 from optaas_client import Client, PreconditionFailed  # noqa: E402
 from optaas_client.flower import (  # noqa: E402
     FedOptaas,
@@ -46,6 +46,9 @@ from optaas_client.flower import (  # noqa: E402
 from tests.conftest import sqlite_url  # noqa: E402
 from tests.optim.reference import assert_moved_alike  # noqa: E402
 
+# Starts a server (and restarts it): seconds.
+pytestmark = pytest.mark.slow
+
 ROUNDS = 6
 NAMES = ["weight", "bias"]  # not in alphabetical order: the session must keep Flower's order
 SHAPES = [(3, 4), (4,)]
@@ -54,6 +57,10 @@ RTOL = 1e-10
 
 # Flower's strategy and its rule in optaas, with settings away from the defaults.
 RULES = {
+    "FedAvg": (
+        lambda initial: FedAvg(initial_parameters=initial),
+        {"optimizer": {"type": "sgd", "lr": 1.0}},  # θ_t − 1·(θ_t − x̄_t) = x̄_t
+    ),
     "FedAvgM": (
         lambda initial: FedAvgM(
             initial_parameters=initial, server_learning_rate=0.7, server_momentum=0.9
