@@ -60,6 +60,7 @@ from app.tensors import (
     SINGLE_TENSOR_NAME,
     Layout,
     NamedTensors,
+    initial_tensors,
     layout_of,
     tensor_field,
     tensors_from_json,
@@ -131,9 +132,7 @@ def session_facts(db: Session, session_id: str) -> SessionFacts | None:
 def create_session(db: Session, request: CreateSession) -> CreatedSession:
     """A new session at t = 0: θ₀ from the request, the optimizer's initial state, a new token."""
     config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
-    dtype = np.dtype(request.dtype)
-    layout = layout_of(request.params)
-    params = tensors_from_json(request.params, dtype, field="params")
+    layout, params = initial_tensors(request.params, np.dtype(request.dtype))
     _require_finite(params, layout)
     optimizer = Optimizer(core_config(config), list(params))
     state = optimizer.init(params)
