@@ -22,6 +22,7 @@ from app.api.admission import (
     GateDep,
     creation_admission,
     fork_admission,
+    import_admission,
     patch_admission,
     step_admission,
 )
@@ -34,7 +35,13 @@ from app.api.answers import (
     step_metadata,
     step_response,
 )
-from app.api.bodies import TensorBody, parse_json, parse_tensor_body, validate
+from app.api.bodies import (
+    TensorBody,
+    parse_json,
+    parse_settings_file,
+    parse_tensor_body,
+    validate,
+)
 from app.api.conditions import IfMatchDep
 from app.api.deps import (
     DatabaseDep,
@@ -47,6 +54,7 @@ from app.api.deps import (
 from app.api.errors import validation_problem
 from app.api.idempotency import Answer, IdempotencyDep, creation_scope, session_scope
 from app.api.openapi import (
+    CREATE_FILE,
     IMPORT_FILE,
     PARAMS_ANSWER_FILE,
     STATE_ANSWER_FILE,
@@ -87,7 +95,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     response_model=CreatedSession,
     summary="Create a session",
     response_description="The new session; its `token` is shown only here.",
-    openapi_extra=json_request(CreateSession, "Idempotency-Key"),
+    openapi_extra=tensor_request(CreateSession, CREATE_FILE, "Idempotency-Key"),
     responses={
         **session_headers(201, location=True),
         **problems(400, 401, 408, 413, 415, 422, 429, 503),
@@ -98,19 +106,21 @@ async def create_session(
     request: Request,
     database: DatabaseDep,
     caller: CreationCallerDep,
-    body: JsonBodyDep,
+    body: TensorBodyDep,
     keeper: IdempotencyDep,
 ) -> Response:
     """A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
 
-    With an `Idempotency-Key` (unique per API key, or per address on a server without keys),
-    a retry gets the same session back.
+    Large models: send θ₀ as a safetensors file (`Content-Type: application/vnd.safetensors`),
+    tensors by name, with the rest of the JSON body as JSON text under `optaas` in its
+    `__metadata__`. With an `Idempotency-Key` (unique per API key, or per address on a server
+    without keys), a retry gets the same session back.
     """
 
     def create(db: Session) -> CreatedSession:
         if keeper is not None:
             keeper.scope(creation_scope("create", caller))
-        return service.create_session(db, parse_json(body, CreateSession, tensors=("params",)))
+        return service.create_session(db, read_creation(body))
 
     return await run_use_case(
         database,
@@ -418,6 +428,14 @@ async def fork_session(
     )
 
 
+def read_creation(body: TensorBody) -> CreateSession:
+    """Blocking: a creation from a JSON body, or from a safetensors file of θ₀ with the
+    settings in its `__metadata__` (400 / 422 on failure)."""
+    if body.binary:
+        return parse_settings_file(body.data, CreateSession, "params")
+    return parse_json(body.data, CreateSession, tensors=("params",))
+
+
 @router.get(
     "/{session_id}/state",
     response_model=StateExport,
@@ -456,7 +474,7 @@ async def get_state(
         **session_headers(201, location=True),
         **problems(400, 401, 408, 413, 415, 422, 429, 503),
     },
-    dependencies=[Depends(creation_admission)],
+    dependencies=[Depends(import_admission)],
 )
 async def import_session(
     request: Request,

@@ -31,15 +31,13 @@ from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from app.tensors import Layout, layout_of, tensor_field, tensors_from_json, tensors_to_json
+from app.tensors import Layout, initial_tensors, tensor_field, tensors_to_json
 
 
 def create_session(db: Session, request: CreateSession) -> CreatedSession:
     """A new session at t = 0: θ₀ from the request, the optimizer's initial state, a new token."""
     config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
-    dtype = np.dtype(request.dtype)
-    layout = layout_of(request.params)
-    params = tensors_from_json(request.params, dtype, field="params")
+    layout, params = initial_tensors(request.params, np.dtype(request.dtype))
     _require_finite(params, layout)
     optimizer = Optimizer(core_config(config), list(params))
     state = optimizer.init(params)
