@@ -10,6 +10,8 @@ Without Chromium the tests are skipped with the reason shown, unless OPTAAS_REQU
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +143,37 @@ def offline(browser, request) -> Iterator[OfflinePage]:
         page.close()
     assert page.outside == [], f"requests to other hosts: {page.outside}"
     assert page.errors == [], f"script errors: {page.errors}"
+
+
+@pytest.fixture(scope="module")
+def guide_server(tmp_path_factory) -> Iterator[LiveServer]:
+    """A server with the guide built (by mkdocs, as .ci/run builds it) at /guide/."""
+    directory = tmp_path_factory.mktemp("browser-guide")
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--quiet", "--site-dir", str(directory / "site")],
+        cwd=REPO_ROOT, check=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+    env = {"OPTAAS_GUIDE_DIR": str(directory / "site")}
+    database = f"sqlite:///{directory / 'optaas.sqlite3'}"
+    with LiveServer(database, directory / "server.log", env=env) as live:
+        yield live
+
+
+def test_the_landing_page_leads_to_the_guide_whose_search_works(guide_server, offline):
+    offline.page.goto(f"{guide_server.url}/")
+    assert offline.page.url == f"{guide_server.url}/welcome"
+    links = offline.page.eval_on_selector_all("a", "nodes => nodes.map(n => n.pathname)")
+    assert {"/docs", "/redoc", "/ui", "/guide/"} <= set(links)
+    offline.page.click("a[href='/guide/']")
+    offline.page.wait_for_selector("nav.md-nav", timeout=WAIT_MS)
+    assert offline.page.title().startswith("optaas")
+    # The search runs in a web worker over search_index.json: both under the page's CSP.
+    offline.page.fill("input.md-search__input", "accumulate")
+    offline.page.wait_for_selector(".md-search-result__item", timeout=WAIT_MS)
+    found = offline.page.eval_on_selector_all(
+        ".md-search-result__link", "nodes => nodes.map(n => n.pathname)"
+    )
+    assert found and all(path.startswith("/guide/") for path in found), found
 
 
 def operations(server) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ from app.api.openapi import build_openapi
 from app.api.pages import install_pages
 from app.config import Settings
 from app.store.database import Database
+from app.version import VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="optaas",
-        version="0.1.0",
+        version=VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
@@ -93,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(observability.router)
-    install_pages(app)
+    install_pages(app, settings.guide_dir)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, rate_limits=RateLimits(settings), settings=settings)
     # Added last, so outermost: it sees every answer, the body limit's 413s included.

@@ -16,7 +16,14 @@ from app.api.bodies import TensorBody, parse_json, parse_tensor_body
 from app.errors import InvalidContent
 from app.schemas import CreateSession, SessionConfig, SessionPatch, StepRequest
 from app.service import GradientPost, NewSession, SessionFacts
-from app.tensors import Layout, NamedTensors, layout_of, tensors_from_json, tensors_in_dtype
+from app.tensors import (
+    Layout,
+    NamedTensors,
+    initial_tensors,
+    layout_of,
+    tensors_from_json,
+    tensors_in_dtype,
+)
 
 
 def gradient_post(body: TensorBody, facts: SessionFacts) -> GradientPost:
@@ -47,14 +54,10 @@ def gradient_arrays(gradients: Any, facts: SessionFacts) -> dict[str, np.ndarray
 
 def new_session(request: CreateSession) -> NewSession:
     """A creation request as the service takes it: the config with every default filled in,
-    and θ₀ by tensor name in the requested dtype."""
+    and θ₀ by tensor name in the requested dtype (a file's tensors used where they are)."""
     config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
-    params = tensors_from_json(request.params, np.dtype(request.dtype), field="params")
-    return NewSession(request.name, config, layout_of(request.params), params)
-
-
-def parse_new_session(body: bytes | bytearray) -> NewSession:
-    return new_session(parse_json(body, CreateSession, tensors=("params",)))
+    layout, params = initial_tensors(request.params, np.dtype(request.dtype))
+    return NewSession(request.name, config, layout, params)
 
 
 def config_patch(body: bytes | bytearray, *, optional: bool = False) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from app.api.admission import (
     StepFactsDep,
     creation_admission,
     fork_admission,
+    import_admission,
     patch_admission,
     step_admission,
 )
@@ -37,7 +38,12 @@ from app.api.answers import (
     step_metadata,
     step_response,
 )
-from app.api.bodies import TensorBody, parse_json, validate
+from app.api.bodies import (
+    TensorBody,
+    parse_json,
+    parse_settings_file,
+    validate,
+)
 from app.api.conditions import IfMatchDep
 from app.api.deps import (
     DatabaseDep,
@@ -50,6 +56,7 @@ from app.api.deps import (
 from app.api.errors import validation_problem
 from app.api.idempotency import Answer, IdempotencyDep, creation_scope, session_scope
 from app.api.openapi import (
+    CREATE_FILE,
     IMPORT_FILE,
     PARAMS_ANSWER_FILE,
     STATE_ANSWER_FILE,
@@ -90,7 +97,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     response_model=CreatedSession,
     summary="Create a session",
     response_description="The new session; its `token` is shown only here.",
-    openapi_extra=json_request(CreateSession, "Idempotency-Key"),
+    openapi_extra=tensor_request(CreateSession, CREATE_FILE, "Idempotency-Key"),
     responses={
         **session_headers(201, location=True),
         **problems(400, 401, 408, 413, 415, 422, 429, 503),
@@ -101,13 +108,15 @@ async def create_session(
     request: Request,
     database: DatabaseDep,
     caller: CreationCallerDep,
-    body: JsonBodyDep,
+    body: TensorBodyDep,
     keeper: IdempotencyDep,
 ) -> Response:
     """A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
 
-    With an `Idempotency-Key` (unique per API key, or per address on a server without keys),
-    a retry gets the same session back.
+    Large models: send θ₀ as a safetensors file (`Content-Type: application/vnd.safetensors`),
+    tensors by name, with the rest of the JSON body as JSON text under `optaas` in its
+    `__metadata__`. With an `Idempotency-Key` (unique per API key, or per address on a server
+    without keys), a retry gets the same session back.
     """
 
     if keeper is not None:
@@ -117,7 +126,7 @@ async def create_session(
         service.create_session,
         lambda created: created_answer(request, created),
         write=True,
-        parse=lambda: inputs.parse_new_session(body),
+        parse=lambda: inputs.new_session(read_creation(body)),
         keeper=keeper,
     )
 
@@ -431,6 +440,14 @@ async def fork_session(
     )
 
 
+def read_creation(body: TensorBody) -> CreateSession:
+    """Blocking: a creation from a JSON body, or from a safetensors file of θ₀ with the
+    settings in its `__metadata__` (400 / 422 on failure)."""
+    if body.binary:
+        return parse_settings_file(body.data, CreateSession, "params")
+    return parse_json(body.data, CreateSession, tensors=("params",))
+
+
 @router.get(
     "/{session_id}/state",
     response_model=StateExport,
@@ -469,7 +486,7 @@ async def get_state(
         **session_headers(201, location=True),
         **problems(400, 401, 408, 413, 415, 422, 429, 503),
     },
-    dependencies=[Depends(creation_admission)],
+    dependencies=[Depends(import_admission)],
 )
 async def import_session(
     request: Request,
