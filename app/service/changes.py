@@ -54,7 +54,7 @@ def patch_session(
         state = OptimizerState.from_arrays(record.step, slots, {})
         _fit_slots(state, params, config)
         repository.save_arrays(record.id, {**stored_arrays(params, state), **pending_sums(arrays)})
-    record.schedule_state = _fit_schedule_state(record.schedule_state, config, record)
+    record.schedule_state = _fit_schedule_state(record.schedule_state, config)
     record.name, record.config = name, config
     touch(db, record)
     HistoryRepository(db, history_max_records).record_change(
@@ -85,7 +85,7 @@ def fork_session(
         guard(source)
     name, config = patched_config(source, overrides, allow_type_change=True)
     params, slots = split_arrays(source, repository.load_arrays(source.id, writable=True))
-    schedule_state = _fit_schedule_state(source.schedule_state, config, source)
+    schedule_state = _fit_schedule_state(source.schedule_state, config)
     state = OptimizerState.from_arrays(source.step, slots, schedule_state)
     if _slots_may_differ(source.config, config):
         _fit_slots(state, params, config)
@@ -118,8 +118,27 @@ def patched_config(
         _check_optimizer_patch(record.config["optimizer"]["type"], given, allow_type_change)
     merged = merge_patch(record.config, given)
     config = SessionConfig.model_validate(merged).model_dump(mode="json")
-    Optimizer(core_config(config), tensor_names(record))  # the core's value checks
+    names = tensor_names(record)
+    optimizer = Optimizer(core_config(config), names)  # the core's value checks
+    if not allow_type_change:
+        _check_types_kept(Optimizer(core_config(record.config), names), optimizer)
     return name, config
+
+
+def _check_types_kept(old: Optimizer, new: Optimizer) -> None:
+    """`OptimizerTypeChange` for the first tensor whose optimizer type the change would change —
+    a group's optimizer of another type, or the tensor regrouped under another type: its slots
+    would not carry over. A fork may do it."""
+    for name in old.names:
+        before, after = old.group_of[name], new.group_of[name]
+        if before.type != after.type:
+            raise OptimizerTypeChange(
+                f"tensor {name!r} would change its optimizer type mid-run ({before.type!r} → "
+                f"{after.type!r}): its state does not carry over. Fork the session with the new "
+                'groups instead: POST /v1/sessions/{id}/fork with {"groups": […]}',
+                field=f"{after.spec_path}.type",
+                tensor=name,
+            )
 
 
 def _check_optimizer_patch(current: str, given: Mapping[str, Any], allow_type_change: bool) -> None:
@@ -180,12 +199,13 @@ def _fit_slots(
 
 
 def _fit_schedule_state(
-    schedule_state: Mapping[str, float], config: Mapping[str, Any], record: SessionRecord
+    schedule_state: Mapping[str, float], config: Mapping[str, Any]
 ) -> dict[str, float]:
     """The schedule's state under `config`: kept if the new schedule keeps the same state
     (reduce_on_plateau with other settings, or under a warm-up: its reductions and best loss
     carry over, so a new lr is reduced as many times), fresh otherwise."""
-    fresh = fresh_state(config, tensor_names(record)[0], np.zeros(0, record.dtype)).schedule
+    # Made without tensors: a stand-in tensor might not suit the optimizer (Muon takes 2-D).
+    fresh = Optimizer(core_config(config), []).init({}).schedule
     if fresh and set(fresh) <= set(schedule_state):
         return dict(schedule_state)
     return fresh
