@@ -28,10 +28,10 @@ from app.schemas import (
 )
 from app.service.auth import TOKEN_BYTES, authorized_record, hash_token
 from app.service.records import core_config, session_view, split_arrays, tensor_names
+from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from app.store.steplog import stored_arrays
 from app.tensors import Layout, initial_tensors, tensor_field, tensors_to_json
 
 
@@ -70,7 +70,6 @@ def add_session(
         tensors=[{"name": name, "shape": list(array.shape)} for name, array in params.items()],
         config=config,
         step=state.step,
-        version=1,
         schedule_state=state.schedule,
         last_loss=last_loss,
         created_at=now,
@@ -80,7 +79,7 @@ def add_session(
         accumulated_loss_sum=None,
     )
     repository.add(record)
-    repository.save_arrays(record.id, stored_arrays(params, state))
+    SessionArrays(repository.db).save(record.id, stored_arrays(params, state))
     return record, token
 
 
@@ -101,13 +100,15 @@ def get_session_view(record: SessionRecord) -> SessionView:
 
 def delete_session(db: Session, session_id: str, token: str) -> None:
     repository = SessionRepository(db)
-    repository.delete(authorized_record(repository, session_id, token, for_update=True))
+    record = authorized_record(repository, session_id, token, for_update=True)
+    SessionArrays(db).forget(record.id)
+    repository.delete(record)
 
 
 def get_params(db: Session, session_id: str, token: str) -> ParamsResponse:
     repository = SessionRepository(db)
     record = authorized_record(repository, session_id, token)
-    arrays = repository.load_arrays(record.id, version=record.version, slot=PARAM_SLOT)
+    arrays = SessionArrays(db).load(record.id, version=record.version, slot=PARAM_SLOT)
     params, _ = split_arrays(record, arrays)
     return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
 
