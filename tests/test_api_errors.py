@@ -344,10 +344,10 @@ CASES = {
     "create-body-over-the-limit": Bad(
         413, "payload-too-large", raw=b'{"params": [' + b"0," * BODY_LIMIT + b"0]}", **CREATE
     ),
-    "step-safetensors-over-the-limit": Bad(
+    "step-safetensors-over-what-its-session-needs": Bad(
         413,
         "payload-too-large",
-        raw=file_of({"w": np.zeros(BODY_LIMIT // 4, np.float32)}),
+        raw=file_of({"w": np.zeros(BODY_LIMIT // 2, np.float32)}),
         **BINARY,
     ),
     # -- 415 ---------------------------------------------------------------------------------
@@ -358,8 +358,12 @@ CASES = {
         content_type="application/octet-stream",
         extras={"supported": ["application/json", SAFETENSORS_MEDIA_TYPE]},
     ),
-    "create-safetensors": Bad(
-        415, "unsupported-media-type", raw=file_of({"params": B32}), **BINARY, **CREATE
+    "create-octet-stream": Bad(
+        415,
+        "unsupported-media-type",
+        raw=file_of({"params": B32}, optaas='{"optimizer": {"type": "sgd"}}'),
+        content_type="application/octet-stream",
+        **CREATE,
     ),
     "step-text-plain": Bad(
         415, "unsupported-media-type", body=GOOD_STEP, content_type="text/plain"

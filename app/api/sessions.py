@@ -22,6 +22,7 @@ from app.api.admission import (
     GateDep,
     creation_admission,
     fork_admission,
+    import_admission,
     patch_admission,
     step_admission,
 )
@@ -32,8 +33,15 @@ from app.api.answers import (
     session_answer,
     state_answer,
     step_metadata,
+    step_response,
 )
-from app.api.bodies import TensorBody, parse_json, parse_tensor_body, validate
+from app.api.bodies import (
+    TensorBody,
+    parse_json,
+    parse_settings_file,
+    parse_tensor_body,
+    validate,
+)
 from app.api.conditions import IfMatchDep
 from app.api.deps import (
     ClockDep,
@@ -47,6 +55,7 @@ from app.api.deps import (
 from app.api.errors import validation_problem
 from app.api.idempotency import Answer, IdempotencyDep, creation_scope, session_scope
 from app.api.openapi import (
+    CREATE_FILE,
     IMPORT_FILE,
     PARAMS_ANSWER_FILE,
     STATE_ANSWER_FILE,
@@ -74,8 +83,9 @@ from app.schemas import (
     StepRequest,
     StepResponse,
 )
+from app.service import Stepped
 from app.store.models import SessionRecord
-from app.tensors import tensors_from_safetensors
+from app.tensors import tensors_by_name, tensors_from_safetensors
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -86,7 +96,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     response_model=CreatedSession,
     summary="Create a session",
     response_description="The new session; its `token` is shown only here.",
-    openapi_extra=json_request(CreateSession, "Idempotency-Key"),
+    openapi_extra=tensor_request(CreateSession, CREATE_FILE, "Idempotency-Key"),
     responses={
         **session_headers(201, location=True),
         **problems(400, 401, 408, 413, 415, 422, 429, 503),
@@ -97,19 +107,21 @@ async def create_session(
     request: Request,
     database: DatabaseDep,
     caller: CreationCallerDep,
-    body: JsonBodyDep,
+    body: TensorBodyDep,
     keeper: IdempotencyDep,
 ) -> Response:
     """A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
 
-    With an `Idempotency-Key` (unique per API key, or per address on a server without keys),
-    a retry gets the same session back.
+    Large models: send θ₀ as a safetensors file (`Content-Type: application/vnd.safetensors`),
+    tensors by name, with the rest of the JSON body as JSON text under `optaas` in its
+    `__metadata__`. With an `Idempotency-Key` (unique per API key, or per address on a server
+    without keys), a retry gets the same session back.
     """
 
     def create(db: Session) -> CreatedSession:
         if keeper is not None:
             keeper.scope(creation_scope("create", caller))
-        return service.create_session(db, parse_json(body, CreateSession, tensors=("params",)))
+        return service.create_session(db, read_creation(body))
 
     return await run_use_case(
         database,
@@ -201,10 +213,6 @@ async def step_session(
     `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
     """
     return_params = returns == "params"
-    # Made before the commit, a safetensors answer can show θ as it is, where the next step
-    # would update it in place afterwards (a memory:// step's arrays are never updated again).
-    copies_saved = binary_answer and database.arrays.reuses_working_sets
-    in_transaction = keeper is not None or copies_saved
 
     def check(record: SessionRecord) -> None:  # with the session locked
         if keeper is not None:
@@ -212,7 +220,7 @@ async def step_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def apply(db: Session) -> StepResponse | StepAccepted:
+    def apply(db: Session) -> Stepped | StepAccepted:
         step_request = parse_tensor_body(body, StepRequest, "gradients")
         return service.step(
             db,
@@ -222,18 +230,20 @@ async def step_session(
             return_params=return_params,
             guard=check,
             history_max_records=settings.history_max_records,
-            answer_after_commit=not in_transaction,
         )
 
-    def answer(result: StepResponse | StepAccepted) -> Answer:
+    def answer(result: Stepped | StepAccepted) -> Answer:
         if isinstance(result, StepAccepted):
             return accepted_answer(request, session_id, result)
         if binary_answer:
             return safetensors_answer(result.params, result.step, step_metadata(result))
-        return session_answer(result, result.step, exclude=None if return_params else {"params"})
+        exclude = None if return_params else {"params"}
+        return session_answer(step_response(result), result.step, exclude=exclude)
 
+    # A safetensors answer is made before the commit: writing the file is the one copy of θ it
+    # needs. A JSON answer is written after it, from θ the runner detaches first.
     return await run_use_case(
-        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=copies_saved
+        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=binary_answer
     )
 
 
@@ -290,7 +300,8 @@ async def get_params(
 
     def answer(params: ParamsResponse) -> Answer:
         if binary_answer:
-            return safetensors_answer(params.params, params.step, {"step": str(params.step)})
+            by_name = tensors_by_name(params.params)
+            return safetensors_answer(by_name, params.step, {"step": str(params.step)})
         return session_answer(params, params.step)
 
     if wait_for_step is not None:
@@ -419,6 +430,14 @@ async def fork_session(
     )
 
 
+def read_creation(body: TensorBody) -> CreateSession:
+    """Blocking: a creation from a JSON body, or from a safetensors file of θ₀ with the
+    settings in its `__metadata__` (400 / 422 on failure)."""
+    if body.binary:
+        return parse_settings_file(body.data, CreateSession, "params")
+    return parse_json(body.data, CreateSession, tensors=("params",))
+
+
 @router.get(
     "/{session_id}/state",
     response_model=StateExport,
@@ -457,7 +476,7 @@ async def get_state(
         **session_headers(201, location=True),
         **problems(400, 401, 408, 413, 415, 422, 429, 503),
     },
-    dependencies=[Depends(creation_admission)],
+    dependencies=[Depends(import_admission)],
 )
 async def import_session(
     request: Request,
