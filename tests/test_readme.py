@@ -43,6 +43,7 @@ MARKER = "=== optaas walk-through block ==="
 WALKTHROUGHS = {
     "README.md": ("Five minutes with curl", "Five minutes with Python"),
     "docs/sessions.md": None,
+    "docs/python-client.md": None,
 }
 
 
