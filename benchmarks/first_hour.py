@@ -97,8 +97,9 @@ def main() -> None:
     phases = Phases()
     with tempfile.TemporaryDirectory(prefix="optaas-first-hour-") as directory:
         clone = Path(directory) / "optaas"
-        phases.run("git clone", f"git clone --quiet {REPO_ROOT} {clone}", Path(directory),
-                   dict(os.environ))  # fmt: skip
+        began = time.monotonic()
+        subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
+        phases.record("git clone", "git clone <this repository>", began)
         env = fresh_environment(clone)
         phases.run("python3 -m venv .venv", "python3 -m venv .venv", clone, env)
         phases.run("pip install .", "pip install --quiet .", clone, env)
