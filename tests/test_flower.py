@@ -304,6 +304,30 @@ def test_a_stale_round_is_refused_and_changes_nothing(client):
     assert all(np.array_equal(now[name], x) for name, x in zip(NAMES, after_one, strict=True))
 
 
+def test_a_session_of_one_array_is_a_model_of_one_layer(client):
+    """The contract's single form (one array, the tensor `params`) is a one-layer model."""
+    start = initial_model()[0]
+    session = client.create_session(start, optimizer=fedadagrad()["optimizer"])
+    assert session.layout == "single"
+    strategy = FedOptaas(session)
+    reference = FedAdagrad(initial_parameters=ndarrays_to_parameters([start]))
+    rng = np.random.default_rng(7)
+    models = [[start + rng.normal(size=start.shape)] for _ in CLIENTS]
+    results = [
+        (proxy, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(model), proxy.num_examples, {}))
+        for proxy, model in zip(CLIENTS, models, strict=True)
+    ]
+    (ours,) = parameters_to_ndarrays(strategy.aggregate_fit(1, results, [])[0])
+    (theirs,) = parameters_to_ndarrays(reference.aggregate_fit(1, results, [])[0])
+    assert_moved_alike({"params": ours}, {"params": theirs}, {"params": start}, RTOL)
+
+
+def test_a_session_that_accumulates_is_refused(client):
+    session = client.create_session(initial_model()[0], optimizer="sgd", accumulate=3)
+    with pytest.raises(ValueError, match="without accumulate"):
+        FedOptaas(session)
+
+
 def test_a_session_file_of_another_model_is_refused(client, tmp_path):
     session_file = tmp_path / "session.json"
     open_session(client, initial_model(), names=NAMES, session_file=session_file, **fedavgm())

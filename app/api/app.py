@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from app import optim
+from app import optim, stepping
 from app.api import health, history, observability, schedules, sessions
 from app.api.admission import RateLimitMiddleware, RateLimits, SessionGate
 from app.api.bodies import BodyLimitMiddleware
@@ -36,10 +36,10 @@ and get the updated parameters back: `θ_{t+1} = θ_t − (η_t / (σ_t + eps)) 
 
 
 async def checkpoint_logged_sessions(database: Database) -> None:
-    """At a clean stop, write out the step logs this process holds (see `Database`); a failure
-    is logged, not fatal: the logs stay valid, they are replayed by the next reader."""
+    """At a clean stop, write out the step logs this process holds (see `app.stepping`); a
+    failure is logged, not fatal: the logs stay valid, they are replayed by the next reader."""
     try:
-        written = await run_in_threadpool(database.checkpoint_logged_sessions)
+        written = await run_in_threadpool(stepping.checkpoint_logged_sessions, database)
     except SQLAlchemyError as error:
         logger.warning("step logs not checkpointed at stop: %s", str(error).splitlines()[0])
         return
