@@ -33,6 +33,7 @@ from sqlalchemy.pool import StaticPool
 from app.store.arrays import (
     AFTER_COMMIT,
     ARRAY_STORE,
+    CHUNK_BYTES,
     ArrayStore,
     DatabaseArrays,
     MemoryArrays,
@@ -171,8 +172,8 @@ class Database:
     with the arrays kept as numpy arrays (`MemoryArrays`): for one process, lost on restart.
     Any other URL keeps the arrays in the database (`DatabaseArrays`), with this process's
     working sets cached up to `cache_max_bytes` and a checkpoint every `checkpoint_every`
-    steps (see `app.store.arrays`). Actions registered with `arrays.on_commit` run after a
-    commit and are dropped on rollback.
+    steps, each array in rows of up to `chunk_bytes` (see `app.store.arrays`). Actions
+    registered with `arrays.on_commit` run after a commit and are dropped on rollback.
     """
 
     def __init__(
@@ -182,6 +183,7 @@ class Database:
         lock_timeout_seconds: float | None = None,
         cache_max_bytes: int = 0,
         checkpoint_every: int = 1,
+        chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self.memory = is_memory_url(url)
         self.lock_timeout_seconds = lock_timeout_seconds
@@ -192,7 +194,9 @@ class Database:
             self.arrays = MemoryArrays()
         else:
             self.engine = make_engine(url, lock_timeout_seconds)
-            self.arrays = DatabaseArrays(WorkingSetCache(cache_max_bytes), checkpoint_every)
+            self.arrays = DatabaseArrays(
+                WorkingSetCache(cache_max_bytes), checkpoint_every, chunk_bytes
+            )
         info = {ARRAY_STORE: self.arrays}
         readers = self.engine
         if self.engine.dialect.name == "postgresql":
