@@ -25,6 +25,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from app.stepping import SessionArrays  # noqa: E402
 from app.store.database import Database  # noqa: E402
 from app.store.migrate import upgrade  # noqa: E402
 from app.store.repository import SessionRepository  # noqa: E402
@@ -46,12 +47,12 @@ def measure(url: str, chunk_bytes: int, arrays: dict[str, np.ndarray], repeats: 
             with database.transaction(write=True) as db:
                 repository = SessionRepository(db)
                 repository.add(record)
-                repository.save_arrays(record.id, arrays)
+                SessionArrays(db).save(record.id, arrays)
             writes.append(time.perf_counter() - started)
             tracemalloc.start()
             started = time.perf_counter()
             with database.transaction(write=False) as db:
-                loaded = SessionRepository(db).load_arrays(record.id, writable=True)
+                loaded = SessionArrays(db).load(record.id, writable=True)
             reads.append(time.perf_counter() - started)
             peaks.append(tracemalloc.get_traced_memory()[1])
             tracemalloc.stop()

@@ -211,6 +211,14 @@ def test_preview_schedule(client):
     np.testing.assert_array_equal(
         client.preview_schedule(warmup, steps=6), schedule_lrs(warmup, 1.0, 6)
     )
+    # The optimizer's lr (its type's default, 1e-3 for muon) is the base rate without `lr`.
+    np.testing.assert_array_equal(
+        client.preview_schedule(warmup, steps=6, optimizer="muon"), schedule_lrs(warmup, 1e-3, 6)
+    )
+    np.testing.assert_array_equal(
+        client.preview_schedule(warmup, steps=6, optimizer={"type": "prodigy", "lr": 0.5}),
+        schedule_lrs(warmup, 0.5, 6),
+    )
 
 
 def test_ready(module_app):

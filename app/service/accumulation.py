@@ -10,7 +10,7 @@ from optaas_state import ACCUMULATION_SLOT, is_accumulation_key
 
 from app.optim import NonFiniteGradient, check_gradients
 from app.schemas import StepAccepted
-from app.service.records import touch
+from app.stepping import SessionArrays
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
 
@@ -65,8 +65,8 @@ def accumulate(
     goal = record.config["accumulate"]
     if received < goal:
         pending = {accumulation_key(name): total for name, total in sums.items()}
-        repository.save_arrays(record.id, {**_without_accumulation(arrays), **pending})
-        touch(repository.db, record)
+        SessionArrays(repository.db).save(record.id, {**_without_accumulation(arrays), **pending})
+        repository.touch(record)
         return StepAccepted(
             step=record.step,
             received=received,
