@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from app.optim import schedule_lrs
+from app.optim import OPTIMIZER_TYPES, optimizer_defaults, schedule_lrs
 from tests.live_server import REPO_ROOT, LiveServer
 from tests.support import bearer, create_session, post_json
 
@@ -319,3 +319,44 @@ def test_schedule_designer_draws_a_nested_schedule_built_in_its_form(server, off
     page.fill(f'[data-path="{inner}.0.total_steps"]', "0")
     page.wait_for_selector(f'.invalid[data-path="{inner}.0.total_steps"]', timeout=WAIT_MS)
     assert f"{inner}.0.total_steps" in page.text_content("#designer-status")
+
+
+DESIGNER_SCHEDULE = {
+    "type": "warmup",
+    "warmup_steps": 100,
+    "then": {"type": "cosine", "total_steps": 900},
+}
+"""The designer's first schedule (ui.js)."""
+
+
+def test_the_designers_optimizer_form_knows_every_type(server, offline):
+    """The optimizer form lists every type the API takes (from its schema); a chosen type's
+    lr is the base rate of the curve, and a learning-rate-free type is said to scale it."""
+    page = offline.page
+    page.goto(f"{server.url}/ui")
+    page.evaluate("() => window.optaasUi.ready")
+    color = page.evaluate("() => window.optaasUi.colors.designer")
+    options = page.eval_on_selector_all(
+        '[data-path="optimizer.type"] option', "nodes => nodes.map((node) => node.value)"
+    )
+    assert sorted(option for option in options if option) == sorted(OPTIMIZER_TYPES)
+
+    page.select_option('[data-path="optimizer.type"]', "prodigy")
+    page.fill('[data-path="optimizer.lr"]', "0.5")
+    page.fill("#designer-steps", "100")
+    defaults = {k: v for k, v in optimizer_defaults("prodigy").items() if v is not None}
+    read = page.evaluate("() => window.optaasUi.readOptimizer()")
+    assert read == {**defaults, "type": "prodigy", "lr": 0.5}
+    expected = schedule_lrs(DESIGNER_SCHEDULE, 0.5, 100)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while page.evaluate(DRAWN, ["designer", color])["ys"] != expected:
+        assert time.monotonic() < deadline, "the designer did not draw the optimizer's rates"
+        time.sleep(0.1)
+    assert "estimates" in page.text_content("#designer-status")
+    assert page.is_disabled("#designer-lr")
+    offline.screenshot("-optimizer")
+
+    # A bad value of the optimizer's: the problem names it and its field is marked.
+    page.fill('[data-path="optimizer.d0"]', "-1")
+    page.wait_for_selector('.invalid[data-path="optimizer.d0"]', timeout=WAIT_MS)
+    assert "optimizer.d0" in page.text_content("#designer-status")

@@ -119,8 +119,27 @@ def patched_config(
         _check_optimizer_patch(record.config["optimizer"]["type"], given, allow_type_change)
     merged = merge_patch(record.config, given)
     config = SessionConfig.model_validate(merged).model_dump(mode="json")
-    Optimizer(core_config(config), tensor_names(record))  # the core's value checks
+    names = tensor_names(record)
+    optimizer = Optimizer(core_config(config), names)  # the core's value checks
+    if not allow_type_change:
+        _check_types_kept(Optimizer(core_config(record.config), names), optimizer)
     return name, config
+
+
+def _check_types_kept(old: Optimizer, new: Optimizer) -> None:
+    """`OptimizerTypeChange` for the first tensor whose optimizer type the change would change —
+    a group's optimizer of another type, or the tensor regrouped under another type: its slots
+    would not carry over. A fork may do it."""
+    for name in old.names:
+        before, after = old.group_of[name], new.group_of[name]
+        if before.type != after.type:
+            raise OptimizerTypeChange(
+                f"tensor {name!r} would change its optimizer type mid-run ({before.type!r} → "
+                f"{after.type!r}): its state does not carry over. Fork the session with the new "
+                'groups instead: POST /v1/sessions/{id}/fork with {"groups": […]}',
+                field=f"{after.spec_path}.type",
+                tensor=name,
+            )
 
 
 def _check_optimizer_patch(current: str, given: Mapping[str, Any], allow_type_change: bool) -> None:

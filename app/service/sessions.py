@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidContent
 from app.optim import Optimizer, OptimizerState, schedule_lrs
+from app.optim.catalog import CHOOSES_ITS_STEP_SIZE
 from app.schemas import (
     CreatedSession,
     HistoryPage,
@@ -154,10 +155,20 @@ def get_history(db: Session, session_id: str, token: str, *, after: int, limit: 
 
 
 def preview_schedule(request: SchedulePreviewRequest) -> SchedulePreview:
-    """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them."""
+    """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them: `lr` if
+    given, else the optimizer's (its type's default where it gives none), else 1. `estimated`
+    says that the optimizer scales these rates by a step size it finds during the run."""
     schedule = request.schedule.model_dump(mode="json")
-    rates = schedule_lrs(schedule, request.lr, request.steps)
-    return SchedulePreview(lr=[rate if np.isfinite(rate) else None for rate in rates])
+    lr, estimated = request.lr, False
+    if request.optimizer is not None:
+        spec = request.optimizer.model_dump(mode="json")
+        Optimizer({"optimizer": spec}, [])  # the core's value checks, naming the field
+        lr = spec["lr"] if lr is None else lr
+        estimated = spec["type"] in CHOOSES_ITS_STEP_SIZE
+    rates = schedule_lrs(schedule, 1.0 if lr is None else lr, request.steps)
+    return SchedulePreview(
+        lr=[rate if np.isfinite(rate) else None for rate in rates], estimated=estimated
+    )
 
 
 def _require_finite(params: Mapping[str, np.ndarray], layout: Layout) -> None:
