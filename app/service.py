@@ -21,7 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from optaas_state import ACCUMULATION_SLOT, PARAM_SLOT, STEP_SLOT, is_accumulation_key
+from optaas_state import (
+    ACCUMULATION_ROWS_SLOT,
+    ACCUMULATION_SLOT,
+    PARAM_SLOT,
+    STEP_SLOT,
+    is_accumulation_key,
+)
 from sqlalchemy.orm import Session
 
 from app import observe
@@ -33,10 +39,13 @@ from app.optim import (
     OptimError,
     Optimizer,
     OptimizerState,
+    SparseRows,
     StepResult,
     check_gradients,
+    coalesce_rows,
     schedule_lrs,
 )
+from app.optim.base import Gradient, values_of
 from app.schemas import (
     CreatedSession,
     CreateSession,
@@ -60,10 +69,11 @@ from app.tensors import (
     SINGLE_TENSOR_NAME,
     Layout,
     NamedTensors,
+    gradients_from_json,
+    gradients_from_safetensors,
     layout_of,
     tensor_field,
     tensors_from_json,
-    tensors_in_dtype,
     tensors_to_json,
 )
 
@@ -214,6 +224,7 @@ def step(
     request: StepRequest,
     *,
     return_params: bool = True,
+    full_tensors: bool = False,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
     answer_after_commit: bool = True,
@@ -228,7 +239,9 @@ def step(
     process's working set when it holds the session's version (else from the database), and
     the step writes its gradient to the step log or a checkpoint (`SessionRepository.begin_step`).
     `answer_after_commit=False` promises that the answer is made before the transaction ends:
-    then its θ may be the working set's own arrays, not copies.
+    then its θ may be the working set's own arrays, not copies. A tensor whose gradient came as
+    sparse rows is answered with the rows the step changed (`SparseRows` of θ's new rows),
+    unless `full_tensors`.
 
     With `accumulate` K > 1 the gradient is added to the next step's sums instead
     (`StepAccepted`), and the K-th applies their mean (`_step_accumulated`).
@@ -243,7 +256,7 @@ def step(
     history = HistoryRepository(db, history_max_records)
     if accumulates(record):
         return _step_accumulated(
-            repository, history, record, request, grads, started, return_params
+            repository, history, record, request, grads, started, (return_params, full_tensors)
         )
     working = repository.working_set(record)
     optimizer, params, state = working_state(record, working)
@@ -259,8 +272,38 @@ def step(
     _record_step(history, record, request.loss, result, started)
     shown = None
     if return_params:
-        shown = answer_arrays(working, params) if answer_after_commit else params
+        shown = answer_tensors(params, _changed_rows(grads, result, full_tensors))
+        if answer_after_commit:
+            shown = answer_arrays(working, shown)
     return _step_response(record, result, shown)
+
+
+def _changed_rows(
+    grads: Mapping[str, Gradient], result: StepResult, full_tensors: bool
+) -> dict[str, np.ndarray]:
+    """The rows each tensor stepped by sparse rows changed (none, if the step was skipped);
+    {} with `full_tensors`, where every tensor is answered whole."""
+    if full_tensors:
+        return {}
+    empty = np.zeros(0, np.int64)
+    return {
+        name: result.changed_rows.get(name, empty)
+        for name, grad in grads.items()
+        if isinstance(grad, SparseRows)
+    }
+
+
+def answer_tensors(
+    params: Mapping[str, np.ndarray], changed_rows: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray | SparseRows]:
+    """θ as a step answers it: each tensor whole, except those given `changed_rows`, which
+    show only those rows (`SparseRows(rows, θ[rows])`, their values gathered: a copy)."""
+    return {
+        name: SparseRows(changed_rows[name], param[changed_rows[name]])
+        if name in changed_rows
+        else param
+        for name, param in params.items()
+    }
 
 
 def _step_accumulated(
@@ -268,14 +311,15 @@ def _step_accumulated(
     history: HistoryRepository,
     record: SessionRecord,
     request: StepRequest,
-    grads: dict[str, np.ndarray],
+    grads: dict[str, Gradient],
     started: float,
-    return_params: bool,
+    answered: tuple[bool, bool],
 ) -> StepResponse | StepAccepted:
     """A post to a session that accumulates: counted toward the next step (202), or — the K-th
     — applied with the others as their mean. θ, state and the sums are read from the database
     and written back in full (a checkpoint: the step log replays the core's update only, not
-    the sums), so a post answered 202 is as durable as a step."""
+    the sums), so a post answered 202 is as durable as a step. `answered` is (`return_params`,
+    `full_tensors`) as `step` takes them."""
     arrays = repository.load_arrays(record.id, writable=True)
     params, slots = split_arrays(record, arrays)
     batch = _accumulate(
@@ -295,7 +339,9 @@ def _step_accumulated(
     else:
         _advance(repository.db, record, state, loss)
     _record_step(history, record, loss, result, started)
-    return _step_response(record, result, params if return_params else None)
+    return_params, full_tensors = answered
+    shown = answer_tensors(params, _changed_rows(mean, result, full_tensors))
+    return _step_response(record, result, shown if return_params else None)
 
 
 def _advance(db: Session, record: SessionRecord, state: OptimizerState, loss: float | None) -> None:
@@ -315,7 +361,9 @@ def _touch(db: Session, record: SessionRecord) -> None:
 
 
 def _step_response(
-    record: SessionRecord, result: StepResult, params: Mapping[str, np.ndarray] | None
+    record: SessionRecord,
+    result: StepResult,
+    params: Mapping[str, np.ndarray | SparseRows] | None,
 ) -> StepResponse:
     return StepResponse(
         step=record.step,
@@ -327,23 +375,20 @@ def _step_response(
     )
 
 
-def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, np.ndarray]:
-    """The posted gradients by tensor name, in the session's dtype.
+def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, Gradient]:
+    """The posted gradients by tensor name, in the session's dtype: arrays, or `SparseRows`.
 
-    JSON gradients come in the session's form (one array, or an object of named arrays);
-    a safetensors file's tensors (`NamedTensors`) are by name in either form (the single
-    form's tensor is `params`).
+    JSON gradients come in the session's form (one array, or an object of named arrays; a
+    tensor's may be `{"rows", "values"}`); a safetensors file's tensors (`NamedTensors`) are by
+    name in either form (the single form's tensor is `params`; `rows/<tensor>` beside one
+    makes it sparse rows).
     """
     dtype = np.dtype(record.dtype)
     if isinstance(gradients, NamedTensors):
-        return tensors_in_dtype(gradients, dtype, field="gradients")
-    layout = Layout(record.layout)
-    if layout_of(gradients) is not layout:
-        raise InvalidContent(
-            f"gradients must have the form of this session's params: {_form_name(layout)}",
-            field="gradients",
+        return gradients_from_safetensors(
+            gradients, tensor_names(record), dtype, field="gradients"
         )
-    return tensors_from_json(gradients, dtype, field="gradients")
+    return gradients_from_json(gradients, Layout(record.layout), dtype, field="gradients")
 
 
 def working_state(
@@ -362,7 +407,7 @@ def working_state(
 
 
 def logged_step(
-    record: SessionRecord, request: StepRequest, grads: dict[str, np.ndarray]
+    record: SessionRecord, request: StepRequest, grads: dict[str, Gradient]
 ) -> LoggedStep:
     """The step's inputs as the core receives them, for the step log."""
     return LoggedStep(
@@ -377,17 +422,23 @@ def logged_step(
     )
 
 
-def answer_arrays(working: WorkingSet, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def answer_arrays(
+    working: WorkingSet, params: dict[str, np.ndarray | SparseRows]
+) -> dict[str, np.ndarray | SparseRows]:
     """θ for the answer, which is written after the commit: copies if the next step may update
-    the working set's arrays in place by then (the database stores' cache)."""
+    the working set's arrays in place by then (the database stores' cache). Changed rows
+    (`SparseRows`) are copies already."""
     if working.shared:
-        return {name: array.copy() for name, array in params.items()}
+        return {
+            name: array if isinstance(array, SparseRows) else array.copy()
+            for name, array in params.items()
+        }
     return params
 
 
 # -- synchronous accumulation ------------------------------------------------------------------
 
-Batch = tuple[dict[str, np.ndarray], float | None, bool]
+Batch = tuple[dict[str, Gradient], float | None, bool]
 """The mean gradient of a complete batch, the mean loss (None: no post had one), partial."""
 
 
@@ -402,7 +453,7 @@ def _accumulate(
     record: SessionRecord,
     params: Mapping[str, np.ndarray],
     arrays: dict[str, np.ndarray],
-    grads: Mapping[str, np.ndarray],
+    grads: Mapping[str, Gradient],
     *,
     loss: float | None,
     partial: bool,
@@ -412,22 +463,24 @@ def _accumulate(
     The sums are kept per tensor as `accum/<tensor>` arrays in the session's dtype, the count of
     posts n and their losses on the session row, all written in this post's transaction: a post
     answered 202 is durable. Each post is checked like a step (names and shapes; `partial`
-    allows a subset); under `nonfinite: reject` a post that makes a sum non-finite is refused
-    (422) and not counted. Once n reaches K (`accumulate`) the batch is complete and its mean
-    is returned, to be applied as one step:
+    allows a subset; sparse rows only where the tensor's optimizer takes them); under
+    `nonfinite: reject` a post that makes a sum non-finite is refused (422) and not counted.
+    Once n reaches K (`accumulate`) the batch is complete and its mean is returned, to be
+    applied as one step:
 
         ḡ = (Σ_{i ≤ n} g_i) / n   for every tensor some post carried (a missing one adds 0),
 
     the step partial iff some tensor was carried by none, its loss the mean of the posted
     losses. Clipping and `nonfinite: skip` then act on ḡ, as torch acts on accumulated `.grad`.
+    A tensor every post gave as sparse rows keeps a sparse sum (`_add_to_sum`: the union of
+    their rows, `accum_rows/<tensor>` beside the values) and steps by sparse rows.
     Before that: `StepAccepted` with how many are still missing.
     """
     checked = check_gradients(params, grads, partial=partial)
-    sums = {
-        name: arrays[accumulation_key(name)] for name in params if accumulation_key(name) in arrays
-    }
+    Optimizer(core_config(record.config), tensor_names(record)).check_sparse_rows(checked)
+    sums = _pending_sums_by_tensor(arrays, params)
     for name, grad in checked.items():
-        sums[name] = np.add(sums[name], grad, out=sums[name]) if name in sums else grad
+        sums[name] = _add_to_sum(sums.get(name), grad, params[name].shape)
     if record.config["nonfinite"] == "reject":
         _require_finite_sums(sums, checked)
     received = record.accumulated + 1
@@ -437,8 +490,9 @@ def _accumulate(
     record.accumulated = received
     goal = record.config["accumulate"]
     if received < goal:
-        pending = {accumulation_key(name): total for name, total in sums.items()}
-        repository.save_arrays(record.id, {**_without_accumulation(arrays), **pending})
+        repository.save_arrays(
+            record.id, {**_without_accumulation(arrays), **_stored_sums(sums)}
+        )
         _touch(repository.db, record)
         return StepAccepted(
             step=record.step,
@@ -446,9 +500,7 @@ def _accumulate(
             missing=goal - received,
             wait_for_step=record.step + 1,
         )
-    mean = {
-        name: np.divide(sums[name], received, out=sums[name]) for name in params if name in sums
-    }
+    mean = {name: _divided(sums[name], received) for name in params if name in sums}
     mean_loss = (
         _accumulated_loss_sum(record) / record.accumulated_losses
         if record.accumulated_losses
@@ -461,10 +513,71 @@ def accumulation_key(tensor: str) -> str:
     return f"{ACCUMULATION_SLOT}/{tensor}"
 
 
-def _require_finite_sums(sums: Mapping[str, np.ndarray], posted: Mapping[str, np.ndarray]) -> None:
+def accumulation_rows_key(tensor: str) -> str:
+    return f"{ACCUMULATION_ROWS_SLOT}/{tensor}"
+
+
+def _pending_sums_by_tensor(
+    arrays: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]
+) -> dict[str, Gradient]:
+    """The stored sums by tensor: `accum/<t>`, as `SparseRows` where `accum_rows/<t>` is kept."""
+    sums: dict[str, Gradient] = {}
+    for name in params:
+        total = arrays.get(accumulation_key(name))
+        if total is None:
+            continue
+        rows = arrays.get(accumulation_rows_key(name))
+        sums[name] = total if rows is None else SparseRows(rows, total)
+    return sums
+
+
+def _stored_sums(sums: Mapping[str, Gradient]) -> dict[str, np.ndarray]:
+    """The sums keyed for storage (the inverse of `_pending_sums_by_tensor`)."""
+    stored = {}
+    for name, total in sums.items():
+        if isinstance(total, SparseRows):
+            stored[accumulation_rows_key(name)] = total.rows
+        stored[accumulation_key(name)] = values_of(total)
+    return stored
+
+
+def _add_to_sum(total: Gradient | None, grad: Gradient, shape: tuple[int, ...]) -> Gradient:
+    """total + g for one tensor of `shape`. Two sparse row gradients stay sparse: their rows
+    joined and coalesced, the older values first (Σ in posting order, as the dense sums);
+    sparse and dense make a dense sum (the rows added into θ's shape)."""
+    if total is None:
+        return grad
+    if isinstance(total, SparseRows) and isinstance(grad, SparseRows):
+        return coalesce_rows(
+            np.concatenate([total.rows, grad.rows]), np.concatenate([total.values, grad.values])
+        )
+    if isinstance(total, SparseRows):
+        total = _densified(total, shape, total.values.dtype)
+    if isinstance(grad, SparseRows):
+        with np.errstate(over="ignore", invalid="ignore"):  # judged as non-finite after
+            total[grad.rows] += grad.values  # coalesced: each row once
+        return total
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.add(total, grad, out=total)
+
+
+def _densified(rows: SparseRows, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    dense = np.zeros(shape, dtype)
+    dense[rows.rows] = rows.values
+    return dense
+
+
+def _divided(total: Gradient, count: int) -> Gradient:
+    """total / n, in place (a sparse sum stays sparse: its values divided)."""
+    values = values_of(total)
+    np.divide(values, count, out=values)
+    return total
+
+
+def _require_finite_sums(sums: Mapping[str, Gradient], posted: Mapping[str, Gradient]) -> None:
     """Under `reject`: the first tensor (in order) whose sum this post made NaN or ±Inf."""
     for name in posted:
-        if not np.isfinite(sums[name]).all():
+        if not np.isfinite(values_of(sums[name])).all():
             raise NonFiniteGradient(name)
 
 

@@ -259,8 +259,14 @@ async def step_session(
     settings: SettingsDep,
     binary_answer: SafetensorsAnswerDep,
     returns: Annotated[
-        Literal["params", "none"],
-        Query(alias="return", description="`none` leaves `params` out of the answer."),
+        Literal["params", "full", "none"],
+        Query(
+            alias="return",
+            description=(
+                "`params`: θ, where a tensor stepped by sparse rows shows only the rows it "
+                "changed; `full`: every tensor whole; `none` leaves `params` out."
+            ),
+        ),
     ] = "params",
 ) -> Response:
     """θ ← θ − η_t/(σ_t + eps) · m_t for the posted gradient; answers with the new θ.
@@ -278,8 +284,13 @@ async def step_session(
     application/vnd.safetensors`, tensors by name, `loss` and `partial` in `__metadata__`);
     ask for `Accept: application/vnd.safetensors` to get θ back as one (`step`, `lr`,
     `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
+
+    Sparse rows (embedding tables; `sparse_adam`, `adagrad` and `sgd` without momentum): a
+    tensor's gradient may be `{"rows": [i, …], "values": [[…], …]}` (in a file: the integer
+    vector `rows/<tensor>` beside `<tensor>`), repeated rows summed. The answer then holds,
+    for that tensor, only the rows the step changed, in the same form (`?return=full`: whole).
     """
-    return_params = returns == "params"
+    return_params = returns != "none"
     # Made before the commit, a safetensors answer can show θ as it is, where the next step
     # would update it in place afterwards (a memory:// step's arrays are never updated again).
     copies_saved = binary_answer and database.arrays.reuses_working_sets
@@ -299,6 +310,7 @@ async def step_session(
             token,
             step_request,
             return_params=return_params,
+            full_tensors=returns == "full",
             guard=check,
             history_max_records=settings.history_max_records,
             answer_after_commit=not in_transaction,

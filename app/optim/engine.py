@@ -324,7 +324,7 @@ class Optimizer:
         read_only = [name for name in checked if not params[name].flags.writeable]
         if read_only:  # a programming error, caught before anything is written
             raise ValueError(f"parameters {read_only} are read-only; steps update θ in place")
-        self._check_sparse_rows(checked)
+        self.check_sparse_rows(checked)
         if loss is not None:
             loss = _loss_value(loss)
         t = state.step
@@ -378,8 +378,9 @@ class Optimizer:
             changed_rows={name: rows.rows for name, rows in sparse.items()},
         )
 
-    def _check_sparse_rows(self, grads: Mapping[str, Gradient]) -> None:
-        """`UnsupportedTensor` for the first sparse row gradient its group cannot step."""
+    def check_sparse_rows(self, grads: Mapping[str, Gradient]) -> None:
+        """`UnsupportedTensor` for the first sparse row gradient its group cannot step (public:
+        the service checks posts it accumulates before their step runs)."""
         for name, grad in grads.items():
             group = self.group_of[name]
             if isinstance(grad, SparseRows) and group.sparse_refusal is not None:

@@ -12,7 +12,9 @@ The log lives beside the checkpoint, in the session's `session_arrays` rows, und
 slot can have (slot names are identifiers):
 
 - `~log/<version>`: the step's inputs other than the gradient, as JSON (`dtype` = "json");
-- `~log/<version>/<tensor>`: the gradient of each tensor the step carried (raw bytes, as θ).
+- `~log/<version>/<tensor>`: the gradient of each tensor the step carried (raw bytes, as θ);
+  for a sparse row gradient its values, and its rows (int64) under `~log/<version>#rows/<tensor>`
+  (`#` sorts before `/` and ends no version, so the rows stay apart from every tensor's key).
 
 `<version>` is the session's version after the step, zero-padded, so keys sort in step order.
 Reading a session's arrays (`SessionRepository.load_arrays`) reads the checkpoint and the log in
@@ -34,11 +36,13 @@ import numpy as np
 import orjson
 from optaas_state import PARAM_SLOT, is_accumulation_key
 
-from app.optim import Optimizer, OptimizerState
+from app.optim import Optimizer, OptimizerState, SparseRows
 from app.store import codec
 
 LOG_PREFIX = "~log/"
 """Keys of log rows start with this; a slot name never does."""
+ROWS_SUFFIX = "#rows"
+"""`~log/<version>#rows/<tensor>`: the rows of a logged sparse row gradient."""
 META_DTYPE = "json"
 _VERSION_DIGITS = 20
 
@@ -63,8 +67,19 @@ class LoggedStep:
     """The schedule's state before the step."""
     loss: float | None
     partial: bool
-    gradients: dict[str, np.ndarray]
-    """The gradients by tensor, in the session's dtype, before the core used them."""
+    gradients: dict[str, np.ndarray | SparseRows]
+    """The gradients by tensor, in the session's dtype, before the core used them (dense, or
+    sparse rows)."""
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes its gradients take in the log."""
+        return sum(
+            gradient.rows.nbytes + gradient.values.nbytes
+            if isinstance(gradient, SparseRows)
+            else gradient.nbytes
+            for gradient in self.gradients.values()
+        )
 
 
 def is_log_key(key: str) -> bool:
@@ -91,16 +106,16 @@ def log_rows(entry: LoggedStep) -> list[dict[str, Any]]:
     }
     rows = [{"key": base, "dtype": META_DTYPE, "shape": [], "data": orjson.dumps(meta)}]
     for name, gradient in entry.gradients.items():
-        encoded = codec.encode(gradient)
-        rows.append(
-            {
-                "key": f"{base}/{name}",
-                "dtype": encoded.dtype,
-                "shape": encoded.shape,
-                "data": encoded.data,
-            }
-        )
+        if isinstance(gradient, SparseRows):
+            rows.append(_array_row(f"{base}{ROWS_SUFFIX}/{name}", gradient.rows))
+            gradient = gradient.values
+        rows.append(_array_row(f"{base}/{name}", gradient))
     return rows
+
+
+def _array_row(key: str, array: np.ndarray) -> dict[str, Any]:
+    encoded = codec.encode(array)
+    return {"key": key, "dtype": encoded.dtype, "shape": encoded.shape, "data": encoded.data}
 
 
 def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedStep]:
@@ -116,9 +131,13 @@ def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedSt
     entries = []
     for base in sorted(metas):
         meta = metas[base]
-        given = tensors.get(base, {})
+        given: dict[str, np.ndarray | SparseRows] = dict(tensors.get(base, {}))
         if set(given) != set(meta["tensors"]):
             raise CorruptLogError(f"log entry {base} lacks some of its gradients")
+        for name, rows in tensors.get(base + ROWS_SUFFIX, {}).items():
+            if name not in given:
+                raise CorruptLogError(f"log entry {base} has rows of {name!r} without values")
+            given[name] = SparseRows(rows, given[name])
         entries.append(
             LoggedStep(
                 version=int(base),

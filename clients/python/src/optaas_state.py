@@ -12,7 +12,9 @@ tensor names may):
   `momentum_buffer`, `sum`, …), and `step/<tensor>` (`STEP_SLOT`), the tensor's own update count,
   a 0-d int64 where every other slot is in the session's dtype;
 - `accum/<tensor>` (`ACCUMULATION_SLOT`): the running sum of the gradients posted toward the
-  next step of an `accumulate: K` session. Not optimizer state: neither exported nor forked.
+  next step of an `accumulate: K` session; where every post so far gave the tensor sparse rows,
+  the sum is sparse too: its values there, its rows (int64) in `accum_rows/<tensor>`
+  (`ACCUMULATION_ROWS_SLOT`). Not optimizer state: neither exported nor forked.
 
 **The export, `optaas-state/1`** (`EXPORT_FORMAT`): a session's whole run, so that an import
 continues it exactly. Its header holds `format`, `id`, `name`, `dtype`, `layout`, `tensors`
@@ -50,6 +52,9 @@ STEP_SLOT = "step"
 
 ACCUMULATION_SLOT = "accum"
 """`accum/<tensor>`: the pending sum of an accumulating session's posted gradients."""
+
+ACCUMULATION_ROWS_SLOT = "accum_rows"
+"""`accum_rows/<tensor>`: the rows of a pending sum of sparse row gradients."""
 
 KEY_SEPARATOR = "/"
 
@@ -110,8 +115,11 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 def is_accumulation_key(key: str) -> bool:
-    """Whether a stored array's key is a pending sum (`accum/<tensor>`)."""
-    return key.startswith(ACCUMULATION_SLOT + KEY_SEPARATOR)
+    """Whether a stored array's key is part of a pending sum (`accum/<tensor>`, and
+    `accum_rows/<tensor>` for a sum of sparse rows)."""
+    return key.startswith(
+        (ACCUMULATION_SLOT + KEY_SEPARATOR, ACCUMULATION_ROWS_SLOT + KEY_SEPARATOR)
+    )
 
 
 # -- an export's arrays -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def export_from_json(document: Mapping[str, Any]) -> dict[str, Any]:
     _check_format(document.get("format"))
     dtype = np.dtype(document["dtype"])
     export = dict(document)
-    export["params"] = from_wire(document["params"], dtype)
+    export["params"] = from_wire(document["params"], dtype, document["layout"])
     export["state"] = {
         tensor: {slot: _slot_array(slot, value, dtype) for slot, value in slots.items()}
         for tensor, slots in document["state"].items()
