@@ -23,12 +23,19 @@ from optaas_client import (
     export_to_json,
     export_to_safetensors,
     torch_optimizer,
+    torch_optimizers,
     torch_param_groups,
     torch_state_dict,
 )
 
-from app.optim import Optimizer, OptimizerState
+from app.optim import Optimizer, OptimizerState, SparseRows
 from app.tensors import tensors_from_safetensors
+from tests.optim.reference import (
+    assert_moved_alike,
+    muon_in_input_dtype,
+    torch_default_dtype,
+    torch_gradient,
+)
 from tests.support import random_arrays
 
 SHAPES = {"w": (3, 2), "b": (2,)}
@@ -99,7 +106,7 @@ class CoreSession:
         return cls(config, params, state)
 
     def step(self, grads, partial=False):
-        copies = {name: np.array(array) for name, array in grads.items()}
+        copies = {name: _copy(grad) for name, grad in grads.items()}
         self.engine.step(self.params, self.state, copies, partial=partial)
 
     def export(self, layout="named"):
@@ -136,6 +143,12 @@ class CoreSession:
                 for tensor, slots in self.state.slots.items()
             },
         }
+
+
+def _copy(grad):
+    if isinstance(grad, SparseRows):
+        return SparseRows(grad.rows.copy(), grad.values.copy())
+    return np.array(grad)
 
 
 def torch_parameters(values):
@@ -342,6 +355,224 @@ def test_conversions_refuse_what_torch_cannot_hold():
     mixed = {"w": torch.zeros(2, dtype=torch.float32), "b": torch.zeros(2, dtype=torch.float64)}
     with pytest.raises(ValueError, match="must all be float32 or all float64"):
         export_from_torch(torch.optim.Adam(list(mixed.values())), mixed)
+
+
+# -- the rest of torch.optim: Adafactor, Muon, Rprop, ASGD, SparseAdam; Muon beside AdamW -----
+
+MATRICES = {"wide": (3, 5), "tall": (6, 2)}
+TABLES = {"embedding": (8, 3), "blocks": (5, 2, 2)}
+MIXED_SHAPES = {
+    "layer.weight": (5, 4),
+    "layer.bias": (5,),
+    "head.weight": (3, 5),
+    "head.bias": (3,),
+}
+MUON_AND_ADAMW = {
+    "optimizer": {"type": "adamw", "lr": 3e-3, "weight_decay": 0.01},
+    "groups": [{"match": ["*.weight"], "optimizer": {"type": "muon", "lr": 0.02}}],
+}
+
+# optaas spec, torch class, torch settings, shapes, sparse row gradients: options exercised.
+MORE_TORCH_CASES = {
+    "adafactor": (  # w is factored (row_var, col_var), b and the scalar keep `variance`
+        {"type": "adafactor", "lr": 0.05, "weight_decay": 0.1, "eps": [1e-30, 1e-2]},
+        torch.optim.Adafactor,
+        {"lr": 0.05, "weight_decay": 0.1, "eps": (1e-30, 1e-2)},
+        {**SHAPES, "cube": (2, 3, 2), "scalar": ()},
+        False,
+    ),
+    "muon": (
+        {"type": "muon", "lr": 0.02, "adjust_lr_fn": "match_rms_adamw", "nesterov": False},
+        torch.optim.Muon,
+        {"lr": 0.02, "adjust_lr_fn": "match_rms_adamw", "nesterov": False},
+        MATRICES,
+        False,
+    ),
+    "rprop": (
+        {"type": "rprop", "lr": 0.05, "etas": [0.4, 1.3], "step_sizes": [1e-4, 0.5]},
+        torch.optim.Rprop,
+        {"lr": 0.05, "etas": (0.4, 1.3), "step_sizes": (1e-4, 0.5)},
+        SHAPES,
+        False,
+    ),
+    "asgd": (  # averaging from step 20: `ax` carries over too
+        {"type": "asgd", "lr": 0.05, "t0": 20, "lambd": 0.01, "weight_decay": 0.1},
+        torch.optim.ASGD,
+        {"lr": 0.05, "t0": 20, "lambd": 0.01, "weight_decay": 0.1},
+        SHAPES,
+        False,
+    ),
+    "sparse_adam": (  # sparse COO gradients in torch, rows here; repeated rows summed
+        {"type": "sparse_adam", "lr": 0.01, "betas": [0.8, 0.99]},
+        torch.optim.SparseAdam,
+        {"lr": 0.01, "betas": (0.8, 0.99)},
+        TABLES,
+        True,
+    ),
+}
+
+
+def more_problem(case, seed):
+    """θ₀ and 100 gradients for a case: dense, or sparse rows (some steps touch none)."""
+    *_, shapes, sparse = MORE_TORCH_CASES[case]
+    rng = np.random.default_rng(seed)
+    theta0 = random_arrays(rng, shapes, "float64")
+    grads = []
+    for _ in range(2 * STEPS):
+        if not sparse:
+            grads.append(random_arrays(rng, shapes, "float64"))
+            continue
+        step = {}
+        for name, shape in shapes.items():
+            rows = rng.integers(0, shape[0], int(rng.integers(0, 6)))
+            step[name] = SparseRows(rows, rng.standard_normal((len(rows), *shape[1:])))
+        grads.append(step)
+    return theta0, grads
+
+
+def torch_steps(optimizers, parameters, grads):
+    """torch's steps (sparse rows as uncoalesced sparse COO tensors, as `nn.Embedding(sparse=
+    True)` makes them), Muon's Newton–Schulz in float64 as the contract's reference, and
+    float64 the default dtype (ASGD computes its η_t as a tensor of the default dtype)."""
+    with muon_in_input_dtype(), torch_default_dtype(np.float64):
+        for g in grads:
+            for name, parameter in parameters.items():
+                parameter.grad = torch_gradient(_copy(g[name]), tuple(parameter.shape))
+            for optimizer in optimizers:
+                optimizer.step()
+
+
+def numpy_of(parameters):
+    return {name: tensor.detach().numpy().copy() for name, tensor in parameters.items()}
+
+
+@pytest.mark.parametrize("case", MORE_TORCH_CASES)
+def test_fifty_here_then_fifty_in_torch_equal_a_hundred_here(case):
+    """The export's slots are torch's state_dict entries (Adafactor's row and column factors,
+    ASGD's average, SparseAdam's int step, Muon without one): torch continues the run."""
+    spec, *_ = MORE_TORCH_CASES[case]
+    theta0, grads = more_problem(case, 10)
+    core = CoreSession({"optimizer": spec}, theta0)
+    for g in grads[:STEPS]:
+        core.step(g)
+    export = core.export()
+    for g in grads[STEPS:]:
+        core.step(g)
+
+    parameters = torch_parameters({name: np.zeros_like(array) for name, array in theta0.items()})
+    optimizer = torch_optimizer(export, parameters)
+    torch_steps([optimizer], parameters, grads[STEPS:])
+    assert_moved_alike(core.params, numpy_of(parameters), theta0, 1e-9)
+    if case == "asgd":  # the weights to evaluate carried over as well
+        averages = {name: optimizer.state[parameters[name]]["ax"].numpy() for name in theta0}
+        assert_moved_alike(core.engine.eval_params(core.params, core.state), averages, theta0, 1e-9)
+
+
+@pytest.mark.parametrize("case", MORE_TORCH_CASES)
+def test_fifty_in_torch_then_fifty_here_equal_a_hundred_in_torch(case):
+    _, torch_class, settings, *_ = MORE_TORCH_CASES[case]
+    theta0, grads = more_problem(case, 11)
+    parameters = torch_parameters(theta0)
+    optimizer = torch_class(list(parameters.values()), **settings)
+    torch_steps([optimizer], parameters, grads[:STEPS])
+    # torch's Muon keeps no step count: the export is told how many steps it took.
+    export = export_from_torch(optimizer, parameters, step=STEPS if case == "muon" else None)
+    torch_steps([optimizer], parameters, grads[STEPS:])
+
+    assert export["step"] == STEPS and export["config"]["optimizer"]["type"] == case
+    core = CoreSession.from_export(json.loads(json.dumps(export_to_json(export))))
+    for g in grads[STEPS:]:
+        core.step(g)
+    assert_moved_alike(core.params, numpy_of(parameters), theta0, 1e-9)
+
+
+def test_adafactor_keeps_torchs_row_and_column_factors():
+    spec, *_ = MORE_TORCH_CASES["adafactor"]
+    theta0, grads = more_problem("adafactor", 12)
+    core = CoreSession({"optimizer": spec}, theta0)
+    core.step(grads[0])
+    state_dict = torch_state_dict(core.export())
+    assert state_dict["param_groups"][0]["eps"] == (1e-30, 1e-2)
+    w, b, cube, scalar = (state_dict["state"][index] for index in range(4))
+    assert set(w) == {"row_var", "col_var", "step"} and set(b) == {"variance", "step"}
+    assert (tuple(w["row_var"].shape), tuple(w["col_var"].shape)) == ((3, 1), (1, 2))
+    assert (tuple(cube["row_var"].shape), tuple(cube["col_var"].shape)) == ((2, 3, 1), (2, 1, 2))
+    assert tuple(scalar["variance"].shape) == () and w["step"].item() == 1.0
+
+
+def test_sparse_adam_and_muon_keep_steps_as_torch_does():
+    theta0, grads = more_problem("sparse_adam", 13)
+    core = CoreSession({"optimizer": {"type": "sparse_adam"}}, theta0)
+    core.step(grads[0])
+    core.step({name: np.ones_like(array) for name, array in theta0.items()})
+    state = torch_state_dict(core.export())["state"]
+    assert state[0]["step"] == 2 and type(state[0]["step"]) is int  # torch's SparseAdam's int
+    muon = CoreSession({"optimizer": {"type": "muon"}}, {"w": np.ones((2, 3))})
+    muon.step({"w": np.arange(6.0).reshape(2, 3)})
+    assert set(torch_state_dict(muon.export())["state"][0]) == {"momentum_buffer"}
+
+
+def test_muon_with_maximize_has_no_torch_counterpart():
+    core = CoreSession({"optimizer": {"type": "muon", "maximize": True}}, {"w": np.ones((2, 2))})
+    with pytest.raises(ValueError, match="muon with maximize=True"):
+        torch_state_dict(core.export())
+
+
+def test_muon_and_adamw_groups_are_two_torch_optimizers_both_ways():
+    """Muon for the matrices, the session's AdamW for the rest (a group with its own
+    optimizer): one torch optimizer per type continues the run, and the pair converts back
+    to an export whose group names its own optimizer."""
+    rng = np.random.default_rng(14)
+    theta0 = random_arrays(rng, MIXED_SHAPES, "float64")
+    grads = [random_arrays(rng, MIXED_SHAPES, "float64") for _ in range(2 * STEPS)]
+    core = CoreSession(MUON_AND_ADAMW, theta0)
+    for g in grads[:STEPS]:
+        core.step(g)
+    export = core.export()
+    for g in grads[STEPS:]:
+        core.step(g)
+
+    parameters = torch_parameters({name: np.zeros_like(array) for name, array in theta0.items()})
+    with pytest.raises(ValueError, match=r"\['adamw', 'muon'\].*torch_optimizers"):
+        torch_optimizer(export, parameters)
+    optimizers = torch_optimizers(export, parameters)
+    assert list(optimizers) == ["adamw", "muon"]
+    adamw, muon = optimizers.values()
+    assert isinstance(adamw, torch.optim.AdamW) and isinstance(muon, torch.optim.Muon)
+    assert adamw.param_groups[0]["param_names"] == ["layer.bias", "head.bias"]
+    assert muon.param_groups[0]["param_names"] == ["layer.weight", "head.weight"]
+    assert (muon.param_groups[0]["lr"], adamw.param_groups[0]["weight_decay"]) == (0.02, 0.01)
+    assert set(torch_state_dict(export, optimizer_type="muon")["state"]) == {0, 1}
+    torch_steps([adamw, muon], parameters, grads[STEPS:])
+    assert_moved_alike(core.params, numpy_of(parameters), theta0, 1e-9)
+
+    # … and back: a pair of torch optimizers after 50 steps, continued here.
+    parameters = torch_parameters(theta0)
+    matrices = [parameters["layer.weight"], parameters["head.weight"]]
+    vectors = [parameters["layer.bias"], parameters["head.bias"]]
+    pair = [
+        torch.optim.AdamW(vectors, lr=3e-3, weight_decay=0.01),
+        torch.optim.Muon(matrices, lr=0.02),
+    ]
+    torch_steps(pair, parameters, grads[:STEPS])
+    back = export_from_torch(pair, parameters)
+    torch_steps(pair, parameters, grads[STEPS:])
+    assert back["step"] == STEPS  # AdamW's count; Muon's tensors take it
+    assert back["config"]["optimizer"]["type"] == "adamw"
+    [group] = back["config"]["groups"]
+    assert group["match"] == ["layer.weight", "head.weight"]
+    assert group["optimizer"]["type"] == "muon" and group["optimizer"]["lr"] == 0.02
+    again = CoreSession.from_export(json.loads(json.dumps(export_to_json(back))))
+    for g in grads[STEPS:]:
+        again.step(g)
+    assert_moved_alike(again.params, numpy_of(parameters), theta0, 1e-9)
+
+
+def test_torch_optimizers_that_share_a_tensor_are_refused():
+    parameters = torch_parameters({"w": np.ones((2, 2))})
+    both = [torch.optim.SGD([parameters["w"]]), torch.optim.Muon([parameters["w"]])]
+    with pytest.raises(ValueError, match=r"it optimizes \['w'\] more than once"):
+        export_from_torch(both, parameters, step=0)
 
 
 # -- the export's JSON and safetensors forms ---------------------------------------------------

@@ -11,8 +11,8 @@ the operations after it must still answer as documented.
 
 A second run (`st run`, schemathesis's own runner, on SQLite) goes through its coverage phase
 with every check — unsupported methods and their `Allow`, missing credentials and
-headers, schema-valid data accepted — and must find nothing but the by-design cases the README
-lists ("Fuzzing"), each recognised here by what the server answered.
+headers, schema-valid data accepted — and must find nothing but the by-design cases that
+docs/choices.md lists ("Fuzzing"), each recognised here by what the server answered.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ BY_DESIGN = {
 
 
 def by_design(failure: dict) -> bool:
-    """Whether a failure is one of the README's by-design cases (`BY_DESIGN`); a server
+    """Whether a failure is one of the by-design cases of docs/choices.md (`BY_DESIGN`); a server
     error never is."""
     allowed = BY_DESIGN.get(failure["code"], set())
     return all(

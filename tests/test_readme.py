@@ -1,32 +1,49 @@
-"""The README's worked examples, run as a reader would run them, against a live server.
+"""The README's walk-through and the guide's worked examples, run as a reader runs them.
 
-The curl walk-through of "A session with curl", "Manage a run" and "Watch a run" runs block
-after block in one shell (as one copies them into a terminal), and every answer the README
-shows in full — no "…" in it — must be what the server answers. The Python client's first
-example runs as a script and must reach the weights it says it reaches. So the front door
-stays true when the service changes.
+A page's command blocks (`sh`, `python`) run one after the other, in the order printed, in one
+bash against a live server — variables set by one block are there for the next, as in a
+terminal. The block printed right after a command (`json` or `text`) is what the command must
+print, to the last digit; "…" in it stands for text that differs from run to run (an id, a
+time). A command printed without an answer must print nothing. So an order bug fails (a session
+deleted before a later block uses `$ID` answers 404, not what the page shows), and so does an
+answer that no longer reads as printed.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import sqlite_url
 from tests.live_server import REPO_ROOT, source_environment
 
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (shutil.which("curl") and shutil.which("jq")),
+        reason="the walk-throughs need curl and jq",
+    ),
+]
+
 README = REPO_ROOT / "README.md"
-README_URL = "http://127.0.0.1:8000"
-CURL_SECTIONS = ("A session with curl", "Manage a run", "Watch a run")
-BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.S)
-MARKER = "=== optaas README block ==="
+PAGE_URL = "http://127.0.0.1:8000"
+COMMANDS = ("sh", "python")
+ANSWERS = ("json", "text")
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+MARKER = "=== optaas walk-through block ==="
+# The pages whose examples run, and the `## ` sections of each that hold them (None: all).
+WALKTHROUGHS = {
+    "README.md": ("Five minutes with curl", "Five minutes with Python"),
+    "docs/sessions.md": None,
+}
 
 
 @dataclass(frozen=True)
@@ -36,90 +53,112 @@ class Block:
     text: str
 
 
-def readme_blocks() -> list[Block]:
-    """Every fenced code block of the README, with the `## ` section it stands in."""
+@dataclass(frozen=True)
+class Step:
+    """A command block and the answer printed after it (None: it must print nothing)."""
+
+    command: Block
+    answer: Block | None
+
+
+def page_blocks(path: Path) -> list[Block]:
+    """Every fenced code block of a page, in order, with the `## ` section it stands in."""
     blocks = []
-    for section in re.split(r"\n(?=## )", README.read_text()):
+    for section in re.split(r"\n(?=## )", path.read_text()):
         title = section.split("\n", 1)[0].removeprefix("## ")
         blocks += [Block(title, language, text) for language, text in BLOCK.findall(section)]
     return blocks
 
 
-def walkthrough() -> list[tuple[Block, Block | None]]:
-    """The curl blocks of the walk-through, each with the answer the README shows after it."""
-    blocks = [b for b in readme_blocks() if b.section.startswith(CURL_SECTIONS)]
-    pairs = []
+def walkthrough(page: str) -> list[Step]:
+    """The page's command blocks in order, each with the answer block that follows it."""
+    sections = WALKTHROUGHS[page]
+    blocks = [
+        block for block in page_blocks(REPO_ROOT / page)
+        if sections is None or block.section.startswith(sections)
+    ]  # fmt: skip
+    steps = []
     for index, block in enumerate(blocks):
-        if block.language == "sh":
+        if block.language in COMMANDS:
             following = blocks[index + 1] if index + 1 < len(blocks) else None
-            shown = following if following is not None and following.language != "sh" else None
-            pairs.append((block, shown))
-    return pairs
+            answer = following if following and following.language in ANSWERS else None
+            steps.append(Step(block, answer))
+    return steps
+
+
+def as_shell(block: Block, url: str) -> str:
+    """The block as bash runs it: sh as it is, Python fed to this interpreter on stdin."""
+    text = block.text.replace(PAGE_URL, url)
+    if block.language == "python":
+        return f"{shlex.quote(sys.executable)} - <<'OPTAAS_PYTHON'\n{text}OPTAAS_PYTHON\n"
+    return text
+
+
+def run_in_order(steps: list[Step], url: str, cwd: Path) -> list[str]:
+    """What each step printed, the steps run one after the other in one bash."""
+    program = "".join(f"echo '{MARKER}'\n{as_shell(step.command, url)}\n" for step in steps)
+    result = subprocess.run(
+        ["bash", "-c", program], cwd=cwd, capture_output=True, text=True, timeout=600,
+        env=source_environment(NO_PROXY="127.0.0.1", no_proxy="127.0.0.1"),
+    )  # fmt: skip
+    outputs = [part.strip() for part in result.stdout.split(MARKER + "\n")[1:]]
+    assert len(outputs) == len(steps), result.stderr
+    return outputs
+
+
+def _flat(text: str, language: str) -> str:
+    """JSON as printed on the page (wrapped lines go on after one space) back on one line."""
+    return text.strip().replace("\n ", "") if language == "json" else text.strip()
+
+
+def answers_as_printed(answer: Block | None, output: str) -> bool:
+    """Whether a command's output is the answer printed after it ("…": any text)."""
+    if answer is None:
+        return output == ""
+    shown = _flat(answer.text, answer.language)
+    if answer.language == "json" and "…" not in shown:
+        try:
+            return json.loads(output) == json.loads(shown)
+        except ValueError:
+            return False
+    pattern = ".*?".join(re.escape(part) for part in shown.split("…"))
+    return re.fullmatch(pattern, output, re.S) is not None
+
+
+def mismatches(steps: list[Step], outputs: list[str]) -> list[str]:
+    return [
+        f"{step.command.text}\nprinted:\n{output}\npage shows:\n"
+        f"{step.answer.text if step.answer else '(nothing)'}"
+        for step, output in zip(steps, outputs, strict=True)
+        if not answers_as_printed(step.answer, output)
+    ]
 
 
 @pytest.fixture(scope="module")
 def server(module_start_server, tmp_path_factory):
-    return module_start_server(sqlite_url(tmp_path_factory.mktemp("readme")))
+    return module_start_server(sqlite_url(tmp_path_factory.mktemp("walkthrough")))
 
 
-def run_in_one_shell(scripts: list[str], url: str, cwd) -> list[str]:
-    """Each script's output, the scripts run one after the other in one bash (so variables set
-    by one are there for the next, as in a terminal)."""
-    program = "set -e\n" + "".join(
-        f"echo '{MARKER}'\n{script.replace(README_URL, url)}\necho\n" for script in scripts
-    )
-    result = subprocess.run(
-        ["bash", "-c", program], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    return [part.strip() for part in result.stdout.split(MARKER + "\n")[1:]]
+@pytest.mark.parametrize("page", sorted(WALKTHROUGHS))
+def test_the_page_runs_top_to_bottom_as_printed(page, server, tmp_path):
+    steps = walkthrough(page)
+    assert len(steps) >= 5 and sum(step.answer is not None for step in steps) >= 5
+    outputs = run_in_order(steps, server.url, tmp_path)
+    problems = mismatches(steps, outputs)
+    assert not problems, "\n\n".join(problems)
 
 
-def test_the_walkthrough_finds_something_to_check():
-    pairs = walkthrough()
-    exact = [shown for _, shown in pairs if shown is not None and "…" not in shown.text]
-    assert len(pairs) >= 10 and len(exact) >= 3
+def test_the_readme_in_another_order_fails(server, tmp_path):
+    """The check sees order: the deletion moved right after the creation breaks what follows."""
+    steps = walkthrough("README.md")
+    deletion = next(step for step in steps if "-X DELETE" in step.command.text)
+    reordered = [steps[0], deletion, *[step for step in steps[1:] if step is not deletion]]
+    outputs = run_in_order(reordered, server.url, tmp_path)
+    failing = mismatches(reordered, outputs)
+    assert len(failing) >= 4  # the step, the refusal, the PATCH and fork, the export …
 
 
-@pytest.mark.skipif(
-    not (shutil.which("curl") and shutil.which("jq")), reason="the walk-through needs curl and jq"
-)
-def test_the_curl_walkthrough_answers_what_the_readme_shows(server, tmp_path):
-    pairs = walkthrough()
-    # A reader waits out the 30 s of the wait example; here half a second shows the same 408.
-    scripts = [block.text.replace("timeout=30", "timeout=0.5") for block, _ in pairs]
-    outputs = run_in_one_shell(scripts, server.url, tmp_path)
-    assert len(outputs) == len(pairs)
-    checked = 0
-    for (block, shown), output in zip(pairs, outputs, strict=True):
-        if shown is None or "…" in shown.text or shown.language != "json":
-            continue
-        expected = json.loads(shown.text.replace('timeout":30.0', 'timeout":0.5'))
-        answer = json.loads(output)
-        if answer.get("type") == "/problems/wait-timeout":
-            expected["detail"] = expected["detail"].replace("30 s", "0.5 s")
-        assert answer == expected, block.text
-        checked += 1
-    assert checked >= 3
-
-
-def test_the_python_client_example_reaches_the_weights_it_shows(server, tmp_path):
-    example = next(
-        block.text for block in readme_blocks()
-        if block.section == "Python client" and block.language == "python"
-    )  # fmt: skip
-    script = tmp_path / "example.py"
-    script.write_text(example.replace(README_URL, server.url))
-    env = source_environment(NO_PROXY="127.0.0.1")
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert result.returncode == 0, result.stderr
-    printed_w = result.stdout.splitlines()[0]
-    shown_w = re.search(r"print\(params\[\"w\"\]\)\s+# (\[.*\])", example).group(1)
-    np.testing.assert_allclose(_numbers(printed_w), _numbers(shown_w), atol=1e-3)
-    assert "'step': 300" in result.stdout.splitlines()[1]
-
-
-def _numbers(text: str) -> list[float]:
-    return [float(number) for number in re.findall(r"-?\d+\.?\d*(?:e-?\d+)?", text)]
+def test_the_readmes_test_command_is_the_one_ci_runs():
+    two_commands = [b.text.strip() for b in page_blocks(README) if b.section == "Two commands"]
+    assert two_commands == ["pip install . && optaas serve", "pip install -e '.[test]' && pytest"]
+    assert two_commands[1] in (REPO_ROOT / ".ci" / "run").read_text().splitlines()

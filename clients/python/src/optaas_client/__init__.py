@@ -63,6 +63,7 @@ from optaas_client.tensors import SparseRows
 from optaas_client.torch_interop import (
     export_from_torch,
     torch_optimizer,
+    torch_optimizers,
     torch_param_groups,
     torch_state_dict,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "export_to_json",
     "export_to_safetensors",
     "torch_optimizer",
+    "torch_optimizers",
     "torch_param_groups",
     "torch_state_dict",
 ]

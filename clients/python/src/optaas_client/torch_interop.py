@@ -6,7 +6,10 @@ carries what they read (`optaas_state`): its `config` with every default filled 
 
 - **Groups**: a tensor belongs to the first of `config.groups` one of whose `match` globs
   matches its name (`fnmatch.fnmatchcase`), else to the base optimizer — the service's rule. A
-  group's settings are the base optimizer's with the group's overrides.
+  group's settings are the base optimizer's with the group's overrides, or the whole spec of a
+  group with its own `optimizer`. A torch optimizer has one type, so an export whose groups
+  step with several (Muon for the matrices, AdamW for the rest) converts to one torch optimizer
+  per type (`torch_optimizers`), and such a set of torch optimizers converts back to one export.
 - **Rates**: a torch group's `lr` is the group's η_t from the export's `rates` (with
   `initial_lr`, the base rate, under a schedule); an export without `rates` (written before
   exports carried them) converts only under a constant schedule, where η_t is the group's lr.
@@ -41,11 +44,27 @@ TORCH_OPTIMIZER_NAMES = {
     "nadam": "NAdam",
     "radam": "RAdam",
     "adadelta": "Adadelta",
+    "adafactor": "Adafactor",
+    "muon": "Muon",
+    "rprop": "Rprop",
+    "asgd": "ASGD",
+    "sparse_adam": "SparseAdam",
 }
-"""optaas optimizer type → torch.optim class; the hyper-parameters have torch's names."""
+"""optaas optimizer type → torch.optim class; the hyper-parameters have torch's names, and the
+state slots torch's `state_dict` keys (Adafactor's `row_var`/`col_var` factors for tensors of
+2+ dims, its `variance` for the others; ASGD's `eta`, `mu`, `ax`; Rprop's `prev`, `step_size`)."""
 
-NOT_IN_TORCH = {"adagrad": {"accumulator": "sum"}, "rmsprop": {"init": "zero"}}
-"""Settings of the lecture's forms, which torch does not have: only torch's value converts."""
+NOT_IN_TORCH = {
+    "adagrad": {"accumulator": "sum"},
+    "rmsprop": {"init": "zero"},
+    "muon": {"maximize": False},
+}
+"""Settings torch does not have — the lecture's forms, Muon's `maximize` (the contract's, for
+every type) — so only the value torch's behaviour has converts."""
+
+STEP_KEPT_AS = {"sgd": None, "muon": None, "sparse_adam": int}
+"""How torch keeps a tensor's step count where not as a 0-d float tensor: not at all (SGD,
+Muon), or as a Python int (SparseAdam)."""
 
 NOT_SETTINGS = frozenset(
     {"params", "param_names", "initial_lr", "foreach", "fused", "capturable", "differentiable"}
@@ -84,45 +103,53 @@ def checked_names(export: Mapping[str, Any], names: Sequence[str]) -> list[str]:
 
 
 def torch_param_groups(
-    export: Mapping[str, Any], named_parameters_: NamedParameters
+    export: Mapping[str, Any],
+    named_parameters_: NamedParameters,
+    *,
+    optimizer_type: str | None = None,
 ) -> list[dict[str, Any]]:
     """Param groups for `torch.optim.<Type>(groups)` matching `torch_state_dict(export, …)`:
-    one per optaas group that holds tensors (the base group first), with the export's settings."""
+    one per optaas group of `optimizer_type` that holds tensors (the base group first), with
+    the export's settings. `optimizer_type` may be left out where every group has one type."""
     tensors = dict(named_parameters(named_parameters_))
     names = checked_names(export, list(tensors))
     return [
         {"params": [tensors[name] for name in members], "param_names": members, **settings}
-        for members, settings in _torch_groups(export, names)
+        for members, settings in _torch_groups(export, names, optimizer_type)
     ]
 
 
 def torch_state_dict(
-    export: Mapping[str, Any], names: Sequence[str] | None = None
+    export: Mapping[str, Any],
+    names: Sequence[str] | None = None,
+    *,
+    optimizer_type: str | None = None,
 ) -> dict[str, Any]:
     """The export as the `state_dict()` of a torch optimizer of its type, for `load_state_dict`.
 
     `names` give the tensors' order in the torch optimizer (default: the export's order); the
     param groups are those of `torch_param_groups`, so an optimizer built from them loads this.
     State is indexed as torch indexes it: through the groups in order. Per tensor: every slot
-    under torch's name and `step` as a 0-d float tensor; a tensor never stepped has no state
-    (torch's fresh state), except under Adagrad, which torch initialises at once. Slots are
-    torch tensors in the export's dtype.
+    under torch's name and `step` as torch keeps it (a 0-d float tensor; a Python int for
+    SparseAdam; none for SGD and Muon); a tensor never stepped has no state (torch's fresh
+    state), except under Adagrad, which torch initialises at once. Slots are torch tensors in
+    the export's dtype. An export whose groups step with several types gives the state dict of
+    the torch optimizer of `optimizer_type` (over that type's tensors only).
     """
     import torch
 
     order = checked_names(export, list(export["tensors"] if names is None else names))
-    optimizer_type = export["config"]["optimizer"]["type"]
-    torch_class(optimizer_type)
+    kind = _one_type(export, order, optimizer_type)
     step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
     state: dict[int, dict[str, Any]] = {}
     param_groups = []
     index = 0
-    for members, settings in _torch_groups(export, order):
+    for members, settings in _torch_groups(export, order, kind):
         indices = []
         for name in members:
             slots = export["state"][name]
-            converted = _torch_slots(slots, optimizer_type, step_dtype)
-            if converted and (int(slots[STEP_SLOT]) > 0 or optimizer_type == "adagrad"):
+            converted = _torch_slots(slots, kind, step_dtype)
+            if converted and (int(slots[STEP_SLOT]) > 0 or kind == "adagrad"):
                 state[index] = converted
             indices.append(index)
             index += 1
@@ -134,7 +161,25 @@ def torch_optimizer(
     export: Mapping[str, Any], named_parameters_: NamedParameters, *, load_params: bool = True
 ) -> torch.optim.Optimizer:
     """A torch optimizer that continues the exported run: its type and settings, its state
-    loaded, over the given parameters — into which θ is copied first (`load_params`)."""
+    loaded, over the given parameters — into which θ is copied first (`load_params`). An
+    export whose groups step with several types needs several: `torch_optimizers`."""
+    optimizers = torch_optimizers(export, named_parameters_, load_params=load_params)
+    if len(optimizers) > 1:
+        raise ValueError(
+            f"this export steps its tensors with {sorted(optimizers)}: a torch optimizer has "
+            "one type, so use torch_optimizers (one per type)"
+        )
+    return next(iter(optimizers.values()))
+
+
+def torch_optimizers(
+    export: Mapping[str, Any], named_parameters_: NamedParameters, *, load_params: bool = True
+) -> dict[str, torch.optim.Optimizer]:
+    """One torch optimizer per optimizer type of the export's groups (the base type first),
+    each over the tensors its groups hold, with its settings and state: together they continue
+    the exported run — e.g. `{"adamw": AdamW(…), "muon": Muon(…)}` for torch's Muon recipe,
+    where each step is `for optimizer in optimizers.values(): optimizer.step()`. θ is copied
+    into the parameters first (`load_params`)."""
     import torch
 
     tensors = dict(named_parameters(named_parameters_))
@@ -144,10 +189,12 @@ def torch_optimizer(
         with torch.no_grad():
             for name in names:
                 tensors[name].copy_(torch.from_numpy(np.array(params[name], copy=True)))
-    optimizer_class = torch_class(export["config"]["optimizer"]["type"])
-    optimizer = optimizer_class(torch_param_groups(export, tensors))
-    optimizer.load_state_dict(torch_state_dict(export, names))
-    return optimizer
+    optimizers = {}
+    for kind in _types_holding(export, names):
+        optimizer = torch_class(kind)(torch_param_groups(export, tensors, optimizer_type=kind))
+        optimizer.load_state_dict(torch_state_dict(export, names, optimizer_type=kind))
+        optimizers[kind] = optimizer
+    return optimizers
 
 
 def torch_class(optimizer_type: str) -> type[torch.optim.Optimizer]:
@@ -180,29 +227,51 @@ def group_index(groups: Sequence[tuple[list[str], Any]], name: str) -> int:
     return 0
 
 
+def _types_holding(export: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """The optimizer types that step the tensors `names`, in the order of their first group
+    (the base first), each checked to be torch's."""
+    groups = optaas_groups(export["config"])
+    held = {group_index(groups, name) for name in names}
+    kinds = list(dict.fromkeys(groups[index][1]["type"] for index in sorted(held)))
+    for kind in kinds:
+        torch_class(kind)
+    return kinds
+
+
+def _one_type(export: Mapping[str, Any], names: Sequence[str], optimizer_type: str | None) -> str:
+    """`optimizer_type`, which must step some of the tensors, or the one type that steps them."""
+    kinds = _types_holding(export, names)
+    if optimizer_type is None:
+        if len(kinds) > 1:
+            raise ValueError(
+                f"this export steps its tensors with {sorted(kinds)}: say which torch "
+                "optimizer (optimizer_type=…), or use torch_optimizers"
+            )
+        return kinds[0]
+    if optimizer_type not in kinds:
+        raise ValueError(f"no tensor of this export is stepped with {optimizer_type!r}")
+    return optimizer_type
+
+
 def _torch_groups(
-    export: Mapping[str, Any], names: Sequence[str]
+    export: Mapping[str, Any], names: Sequence[str], optimizer_type: str | None = None
 ) -> list[tuple[list[str], dict[str, Any]]]:
-    """torch param groups for the export: (tensor names, torch settings) per optaas group that
-    holds tensors — the base group first, then `groups` in order — with `lr` = η_t of the
-    group at the export's step (and `initial_lr`, the base rate, under a schedule)."""
+    """torch param groups for the export's optimizer of `optimizer_type` (by default its only
+    type): (tensor names, torch settings) per optaas group of that type that holds tensors —
+    the base group first, then `groups` in order — with `lr` = η_t of the group at the
+    export's step (and `initial_lr`, the base rate, under a schedule)."""
+    kind = _one_type(export, names, optimizer_type)
     config = export["config"]
     groups = optaas_groups(config)
     rates = _rates(export, groups)
     scheduled = (config.get("schedule") or {"type": "constant"})["type"] != "constant"
-    base_type = groups[0][1]["type"]
     members_of: dict[int, list[str]] = {}
     for name in names:
         members_of.setdefault(group_index(groups, name), []).append(name)
     converted = []
     for index, (_, settings) in enumerate(groups):
-        if index not in members_of:
+        if index not in members_of or settings["type"] != kind:
             continue
-        if settings["type"] != base_type:
-            raise ValueError(
-                f"group {index - 1} steps its tensors with {settings['type']!r}, the others with "
-                f"{base_type!r}: a torch optimizer has one type"
-            )
         torch_settings = _torch_hyperparameters(settings)
         torch_settings["lr"] = rates[index]
         if scheduled:
@@ -235,9 +304,11 @@ def _torch_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, Any]
                 f"(torch's is {field}={torch_value!r})"
             )
     exempt = {"type", *NOT_IN_TORCH.get(kind, {})}
-    converted = {key: value for key, value in hyperparameters.items() if key not in exempt}
-    if "betas" in converted:
-        converted["betas"] = tuple(converted["betas"])
+    converted = {  # torch's pairs and triples are tuples (betas, etas, eps, ns_coefficients)
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in hyperparameters.items()
+        if key not in exempt
+    }
     return {**_torch_defaults(kind), **converted}
 
 
@@ -261,7 +332,10 @@ def _torch_slots(slots: Mapping[str, Any], optimizer_type: str, step_dtype: Any)
         for slot, value in slots.items()
         if slot != STEP_SLOT
     }
-    if optimizer_type != "sgd":  # torch's SGD keeps no step count
+    kept_as = STEP_KEPT_AS.get(optimizer_type, float)
+    if kept_as is int:
+        converted[STEP_SLOT] = int(slots[STEP_SLOT])
+    elif kept_as is float:
         converted[STEP_SLOT] = torch.tensor(float(slots[STEP_SLOT]), dtype=step_dtype)
     return converted
 
@@ -270,7 +344,7 @@ def _torch_slots(slots: Mapping[str, Any], optimizer_type: str, step_dtype: Any)
 
 
 def export_from_torch(
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
     named_parameters_: NamedParameters,
     *,
     step: int | None = None,
@@ -278,45 +352,56 @@ def export_from_torch(
     schedule: Mapping[str, Any] | None = None,
     clip_grad_norm: float | None = None,
 ) -> dict[str, Any]:
-    """An `optaas-state/1` export (for `Client.import_session`) of a torch optimizer and the
-    parameters it optimizes, named as in `named_parameters_` and in that order.
+    """An `optaas-state/1` export (for `Client.import_session`) of a torch optimizer — or of
+    several that share out the parameters, as Muon and AdamW do — and the parameters they
+    optimize, named as in `named_parameters_` and in that order.
 
-    The settings are the first param group's; a later group that differs becomes an optaas
-    group matching its tensors by exact name. The session's `lr` is each group's `lr` (with a
-    `schedule`: its `initial_lr`, if a torch scheduler left one). t is the largest per-tensor
-    `step` — torch's SGD counts none, so pass `step` for it (0 when SGD holds no state, as with
-    momentum 0). A tensor without torch state is exported as `{"step": 0}`: the import starts
-    its slots as a new session's. The service checks the rest on import (slot names and shapes
-    against its optimizer's), as for any export.
+    The settings are the first optimizer's first param group's; a later group of the first
+    optimizer that differs becomes an optaas group of overrides, and each group of a further
+    optimizer an optaas group with its own `optimizer` spec, each matching its tensors by
+    exact name. The session's `lr` is each group's `lr` (with a `schedule`: its `initial_lr`,
+    if a torch scheduler left one). t is the largest per-tensor `step` — torch's SGD and Muon
+    count none, so pass `step` where they are the only ones (0 when they hold no state, as SGD
+    with momentum 0). A tensor without torch state is exported as `{"step": 0}`: the import
+    starts its slots as a new session's. The service checks the rest on import (slot names and
+    shapes against its optimizer's), as for any export.
     """
+    optimizers = [optimizer] if hasattr(optimizer, "param_groups") else list(optimizer)
     named = named_parameters(named_parameters_)
     names = [tensor_name for tensor_name, _ in named]
     name_of = {id(tensor): tensor_name for tensor_name, tensor in named}
-    optimizer_type = _optaas_type(optimizer)
     dtype = _common_dtype(tensor for _, tensor in named)
     params = {
         tensor_name: tensor.detach().cpu().numpy().astype(dtype, copy=True)
         for tensor_name, tensor in named
     }
 
-    _check_same_tensors(optimizer, name_of)
-    settings_per_group = []
-    for group in optimizer.param_groups:
-        members = [name_of[id(tensor)] for tensor in group["params"]]
-        settings_per_group.append((members, _optaas_settings(optimizer_type, group, schedule)))
-    base = settings_per_group[0][1]
+    _check_same_tensors(optimizers, name_of)
+    base: dict[str, Any] = {}
     groups = []
-    for members, settings in settings_per_group[1:]:
-        overrides = {key: value for key, value in settings.items() if base.get(key) != value}
-        if members and overrides:
-            groups.append({"match": [glob.escape(member) for member in members], **overrides})
-
-    torch_state = {
-        name_of[id(tensor)]: state
-        for tensor, state in optimizer.state.items()
-        if id(tensor) in name_of and state
-    }
-    t = step if step is not None else _torch_step_count(optimizer_type, torch_state)
+    torch_state: dict[str, Mapping[str, Any]] = {}
+    for position, each in enumerate(optimizers):
+        optimizer_type = _optaas_type(each)
+        for index, group in enumerate(each.param_groups):
+            members = [name_of[id(tensor)] for tensor in group["params"]]
+            settings = _optaas_settings(optimizer_type, group, schedule)
+            match = [glob.escape(member) for member in members]
+            if position == 0 and index == 0:
+                base = settings
+            elif position == 0:
+                overrides = {
+                    key: value for key, value in settings.items() if base.get(key) != value
+                }
+                if members and overrides:
+                    groups.append({"match": match, **overrides})
+            elif members:
+                groups.append({"match": match, "optimizer": settings})
+        torch_state.update(
+            (name_of[id(tensor)], state)
+            for tensor, state in each.state.items()
+            if id(tensor) in name_of and state
+        )
+    t = step if step is not None else _torch_step_count(optimizers, torch_state)
     config = {
         "optimizer": base,
         "schedule": dict(schedule) if schedule is not None else {"type": "constant"},
@@ -346,16 +431,27 @@ def export_from_torch(
     }
 
 
-def _check_same_tensors(optimizer: torch.optim.Optimizer, name_of: Mapping[int, str]) -> None:
-    """The named parameters must be exactly the tensors the optimizer optimizes."""
-    optimized = {id(tensor) for group in optimizer.param_groups for tensor in group["params"]}
-    unnamed = len(optimized - set(name_of))
+def _check_same_tensors(
+    optimizers: Sequence[torch.optim.Optimizer], name_of: Mapping[int, str]
+) -> None:
+    """The named parameters must be exactly the tensors the optimizers optimize, each tensor
+    by one of them."""
+    optimized = [
+        id(tensor)
+        for optimizer in optimizers
+        for group in optimizer.param_groups
+        for tensor in group["params"]
+    ]
+    unnamed = len(set(optimized) - set(name_of))
     idle = sorted(name for key, name in name_of.items() if key not in optimized)
-    if unnamed or idle:
-        raise ValueError(
-            f"the named parameters must be the optimizer's: {unnamed} of its tensors have no "
-            f"name here, and it does not optimize {idle}"
-        )
+    twice = sorted(
+        {name_of.get(key) for key in set(optimized) if optimized.count(key) > 1} - {None}
+    )
+    faults = [f"{unnamed} of its tensors have no name here"] if unnamed else []
+    faults += [f"it does not optimize {idle}"] if idle else []
+    faults += [f"it optimizes {twice} more than once"] if twice else []
+    if faults:
+        raise ValueError(f"the named parameters must be the optimizer's: {'; '.join(faults)}")
 
 
 def _optaas_type(optimizer: torch.optim.Optimizer) -> str:
@@ -393,12 +489,17 @@ def plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _torch_step_count(optimizer_type: str, torch_state: Mapping[str, Mapping[str, Any]]) -> int:
+def _torch_step_count(
+    optimizers: Sequence[torch.optim.Optimizer], torch_state: Mapping[str, Mapping[str, Any]]
+) -> int:
+    """t: the largest step count torch keeps; none kept (SGD, Muon) is an error unless there
+    is no state at all (t = 0)."""
     steps = [int(plain(state["step"])) for state in torch_state.values() if "step" in state]
     if steps:
         return max(steps)
     if torch_state:
-        raise ValueError(f"torch's {optimizer_type} keeps no step count: pass step=")
+        kinds = ", ".join(type(optimizer).__name__ for optimizer in optimizers)
+        raise ValueError(f"torch's {kinds} keeps no step count: pass step=")
     return 0
 
 
