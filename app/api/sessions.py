@@ -372,8 +372,20 @@ async def get_params(
             ),
         ),
     ] = None,
+    view: Annotated[
+        Literal["eval"] | None,
+        Query(
+            alias="for",
+            description=(
+                "`eval`: the weights to evaluate and ship rather than θ — schedule-free's x "
+                "(θ is y, where gradients are taken), ASGD's average `ax`; θ itself for the "
+                "other types."
+            ),
+        ),
+    ] = None,
 ) -> Response:
-    """θ_t in the form the session was created with, and the step count t.
+    """θ_t in the form the session was created with, and the step count t (`?for=eval`: the
+    weights to evaluate, see below).
 
     With `wait_for_step`, the answer waits until the session has reached that step — say the
     step a worker's accumulated gradient is part of — or until `timeout`, when it is a 408 that
@@ -397,7 +409,7 @@ async def get_params(
         raise query_problem("timeout", "timeout needs wait_for_step", "missing_dependency")
     return await run_use_case(
         database,
-        lambda db: service.get_params(db, session_id, token),
+        lambda db: service.get_params(db, session_id, token, for_eval=view == "eval"),
         answer,
         write=False,
     )
