@@ -618,6 +618,13 @@ STATE_SCHEMA: dict[str, Any] = {
 }
 
 
+GLOBALS_SCHEMA: dict[str, Any] = {
+    "title": "Globals",
+    "type": "object",
+    "additionalProperties": {"$ref": f"{COMPONENTS}Tensor"},
+}
+
+
 class StateHeader(Spec):
     """Everything of an export but its arrays (a safetensors export keeps it in `__metadata__`)."""
 
@@ -660,6 +667,14 @@ class StateExport(StateHeader):
     params: Tensors = Field(description="θ_t, in the session's form.")
     state: Annotated[dict[str, dict[str, Any]], WithJsonSchema(STATE_SCHEMA)] = Field(
         description="Tensor name → slot name → value."
+    )
+    globals: Annotated[dict[str, Any], WithJsonSchema(GLOBALS_SCHEMA)] = Field(
+        default_factory=dict,
+        description=(
+            "The learning-rate-free types' global quantities (Prodigy's `d`, schedule-free's "
+            "`optimizer.weight_sum`, DoG's `optimizer.rbar`, …): name → number or array; {} "
+            "for the other types."
+        ),
     )
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from optaas_state import array_key, split_key
+from optaas_state import GLOBAL_PREFIX, array_key, split_key
 
 from app.optim import checks, fused
 from app.optim.base import (
@@ -86,8 +86,6 @@ NONFINITE_POLICIES = ("reject", "skip")
 SESSION_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 CHUNK_ELEMENTS = 1 << 17
 """Tensors above twice this size are updated slice by slice (cache blocking)."""
-GLOBAL_PREFIX = "~global/"
-"""Stored keys of the global quantities: `~global/<name>` (a slot name never starts with "~")."""
 PARALLEL_MIN_ELEMENTS = 1 << 22
 """Steps over fewer elements than this run in one thread: below it, handing slices to another
 thread costs about what it saves (measured on 2 vCPUs: 10 % faster for Adam at 1e6, twice as
@@ -298,6 +296,25 @@ class Optimizer:
             complete = all(slot in slots for slot in self._expected_slots(name, param))
             weights[name] = evaluate(param, slots) if evaluate and complete else param
         return weights
+
+    def global_templates(self, params: Mapping[str, np.ndarray]) -> Globals:
+        """The global quantities this configuration keeps once it has stepped, as arrays of
+        their shapes and dtypes (values meaningless); {} for a chain of per-tensor blocks.
+
+        Found by two probe steps on tensors of θ's ranks and dtype with one element each and
+        a gradient of ones: the globals' shapes depend on the number of tensors in a group
+        (LDoG's one entry per tensor), never on their sizes. An import or a changed
+        configuration is checked against them (`service`)."""
+        if not isinstance(self.base_group.transform, GlobalTransformation):
+            return {}
+        probe = {
+            name: np.zeros((1,) * param.ndim, param.dtype) for name, param in params.items()
+        }
+        state = self.init(probe)
+        for _ in range(2):
+            grads = {name: np.ones_like(param) for name, param in probe.items()}
+            self.step(probe, state, grads)
+        return state.globals
 
     def lr(self, state: OptimizerState) -> float:
         """η_t the next step will use, for the base group."""
