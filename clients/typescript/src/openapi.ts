@@ -1567,6 +1567,13 @@ export interface components {
                     [key: string]: components["schemas"]["Tensor"];
                 };
             };
+            /**
+             * Globals
+             * @description The learning-rate-free types' global quantities (Prodigy's `d`, schedule-free's `optimizer.weight_sum`, DoG's `optimizer.rbar`, …): name → number or array; {} for the other types.
+             */
+            globals?: {
+                [key: string]: components["schemas"]["Tensor"];
+            };
         };
         /**
          * StepDecay
