@@ -5,10 +5,13 @@ One 1000×1000 float32 matrix (2-D, so that Muon takes it and Adafactor factors 
 at its default settings. Per type: the time of `Optimizer.step` (validation, norms and update
 included; on torch's number of threads) and of the reference's step on the same arrays —
 torch.optim with `fused=True` where torch has a fused CPU kernel, else `foreach=True` where it
-has one, else its single-tensor step; optax's update jitted (`jax.jit`, CPU) for optax's types —
-measured in alternation (`optim_step.median_seconds`); and the bytes of the stored state
-(every slot, `step` included) per parameter. Sparse rows get rows of their own: a gradient of
-100 of the 1000 rows for the types that take them, beside torch fed a sparse COO gradient.
+has one, else its single-tensor step; optax's update jitted (`jax.jit`, CPU) for optax's types;
+the authors' packages (schedulefree, prodigyopt, dadaptation, dog-optimizer; torch, foreach
+where they offer it) for the learning-rate-free family — measured in alternation
+(`optim_step.median_seconds`); and the bytes of the stored state (every slot, `step` and the
+session's global quantities included) per parameter. Sparse rows get rows of their own: a
+gradient of 100 of the 1000 rows for the types that take them, beside torch fed a sparse COO
+gradient.
 Prints a table and writes benchmarks/results/optimizers.json and .md.
 
     python benchmarks/optimizers.py [--quick] [--types adam,muon,...]
@@ -56,6 +59,17 @@ TORCH_CLASSES = {
     "sparse_adam": "SparseAdam",
 }
 OPTAX_TYPES = {"yogi", "lamb", "lars", "adabelief", "novograd", "adan"}
+LEARNING_RATE_FREE_CLASSES = {
+    "schedule_free_adamw": ("schedulefree", "AdamWScheduleFree"),
+    "schedule_free_sgd": ("schedulefree", "SGDScheduleFree"),
+    "prodigy": ("prodigyopt", "Prodigy"),
+    "dadapt_adam": ("dadaptation", "DAdaptAdam"),
+    "dadapt_sgd": ("dadaptation", "DAdaptSGD"),
+    "dadapt_adagrad": ("dadaptation", "DAdaptAdaGrad"),
+    "dog": ("dog", "DoG"),
+    "ldog": ("dog", "LDoG"),
+}
+"""The learning-rate-free family's reference classes: (module, class) of the authors' packages."""
 SPARSE_TYPES = ("sparse_adam", "adagrad", "sgd")
 
 
@@ -77,6 +91,35 @@ def torch_peer(kind: str, tensor: torch.Tensor) -> tuple[torch.optim.Optimizer, 
                 continue
             return optimizer, f"torch {setting}"
     return cls([tensor], **kwargs), "torch single-tensor"
+
+
+def learning_rate_free_peer(
+    kind: str, tensor: torch.Tensor
+) -> tuple[torch.optim.Optimizer, str] | None:
+    """The authors' optimizer for `kind` at the contract's defaults (foreach where it has the
+    switch), in its training mode; None without the package."""
+    module_name, class_name = LEARNING_RATE_FREE_CLASSES[kind]
+    try:
+        module = __import__(module_name)
+    except ImportError:
+        return None
+    cls = getattr(module, class_name)
+    accepted = inspect.signature(cls).parameters
+    kwargs = {
+        key: (tuple(value) if isinstance(value, list) else value)
+        for key, value in optimizer_defaults(kind).items()
+        if key in accepted
+    }
+    if kwargs.get("growth_rate", 0.0) is None:
+        kwargs["growth_rate"] = float("inf")  # the contract's null is prodigyopt's inf
+    label = f"{module_name} single-tensor"
+    if "foreach" in accepted:
+        kwargs["foreach"] = True
+        label = f"{module_name} foreach"
+    optimizer = cls([tensor], **kwargs)
+    if hasattr(optimizer, "train"):
+        optimizer.train()  # schedule-free's step is refused in eval mode
+    return optimizer, label
 
 
 def optax_peer(kind: str, theta: np.ndarray, grad: np.ndarray) -> Callable[[], Any] | None:
@@ -141,6 +184,13 @@ def measure(kind: str, quick: bool, sparse: bool = False) -> dict:
             tensor.grad = torch.from_numpy(grad.copy())
         reference, peer = torch_peer(kind, tensor)
         steps["peer"] = reference.step
+    elif kind in LEARNING_RATE_FREE_CLASSES:
+        tensor = torch.from_numpy(theta.copy()).requires_grad_(True)
+        tensor.grad = torch.from_numpy(grad.copy())
+        found = learning_rate_free_peer(kind, tensor)
+        if found is not None:
+            steps["peer"] = found[0].step
+            peer = found[1]
     elif kind in OPTAX_TYPES:
         step = optax_peer(kind, theta, grad)
         if step is not None:
@@ -206,8 +256,10 @@ def main() -> None:
         f"One {SHAPE[0]}×{SHAPE[1]} float32 matrix, default settings; the best of three rounds' "
         "medians, optaas and its peer measured in alternation; optaas on torch's number of "
         f"threads ({env['torch_threads']}). Peer: torch.optim fused where it has a fused CPU "
-        "kernel, else foreach, else single-tensor; optax jitted on CPU. Ratio = optaas / peer "
-        "(below 1: optaas is faster). State: stored bytes per parameter, every slot and `step`.\n"
+        "kernel, else foreach, else single-tensor; optax jitted on CPU; the learning-rate-free "
+        "family's own packages (foreach where offered). Ratio = optaas / peer "
+        "(below 1: optaas is faster). State: stored bytes per parameter, every slot, `step` "
+        "and the session's global quantities.\n"
         f"Load average (1, 5, 15 min) at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.\n"
         f"Environment: {json.dumps(env)}\n\n"
     )

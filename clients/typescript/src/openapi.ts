@@ -16,8 +16,10 @@ export interface paths {
          * Create a session
          * @description A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
          *
-         *     With an `Idempotency-Key` (unique per API key, or per address on a server without keys),
-         *     a retry gets the same session back.
+         *     Large models: send θ₀ as a safetensors file (`Content-Type: application/vnd.safetensors`),
+         *     tensors by name, with the rest of the JSON body as JSON text under `optaas` in its
+         *     `__metadata__`. With an `Idempotency-Key` (unique per API key, or per address on a server
+         *     without keys), a retry gets the same session back.
          */
         post: operations["sessions-create_session"];
         delete?: never;
@@ -1934,9 +1936,11 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
+        /** @description JSON (`application/json`) or, for large models, a safetensors file (`application/vnd.safetensors`): θ₀ by tensor name (a file whose only tensor is `params` makes the single form), in any number type (cast to the session's dtype); `__metadata__` holds everything else of the JSON body as JSON text under the key `optaas` (`"optaas": "{\"optimizer\": {\"type\": \"adam\"}}"`; absent: every default). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["CreateSession"];
+                "application/vnd.safetensors": Uint8Array;
             };
         };
         responses: {

@@ -1,0 +1,160 @@
+"""Sessions created, read and deleted; their parameters, progress and history."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from optaas_state import PARAM_SLOT
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidContent
+from app.optim import Optimizer, OptimizerState, schedule_lrs
+from app.schemas import (
+    CreatedSession,
+    CreateSession,
+    HistoryPage,
+    ParamsResponse,
+    SchedulePreview,
+    SchedulePreviewRequest,
+    SessionConfig,
+    SessionView,
+)
+from app.service.auth import TOKEN_BYTES, authorized_record, hash_token
+from app.service.records import core_config, session_view, split_arrays, tensor_names
+from app.store.history import HistoryRepository
+from app.store.models import SessionRecord
+from app.store.repository import SessionRepository
+from app.store.steplog import stored_arrays
+from app.tensors import Layout, initial_tensors, tensor_field, tensors_to_json
+
+
+def create_session(db: Session, request: CreateSession) -> CreatedSession:
+    """A new session at t = 0: θ₀ from the request, the optimizer's initial state, a new token."""
+    config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
+    layout, params = initial_tensors(request.params, np.dtype(request.dtype))
+    _require_finite(params, layout)
+    optimizer = Optimizer(core_config(config), list(params))
+    state = optimizer.init(params)
+    record, token = add_session(
+        SessionRepository(db), request.name, layout, params, config, state, last_loss=None
+    )
+    return created_session(record, optimizer.lr(state), token)
+
+
+def add_session(
+    repository: SessionRepository,
+    session_name: str | None,
+    layout: Layout,
+    params: Mapping[str, np.ndarray],
+    config: dict[str, Any],
+    state: OptimizerState,
+    *,
+    last_loss: float | None,
+) -> tuple[SessionRecord, str]:
+    """Store a new session (row and arrays) holding θ = `params` and `state`; its token."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    now = datetime.now(UTC)
+    record = SessionRecord(
+        id=uuid.uuid4(),
+        name=session_name,
+        token_hash=hash_token(token),
+        dtype=next(iter(params.values())).dtype.name,
+        layout=layout.value,
+        tensors=[{"name": name, "shape": list(array.shape)} for name, array in params.items()],
+        config=config,
+        step=state.step,
+        version=1,
+        schedule_state=state.schedule,
+        last_loss=last_loss,
+        created_at=now,
+        updated_at=now,
+        accumulated=0,
+        accumulated_losses=0,
+        accumulated_loss_sum=None,
+    )
+    repository.add(record)
+    repository.save_arrays(record.id, stored_arrays(params, state))
+    return record, token
+
+
+def created_session(record: SessionRecord, lr: float, token: str) -> CreatedSession:
+    return CreatedSession(**session_view(record, lr).model_dump(), token=token)
+
+
+def get_session(db: Session, session_id: str, token: str) -> SessionView:
+    return get_session_view(authorized_record(SessionRepository(db), session_id, token))
+
+
+def get_session_view(record: SessionRecord) -> SessionView:
+    """The session as `GET` shows it, `lr` the rate its next step will use."""
+    optimizer = Optimizer(core_config(record.config), tensor_names(record))
+    state = OptimizerState.from_arrays(record.step, {}, record.schedule_state)
+    return session_view(record, optimizer.lr(state))
+
+
+def delete_session(db: Session, session_id: str, token: str) -> None:
+    repository = SessionRepository(db)
+    repository.delete(authorized_record(repository, session_id, token, for_update=True))
+
+
+def get_params(
+    db: Session, session_id: str, token: str, *, for_eval: bool = False
+) -> ParamsResponse:
+    """θ_t; `for_eval`: the weights to evaluate instead (`Optimizer.eval_params`: ASGD's
+    average `ax`, schedule-free's x = lerp(y, z, 1 − 1/β); θ itself for every other type),
+    computed from θ and the state as stored, which it leaves as they are."""
+    repository = SessionRepository(db)
+    record = authorized_record(repository, session_id, token)
+    slot = None if for_eval else PARAM_SLOT
+    arrays = repository.load_arrays(record.id, version=record.version, slot=slot)
+    params, slots = split_arrays(record, arrays)
+    if for_eval:
+        optimizer = Optimizer(core_config(record.config), tensor_names(record))
+        state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
+        params = optimizer.eval_params(params, state)
+    return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a session is: its step, and the posts received toward the next one."""
+
+    step: int
+    accumulate: int
+    accumulated: int
+
+
+def get_progress(db: Session, session_id: str, token: str) -> Progress:
+    """The session's step and accumulation (one row read: what a waiting request polls)."""
+    record = authorized_record(SessionRepository(db), session_id, token)
+    return Progress(record.step, record.config["accumulate"], record.accumulated)
+
+
+def get_history(db: Session, session_id: str, token: str, *, after: int, limit: int) -> HistoryPage:
+    """Up to `limit` history records of the session with `seq > after`, oldest first."""
+    record = authorized_record(SessionRepository(db), session_id, token)
+    entries, next_cursor = HistoryRepository(db).page(record.id, after=after, limit=limit)
+    return HistoryPage.model_validate(
+        {"records": entries, "next": next_cursor}, from_attributes=True
+    )
+
+
+def preview_schedule(request: SchedulePreviewRequest) -> SchedulePreview:
+    """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them."""
+    schedule = request.schedule.model_dump(mode="json")
+    rates = schedule_lrs(schedule, request.lr, request.steps)
+    return SchedulePreview(lr=[rate if np.isfinite(rate) else None for rate in rates])
+
+
+def _require_finite(params: Mapping[str, np.ndarray], layout: Layout) -> None:
+    for name, array in params.items():
+        if not np.isfinite(array).all():
+            where = tensor_field("params", layout, name)
+            detail = f"{where} holds NaN or ±Inf, or values beyond the range of {array.dtype}"
+            raise InvalidContent(detail, tensor=name)

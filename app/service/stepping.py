@@ -1,0 +1,261 @@
+"""A step: a gradient applied to the session's working set (or, accumulating, to its sums)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app import observe
+from app.optim import OptimError, Optimizer, OptimizerState, SparseRows, StepResult
+from app.optim.base import Gradient
+from app.schemas import StepAccepted, StepRequest, StepResponse
+from app.service.accumulation import accumulate, accumulates, reset_accumulation
+from app.service.auth import authorized_record
+from app.service.records import core_config, split_arrays, tensor_names, touch
+from app.store.history import HistoryRepository
+from app.store.models import SessionRecord
+from app.store.repository import SessionRepository
+from app.store.steplog import LoggedStep, stored_arrays
+from app.store.working_sets import WorkingSet
+from app.tensors import (
+    Layout,
+    NamedTensors,
+    gradients_from_json,
+    gradients_from_safetensors,
+    tensors_to_json,
+)
+
+
+def step(
+    db: Session,
+    session_id: str,
+    token: str,
+    request: StepRequest,
+    *,
+    return_params: bool = True,
+    full_tensors: bool = False,
+    guard: Callable[[SessionRecord], None] | None = None,
+    history_max_records: int,
+    answer_after_commit: bool = True,
+) -> StepResponse | StepAccepted:
+    """Apply one gradient: lock the session, take its working set, update it, store the step.
+
+    The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
+    one session are applied one after another, each to the state the previous one left.
+    `guard` runs with the session locked, before anything changes, and may raise to stop the
+    step (the API's `If-Match` and `Idempotency-Key` checks). The step (applied or skipped) is
+    added to the session's history in the same transaction. θ and state come from this
+    process's working set when it holds the session's version (else from the database), and
+    the step writes its gradient to the step log or a checkpoint (`SessionRepository.begin_step`).
+    `answer_after_commit=False` promises that the answer is made before the transaction ends:
+    then its θ may be the working set's own arrays, not copies. A tensor whose gradient came as
+    sparse rows is answered with the rows the step changed (`SparseRows` of θ's new rows),
+    unless `full_tensors`.
+
+    With `accumulate` K > 1 the gradient is added to the next step's sums instead
+    (`StepAccepted`), and the K-th applies their mean (`step_accumulated`).
+    """
+    started = time.perf_counter()
+    repository = SessionRepository(db)
+    record = authorized_record(repository, session_id, token, for_update=True)
+    observe.note_step(optimizer=record.config["optimizer"]["type"])
+    if guard is not None:
+        guard(record)
+    grads = gradient_arrays(record, request.gradients)
+    history = HistoryRepository(db, history_max_records)
+    if accumulates(record):
+        answered = (return_params, full_tensors)
+        return step_accumulated(repository, history, record, request, grads, started, answered)
+    working = repository.working_set(record)
+    optimizer, params, state = working_state(record, working)
+    write = repository.begin_step(record, working, logged_step(record, request, grads))
+    try:
+        result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
+    except OptimError:
+        write.release()  # the core changed nothing: the working set is as good as before
+        raise
+    write.finish(None if result.skipped else stored_arrays(params, state))
+    if not result.skipped:
+        _advance(db, record, state, request.loss)
+    _record_step(history, record, request.loss, result, started)
+    shown = None
+    if return_params:
+        shown = answer_tensors(params, _changed_rows(grads, result, full_tensors))
+        if answer_after_commit:
+            shown = answer_arrays(working, shown)
+    return _step_response(record, result, shown)
+
+
+def _changed_rows(
+    grads: Mapping[str, Gradient], result: StepResult, full_tensors: bool
+) -> dict[str, np.ndarray]:
+    """The rows each tensor stepped by sparse rows changed (none, if the step was skipped);
+    {} with `full_tensors`, where every tensor is answered whole."""
+    if full_tensors:
+        return {}
+    empty = np.zeros(0, np.int64)
+    return {
+        name: result.changed_rows.get(name, empty)
+        for name, grad in grads.items()
+        if isinstance(grad, SparseRows)
+    }
+
+
+def answer_tensors(
+    params: Mapping[str, np.ndarray], changed_rows: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray | SparseRows]:
+    """θ as a step answers it: each tensor whole, except those given `changed_rows`, which
+    show only those rows (`SparseRows(rows, θ[rows])`, their values gathered: a copy)."""
+    return {
+        name: SparseRows(changed_rows[name], param[changed_rows[name]])
+        if name in changed_rows
+        else param
+        for name, param in params.items()
+    }
+
+
+def step_accumulated(
+    repository: SessionRepository,
+    history: HistoryRepository,
+    record: SessionRecord,
+    request: StepRequest,
+    grads: dict[str, Gradient],
+    started: float,
+    answered: tuple[bool, bool],
+) -> StepResponse | StepAccepted:
+    """A post to a session that accumulates: counted toward the next step (202), or — the K-th
+    — applied with the others as their mean. θ, state and the sums are read from the database
+    and written back in full (a checkpoint: the step log replays the core's update only, not
+    the sums), so a post answered 202 is as durable as a step. `answered` is (`return_params`,
+    `full_tensors`) as `step` takes them."""
+    arrays = repository.load_arrays(record.id, writable=True)
+    params, slots = split_arrays(record, arrays)
+    batch = accumulate(
+        repository, record, params, arrays, grads, loss=request.loss, partial=request.partial
+    )
+    if isinstance(batch, StepAccepted):
+        return batch
+    mean, loss, partial = batch
+    state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
+    optimizer = Optimizer(core_config(record.config), tensor_names(record))
+    result = optimizer.step(params, state, mean, loss=loss, partial=partial)
+    # A skipped accumulated step still ends its batch.
+    repository.save_arrays(record.id, stored_arrays(params, state))
+    reset_accumulation(record)
+    if result.skipped:
+        touch(repository.db, record)
+    else:
+        _advance(repository.db, record, state, loss)
+    _record_step(history, record, loss, result, started)
+    return_params, full_tensors = answered
+    shown = answer_tensors(params, _changed_rows(mean, result, full_tensors))
+    return _step_response(record, result, shown if return_params else None)
+
+
+def _advance(db: Session, record: SessionRecord, state: OptimizerState, loss: float | None) -> None:
+    """The session row after an applied step: t, the schedule's state, the loss, a new version."""
+    record.step = state.step
+    record.schedule_state = state.schedule
+    record.last_loss = loss
+    touch(db, record)
+
+
+def _step_response(
+    record: SessionRecord,
+    result: StepResult,
+    params: Mapping[str, np.ndarray | SparseRows] | None,
+) -> StepResponse:
+    return StepResponse(
+        step=record.step,
+        lr=result.lr,
+        params=tensors_to_json(Layout(record.layout), params) if params is not None else None,
+        grad_norm=result.grad_norm,
+        update_norm=result.update_norm,
+        skipped=result.skipped,
+    )
+
+
+def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, Gradient]:
+    """The posted gradients by tensor name, in the session's dtype: arrays, or `SparseRows`.
+
+    JSON gradients come in the session's form (one array, or an object of named arrays; a
+    tensor's may be `{"rows", "values"}`); a safetensors file's tensors (`NamedTensors`) are by
+    name in either form (the single form's tensor is `params`; `rows/<tensor>` beside one
+    makes it sparse rows).
+    """
+    dtype = np.dtype(record.dtype)
+    if isinstance(gradients, NamedTensors):
+        return gradients_from_safetensors(
+            gradients, tensor_names(record), dtype, field="gradients"
+        )
+    return gradients_from_json(gradients, Layout(record.layout), dtype, field="gradients")
+
+
+def working_state(
+    record: SessionRecord, working: WorkingSet
+) -> tuple[Optimizer, dict[str, np.ndarray], OptimizerState]:
+    """The session's optimizer (kept with the working set, whose version fixes the config),
+    θ by tensor name and the optimizer state, over the working set's arrays (no copies)."""
+    if working.attachment is None:
+        working.attachment = Optimizer(core_config(record.config), tensor_names(record))
+    params, slots = split_arrays(record, working.arrays)
+    return (
+        working.attachment,
+        params,
+        OptimizerState.from_arrays(record.step, slots, record.schedule_state),
+    )
+
+
+def logged_step(
+    record: SessionRecord, request: StepRequest, grads: dict[str, Gradient]
+) -> LoggedStep:
+    """The step's inputs as the core receives them, for the step log."""
+    return LoggedStep(
+        version=record.version + 1,
+        step=record.step,
+        names=tensor_names(record),
+        config=core_config(record.config),
+        schedule_state=dict(record.schedule_state),
+        loss=request.loss,
+        partial=request.partial,
+        gradients=grads,
+    )
+
+
+def answer_arrays(
+    working: WorkingSet, params: dict[str, np.ndarray | SparseRows]
+) -> dict[str, np.ndarray | SparseRows]:
+    """θ for the answer, which is written after the commit: copies if the next step may update
+    the working set's arrays in place by then (the database stores' cache). Changed rows
+    (`SparseRows`) are copies already."""
+    if working.shared:
+        return {
+            name: array if isinstance(array, SparseRows) else array.copy()
+            for name, array in params.items()
+        }
+    return params
+
+
+def _record_step(
+    history: HistoryRepository,
+    record: SessionRecord,
+    loss: float | None,
+    result: StepResult,
+    started: float,
+) -> None:
+    observe.note_step(skipped=result.skipped)
+    history.record_step(
+        record.id,
+        step=record.step,
+        lr=result.lr,
+        loss=loss,
+        grad_norm=result.grad_norm,
+        update_norm=result.update_norm,
+        skipped=result.skipped,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+
