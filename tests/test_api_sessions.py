@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from app.optim import optimizer_defaults
+from app.stepping import SessionArrays
 from app.store.database import Database
-from app.store.repository import SessionRepository
 from tests.support import (
     CoreRun,
     bearer,
@@ -256,7 +256,7 @@ def test_delete_removes_the_session_and_its_arrays(module_app, module_migrated_d
         assert client.delete(path, headers=auth).status_code == 404
     database = Database(module_migrated_database_url)
     with database.transaction(write=False) as db:
-        left = SessionRepository(db).load_arrays(uuid.UUID(created["id"]))
+        left = SessionArrays(db).load(uuid.UUID(created["id"]))
     database.dispose()
     assert left == {}
 

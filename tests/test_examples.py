@@ -116,6 +116,7 @@ def test_train_digits_matches_local_torch(server, tmp_path):
     assert f"test accuracy {remote['test_accuracy']:.4f}" in output
 
 
+@pytest.mark.slow
 def test_federated_matches_flowers_fedadam_and_resumes(server, tmp_path):
     pytest.importorskip("flwr", reason="the client's `flower` extra (flwr) is not installed")
     results_file, session_file = tmp_path / "federated.json", tmp_path / "session.json"

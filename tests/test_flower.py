@@ -1,4 +1,5 @@
-"""optaas as Flower's server optimizer (`optaas_client.flower`) against a live server.
+"""optaas as Flower's server optimizer (`optaas_client.flower`), the client talking to the app in
+this process (tests/in_process.py) on SQLite and PostgreSQL.
 
 Several clients train locally (a few gradient steps on a quadratic of their own, so each
 round's models depend on the global model they start from) and answer with Flower's `FitRes`;
@@ -33,7 +34,7 @@ from flwr.common import (  # noqa: E402 -- after the skip
 )
 from flwr.server import Server, SimpleClientManager  # noqa: E402
 from flwr.server.client_proxy import ClientProxy  # noqa: E402
-from flwr.server.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi  # noqa: E402
+from flwr.server.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi  # noqa: E402
 from optaas_client import Client, PreconditionFailed  # noqa: E402
 from optaas_client.flower import (  # noqa: E402
     FedOptaas,
@@ -43,7 +44,6 @@ from optaas_client.flower import (  # noqa: E402
     open_session,
 )
 
-from tests.conftest import sqlite_url  # noqa: E402
 from tests.optim.reference import assert_moved_alike  # noqa: E402
 
 ROUNDS = 6
@@ -54,6 +54,10 @@ RTOL = 1e-10
 
 # Flower's strategy and its rule in optaas, with settings away from the defaults.
 RULES = {
+    "FedAvg": (
+        lambda initial: FedAvg(initial_parameters=initial),
+        {"optimizer": {"type": "sgd", "lr": 1.0}},  # θ_t − 1·(θ_t − x̄_t) = x̄_t
+    ),
     "FedAvgM": (
         lambda initial: FedAvgM(
             initial_parameters=initial, server_learning_rate=0.7, server_momentum=0.9
@@ -73,14 +77,14 @@ RULES = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(module_start_server, tmp_path_factory):
-    return module_start_server(sqlite_url(tmp_path_factory.mktemp("flower")))
+def client_of(app):
+    return Client(app.url, transport=app.transport(), trust_env=False, backoff=0.001)
 
 
 @pytest.fixture
-def client(server):
-    with Client(server.url, trust_env=False, backoff=0.001, max_delay=0.01) as client:
+def client(module_app):
+    """A client of the app in this process (tests/in_process.py), on SQLite and PostgreSQL."""
+    with client_of(module_app) as client:
         yield client
 
 
@@ -250,7 +254,7 @@ def weighted_mean(results):
 # -- durable state: resuming, exactly once ---------------------------------------------------
 
 
-def test_a_restarted_flower_server_resumes_the_session(server, client, tmp_path):
+def test_a_restarted_flower_server_resumes_the_session(start_app, migrated_database_url, tmp_path):
     """Three rounds, then the Flower server goes (and the optaas server restarts too); a new
     strategy from the same session file continues, and six rounds in two runs are six rounds
     of Flower's FedAdam in one."""
@@ -258,15 +262,18 @@ def test_a_restarted_flower_server_resumes_the_session(server, client, tmp_path)
     spec = fedadam(ROUNDS)
     theirs = run_rounds(FedAdam(initial_parameters=ndarrays_to_parameters(start)), start, ROUNDS)
 
-    first = FedOptaas(open_session(client, start, names=NAMES, session_file=session_file, **spec))
-    model = parameters_to_ndarrays(first.initialize_parameters(SimpleClientManager()))
-    ours = run_rounds(first, model, 3)
+    app = start_app(migrated_database_url)
+    with client_of(app) as client:
+        session = open_session(client, start, names=NAMES, session_file=session_file, **spec)
+        first = FedOptaas(session)
+        model = parameters_to_ndarrays(first.initialize_parameters(SimpleClientManager()))
+        ours = run_rounds(first, model, 3)
     assert stat.S_IMODE(session_file.stat().st_mode) == 0o600  # it holds the token
     record = json.loads(session_file.read_text())
     assert record["id"] == first.session.id
 
-    server.restart()
-    with Client(server.url, trust_env=False) as again:
+    app.restart()  # nothing of the session left in the server's memory either
+    with client_of(app) as again:
         resumed = open_session(again, start, names=NAMES, session_file=session_file, **spec)
         assert resumed.id == first.session.id
         second = FedOptaas(resumed)
@@ -295,6 +302,30 @@ def test_a_stale_round_is_refused_and_changes_nothing(client):
     now = session.params()
     assert session.step_count == 1
     assert all(np.array_equal(now[name], x) for name, x in zip(NAMES, after_one, strict=True))
+
+
+def test_a_session_of_one_array_is_a_model_of_one_layer(client):
+    """The contract's single form (one array, the tensor `params`) is a one-layer model."""
+    start = initial_model()[0]
+    session = client.create_session(start, optimizer=fedadagrad()["optimizer"])
+    assert session.layout == "single"
+    strategy = FedOptaas(session)
+    reference = FedAdagrad(initial_parameters=ndarrays_to_parameters([start]))
+    rng = np.random.default_rng(7)
+    models = [[start + rng.normal(size=start.shape)] for _ in CLIENTS]
+    results = [
+        (proxy, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(model), proxy.num_examples, {}))
+        for proxy, model in zip(CLIENTS, models, strict=True)
+    ]
+    (ours,) = parameters_to_ndarrays(strategy.aggregate_fit(1, results, [])[0])
+    (theirs,) = parameters_to_ndarrays(reference.aggregate_fit(1, results, [])[0])
+    assert_moved_alike({"params": ours}, {"params": theirs}, {"params": start}, RTOL)
+
+
+def test_a_session_that_accumulates_is_refused(client):
+    session = client.create_session(initial_model()[0], optimizer="sgd", accumulate=3)
+    with pytest.raises(ValueError, match="without accumulate"):
+        FedOptaas(session)
 
 
 def test_a_session_file_of_another_model_is_refused(client, tmp_path):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
+from app.stepping import SessionArrays
 from app.store.database import Database
-from app.store.repository import SessionRepository
 from tests.optim.reference import assert_close, random_problem, run_torch, torch_default_dtype
 from tests.support import (
     bearer,
@@ -139,7 +139,7 @@ def test_a_partial_step_leaves_the_other_tensors_and_their_state_byte_identical(
 def stored_state(database: Database, session_id: str) -> dict[str, tuple[str, tuple, bytes]]:
     """Every array the store gives back for the session: key → (dtype, shape, bytes)."""
     with database.transaction(write=False) as db:
-        arrays = SessionRepository(db).load_arrays(uuid.UUID(session_id))
+        arrays = SessionArrays(db).load(uuid.UUID(session_id))
     return {key: (a.dtype.str, a.shape, a.tobytes()) for key, a in arrays.items()}
 
 

@@ -3,8 +3,9 @@ each with the `ETag` of the step it shows; `Location` for new sessions and accep
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
+import numpy as np
 import orjson
 from fastapi import Request
 from pydantic import BaseModel
@@ -14,8 +15,15 @@ from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.conditions import etag
 from app.api.idempotency import Answer
 from app.exports import SessionState
+from app.optim import SparseRows
 from app.schemas import CreatedSession, StepAccepted, StepResponse
-from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_by_name, tensors_to_safetensors
+from app.service import Stepped
+from app.tensors import (
+    SAFETENSORS_MEDIA_TYPE,
+    tensors_by_name,
+    tensors_to_json,
+    tensors_to_safetensors,
+)
 
 
 def json_bytes(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
@@ -47,7 +55,20 @@ def accepted_answer(request: Request, session_id: str, accepted: StepAccepted) -
     return session_answer(accepted, accepted.step, status=202, headers={"Location": location})
 
 
-def step_metadata(result: StepResponse) -> dict[str, str]:
+def step_response(stepped: Stepped) -> StepResponse:
+    """A step's JSON answer: θ in the session's form (None: not asked for)."""
+    params = stepped.params
+    return StepResponse(
+        step=stepped.step,
+        lr=stepped.lr,
+        params=None if params is None else tensors_to_json(stepped.layout, params),
+        grad_norm=stepped.grad_norm,
+        update_norm=stepped.update_norm,
+        skipped=stepped.skipped,
+    )
+
+
+def step_metadata(result: Stepped) -> dict[str, str]:
     """A step's numbers as a safetensors answer's `__metadata__`: each as JSON text."""
     return {
         name: orjson.dumps(getattr(result, name)).decode()
@@ -55,10 +76,13 @@ def step_metadata(result: StepResponse) -> dict[str, str]:
     }
 
 
-def safetensors_answer(params: Any, step: int, metadata: dict[str, str]) -> Answer:
+def safetensors_answer(
+    params: Mapping[str, np.ndarray | SparseRows] | None, step: int, metadata: dict[str, str]
+) -> Answer:
     """A safetensors answer showing a session at `step`: θ by tensor name (none if `params` is
-    None, e.g. `?return=none`) and `metadata`; its `ETag` goes with it."""
-    tensors = {} if params is None else tensors_by_name(params)
+    None, e.g. `?return=none`; a tensor's changed rows as `rows/<tensor>` beside its values)
+    and `metadata`; its `ETag` goes with it."""
+    tensors = {} if params is None else tensors_by_name(dict(params))
     headers = {"Content-Type": SAFETENSORS_MEDIA_TYPE, "ETag": etag(step)}
     return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
 

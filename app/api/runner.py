@@ -5,20 +5,26 @@ that commits before the answer is sent (an acknowledged change is a committed ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from fastapi import Response
-from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.idempotency import Answer, IdempotencyKeeper, Replay
 from app.errors import OptaasError
-from app.exports import SessionState
 from app.optim import OptimError
 from app.store.database import Database
 
-Result = TypeVar("Result", bound=BaseModel | SessionState | None)
+Result = TypeVar("Result")
+
+
+@runtime_checkable
+class Detachable(Protocol):
+    """A result that may show arrays the commit hands on to the next change (a step's θ in a
+    working set): `detached()` gives one that stays as it is, copying only if it must."""
+
+    def detached(self) -> Detachable: ...
 
 
 async def run_use_case(
@@ -36,7 +42,8 @@ async def run_use_case(
     made inside the transaction and kept with the change it reports; a repeat of a request
     that was applied gets the kept answer instead (see `app.api.idempotency`). With
     `answer_in_transaction` the answer is made before the commit too (when making it is quick,
-    as a safetensors file is: the result may then show arrays that the commit hands on).
+    as a safetensors file is). An answer made after the commit gets the result `detached()`
+    if it is `Detachable`: the stepping layer copies θ then if the next step may change it.
     """
 
     def run() -> Response:
@@ -53,6 +60,8 @@ async def run_use_case(
                     if keeper is not None:
                         keeper.keep(db, made)
                     return made.response()
+                if isinstance(result, Detachable):
+                    result = result.detached()  # the answer below is made after the commit
         except Replay as replay:
             return replay.answer.response(replayed=True)
         return answer(result).response()

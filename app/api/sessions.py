@@ -33,6 +33,7 @@ from app.api.answers import (
     session_answer,
     state_answer,
     step_metadata,
+    step_response,
 )
 from app.api.bodies import (
     TensorBody,
@@ -81,8 +82,9 @@ from app.schemas import (
     StepRequest,
     StepResponse,
 )
+from app.service import Stepped
 from app.store.models import SessionRecord
-from app.tensors import tensors_from_safetensors
+from app.tensors import tensors_by_name, tensors_from_safetensors
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -221,10 +223,6 @@ async def step_session(
     for that tensor, only the rows the step changed, in the same form (`?return=full`: whole).
     """
     return_params = returns != "none"
-    # Made before the commit, a safetensors answer can show θ as it is, where the next step
-    # would update it in place afterwards (a memory:// step's arrays are never updated again).
-    copies_saved = binary_answer and database.arrays.reuses_working_sets
-    in_transaction = keeper is not None or copies_saved
 
     def check(record: SessionRecord) -> None:  # with the session locked
         if keeper is not None:
@@ -232,7 +230,7 @@ async def step_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def apply(db: Session) -> StepResponse | StepAccepted:
+    def apply(db: Session) -> Stepped | StepAccepted:
         step_request = parse_tensor_body(body, StepRequest, "gradients")
         return service.step(
             db,
@@ -243,18 +241,20 @@ async def step_session(
             full_tensors=returns == "full",
             guard=check,
             history_max_records=settings.history_max_records,
-            answer_after_commit=not in_transaction,
         )
 
-    def answer(result: StepResponse | StepAccepted) -> Answer:
+    def answer(result: Stepped | StepAccepted) -> Answer:
         if isinstance(result, StepAccepted):
             return accepted_answer(request, session_id, result)
         if binary_answer:
             return safetensors_answer(result.params, result.step, step_metadata(result))
-        return session_answer(result, result.step, exclude=None if return_params else {"params"})
+        exclude = None if return_params else {"params"}
+        return session_answer(step_response(result), result.step, exclude=exclude)
 
+    # A safetensors answer is made before the commit: writing the file is the one copy of θ it
+    # needs. A JSON answer is written after it, from θ the runner detaches first.
     return await run_use_case(
-        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=copies_saved
+        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=binary_answer
     )
 
 
@@ -322,7 +322,8 @@ async def get_params(
 
     def answer(params: ParamsResponse) -> Answer:
         if binary_answer:
-            return safetensors_answer(params.params, params.step, {"step": str(params.step)})
+            by_name = tensors_by_name(params.params)
+            return safetensors_answer(by_name, params.step, {"step": str(params.step)})
         return session_answer(params, params.step)
 
     if wait_for_step is not None:

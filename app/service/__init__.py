@@ -37,11 +37,9 @@ from app.service.changes import (
 from app.service.records import (
     SERVICE_FIELDS,
     core_config,
-    fresh_state,
     session_view,
     split_arrays,
     tensor_names,
-    touch,
 )
 from app.service.sessions import (
     Progress,
@@ -57,7 +55,6 @@ from app.service.sessions import (
     preview_schedule,
 )
 from app.service.stepping import (
-    answer_arrays,
     gradient_arrays,
     logged_step,
     step,
@@ -69,7 +66,7 @@ from app.service.transfer import (
     export_state,
     import_session,
 )
-from app.store.steplog import stored_arrays
+from app.stepping import Stepped, stored_arrays
 
 __all__ = [
     "PLATEAU_BEST",
@@ -78,11 +75,11 @@ __all__ = [
     "Batch",
     "Progress",
     "SessionFacts",
+    "Stepped",
     "accumulate",
     "accumulates",
     "accumulation_key",
     "add_session",
-    "answer_arrays",
     "authorized_record",
     "core_config",
     "create_session",
@@ -90,7 +87,6 @@ __all__ = [
     "delete_session",
     "export_state",
     "fork_session",
-    "fresh_state",
     "get_history",
     "get_params",
     "get_progress",
@@ -114,6 +110,5 @@ __all__ = [
     "stored_arrays",
     "tensor_names",
     "token_matches",
-    "touch",
     "working_state",
 ]

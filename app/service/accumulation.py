@@ -11,7 +11,8 @@ from optaas_state import ACCUMULATION_ROWS_SLOT, ACCUMULATION_SLOT, is_accumulat
 from app.optim import NonFiniteGradient, Optimizer, SparseRows, check_gradients, coalesce_rows
 from app.optim.base import Gradient, values_of
 from app.schemas import StepAccepted
-from app.service.records import core_config, tensor_names, touch
+from app.service.records import core_config, tensor_names
+from app.stepping import SessionArrays
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
 
@@ -67,10 +68,9 @@ def accumulate(
     record.accumulated = received
     goal = record.config["accumulate"]
     if received < goal:
-        repository.save_arrays(
-            record.id, {**_without_accumulation(arrays), **_stored_sums(sums)}
-        )
-        touch(repository.db, record)
+        stored = {**_without_accumulation(arrays), **_stored_sums(sums)}
+        SessionArrays(repository.db).save(record.id, stored)
+        repository.touch(record)
         return StepAccepted(
             step=record.step,
             received=received,

@@ -10,16 +10,16 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidContent, OptimizerTypeChange
-from app.optim import Optimizer, OptimizerState
+from app.optim import Optimizer, OptimizerState, build_schedule
 from app.schemas import CreatedSession, SessionConfig, SessionPatch, SessionView
 from app.service.accumulation import pending_sums
 from app.service.auth import authorized_record
-from app.service.records import core_config, fresh_state, split_arrays, tensor_names, touch
+from app.service.records import core_config, split_arrays, tensor_names
 from app.service.sessions import add_session, created_session, get_session_view
+from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from app.store.steplog import stored_arrays
 from app.tensors import Layout
 
 
@@ -49,14 +49,15 @@ def patch_session(
     if new == old:
         return get_session_view(record)
     if _slots_may_differ(record.config, config):
-        arrays = repository.load_arrays(record.id, writable=True)
+        arrays = SessionArrays(db).load(record.id, writable=True)
         params, slots = split_arrays(record, arrays)
         state = OptimizerState.from_arrays(record.step, slots, {})
         _fit_slots(state, params, config, record.config)
-        repository.save_arrays(record.id, {**stored_arrays(params, state), **pending_sums(arrays)})
-    record.schedule_state = _fit_schedule_state(record.schedule_state, config, record)
+        kept = {**stored_arrays(params, state), **pending_sums(arrays)}
+        SessionArrays(db).save(record.id, kept)
+    record.schedule_state = _fit_schedule_state(record.schedule_state, config)
     record.name, record.config = name, config
-    touch(db, record)
+    repository.touch(record)
     HistoryRepository(db, history_max_records).record_change(
         record.id, step=record.step, old=old, new=new
     )
@@ -84,8 +85,8 @@ def fork_session(
     if guard is not None:
         guard(source)
     name, config = patched_config(source, overrides, allow_type_change=True)
-    params, slots = split_arrays(source, repository.load_arrays(source.id, writable=True))
-    schedule_state = _fit_schedule_state(source.schedule_state, config, source)
+    params, slots = split_arrays(source, SessionArrays(db).load(source.id, writable=True))
+    schedule_state = _fit_schedule_state(source.schedule_state, config)
     state = OptimizerState.from_arrays(source.step, slots, schedule_state)
     if _slots_may_differ(source.config, config):
         _fit_slots(state, params, config, source.config)
@@ -118,8 +119,27 @@ def patched_config(
         _check_optimizer_patch(record.config["optimizer"]["type"], given, allow_type_change)
     merged = merge_patch(record.config, given)
     config = SessionConfig.model_validate(merged).model_dump(mode="json")
-    Optimizer(core_config(config), tensor_names(record))  # the core's value checks
+    names = tensor_names(record)
+    optimizer = Optimizer(core_config(config), names)  # the core's value checks
+    if not allow_type_change:
+        _check_types_kept(Optimizer(core_config(record.config), names), optimizer)
     return name, config
+
+
+def _check_types_kept(old: Optimizer, new: Optimizer) -> None:
+    """`OptimizerTypeChange` for the first tensor whose optimizer type the change would change —
+    a group's optimizer of another type, or the tensor regrouped under another type: its slots
+    would not carry over. A fork may do it."""
+    for name in old.names:
+        before, after = old.group_of[name], new.group_of[name]
+        if before.type != after.type:
+            raise OptimizerTypeChange(
+                f"tensor {name!r} would change its optimizer type mid-run ({before.type!r} → "
+                f"{after.type!r}): its state does not carry over. Fork the session with the new "
+                'groups instead: POST /v1/sessions/{id}/fork with {"groups": […]}',
+                field=f"{after.spec_path}.type",
+                tensor=name,
+            )
 
 
 def _check_optimizer_patch(current: str, given: Mapping[str, Any], allow_type_change: bool) -> None:
@@ -171,41 +191,21 @@ def _fit_slots(
     old_config: Mapping[str, Any],
 ) -> None:
     """Give each tensor exactly the slots its optimizer under `config` keeps, and the session
-    the global quantities it keeps, in place.
-
-    Slots it had stay as they are, new ones start fresh (as the core would start them at the
-    next step), unused ones are dropped: so a session always holds exactly the slots that an
-    import of its config expects. Globals (the learning-rate-free types' d, distances, weight
-    sums) stay where the type is the same and the new config keeps them alike (name, shape,
-    dtype): a regrouped LDoG's per-tensor distances, or another type's, start as at a first
-    step.
-    """
-    for name, param in params.items():
-        kept = state.slots.get(name, {})
-        fresh = fresh_state(config, name, param).slots[name]
-        state.slots[name] = {slot: kept.get(slot, array) for slot, array in fresh.items()}
-    if not state.globals:
-        return
+    the global quantities it keeps, in place (`Optimizer.fit_slots`: kept ones stay, missing
+    ones start fresh, unused ones go). Globals (the learning-rate-free types' d, distances,
+    weight sums) of another optimizer type are dropped: they start as at a first step."""
     if config["optimizer"]["type"] != old_config["optimizer"]["type"]:
         state.globals = {}
-        return
-    templates = Optimizer(core_config(config), list(params)).global_templates(params)
-    state.globals = {
-        name: value
-        for name, value in state.globals.items()
-        if name in templates
-        and value.shape == templates[name].shape
-        and value.dtype == templates[name].dtype
-    }
+    Optimizer(core_config(config), list(params)).fit_slots(state, params)
 
 
 def _fit_schedule_state(
-    schedule_state: Mapping[str, float], config: Mapping[str, Any], record: SessionRecord
+    schedule_state: Mapping[str, float], config: Mapping[str, Any]
 ) -> dict[str, float]:
     """The schedule's state under `config`: kept if the new schedule keeps the same state
     (reduce_on_plateau with other settings, or under a warm-up: its reductions and best loss
     carry over, so a new lr is reduced as many times), fresh otherwise."""
-    fresh = fresh_state(config, tensor_names(record)[0], np.zeros(0, record.dtype)).schedule
+    fresh = build_schedule(config.get("schedule")).init()
     if fresh and set(fresh) <= set(schedule_state):
         return dict(schedule_state)
     return fresh

@@ -1,19 +1,16 @@
 """What every use-case reads off a session's row: the core's part of its config, its tensor
-names, its stored arrays split into θ and state, its view; a new version; a fresh state."""
+names, its stored arrays split into θ and state, its view."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy.orm import Session
 
-from app.optim import Optimizer, OptimizerState
 from app.schemas import SessionView
+from app.stepping import split_stored
 from app.store.models import SessionRecord
-from app.store.steplog import split_stored
 
 SERVICE_FIELDS = frozenset({"accumulate"})
 """Config fields the service acts on itself; the rest of the config is the core's."""
@@ -53,18 +50,3 @@ def session_view(record: SessionRecord, lr: float) -> SessionView:
         created_at=record.created_at,
         updated_at=record.updated_at,
     )
-
-
-def touch(db: Session, record: SessionRecord) -> None:
-    """A change of the session's stored state: a new version (working sets keyed by the old
-    one are no longer used) and `updated_at`."""
-    record.version += 1
-    record.updated_at = datetime.now(UTC)
-    db.flush()
-
-
-def fresh_state(config: Mapping[str, Any], name: str, param: np.ndarray) -> OptimizerState:
-    """The initial state of one tensor under `config`: the slots its group's chain starts with
-    (plus `step`) and the schedule's initial state. One tensor at a time, so that checking a
-    large model's state never holds a second copy of all of it."""
-    return Optimizer(core_config(config), [name]).init({name: param})

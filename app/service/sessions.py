@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidContent
 from app.optim import Optimizer, OptimizerState, schedule_lrs
+from app.optim.catalog import CHOOSES_ITS_STEP_SIZE
 from app.schemas import (
     CreatedSession,
     CreateSession,
@@ -27,10 +28,10 @@ from app.schemas import (
 )
 from app.service.auth import TOKEN_BYTES, authorized_record, hash_token
 from app.service.records import core_config, session_view, split_arrays, tensor_names
+from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from app.store.steplog import stored_arrays
 from app.tensors import Layout, initial_tensors, tensor_field, tensors_to_json
 
 
@@ -69,7 +70,6 @@ def add_session(
         tensors=[{"name": name, "shape": list(array.shape)} for name, array in params.items()],
         config=config,
         step=state.step,
-        version=1,
         schedule_state=state.schedule,
         last_loss=last_loss,
         created_at=now,
@@ -79,7 +79,7 @@ def add_session(
         accumulated_loss_sum=None,
     )
     repository.add(record)
-    repository.save_arrays(record.id, stored_arrays(params, state))
+    SessionArrays(repository.db).save(record.id, stored_arrays(params, state))
     return record, token
 
 
@@ -100,7 +100,9 @@ def get_session_view(record: SessionRecord) -> SessionView:
 
 def delete_session(db: Session, session_id: str, token: str) -> None:
     repository = SessionRepository(db)
-    repository.delete(authorized_record(repository, session_id, token, for_update=True))
+    record = authorized_record(repository, session_id, token, for_update=True)
+    SessionArrays(db).forget(record.id)
+    repository.delete(record)
 
 
 def get_params(
@@ -112,7 +114,7 @@ def get_params(
     repository = SessionRepository(db)
     record = authorized_record(repository, session_id, token)
     slot = None if for_eval else PARAM_SLOT
-    arrays = repository.load_arrays(record.id, version=record.version, slot=slot)
+    arrays = SessionArrays(db).load(record.id, version=record.version, slot=slot)
     params, slots = split_arrays(record, arrays)
     if for_eval:
         optimizer = Optimizer(core_config(record.config), tensor_names(record))
@@ -146,10 +148,20 @@ def get_history(db: Session, session_id: str, token: str, *, after: int, limit: 
 
 
 def preview_schedule(request: SchedulePreviewRequest) -> SchedulePreview:
-    """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them."""
+    """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them: `lr` if
+    given, else the optimizer's (its type's default where it gives none), else 1. `estimated`
+    says that the optimizer scales these rates by a step size it finds during the run."""
     schedule = request.schedule.model_dump(mode="json")
-    rates = schedule_lrs(schedule, request.lr, request.steps)
-    return SchedulePreview(lr=[rate if np.isfinite(rate) else None for rate in rates])
+    lr, estimated = request.lr, False
+    if request.optimizer is not None:
+        spec = request.optimizer.model_dump(mode="json")
+        Optimizer({"optimizer": spec}, [])  # the core's value checks, naming the field
+        lr = spec["lr"] if lr is None else lr
+        estimated = spec["type"] in CHOOSES_ITS_STEP_SIZE
+    rates = schedule_lrs(schedule, 1.0 if lr is None else lr, request.steps)
+    return SchedulePreview(
+        lr=[rate if np.isfinite(rate) else None for rate in rates], estimated=estimated
+    )
 
 
 def _require_finite(params: Mapping[str, np.ndarray], layout: Layout) -> None:

@@ -12,21 +12,21 @@ from sqlalchemy.orm import Session
 from app import observe
 from app.optim import OptimError, Optimizer, OptimizerState, SparseRows, StepResult
 from app.optim.base import Gradient
-from app.schemas import StepAccepted, StepRequest, StepResponse
+from app.schemas import StepAccepted, StepRequest
 from app.service.accumulation import accumulate, accumulates, reset_accumulation
 from app.service.auth import authorized_record
-from app.service.records import core_config, split_arrays, tensor_names, touch
+from app.service.records import core_config, split_arrays, tensor_names
+from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
+from app.stepping.replay import loggable_gradients
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from app.store.steplog import LoggedStep, stored_arrays
-from app.store.working_sets import WorkingSet
+from app.store.steplog import LoggedStep
 from app.tensors import (
     Layout,
     NamedTensors,
     gradients_from_json,
     gradients_from_safetensors,
-    tensors_to_json,
 )
 
 
@@ -40,8 +40,7 @@ def step(
     full_tensors: bool = False,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
-    answer_after_commit: bool = True,
-) -> StepResponse | StepAccepted:
+) -> Stepped | StepAccepted:
     """Apply one gradient: lock the session, take its working set, update it, store the step.
 
     The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
@@ -49,12 +48,11 @@ def step(
     `guard` runs with the session locked, before anything changes, and may raise to stop the
     step (the API's `If-Match` and `Idempotency-Key` checks). The step (applied or skipped) is
     added to the session's history in the same transaction. θ and state come from this
-    process's working set when it holds the session's version (else from the database), and
-    the step writes its gradient to the step log or a checkpoint (`SessionRepository.begin_step`).
-    `answer_after_commit=False` promises that the answer is made before the transaction ends:
-    then its θ may be the working set's own arrays, not copies. A tensor whose gradient came as
-    sparse rows is answered with the rows the step changed (`SparseRows` of θ's new rows),
-    unless `full_tensors`.
+    process's working set when it holds the session's version (else from the store), and the
+    step writes its gradient to the step log or a checkpoint (`SessionArrays.begin_step`).
+    The answer's θ may be the working set's own arrays (`Stepped.live`). A tensor whose
+    gradient came as sparse rows is answered with the rows the step changed (`SparseRows` of
+    θ's new rows: copies), unless `full_tensors`.
 
     With `accumulate` K > 1 the gradient is added to the next step's sums instead
     (`StepAccepted`), and the K-th applies their mean (`step_accumulated`).
@@ -70,9 +68,10 @@ def step(
     if accumulates(record):
         answered = (return_params, full_tensors)
         return step_accumulated(repository, history, record, request, grads, started, answered)
-    working = repository.working_set(record)
+    arrays = SessionArrays(db)
+    working = arrays.working_set(record)
     optimizer, params, state = working_state(record, working)
-    write = repository.begin_step(record, working, logged_step(record, request, grads))
+    write = arrays.begin_step(record, working, logged_step(record, request, grads))
     try:
         result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
     except OptimError:
@@ -80,14 +79,10 @@ def step(
         raise
     write.finish(None if result.skipped else stored_arrays(params, state))
     if not result.skipped:
-        _advance(db, record, state, request.loss)
+        _advance(repository, record, state, request.loss)
     _record_step(history, record, request.loss, result, started)
-    shown = None
-    if return_params:
-        shown = answer_tensors(params, _changed_rows(grads, result, full_tensors))
-        if answer_after_commit:
-            shown = answer_arrays(working, shown)
-    return _step_response(record, result, shown)
+    shown = answer_tensors(params, _changed_rows(grads, result, full_tensors))
+    return _stepped(record, result, shown if return_params else None, live=working.shared)
 
 
 def _changed_rows(
@@ -126,13 +121,14 @@ def step_accumulated(
     grads: dict[str, Gradient],
     started: float,
     answered: tuple[bool, bool],
-) -> StepResponse | StepAccepted:
+) -> Stepped | StepAccepted:
     """A post to a session that accumulates: counted toward the next step (202), or — the K-th
     — applied with the others as their mean. θ, state and the sums are read from the database
     and written back in full (a checkpoint: the step log replays the core's update only, not
     the sums), so a post answered 202 is as durable as a step. `answered` is (`return_params`,
     `full_tensors`) as `step` takes them."""
-    arrays = repository.load_arrays(record.id, writable=True)
+    session_arrays = SessionArrays(repository.db)
+    arrays = session_arrays.load(record.id, writable=True)
     params, slots = split_arrays(record, arrays)
     batch = accumulate(
         repository, record, params, arrays, grads, loss=request.loss, partial=request.partial
@@ -144,38 +140,47 @@ def step_accumulated(
     optimizer = Optimizer(core_config(record.config), tensor_names(record))
     result = optimizer.step(params, state, mean, loss=loss, partial=partial)
     # A skipped accumulated step still ends its batch.
-    repository.save_arrays(record.id, stored_arrays(params, state))
+    session_arrays.save(record.id, stored_arrays(params, state))
     reset_accumulation(record)
     if result.skipped:
-        touch(repository.db, record)
+        repository.touch(record)
     else:
-        _advance(repository.db, record, state, loss)
+        _advance(repository, record, state, loss)
     _record_step(history, record, loss, result, started)
     return_params, full_tensors = answered
     shown = answer_tensors(params, _changed_rows(mean, result, full_tensors))
-    return _step_response(record, result, shown if return_params else None)
+    return _stepped(record, result, shown if return_params else None)
 
 
-def _advance(db: Session, record: SessionRecord, state: OptimizerState, loss: float | None) -> None:
+def _advance(
+    repository: SessionRepository,
+    record: SessionRecord,
+    state: OptimizerState,
+    loss: float | None,
+) -> None:
     """The session row after an applied step: t, the schedule's state, the loss, a new version."""
     record.step = state.step
     record.schedule_state = state.schedule
     record.last_loss = loss
-    touch(db, record)
+    repository.touch(record)
 
 
-def _step_response(
+def _stepped(
     record: SessionRecord,
     result: StepResult,
-    params: Mapping[str, np.ndarray | SparseRows] | None,
-) -> StepResponse:
-    return StepResponse(
+    params: dict[str, np.ndarray | SparseRows] | None,
+    *,
+    live: bool = False,
+) -> Stepped:
+    return Stepped(
         step=record.step,
         lr=result.lr,
-        params=tensors_to_json(Layout(record.layout), params) if params is not None else None,
         grad_norm=result.grad_norm,
         update_norm=result.update_norm,
         skipped=result.skipped,
+        layout=Layout(record.layout),
+        params=params,
+        live=live,
     )
 
 
@@ -200,11 +205,11 @@ def working_state(
 ) -> tuple[Optimizer, dict[str, np.ndarray], OptimizerState]:
     """The session's optimizer (kept with the working set, whose version fixes the config),
     θ by tensor name and the optimizer state, over the working set's arrays (no copies)."""
-    if working.attachment is None:
-        working.attachment = Optimizer(core_config(record.config), tensor_names(record))
+    if working.optimizer is None:
+        working.optimizer = Optimizer(core_config(record.config), tensor_names(record))
     params, slots = split_arrays(record, working.arrays)
     return (
-        working.attachment,
+        working.optimizer,
         params,
         OptimizerState.from_arrays(record.step, slots, record.schedule_state),
     )
@@ -213,7 +218,9 @@ def working_state(
 def logged_step(
     record: SessionRecord, request: StepRequest, grads: dict[str, Gradient]
 ) -> LoggedStep:
-    """The step's inputs as the core receives them, for the step log."""
+    """The step's inputs as the core receives them, for the step log (sparse rows as their
+    values and rows apart: the store keeps arrays)."""
+    values, rows = loggable_gradients(grads)
     return LoggedStep(
         version=record.version + 1,
         step=record.step,
@@ -222,22 +229,9 @@ def logged_step(
         schedule_state=dict(record.schedule_state),
         loss=request.loss,
         partial=request.partial,
-        gradients=grads,
+        gradients=values,
+        rows=rows,
     )
-
-
-def answer_arrays(
-    working: WorkingSet, params: dict[str, np.ndarray | SparseRows]
-) -> dict[str, np.ndarray | SparseRows]:
-    """θ for the answer, which is written after the commit: copies if the next step may update
-    the working set's arrays in place by then (the database stores' cache). Changed rows
-    (`SparseRows`) are copies already."""
-    if working.shared:
-        return {
-            name: array if isinstance(array, SparseRows) else array.copy()
-            for name, array in params.items()
-        }
-    return params
 
 
 def _record_step(

@@ -15,8 +15,9 @@ from app.exports import SessionState
 from app.optim import HyperParameterError, Optimizer, OptimizerState
 from app.schemas import CreatedSession
 from app.service.auth import authorized_record
-from app.service.records import core_config, fresh_state, split_arrays, tensor_names
+from app.service.records import core_config, split_arrays, tensor_names
 from app.service.sessions import add_session, created_session
+from app.stepping import SessionArrays
 from app.store.repository import SessionRepository
 from app.tensors import SINGLE_TENSOR_NAME, Layout
 
@@ -30,7 +31,7 @@ def export_state(db: Session, session_id: str, token: str) -> SessionState:
     Pending accumulated gradients are not part of it."""
     repository = SessionRepository(db)
     record = authorized_record(repository, session_id, token, for_update=True)
-    params, slots = split_arrays(record, repository.load_arrays(record.id, writable=True))
+    params, slots = split_arrays(record, SessionArrays(db).load(record.id, writable=True))
     state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
     optimizer = Optimizer(core_config(record.config), tensor_names(record))
     return SessionState(
@@ -78,12 +79,13 @@ def import_session(db: Session, imported: SessionState) -> CreatedSession:
     params = {name: imported.params[name] for name in names}
     for name, array in params.items():
         _check_array(imported, imported.param_field(name), name, array, array.shape, dtype)
-    slots = {}
-    fresh = {}
-    for name in names:
-        fresh = fresh_state(imported.config, name, params[name])
-        slots[name] = _imported_slots(imported, name, fresh.slots[name])
-    _check_schedule_state(imported.schedule_state, fresh.schedule)
+    # One tensor's fresh slots at a time: checking a large model's state never holds a second
+    # copy of all of it.
+    slots = {
+        name: _imported_slots(imported, name, optimizer.fresh_slots(name, params[name]))
+        for name in names
+    }
+    _check_schedule_state(imported.schedule_state, optimizer.schedule.init())
     if imported.last_loss is not None and not math.isfinite(imported.last_loss):
         raise InvalidContent("last_loss must be a finite number or null", field="last_loss")
     globals_ = _imported_globals(imported, optimizer.global_templates(params))

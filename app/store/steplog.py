@@ -14,29 +14,26 @@ slot can have (slot names are identifiers):
 - `~log/<version>`: the step's inputs other than the gradient, as JSON (`dtype` = "json");
 - `~log/<version>/<tensor>`: the gradient of each tensor the step carried (raw bytes, as θ);
   for a sparse row gradient its values, and its rows (int64) under `~log/<version>#rows/<tensor>`
-  (`#` sorts before `/` and ends no version, so the rows stay apart from every tensor's key).
+  (`#` sorts before `/` and ends no version, so the rows stay apart from every tensor's key;
+  `LoggedStep.rows`, which the stepping layer joins to the values again).
 
 `<version>` is the session's version after the step, zero-padded, so keys sort in step order.
-Reading a session's arrays (`SessionRepository.load_arrays`) reads the checkpoint and the log in
-one statement (one snapshot) and replays the log onto the checkpoint, so every reader sees θ
-and state as of the last commit and no caller needs to know about the log; writing arrays
-(`save_arrays`) writes a checkpoint, which drops the log. A logged step's configuration travels
-with it, so a configuration changed between two logged steps replays correctly.
-
-This is the one place the store uses the optimizer core: to replay.
+The store reads the checkpoint and the log in one statement (one snapshot: `ArrayStore.read`)
+and writes a checkpoint, which drops the log, or appends an entry. Replaying the log onto the
+checkpoint is the stepping layer's (`app.stepping.replay`), which runs the optimizer core: the
+store keeps rows and bytes and never runs it. A logged step's configuration travels with it,
+so a configuration changed between two logged steps replays correctly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
-from optaas_state import PARAM_SLOT, is_accumulation_key
 
-from app.optim import Optimizer, OptimizerState, SparseRows
 from app.store import codec
 
 LOG_PREFIX = "~log/"
@@ -67,19 +64,17 @@ class LoggedStep:
     """The schedule's state before the step."""
     loss: float | None
     partial: bool
-    gradients: dict[str, np.ndarray | SparseRows]
-    """The gradients by tensor, in the session's dtype, before the core used them (dense, or
-    sparse rows)."""
+    gradients: dict[str, np.ndarray]
+    """The gradients by tensor, in the session's dtype, before the core used them (for a sparse
+    row gradient: its values)."""
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    """The rows of the tensors whose gradient was sparse rows (int64), by tensor."""
 
     @property
     def nbytes(self) -> int:
         """The bytes its gradients take in the log."""
-        return sum(
-            gradient.rows.nbytes + gradient.values.nbytes
-            if isinstance(gradient, SparseRows)
-            else gradient.nbytes
-            for gradient in self.gradients.values()
-        )
+        arrays = [*self.gradients.values(), *self.rows.values()]
+        return sum(array.nbytes for array in arrays)
 
 
 def is_log_key(key: str) -> bool:
@@ -106,9 +101,8 @@ def log_rows(entry: LoggedStep) -> list[dict[str, Any]]:
     }
     rows = [{"key": base, "dtype": META_DTYPE, "shape": [], "data": orjson.dumps(meta)}]
     for name, gradient in entry.gradients.items():
-        if isinstance(gradient, SparseRows):
-            rows.append(_array_row(f"{base}{ROWS_SUFFIX}/{name}", gradient.rows))
-            gradient = gradient.values
+        if name in entry.rows:
+            rows.append(_array_row(f"{base}{ROWS_SUFFIX}/{name}", entry.rows[name]))
         rows.append(_array_row(f"{base}/{name}", gradient))
     return rows
 
@@ -131,13 +125,12 @@ def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedSt
     entries = []
     for base in sorted(metas):
         meta = metas[base]
-        given: dict[str, np.ndarray | SparseRows] = dict(tensors.get(base, {}))
+        given = tensors.get(base, {})
         if set(given) != set(meta["tensors"]):
             raise CorruptLogError(f"log entry {base} lacks some of its gradients")
-        for name, rows in tensors.get(base + ROWS_SUFFIX, {}).items():
-            if name not in given:
-                raise CorruptLogError(f"log entry {base} has rows of {name!r} without values")
-            given[name] = SparseRows(rows, given[name])
+        rows = tensors.get(base + ROWS_SUFFIX, {})
+        if not set(rows) <= set(given):
+            raise CorruptLogError(f"log entry {base} has rows of a tensor without values")
         entries.append(
             LoggedStep(
                 version=int(base),
@@ -148,51 +141,7 @@ def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedSt
                 loss=None if meta["loss"] is None else float(meta["loss"]),
                 partial=meta["partial"],
                 gradients={name: given[name] for name in meta["tensors"]},
+                rows=rows,
             )
         )
     return entries
-
-
-def stored_arrays(params: Mapping[str, np.ndarray], state: OptimizerState) -> dict[str, np.ndarray]:
-    """θ under `param/<tensor>` and every state slot under `<slot>/<tensor>`."""
-    arrays = {f"{PARAM_SLOT}/{name}": array for name, array in params.items()}
-    arrays.update(state.to_arrays())
-    return arrays
-
-
-def split_stored(
-    arrays: Mapping[str, np.ndarray], names: Iterable[str]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Stored arrays → (θ by tensor name in the order of `names`, the state slots as keyed).
-
-    The pending sums of an accumulation (`accum/<tensor>`) are neither."""
-    prefix = f"{PARAM_SLOT}/"
-    params = {name: arrays[prefix + name] for name in names}
-    slots = {
-        key: array
-        for key, array in arrays.items()
-        if not key.startswith(prefix) and not is_accumulation_key(key)
-    }
-    return params, slots
-
-
-def replay(arrays: dict[str, np.ndarray], entries: Iterable[LoggedStep]) -> None:
-    """Apply the logged steps, in order, to the checkpoint `arrays` (writable), in place.
-
-    Each step runs through the core as it ran the first time (same inputs, same configuration,
-    same order of tensors), so the result is the state the step left, bit for bit.
-    """
-    optimizers: dict[bytes, Optimizer] = {}
-    for entry in entries:
-        signature = orjson.dumps([entry.config, entry.names], option=orjson.OPT_SORT_KEYS)
-        optimizer = optimizers.get(signature)
-        if optimizer is None:
-            optimizer = optimizers[signature] = Optimizer(entry.config, entry.names)
-        params, slots = split_stored(arrays, entry.names)
-        state = OptimizerState.from_arrays(entry.step, slots, entry.schedule_state)
-        result = optimizer.step(
-            params, state, entry.gradients, loss=entry.loss, partial=entry.partial
-        )
-        if result.skipped:
-            raise CorruptLogError(f"logged step to version {entry.version} did not apply")
-        arrays.update(stored_arrays(params, state))

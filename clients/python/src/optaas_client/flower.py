@@ -76,6 +76,10 @@ class FedOptaas(FedAvg):
     ) -> None:
         if "initial_parameters" in options:
             raise TypeError("FedOptaas takes the initial model from the session's parameters")
+        # A round is one step: with `accumulate` K > 1 a round's post would only count toward one.
+        accumulate = session.info().get("accumulate", 1)
+        if accumulate != 1:
+            raise ValueError(f"FedOptaas needs a session without accumulate (it has {accumulate})")
         super().__init__(**options)
         self.session = session
         self.loss_metric = loss_metric
@@ -116,10 +120,8 @@ class FedOptaas(FedAvg):
             loss=self._mean_loss(results),
             if_match=self.step_count,
         )
-        if isinstance(answer, Pending) or answer is None:
-            raise ProtocolError(
-                "the session did not answer θ: FedOptaas needs a session without `accumulate`"
-            )
+        if isinstance(answer, Pending) or answer is None:  # `accumulate` patched in since
+            raise ProtocolError("the session did not answer θ: it accumulates gradients")
         self.current_weights = self._in_order(answer)
         assert self.session.last_step is not None  # set by the step just made
         self.step_count = self.session.last_step.step
@@ -149,7 +151,7 @@ class FedOptaas(FedAvg):
         total = sum(count for count, _ in reported)
         if total == 0:
             return None
-        return sum(count * float(loss) for count, loss in reported) / total  # type: ignore[arg-type]
+        return sum(count * float(loss) for count, loss in reported) / total
 
 
 def open_session(
