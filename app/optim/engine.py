@@ -276,8 +276,9 @@ class Optimizer:
     def fit_slots(self, state: OptimizerState, params: Mapping[str, np.ndarray]) -> None:
         """Give each tensor of `params` exactly the slots its chain keeps, in place.
 
-        Slots it had stay as they are, missing ones start as `fresh_slots` starts them (as a
-        step would start them), unused ones are dropped: after a change of configuration a
+        Slots it had stay as they are where they have the shape and dtype the chain keeps
+        (Prodigy's `s` is not D-Adaptation's), missing ones start as `fresh_slots` starts them
+        (as a step would start them), unused ones are dropped: after a change of configuration a
         session holds exactly the slots an import of the new configuration expects. (A step
         only adds what is missing: `_slots`.) The global quantities stay where the new
         configuration keeps them alike — name, shape, dtype — and go otherwise (a regrouped
@@ -286,15 +287,16 @@ class Optimizer:
         for name, param in params.items():
             kept = state.slots.get(name, {})
             fresh = self.fresh_slots(name, param)
-            state.slots[name] = {slot: kept.get(slot, array) for slot, array in fresh.items()}
+            state.slots[name] = {
+                slot: kept[slot] if _alike(kept.get(slot), array) else array
+                for slot, array in fresh.items()
+            }
         if state.globals:  # kept where this configuration keeps them alike (`global_templates`)
             templates = self.global_templates(params)
             state.globals = {
                 name: value
                 for name, value in state.globals.items()
-                if name in templates
-                and value.shape == templates[name].shape
-                and value.dtype == templates[name].dtype
+                if _alike(value, templates.get(name))
             }
 
     def hyperparameters_of(self, name: str) -> dict[str, Any]:
@@ -596,6 +598,16 @@ class Optimizer:
         if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
             scratch = self._scratch[name] = Scratch(param.shape, param.dtype)
         return scratch
+
+
+def _alike(kept: np.ndarray | None, fresh: np.ndarray | None) -> bool:
+    """Whether a kept array has the shape and dtype of the one a configuration would start."""
+    return (
+        kept is not None
+        and fresh is not None
+        and kept.shape == fresh.shape
+        and kept.dtype == fresh.dtype
+    )
 
 
 @dataclass(frozen=True, slots=True)
