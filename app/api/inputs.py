@@ -13,16 +13,14 @@ from typing import Any
 import numpy as np
 
 from app.api.bodies import TensorBody, parse_json, parse_tensor_body
-from app.errors import InvalidContent
+from app.optim.base import Gradient
 from app.schemas import CreateSession, SessionConfig, SessionPatch, StepRequest
 from app.service import GradientPost, NewSession, SessionFacts
 from app.tensors import (
-    Layout,
     NamedTensors,
+    gradients_from_json,
+    gradients_from_safetensors,
     initial_tensors,
-    layout_of,
-    tensors_from_json,
-    tensors_in_dtype,
 )
 
 
@@ -34,22 +32,18 @@ def gradient_post(body: TensorBody, facts: SessionFacts) -> GradientPost:
     return GradientPost(gradients, loss=request.loss, partial=request.partial)
 
 
-def gradient_arrays(gradients: Any, facts: SessionFacts) -> dict[str, np.ndarray]:
-    """The posted gradients by tensor name, in the session's dtype.
+def gradient_arrays(gradients: Any, facts: SessionFacts) -> dict[str, Gradient]:
+    """The posted gradients by tensor name, in the session's dtype: arrays, or `SparseRows`.
 
-    JSON gradients come in the session's form (one array, or an object of named arrays);
-    a safetensors file's tensors (`NamedTensors`) are by name in either form (the single
-    form's tensor is `params`).
+    JSON gradients come in the session's form (one array, or an object of named arrays; a
+    tensor's may be `{"rows", "values"}`); a safetensors file's tensors (`NamedTensors`) are by
+    name in either form (the single form's tensor is `params`; `rows/<tensor>` beside one
+    makes it sparse rows).
     """
     dtype = np.dtype(facts.dtype)
     if isinstance(gradients, NamedTensors):
-        return tensors_in_dtype(gradients, dtype, field="gradients")
-    if layout_of(gradients) is not facts.layout:
-        raise InvalidContent(
-            f"gradients must have the form of this session's params: {_form_name(facts.layout)}",
-            field="gradients",
-        )
-    return tensors_from_json(gradients, dtype, field="gradients")
+        return gradients_from_safetensors(gradients, facts.names, dtype, field="gradients")
+    return gradients_from_json(gradients, facts.layout, dtype, field="gradients")
 
 
 def new_session(request: CreateSession) -> NewSession:
@@ -67,9 +61,3 @@ def config_patch(body: bytes | bytearray, *, optional: bool = False) -> dict[str
     if optional and not body.strip():
         return {}
     return parse_json(body, SessionPatch).model_dump(mode="json", exclude_unset=True)
-
-
-def _form_name(layout: Layout) -> str:
-    if layout is Layout.SINGLE:
-        return "one (nested) array"
-    return "an object of named arrays"

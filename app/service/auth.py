@@ -56,6 +56,8 @@ class SessionFacts:
     """The session's float dtype: a body's numbers are read into it before any transaction."""
     layout: Layout
     """The form of its θ (one array, or named arrays): a JSON gradient comes in that form."""
+    names: tuple[str, ...]
+    """Its tensors' names, in order (a file's `rows/<x>` is rows unless `<x>` is one)."""
 
 
 def session_facts(db: Session, session_id: str) -> SessionFacts | None:
@@ -77,6 +79,7 @@ def session_facts(db: Session, session_id: str) -> SessionFacts | None:
         names_bytes=sum(len(name.encode()) for name in tensor_names(record)),
         dtype=record.dtype,
         layout=Layout(record.layout),
+        names=tuple(tensor_names(record)),
     )
 
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from app import observe
-from app.optim import OptimError, Optimizer, OptimizerState, StepResult
+from app.optim import OptimError, Optimizer, OptimizerState, SparseRows, StepResult
+from app.optim.base import Gradient
 from app.schemas import StepAccepted
 from app.service.accumulation import accumulate, accumulates, reset_accumulation
 from app.service.auth import authorized_row
 from app.service.records import core_config, split_arrays, tensor_names
 from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
+from app.stepping.replay import loggable_gradients
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository, SessionRow
@@ -30,7 +32,8 @@ class GradientPost:
     """One posted gradient, as the API parsed it before any transaction: the gradients by
     tensor name in the session's dtype (a subset if `partial`), and the loss to record."""
 
-    gradients: dict[str, np.ndarray]
+    gradients: dict[str, Gradient]
+    """Arrays, or `SparseRows` for a tensor posted as rows."""
     loss: float | None = None
     partial: bool = False
 
@@ -42,6 +45,7 @@ def step(
     post: GradientPost,
     *,
     return_params: bool = True,
+    full_tensors: bool = False,
     guard: Callable[[SessionRow], None] | None = None,
     history_max_records: int,
 ) -> Stepped | StepAccepted:
@@ -54,7 +58,9 @@ def step(
     added to the session's history in the same transaction. θ and state come from this
     process's working set when it holds the session's version (else from the store), and the
     step writes its gradient to the step log or a checkpoint (`SessionArrays.begin_step`).
-    The answer's θ may be the working set's own arrays (`Stepped.live`).
+    The answer's θ may be the working set's own arrays (`Stepped.live`). A tensor whose
+    gradient came as sparse rows is answered with the rows the step changed (`SparseRows` of
+    θ's new rows: copies), unless `full_tensors`.
 
     With `accumulate` K > 1 the gradient is added to the next step's sums instead
     (`StepAccepted`), and the K-th applies their mean (`step_accumulated`).
@@ -68,7 +74,8 @@ def step(
     history = HistoryRepository(db, history_max_records)
     if accumulates(row):  # the rarer path, through the ORM's record of the row locked above
         record = repository.get(row.id, for_update=True)
-        return step_accumulated(repository, history, record, post, started, return_params)
+        answered = (return_params, full_tensors)
+        return step_accumulated(repository, history, record, post, started, answered)
     arrays = SessionArrays(db)
     working = arrays.working_set(row)
     optimizer, params, state = working_state(row, working)
@@ -84,7 +91,36 @@ def step(
             row, step=state.step, schedule_state=state.schedule, last_loss=post.loss
         )
     _record_step(history, row, post.loss, result, started)
-    return _stepped(row, result, params if return_params else None, live=working.shared)
+    shown = answer_tensors(params, _changed_rows(post.gradients, result, full_tensors))
+    return _stepped(row, result, shown if return_params else None, live=working.shared)
+
+
+def _changed_rows(
+    grads: Mapping[str, Gradient], result: StepResult, full_tensors: bool
+) -> dict[str, np.ndarray]:
+    """The rows each tensor stepped by sparse rows changed (none, if the step was skipped);
+    {} with `full_tensors`, where every tensor is answered whole."""
+    if full_tensors:
+        return {}
+    empty = np.zeros(0, np.int64)
+    return {
+        name: result.changed_rows.get(name, empty)
+        for name, grad in grads.items()
+        if isinstance(grad, SparseRows)
+    }
+
+
+def answer_tensors(
+    params: Mapping[str, np.ndarray], changed_rows: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray | SparseRows]:
+    """θ as a step answers it: each tensor whole, except those given `changed_rows`, which
+    show only those rows (`SparseRows(rows, θ[rows])`, their values gathered: a copy)."""
+    return {
+        name: SparseRows(changed_rows[name], param[changed_rows[name]])
+        if name in changed_rows
+        else param
+        for name, param in params.items()
+    }
 
 
 def step_accumulated(
@@ -93,12 +129,13 @@ def step_accumulated(
     record: SessionRecord,
     post: GradientPost,
     started: float,
-    return_params: bool,
+    answered: tuple[bool, bool],
 ) -> Stepped | StepAccepted:
     """A post to a session that accumulates: counted toward the next step (202), or — the K-th
     — applied with the others as their mean. θ, state and the sums are read from the database
     and written back in full (a checkpoint: the step log replays the core's update only, not
-    the sums), so a post answered 202 is as durable as a step."""
+    the sums), so a post answered 202 is as durable as a step. `answered` is (`return_params`,
+    `full_tensors`) as `step` takes them."""
     session_arrays = SessionArrays(repository.db)
     arrays = session_arrays.load(record.id, writable=True)
     params, slots = split_arrays(record, arrays)
@@ -119,7 +156,9 @@ def step_accumulated(
     else:
         _advance(repository, record, state, loss)
     _record_step(history, record, loss, result, started)
-    return _stepped(record, result, params if return_params else None)
+    return_params, full_tensors = answered
+    shown = answer_tensors(params, _changed_rows(mean, result, full_tensors))
+    return _stepped(record, result, shown if return_params else None)
 
 
 def _advance(
@@ -138,7 +177,7 @@ def _advance(
 def _stepped(
     record: SessionRecord | SessionRow,
     result: StepResult,
-    params: dict[str, np.ndarray] | None,
+    params: dict[str, np.ndarray | SparseRows] | None,
     *,
     live: bool = False,
 ) -> Stepped:
@@ -170,7 +209,9 @@ def working_state(
 
 
 def logged_step(record: SessionRecord | SessionRow, post: GradientPost) -> LoggedStep:
-    """The step's inputs as the core receives them, for the step log."""
+    """The step's inputs as the core receives them, for the step log (sparse rows as their
+    values and rows apart: the store keeps arrays)."""
+    values, rows = loggable_gradients(post.gradients)
     return LoggedStep(
         version=record.version + 1,
         step=record.step,
@@ -179,7 +220,8 @@ def logged_step(record: SessionRecord | SessionRow, post: GradientPost) -> Logge
         schedule_state=dict(record.schedule_state),
         loss=post.loss,
         partial=post.partial,
-        gradients=post.gradients,
+        gradients=values,
+        rows=rows,
     )
 
 
