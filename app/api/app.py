@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
             lock_timeout_seconds=settings.lock_timeout_seconds,
             cache_max_bytes=settings.cache_max_bytes,
             checkpoint_every=settings.checkpoint_every,
+            chunk_bytes=settings.array_chunk_bytes,
         )
         pruning = asyncio.create_task(prune_periodically(app.state.database, settings, clock))
         try:
