@@ -142,6 +142,10 @@ def train(
     }
 
 
+def rate_text(lr: float | None) -> str:
+    return "-" if lr is None else f"{lr:.3g}"
+
+
 def final_loss(losses: Sequence[float], window: int) -> float:
     """The mean training loss over the last `window` steps (one mini-batch is noisy)."""
     return float(np.mean(losses[-window:])) if losses else float("nan")
@@ -195,7 +199,7 @@ def table(runs: Mapping[str, dict[str, Any]], window: int) -> str:
     """The runs as a Markdown table, best test accuracy first; runs that stopped last."""
     lines = [
         f"| optimizer (defaults) | test accuracy | training loss, last {window} steps "
-        "| last step's lr | seconds |",
+        "| last step's lr | wall seconds (noisy: a loaded machine) |",
         "|---|---:|---:|---:|---:|",
     ]
     order = sorted(runs.values(), key=lambda run: -run.get("test_accuracy", -1.0))
@@ -205,10 +209,10 @@ def table(runs: Mapping[str, dict[str, Any]], window: int) -> str:
             lines.append(f"| {run['label']} | stopped after {len(run['losses'])} steps: {reason} "
                          "| | | |")  # fmt: skip
             continue
-        lr = "-" if run["last_lr"] is None else f"{run['last_lr']:.3g}"
         lines.append(
             f"| {run['label']} | {run['test_accuracy']:.4f} "
-            f"| {final_loss(run['losses'], window):.4f} | {lr} | {run['seconds']:.1f} |"
+            f"| {final_loss(run['losses'], window):.4f} | {rate_text(run['last_lr'])} "
+            f"| {run['seconds']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -219,19 +223,24 @@ def page(
     """The docs page: what ran, the table, the figure, and what they show."""
     finished = [run for run in runs.values() if "error" not in run]
     best = max(finished, key=lambda run: run["test_accuracy"]) if finished else None
-    poor = sorted(run["label"] for run in finished if run["test_accuracy"] < 0.5)
+    poor = [
+        f"{run['label']} (lr {rate_text(run['last_lr'])})"
+        for run in sorted(finished, key=lambda run: run["label"])
+        if run["test_accuracy"] < 0.5
+    ]
     stopped = sorted(run["label"] for run in runs.values() if "error" in run)
     facts = []
     if best is not None:
         facts.append(f"Best at its defaults: **{best['label']}** ({best['test_accuracy']:.4f}).")
     if poor:
         facts.append(
-            f"Below 50 % after {settings['steps']} steps at their defaults: {', '.join(poor)} — "
-            "defaults made for other problems (a small default lr such as Lion's 1e-4, or "
-            "torch's SGD at 1e-3) move too little in this budget; they need their lr set."
+            f"Below 50 % after {settings['steps']} steps at their defaults: {', '.join(poor)} "
+            "— the step size of the last step in brackets: defaults made for other problems "
+            "that move too little (or too much) for this one in this budget."
         )
     if stopped:
         facts.append(f"Stopped by an error: {', '.join(stopped)}.")
+    reading = "\n\n".join(facts)
     return f"""# Every optimizer on the digits MLP, at its defaults
 
 `examples/compare_optimizers.py` trains the digits MLP of `examples/train_digits.py` (64 → 64 →
@@ -247,7 +256,7 @@ it was made on a shared, loaded machine (load average {settings["load"]}); defau
 slowly would look better over more epochs. Regenerate this page with
 `python examples/compare_optimizers.py --epochs N` against a running server.
 
-{chr(10).join(facts)}
+{reading}
 
 {table(runs, window)}
 
