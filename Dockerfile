@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # optaas: `docker build -t optaas .` then `docker run -p 8000:8000 -v optaas-data:/data optaas`.
-# Configuration comes from the environment (OPTAAS_*, PORT, DATABASE_URL; see the README).
+# Configuration comes from the environment (OPTAAS_*, PORT, DATABASE_URL; see docs/configuration.md).
 
 # --- build: the project and every dependency as wheels ------------------------------------------
 FROM python:3.11-slim-bookworm AS build
@@ -17,6 +17,23 @@ COPY app ./app
 COPY migrations ./migrations
 COPY clients/python ./clients/python
 RUN pip wheel --wheel-dir /wheels .
+
+# --- guide: the documentation site (docs/), served by the image at /guide/ ------------------------
+FROM python:3.11-slim-bookworm AS guide
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+# MkDocs at the `docs` extra's pins (pyproject.toml, read here rather than written twice), then
+# the site, every link checked (--strict), as .ci/run builds it.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(extras['docs']))" > docs-requirements.txt \
+    && pip install -r docs-requirements.txt
+COPY mkdocs.yml ./
+COPY docs ./docs
+RUN NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir /guide
 
 # --- runtime: the wheels installed, no compiler, no pip cache, no source tree -----------------
 FROM python:3.11-slim-bookworm
@@ -49,6 +66,10 @@ ENV NUMBA_CACHE_DIR=/var/cache/optaas/numba
 RUN python -c "import app.optim; app.optim.warm_up()" \
     && chown -R 10001:0 /var/cache/optaas \
     && chmod -R g=u /var/cache/optaas
+# The guide, at /guide/ (linked from the landing page at /).
+COPY --from=guide /guide /usr/share/optaas/guide
+ENV OPTAAS_GUIDE_DIR=/usr/share/optaas/guide
+
 VOLUME /data
 WORKDIR /data
 

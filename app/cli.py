@@ -1,4 +1,9 @@
-"""`optaas serve` (apply migrations, then run uvicorn), `optaas migrate`, `optaas healthcheck`."""
+"""`optaas serve` (apply migrations, then run uvicorn), `optaas migrate`, `optaas healthcheck`,
+`optaas --version`.
+
+A configuration or a database that cannot work is one line on stderr, `optaas: <what>: <how to
+fix it>`, and exit status 2 (`USAGE_ERROR`), before anything runs: no traceback.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from pydantic import ValidationError
 
 from app.config import PROMETHEUS_MULTIPROC_ENV, Settings
+from app.version import VERSION
+
+USAGE_ERROR = 2
+"""Exit status of a configuration or database that cannot work (argparse's, for bad options)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="optaas",
         description="Optimisation as a service. Options override OPTAAS_* environment variables.",
     )
+    parser.add_argument("--version", action="version", version=f"optaas {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
@@ -38,10 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the newest")
     migrate.add_argument("--database-url", help="SQLAlchemy URL (OPTAAS_DATABASE_URL)")
 
-    commands.add_parser(
+    check = commands.add_parser(
         "healthcheck",
         help="exit 0 if the server configured by the environment answers GET /healthz (containers)",
     )
+    check.add_argument("--host", help="the server's address, as given to serve (OPTAAS_HOST)")
+    check.add_argument("--port", type=int, help="its port, as given to serve (OPTAAS_PORT)")
     return parser
 
 
@@ -85,6 +98,22 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
     raise Stopped()
 
 
+def start_line(settings: Settings) -> str:
+    """The one line a server logs once it listens: version, URLs, database (password hidden).
+
+    `{port}` is left for the log filter to fill in with the port bound (`app.logs.StartLine`).
+    """
+    from app.api.pages import guide_is_built
+    from app.store.preflight import shown_url
+
+    base = f"http://{local_address(settings.host)}:{{port}}"
+    guide = f"{base}/guide/" if guide_is_built(settings.guide_dir) else "not built (mkdocs build)"
+    return (
+        f"optaas {VERSION} at {base}/ — API {base}/docs, runs {base}/ui, guide {guide} — "
+        f"database {shown_url(settings.database_url)}"
+    )
+
+
 def serve(settings: Settings) -> None:
     """uvicorn with optaas's logging (its own access log off), multiprocess metrics, and
     problem+json for the requests uvicorn's parser refuses.
@@ -109,7 +138,9 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
-            log_config=logging_config(settings.log_format, settings.log_level),
+            log_config=logging_config(
+                settings.log_format, settings.log_level, start_line(settings)
+            ),
             access_log=False,
             http=ProblemHttpProtocol,
         )
@@ -156,17 +187,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = Settings()
     except ValidationError as error:
-        sys.exit(f"optaas: {_first_problem(error)}")
+        fail(_first_problem(error))
     if args.command == "healthcheck":
         sys.exit(healthcheck(settings))
 
     from app.store.database import is_memory_url  # imported late: `optaas --help` stays fast
     from app.store.migrate import upgrade
+    from app.store.preflight import UnusableDatabaseError, check_database
 
+    try:
+        check_database(settings.database_url)
+    except UnusableDatabaseError as error:
+        fail(str(error))
     if not is_memory_url(settings.database_url):  # memory:// makes its tables as it starts
         upgrade(settings.database_url)
     if args.command == "serve":
         serve(settings)
+
+
+def fail(message: str) -> NoReturn:
+    """`optaas: <message>` on stderr, exit status 2."""
+    print(f"optaas: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
 
 
 def _first_problem(error: ValidationError) -> str:

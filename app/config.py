@@ -11,6 +11,8 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SQLITE_FILE_NAME = "optaas.sqlite3"
+SOURCE_TREE_GUIDE_DIR = Path(__file__).resolve().parent.parent / "site"
+"""Where `mkdocs build` puts the guide in a source checkout (mkdocs.yml's `site_dir`)."""
 PROMETHEUS_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus-client's multiprocess directory; it reads the variable when it is imported."""
 
@@ -146,6 +148,13 @@ class Settings(BaseSettings):
             "Threads one large step computes on (the fused kernels above 262 144 parameters, "
             "chains above 4 194 304); default: the CPUs this process may use (torch's default "
             "too). Smaller steps use one; the numbers are the same either way."
+        ),
+    )
+    guide_dir: Path = Field(
+        default=SOURCE_TREE_GUIDE_DIR,
+        description=(
+            "The built guide (`mkdocs build`), served at /guide/ when it holds an index.html; "
+            "default: the source checkout's `site/`."
         ),
     )
     history_max_records: int = Field(

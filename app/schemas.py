@@ -1,9 +1,10 @@
 """Wire models: the JSON bodies of the API, as pydantic models.
 
-Optimizer and schedule specs are discriminated by `type`; each forbids unknown fields, and its
-defaults are the optimizer core's (`app.optim.optimizer_defaults` / `schedule_defaults`; a test
-keeps them equal). Only types are checked here; value rules (lr ≥ 0, betas in [0, 1), …) are the
-core's, which names the offending field.
+Optimizer and schedule specs are discriminated by `type`; each forbids unknown fields. The
+optimizer models are derived from the core's factories (`app.optim.catalog`): their fields,
+types and defaults are the factories' keyword parameters, written nowhere else. The schedules'
+defaults are the core's (`schedule_defaults`; a test keeps them equal). Only types are checked
+here; value rules (lr ≥ 0, betas in [0, 1), …) are the core's, which names the offending field.
 
 Tensors (`params`, `gradients`) are typed `Any`: they are read straight into numpy by
 `app.tensors` rather than validated element by element; their JSON schema is written by hand.
@@ -11,7 +12,14 @@ Tensors (`params`, `gradients`) are typed `Any`: they are read straight into num
 
 from __future__ import annotations
 
+import functools
+import inspect
+import operator
+import types
+import typing
 import uuid
+from collections import abc
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -22,10 +30,12 @@ from pydantic import (
     Field,
     Strict,
     WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from app.optim.catalog import CATALOG, Entry
 from app.tensors import MAX_TENSOR_NAME_LENGTH
 
 Float = Annotated[float, Strict()]  # a JSON number (ints welcome), never a string or a bool
@@ -62,154 +72,75 @@ class Spec(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------
-# Optimizers: torch.optim's defaults unless the contract says otherwise
+# Optimizers: derived from the core's catalog (`app.optim.catalog`), one model per type
 # ------------------------------------------------------------------------------------------
 
 
-class SGD(Spec):
-    """`m ← μ·m + (1−dampening)·g` (momentum μ = 0: plain gradient descent); `θ ← θ − η·m`."""
-
-    type: Literal["sgd"]
-    lr: Float = 1e-3
-    momentum: Float = 0.0
-    dampening: Float = 0.0
-    nesterov: Bool = False
-    weight_decay: Float = 0.0
-    maximize: Bool = False
-
-
-class Adagrad(Spec):
-    """σ² = Σ g² (`accumulator="sum"`, torch) or the mean of g² (`"mean"`, the lecture's form)."""
-
-    type: Literal["adagrad"]
-    lr: Float = 1e-2
-    lr_decay: Float = 0.0
-    weight_decay: Float = 0.0
-    initial_accumulator_value: Float = 0.0
-    eps: Float = 1e-10
-    accumulator: Literal["sum", "mean"] = "sum"
-    maximize: Bool = False
+def _wire_annotation(hint: Any, nested: Mapping[str, type[BaseModel]], name: str) -> Any:
+    """A factory parameter's type hint as the wire's: numbers, integers and booleans strict
+    (no strings, no bools for numbers), tuples as fixed-length arrays, `Literal` choices and
+    `X | None` options as they are, a mapping as the nested spec's model."""
+    origin = typing.get_origin(hint)
+    if hint is float:
+        return Float
+    if hint is int:
+        return Int
+    if hint is bool:
+        return Bool
+    if hint is type(None) or origin is Literal:
+        return hint
+    if origin in (typing.Union, types.UnionType):
+        return _union(_wire_annotation(a, nested, name) for a in typing.get_args(hint))
+    if origin is tuple:
+        return tuple[tuple(_wire_annotation(a, nested, name) for a in typing.get_args(hint))]
+    if origin is abc.Mapping and name in nested:
+        return nested[name]
+    raise TypeError(f"no wire type for {name}: {hint!r}")
 
 
-class RMSprop(Spec):
-    """σ² ← α σ² + (1−α) g²; `init="first_grad"` starts from σ₀ = |g₀| (the lecture's form)."""
-
-    type: Literal["rmsprop"]
-    lr: Float = 1e-2
-    alpha: Float = 0.99
-    eps: Float = 1e-8
-    weight_decay: Float = 0.0
-    momentum: Float = 0.0
-    centered: Bool = False
-    init: Literal["zero", "first_grad"] = "zero"
-    maximize: Bool = False
+def _union(members: Iterable[Any]) -> Any:
+    """`A | B | …` of types made at run time."""
+    return functools.reduce(operator.or_, members)
 
 
-class Adam(Spec):
-    """RMSprop plus momentum, bias-corrected."""
-
-    type: Literal["adam"]
-    lr: Float = 1e-3
-    betas: Betas = (0.9, 0.999)
-    eps: Float = 1e-8
-    weight_decay: Float = 0.0
-    amsgrad: Bool = False
-    decoupled_weight_decay: Bool = False
-    maximize: Bool = False
-
-
-class AdamW(Spec):
-    """Adam with decoupled weight decay: `θ ← θ − η·λ·θ` before the Adam update."""
-
-    type: Literal["adamw"]
-    lr: Float = 1e-3
-    betas: Betas = (0.9, 0.999)
-    eps: Float = 1e-8
-    weight_decay: Float = 1e-2
-    amsgrad: Bool = False
-    maximize: Bool = False
-
-
-class Adamax(Spec):
-    type: Literal["adamax"]
-    lr: Float = 2e-3
-    betas: Betas = (0.9, 0.999)
-    eps: Float = 1e-8
-    weight_decay: Float = 0.0
-    maximize: Bool = False
+def _spec_model(
+    title: str,
+    factory: Callable[..., Any],
+    *,
+    kind: str | None = None,
+    reference: str | None = None,
+    nested: Mapping[str, type[BaseModel]] | None = None,
+) -> type[Spec]:
+    """A model whose fields are `factory`'s keyword parameters (hints and defaults), with
+    `type: Literal[kind]` first where it is a member of a discriminated union."""
+    hints = typing.get_type_hints(factory)
+    fields: dict[str, Any] = {}
+    if kind is not None:
+        fields["type"] = (Literal[kind], ...)
+    for name, parameter in inspect.signature(factory).parameters.items():
+        annotation = _wire_annotation(hints[name], nested or {}, name)
+        required = parameter.default is inspect.Parameter.empty
+        fields[name] = (annotation, ... if required else parameter.default)
+    doc = inspect.getdoc(factory) or title
+    if reference is not None:
+        doc = f"{doc}\n\nReference: {reference}."
+    return create_model(title, __base__=Spec, __doc__=doc, __module__=__name__, **fields)
 
 
-class NAdam(Spec):
-    type: Literal["nadam"]
-    lr: Float = 2e-3
-    betas: Betas = (0.9, 0.999)
-    eps: Float = 1e-8
-    weight_decay: Float = 0.0
-    momentum_decay: Float = 4e-3
-    decoupled_weight_decay: Bool = False
-    maximize: Bool = False
+def _optimizer_model(entry: Entry) -> type[Spec]:
+    nested = {
+        name: _spec_model(title, factory) for name, (title, factory) in entry.nested.items()
+    }
+    return _spec_model(
+        entry.title, entry.factory, kind=entry.type, reference=entry.reference, nested=nested
+    )
 
 
-class RAdam(Spec):
-    type: Literal["radam"]
-    lr: Float = 1e-3
-    betas: Betas = (0.9, 0.999)
-    eps: Float = 1e-8
-    weight_decay: Float = 0.0
-    decoupled_weight_decay: Bool = False
-    maximize: Bool = False
-
-
-class Adadelta(Spec):
-    type: Literal["adadelta"]
-    lr: Float = 1.0
-    rho: Float = 0.9
-    eps: Float = 1e-6
-    weight_decay: Float = 0.0
-    maximize: Bool = False
-
-
-class Lion(Spec):
-    """`θ ← θ − η·sign(β₁ m + (1−β₁) g)`, then `m ← β₂ m + (1−β₂) g` (optax / the paper)."""
-
-    type: Literal["lion"]
-    lr: Float = 1e-4
-    betas: Betas = (0.9, 0.99)
-    weight_decay: Float = 0.0
-    maximize: Bool = False
-
-
-class CustomMomentum(Spec):
-    """m_t = β m_{t−1} + (1 − dampening) g_t, optionally divided by (1 − β^{t+1})."""
-
-    beta: Float
-    dampening: Float = 0.0
-    bias_correction: Bool = False
-
-
-class CustomSigma(Spec):
-    """σ_t from the squared gradients: running `sum`, running `mean`, or `ema` with `alpha`."""
-
-    kind: Literal["sum", "mean", "ema"]
-    alpha: Float | None = None
-    init: Literal["zero", "first_grad"] = "zero"
-    bias_correction: Bool = False
-
-
-class Custom(Spec):
-    """The general form itself: `θ ← θ − η_t/(σ_t + eps) · m_t`; null means m_t = g_t or σ_t = 1."""
-
-    type: Literal["custom"]
-    lr: Float = 1e-3
-    momentum: CustomMomentum | None = None
-    sigma: CustomSigma | None = None
-    eps: Float = 1e-8
-    weight_decay: Float = 0.0
-    maximize: Bool = False
-
+OPTIMIZER_MODELS: dict[str, type[Spec]] = {entry.type: _optimizer_model(entry) for entry in CATALOG}
+"""type → its spec's model, in the catalog's order."""
 
 OptimizerSpec = Annotated[
-    SGD | Adagrad | RMSprop | Adam | AdamW | Adamax | NAdam | RAdam | Adadelta | Lion | Custom,
+    _union(OPTIMIZER_MODELS.values()),
     Field(discriminator="type"),
 ]
 
@@ -398,11 +329,24 @@ Sequential.model_rebuild()
 
 
 class Group(BaseModel):
-    """Tensors whose names match one of the globs take these hyper-parameter overrides."""
+    """Tensors whose names match one of the globs, and how they are stepped: with overrides of
+    the session's optimizer's hyper-parameters (any of its fields beside `match`, e.g.
+    `"lr": 1e-4`), or with an optimizer of their own (`optimizer`, a whole spec, and nothing
+    else beside `match`: optax's `multi_transform`). A tensor takes one optimizer type: groups
+    of two types matching it are refused."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
 
     match: list[str] = Field(min_length=1, description="Name globs, e.g. `encoder.*`.")
+    optimizer: OptimizerSpec | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "An optimizer of the group's own, any type, its fields' defaults its own (e.g. "
+            '`{"type": "muon", "lr": 0.02}` for `*.weight`). PATCH may change its '
+            "hyper-parameters but not its type (fork the session instead)."
+        ),
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -689,8 +633,19 @@ PREVIEW_MAX_WORK = 400_000
 
 class SchedulePreviewRequest(Spec):
     schedule: ScheduleSpec = Field(description="Any schedule a session accepts.")
-    lr: Float = Field(
-        default=1.0, description="The base learning rate (1: the schedule's factor itself)."
+    lr: Float | None = Field(
+        default=None,
+        description=(
+            "The base learning rate; left out: the `optimizer`'s lr (its type's default if it "
+            "gives none), or 1 without one (the schedule's factor itself)."
+        ),
+    )
+    optimizer: OptimizerSpec | None = Field(
+        default=None,
+        description=(
+            "The optimizer the schedule is for (any type a session takes): its lr is the base "
+            "rate when `lr` is left out."
+        ),
     )
     steps: Int = Field(
         ge=1,
@@ -714,3 +669,12 @@ class SchedulePreviewRequest(Spec):
 
 class SchedulePreview(BaseModel):
     lr: list[float | None] = Field(description="η_0 … η_{N−1} (null where not finite).")
+    estimated: bool = Field(
+        default=False,
+        description=(
+            "The optimizer chooses its own step size (the learning-rate-free types): during a "
+            "run it scales these rates by what it finds (Prodigy's and D-Adaptation's d, DoG's "
+            "distance over gradients, schedule-free's warm-up); the steps' `lr` reports the "
+            "result."
+        ),
+    )

@@ -77,6 +77,21 @@ def tensors_from_json(value: Any, dtype: np.dtype, *, field: str) -> dict[str, n
     return tensors
 
 
+def initial_tensors(value: Any, dtype: np.dtype) -> tuple[Layout, dict[str, np.ndarray]]:
+    """A creation's θ₀ by name, and the form of the session it makes.
+
+    JSON gives the form (`layout_of`). A safetensors file's tensors (`NamedTensors`) make the
+    named form, unless its one tensor is `params` (the single form); they are used where they
+    are when already of `dtype` (a 1e8-parameter file is not copied again).
+    """
+    if not isinstance(value, NamedTensors):
+        return layout_of(value), tensors_from_json(value, dtype, field="params")
+    for name in value:
+        _check_tensor_name(name, "params")
+    layout = Layout.SINGLE if list(value) == [SINGLE_TENSOR_NAME] else Layout.NAMED
+    return layout, tensors_in_dtype(value, dtype, field="params")
+
+
 def _check_tensor_name(name: str, field: str) -> None:
     """Names are 1 to 512 characters, without U+0000 (which PostgreSQL text cannot hold)."""
     if not name:

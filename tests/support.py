@@ -155,12 +155,18 @@ class DroppingTransport(httpx.BaseTransport):
     get. Every `unavailable_every`-th request is answered 503 with `Retry-After: 0` and never
     reaches the server. `requests` lists (method, path, Idempotency-Key) of every request sent;
     `media_types` (request Content-Type, answer Content-Type) of those that reached it.
+    The server is reached over the network, or through `inner` (an in-process app's transport).
     """
 
     def __init__(
-        self, drop_every: int = 0, *, drop: Collection[int] = (), unavailable_every: int = 0
+        self,
+        drop_every: int = 0,
+        *,
+        drop: Collection[int] = (),
+        unavailable_every: int = 0,
+        inner: httpx.BaseTransport | None = None,
     ) -> None:
-        self.inner = httpx.HTTPTransport()
+        self.inner = inner or httpx.HTTPTransport()
         self.drop_every = drop_every
         self.drop = set(drop)
         self.unavailable_every = unavailable_every

@@ -22,8 +22,8 @@ from tests.test_observability import scrape, value
 
 
 @pytest.fixture
-def client(module_server):
-    with module_server.client() as client:
+def client(module_app):
+    with module_app.client() as client:
         yield client
 
 
@@ -71,7 +71,7 @@ def records(client, session):
     return response.json()["records"]
 
 
-def test_k_posts_are_averaged_and_applied_as_one_step(client, module_server):
+def test_k_posts_are_averaged_and_applied_as_one_step(client, module_app):
     session = new_session(client, 3, optimizer={"type": "adam", "lr": 0.1})
     params = {"w": np.zeros(2), "b": np.zeros(1)}
     reference = CoreRun(session, params)
@@ -80,7 +80,7 @@ def test_k_posts_are_averaged_and_applied_as_one_step(client, module_server):
         ({"w": [3.0, -4.0], "b": [0.25]}, 0.6),
         ({"w": [0.5, 1.5], "b": [-2.0]}, None),
     ]
-    before = scrape(module_server)
+    before = scrape(module_app)
 
     first = post(client, session, posts[0][0], loss=posts[0][1])
     second = post(client, session, posts[1][0], loss=posts[1][1])
@@ -112,7 +112,7 @@ def test_k_posts_are_averaged_and_applied_as_one_step(client, module_server):
     assert (shown["step"], shown["accumulated"], shown["last_loss"]) == (1, 0, 0.75)
     (record,) = records(client, session)  # one step in the history, not three
     assert (record["step"], record["loss"], record["grad_norm"]) == (1, 0.75, expected.grad_norm)
-    after = scrape(module_server)
+    after = scrape(module_app)
     moved = {
         outcome: value(after, "optaas_steps_total", optimizer="adam", outcome=outcome)
         - value(before, "optaas_steps_total", optimizer="adam", outcome=outcome)
@@ -152,11 +152,11 @@ def test_clipping_and_partial_posts_act_on_the_mean(client):
     assert state["w"]["step"] == 1
 
 
-def test_a_worker_that_never_arrives_times_out_saying_so(client, module_database):
+def test_a_worker_that_never_arrives_times_out_saying_so(client, module_migrated_database):
     session = new_session(client, 3)
     for gradients in ({"w": [1.0, 1.0], "b": [1.0]}, {"w": [2.0, 2.0], "b": [2.0]}):
         assert post(client, session, gradients).status_code == 202
-    before = database_snapshot(module_database, session["id"])
+    before = database_snapshot(module_migrated_database, session["id"])
 
     started = time.monotonic()
     response = wait(client, session, 1, 0.5)
@@ -179,16 +179,16 @@ def test_a_worker_that_never_arrives_times_out_saying_so(client, module_database
         "missing": 1,
     }
     assert waited >= 0.5
-    assert database_snapshot(module_database, session["id"]) == before
+    assert database_snapshot(module_migrated_database, session["id"]) == before
 
 
-def test_a_waiting_worker_gets_the_parameters_once_the_last_gradient_arrives(client, module_server):
+def test_a_waiting_worker_gets_the_parameters_once_the_last_gradient_arrives(client, module_app):
     session = new_session(client, 2)
     assert post(client, session, {"w": [1.0, 1.0], "b": [1.0]}).status_code == 202
     answers = []
 
     def waiter() -> None:
-        with module_server.client() as own:
+        with module_app.client() as own:
             started = time.monotonic()
             response = wait(own, session, 1, 20)
             answers.append((response, time.monotonic() - started))
@@ -227,35 +227,35 @@ def test_a_retried_post_is_not_counted_twice(client):
 
 
 def test_if_match_counts_a_gradient_only_toward_the_step_it_was_computed_for(
-    client, module_database
+    client, module_migrated_database
 ):
     session = new_session(client, 2)
     current = {"If-Match": '"0"'}
     assert post(client, session, {"w": [1.0, 1.0], "b": [1.0]}, headers=current).status_code == 202
     assert post(client, session, {"w": [1.0, 1.0], "b": [1.0]}, headers=current).status_code == 200
-    before = database_snapshot(module_database, session["id"])
+    before = database_snapshot(module_migrated_database, session["id"])
 
     stale = post(client, session, {"w": [1.0, 1.0], "b": [1.0]}, headers=current)
 
     assert stale.status_code == 412
     assert stale.json()["current_step"] == 1
-    assert database_snapshot(module_database, session["id"]) == before
+    assert database_snapshot(module_migrated_database, session["id"]) == before
 
 
-def test_reject_refuses_a_non_finite_post_and_does_not_count_it(client, module_database):
+def test_reject_refuses_a_non_finite_post_and_does_not_count_it(client, module_migrated_database):
     session = new_session(client, 2)
     assert post(client, session, {"w": [1.0, 1.0], "b": [1.0]}).status_code == 202
-    before = database_snapshot(module_database, session["id"])
+    before = database_snapshot(module_migrated_database, session["id"])
     response = post_raw(client, session, b'{"gradients": {"w": [1.0, 1e999], "b": [1.0]}}')
     assert response.status_code == 422
     assert (response.json()["type"], response.json()["tensor"]) == (
         "/problems/non-finite-gradient",
         "w",
     )
-    assert database_snapshot(module_database, session["id"]) == before
+    assert database_snapshot(module_migrated_database, session["id"]) == before
     mismatch = post(client, session, {"w": [1.0], "b": [1.0]})
     assert mismatch.status_code == 422 and mismatch.json()["tensor"] == "w"
-    assert database_snapshot(module_database, session["id"]) == before
+    assert database_snapshot(module_migrated_database, session["id"]) == before
 
 
 def test_skip_skips_the_whole_step_when_a_post_was_not_finite(client):

@@ -47,10 +47,10 @@ def answer_params(response, *, binary: bool, dtype: str) -> dict[str, np.ndarray
     return {name: np.asarray(value, dtype=dtype) for name, value in params.items()}
 
 
-def test_every_mix_of_forms_steps_exactly_as_the_core(module_server):
+def test_every_mix_of_forms_steps_exactly_as_the_core(module_app):
     rng = np.random.default_rng(7)
     params = random_arrays(rng, SHAPES, "float32")
-    with module_server.client() as client:
+    with module_app.client() as client:
         session = create_session(
             client,
             {
@@ -89,10 +89,10 @@ def test_every_mix_of_forms_steps_exactly_as_the_core(module_server):
                 assert response.json()["update_norm"] == result.update_norm
 
 
-def test_single_form_takes_any_number_type_and_casts_it_to_the_session_dtype(module_server):
+def test_single_form_takes_any_number_type_and_casts_it_to_the_session_dtype(module_app):
     rng = np.random.default_rng(3)
     theta = rng.standard_normal((2, 5))
-    with module_server.client() as client:
+    with module_app.client() as client:
         session = create_session(
             client, {"params": theta, "dtype": "float64", "optimizer": {"type": "rmsprop"}}
         )
@@ -132,9 +132,9 @@ def test_single_form_takes_any_number_type_and_casts_it_to_the_session_dtype(mod
         )
 
 
-def test_metadata_carries_loss_and_partial(module_server):
+def test_metadata_carries_loss_and_partial(module_app):
     params = {"a": np.ones(3, np.float32), "b": np.ones(2, np.float32)}
-    with module_server.client() as client:
+    with module_app.client() as client:
         session = create_session(client, {"params": params, "optimizer": {"type": "adam"}})
         reference = CoreRun(session, params)
         auth = bearer(session["token"])
@@ -161,8 +161,8 @@ def test_metadata_carries_loss_and_partial(module_server):
         assert client.get(f"/v1/sessions/{session['id']}", headers=auth).json()["step"] == 2
 
 
-def test_return_none_answers_a_file_without_tensors(module_server):
-    with module_server.client() as client:
+def test_return_none_answers_a_file_without_tensors(module_app):
+    with module_app.client() as client:
         session = create_session(client, {"params": [1.0, 2.0], "optimizer": {"type": "sgd"}})
         content, headers = step_request({"params": np.ones(2, np.float32)}, binary=True)
         response = client.post(
@@ -178,8 +178,8 @@ def test_return_none_answers_a_file_without_tensors(module_server):
 
 
 @pytest.mark.parametrize("accept", ["application/json", SAFETENSORS_MEDIA_TYPE])
-def test_a_binary_step_with_an_idempotency_key_is_applied_once(module_server, accept):
-    with module_server.client() as client:
+def test_a_binary_step_with_an_idempotency_key_is_applied_once(module_app, accept):
+    with module_app.client() as client:
         session = create_session(client, {"params": [1.0, 2.0], "optimizer": {"type": "sgd"}})
         content, headers = step_request({"params": np.ones(2, np.float32)}, binary=True)
         headers = {

@@ -1,8 +1,10 @@
-"""Every error these endpoints can answer, through real HTTP, each leaving every session as it was.
+"""Every error these endpoints can answer, through HTTP, each leaving every session as it was.
 
-Each case is sent to a live server (SQLite, then PostgreSQL) configured with API keys and a small
-body limit; the answer must be the contract's status as `application/problem+json`, and every
-stored byte of every session (rows and arrays) must be unchanged afterwards.
+Each case is sent to the app in this process (`tests.in_process`; SQLite, then PostgreSQL)
+configured with API keys and a small body limit; the answer must be the contract's status as
+`application/problem+json`, and every stored byte of every session (rows and arrays) must be
+unchanged afterwards. The two bodies that only a socket can send (one declared too long, one
+streamed past the limit) go to a live server process over the same database.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import orjson
 import pytest
 
 from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_safetensors
+from tests.in_process import InProcessServer
 from tests.live_server import LiveServer
 from tests.support import bearer, create_session, database_snapshot, json_bytes
 
@@ -32,11 +35,20 @@ GOOD_CREATE = {"params": {"w": W, "b": B}, "optimizer": {"type": "adam"}}
 FIRST_STEP_KEY = "the-first-step"
 
 
+SERVER_ENV = {"OPTAAS_API_KEYS": f"another-key,{API_KEY}", "OPTAAS_MAX_BODY_BYTES": str(BODY_LIMIT)}
+
+
 @pytest.fixture(scope="module")
-def server(module_database_url, tmp_path_factory):
-    env = {"OPTAAS_API_KEYS": f"another-key,{API_KEY}", "OPTAAS_MAX_BODY_BYTES": str(BODY_LIMIT)}
+def server(module_migrated_database_url):
+    with InProcessServer(module_migrated_database_url, env=SERVER_ENV) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def live_server(server, module_migrated_database_url, tmp_path_factory):
+    """A server process over the same database, for what only a socket can send."""
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    with LiveServer(module_database_url, log, env=env) as live:
+    with LiveServer(module_migrated_database_url, log, env=SERVER_ENV) as live:
         yield live
 
 
@@ -65,8 +77,10 @@ def sessions(server):
     return {"named": named, "single": single}
 
 
-def snapshot_all(module_database, sessions):
-    return [database_snapshot(module_database, session["id"]) for session in sessions.values()]
+def snapshot_all(module_migrated_database, sessions):
+    return [
+        database_snapshot(module_migrated_database, session["id"]) for session in sessions.values()
+    ]
 
 
 @dataclass(frozen=True)
@@ -330,10 +344,10 @@ CASES = {
     "create-body-over-the-limit": Bad(
         413, "payload-too-large", raw=b'{"params": [' + b"0," * BODY_LIMIT + b"0]}", **CREATE
     ),
-    "step-safetensors-over-the-limit": Bad(
+    "step-safetensors-over-what-its-session-needs": Bad(
         413,
         "payload-too-large",
-        raw=file_of({"w": np.zeros(BODY_LIMIT // 4, np.float32)}),
+        raw=file_of({"w": np.zeros(BODY_LIMIT // 2, np.float32)}),
         **BINARY,
     ),
     # -- 415 ---------------------------------------------------------------------------------
@@ -344,8 +358,12 @@ CASES = {
         content_type="application/octet-stream",
         extras={"supported": ["application/json", SAFETENSORS_MEDIA_TYPE]},
     ),
-    "create-safetensors": Bad(
-        415, "unsupported-media-type", raw=file_of({"params": B32}), **BINARY, **CREATE
+    "create-octet-stream": Bad(
+        415,
+        "unsupported-media-type",
+        raw=file_of({"params": B32}, optaas='{"optimizer": {"type": "sgd"}}'),
+        content_type="application/octet-stream",
+        **CREATE,
     ),
     "step-text-plain": Bad(
         415, "unsupported-media-type", body=GOOD_STEP, content_type="text/plain"
@@ -1351,7 +1369,7 @@ RUN_CASES = {
 CASES.update(RUN_CASES)
 
 
-def send(server: LiveServer, sessions: dict[str, Any], case: Bad):
+def send(server: InProcessServer, sessions: dict[str, Any], case: Bad):
     headers = dict(case.headers)
     if case.content_type is not None:
         headers["Content-Type"] = case.content_type
@@ -1377,9 +1395,11 @@ def send(server: LiveServer, sessions: dict[str, Any], case: Bad):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_request_gets_its_problem_and_changes_nothing(server, sessions, module_database, name):
+def test_bad_request_gets_its_problem_and_changes_nothing(
+    server, sessions, module_migrated_database, name
+):
     case = CASES[name]
-    before = snapshot_all(module_database, sessions)
+    before = snapshot_all(module_migrated_database, sessions)
 
     response = send(server, sessions, case)
 
@@ -1396,7 +1416,7 @@ def test_bad_request_gets_its_problem_and_changes_nothing(server, sessions, modu
         assert loc in locs, problem
     if case.status == 401 and case.slug == "token-missing":
         assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert snapshot_all(module_database, sessions) == before
+    assert snapshot_all(module_migrated_database, sessions) == before
 
 
 def test_unknown_id_and_wrong_token_get_the_same_answer(server, sessions):
@@ -1466,29 +1486,29 @@ def read_http_response_head(connection: socket.socket) -> bytes:
 
 
 def test_declared_oversize_body_is_refused_before_any_of_it_is_sent(
-    server, sessions, module_database
+    live_server, sessions, module_migrated_database
 ):
     """Content-Length over the limit: 413 at once, while the client has sent no body at all."""
-    before = snapshot_all(module_database, sessions)
+    before = snapshot_all(module_migrated_database, sessions)
     session = sessions["named"]
     head = (
         f"POST /v1/sessions/{session['id']}/step HTTP/1.1\r\n"
         f"Host: 127.0.0.1\r\nAuthorization: Bearer {session['token']}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {10 * BODY_LIMIT}\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as connection:
         connection.sendall(head.encode())
         answer = read_http_response_head(connection)
     assert answer.startswith(b"HTTP/1.1 413 "), answer
     assert b"application/problem+json" in answer
-    assert snapshot_all(module_database, sessions) == before
+    assert snapshot_all(module_migrated_database, sessions) == before
 
 
 def test_streamed_oversize_body_is_cut_off_once_it_passes_the_limit(
-    server, sessions, module_database
+    live_server, sessions, module_migrated_database
 ):
     """A chunked body with no length: 413 as soon as the limit is passed, before the body ends."""
-    before = snapshot_all(module_database, sessions)
+    before = snapshot_all(module_migrated_database, sessions)
     session = sessions["named"]
     head = (
         f"POST /v1/sessions/{session['id']}/step HTTP/1.1\r\n"
@@ -1496,7 +1516,7 @@ def test_streamed_oversize_body_is_cut_off_once_it_passes_the_limit(
         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     chunk = b"0," * 4096
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as connection:
         connection.sendall(head.encode() + b'f\r\n{"gradients": [\r\n')
         sent = 0
         while sent <= BODY_LIMIT + len(chunk):
@@ -1505,4 +1525,4 @@ def test_streamed_oversize_body_is_cut_off_once_it_passes_the_limit(
         # The body is not finished (no last chunk): only a server that stopped reading answers.
         answer = read_http_response_head(connection)
     assert answer.startswith(b"HTTP/1.1 413 "), answer
-    assert snapshot_all(module_database, sessions) == before
+    assert snapshot_all(module_migrated_database, sessions) == before

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from app.optim import optimizer_defaults
+from app.stepping import SessionArrays
 from app.store.database import Database
-from app.store.repository import SessionRepository
 from tests.support import (
     CoreRun,
     bearer,
@@ -57,11 +57,11 @@ def gradient_stream(shapes, dtype, steps, seed):
 
 
 @pytest.mark.parametrize("run", list(RUNS))
-def test_hundred_steps_equal_the_cores_own_result(module_server, run):
+def test_hundred_steps_equal_the_cores_own_result(module_app, run):
     spec = RUNS[run]
     layout, dtype = spec["layout"], spec["config"]["dtype"]
     params = random_arrays(np.random.default_rng(1), spec["shapes"], dtype)
-    with module_server.client() as client:
+    with module_app.client() as client:
         created = create_session(client, {"params": wire_tensors(params, layout), **spec["config"]})
         reference = CoreRun(created, params)
         auth = bearer(created["token"])
@@ -135,8 +135,8 @@ def test_restart_mid_run_continues_exactly_where_it_stopped(start_server, databa
         np.testing.assert_array_equal(final[name], reference.params[name], err_msg=name)
 
 
-def test_get_shows_the_config_with_every_default_filled_in(module_server):
-    with module_server.client() as client:
+def test_get_shows_the_config_with_every_default_filled_in(module_app):
+    with module_app.client() as client:
         response = post_json(
             client, "/v1/sessions", {"params": [[1.0, 2.0]], "optimizer": {"type": "adam"}}
         )
@@ -169,8 +169,8 @@ def test_get_shows_the_config_with_every_default_filled_in(module_server):
     assert view["created_at"] == view["updated_at"]
 
 
-def test_a_step_moves_step_loss_and_updated_at(module_server):
-    with module_server.client() as client:
+def test_a_step_moves_step_loss_and_updated_at(module_app):
+    with module_app.client() as client:
         created = create_session(
             client,
             {"name": "tiny", "params": {"x": [1.0]}, "optimizer": {"type": "sgd", "lr": 0.5}},
@@ -185,8 +185,8 @@ def test_a_step_moves_step_loss_and_updated_at(module_server):
     assert datetime.fromisoformat(view["updated_at"]) > datetime.fromisoformat(view["created_at"])
 
 
-def test_return_none_leaves_the_params_out(module_server):
-    with module_server.client() as client:
+def test_return_none_leaves_the_params_out(module_app):
+    with module_app.client() as client:
         created = create_session(client, {"params": [1.0, 2.0], "optimizer": {"type": "sgd"}})
         response = post_json(
             client,
@@ -200,9 +200,9 @@ def test_return_none_leaves_the_params_out(module_server):
     assert response.headers["ETag"] == '"1"'
 
 
-def test_partial_step_leaves_the_other_tensors_and_their_state_alone(module_server):
+def test_partial_step_leaves_the_other_tensors_and_their_state_alone(module_app):
     params = {"w": np.array([1.0, 2.0], "float32"), "b": np.array([3.0], "float32")}
-    with module_server.client() as client:
+    with module_app.client() as client:
         created = create_session(
             client, {"params": params, "optimizer": {"type": "adam", "lr": 0.1}}
         )
@@ -221,14 +221,14 @@ def test_partial_step_leaves_the_other_tensors_and_their_state_alone(module_serv
     assert after["b"][0] != params["b"][0]  # moved by the first step, not by the partial one
 
 
-def test_non_finite_gradient_under_skip_changes_nothing(module_server, module_database_url):
-    with module_server.client() as client:
+def test_non_finite_gradient_under_skip_changes_nothing(module_app, module_migrated_database_url):
+    with module_app.client() as client:
         created = create_session(
             client,
             {"params": {"w": [1.0, 2.0]}, "optimizer": {"type": "sgd"}, "nonfinite": "skip"},
         )
         auth, path = bearer(created["token"]), f"/v1/sessions/{created['id']}"
-        database = Database(module_database_url)
+        database = Database(module_migrated_database_url)
         before = database_snapshot(database, created["id"])
         # 1e39 is beyond float32: it arrives as +inf, like an overflowed gradient.
         response = post_json(
@@ -243,8 +243,8 @@ def test_non_finite_gradient_under_skip_changes_nothing(module_server, module_da
     assert before == after
 
 
-def test_delete_removes_the_session_and_its_arrays(module_server, module_database_url):
-    with module_server.client() as client:
+def test_delete_removes_the_session_and_its_arrays(module_app, module_migrated_database_url):
+    with module_app.client() as client:
         created = create_session(client, {"params": [1.0], "optimizer": {"type": "sgd"}})
         auth, path = bearer(created["token"]), f"/v1/sessions/{created['id']}"
         assert client.delete(path, headers=auth).status_code == 204
@@ -254,9 +254,9 @@ def test_delete_removes_the_session_and_its_arrays(module_server, module_databas
             post_json(client, f"{path}/step", {"gradients": [1.0]}, headers=auth).status_code == 404
         )
         assert client.delete(path, headers=auth).status_code == 404
-    database = Database(module_database_url)
+    database = Database(module_migrated_database_url)
     with database.transaction(write=False) as db:
-        left = SessionRepository(db).load_arrays(uuid.UUID(created["id"]))
+        left = SessionArrays(db).load(uuid.UUID(created["id"]))
     database.dispose()
     assert left == {}
 
@@ -292,9 +292,9 @@ def post_concurrently(server, clients: int, steps: int, lr: float) -> tuple[dict
         return client.get(f"{path}/params", headers=auth).json(), failures
 
 
-def test_concurrent_clients_on_one_session_lose_no_step(module_server):
+def test_concurrent_clients_on_one_session_lose_no_step(module_app):
     clients, steps, lr = 4, 10, 0.25
-    final, failures = post_concurrently(module_server, clients, steps, lr)
+    final, failures = post_concurrently(module_app, clients, steps, lr)
     assert failures == []
     assert final["step"] == clients * steps
     assert final["params"] == [-lr * clients * steps, -lr * steps * sum(range(clients))]

@@ -10,6 +10,8 @@ Without Chromium the tests are skipped with the reason shown, unless OPTAAS_REQU
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from app.optim import schedule_lrs
+from app.optim import OPTIMIZER_TYPES, optimizer_defaults, schedule_lrs
 from tests.live_server import REPO_ROOT, LiveServer
 from tests.support import bearer, create_session, post_json
 
@@ -141,6 +143,37 @@ def offline(browser, request) -> Iterator[OfflinePage]:
         page.close()
     assert page.outside == [], f"requests to other hosts: {page.outside}"
     assert page.errors == [], f"script errors: {page.errors}"
+
+
+@pytest.fixture(scope="module")
+def guide_server(tmp_path_factory) -> Iterator[LiveServer]:
+    """A server with the guide built (by mkdocs, as .ci/run builds it) at /guide/."""
+    directory = tmp_path_factory.mktemp("browser-guide")
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--quiet", "--site-dir", str(directory / "site")],
+        cwd=REPO_ROOT, check=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+    env = {"OPTAAS_GUIDE_DIR": str(directory / "site")}
+    database = f"sqlite:///{directory / 'optaas.sqlite3'}"
+    with LiveServer(database, directory / "server.log", env=env) as live:
+        yield live
+
+
+def test_the_landing_page_leads_to_the_guide_whose_search_works(guide_server, offline):
+    offline.page.goto(f"{guide_server.url}/")
+    assert offline.page.url == f"{guide_server.url}/welcome"
+    links = offline.page.eval_on_selector_all("a", "nodes => nodes.map(n => n.pathname)")
+    assert {"/docs", "/redoc", "/ui", "/guide/"} <= set(links)
+    offline.page.click("a[href='/guide/']")
+    offline.page.wait_for_selector("nav.md-nav", timeout=WAIT_MS)
+    assert offline.page.title().startswith("optaas")
+    # The search runs in a web worker over search_index.json: both under the page's CSP.
+    offline.page.fill("input.md-search__input", "accumulate")
+    offline.page.wait_for_selector(".md-search-result__item", timeout=WAIT_MS)
+    found = offline.page.eval_on_selector_all(
+        ".md-search-result__link", "nodes => nodes.map(n => n.pathname)"
+    )
+    assert found and all(path.startswith("/guide/") for path in found), found
 
 
 def operations(server) -> list[tuple[str, str]]:
@@ -286,3 +319,44 @@ def test_schedule_designer_draws_a_nested_schedule_built_in_its_form(server, off
     page.fill(f'[data-path="{inner}.0.total_steps"]', "0")
     page.wait_for_selector(f'.invalid[data-path="{inner}.0.total_steps"]', timeout=WAIT_MS)
     assert f"{inner}.0.total_steps" in page.text_content("#designer-status")
+
+
+DESIGNER_SCHEDULE = {
+    "type": "warmup",
+    "warmup_steps": 100,
+    "then": {"type": "cosine", "total_steps": 900},
+}
+"""The designer's first schedule (ui.js)."""
+
+
+def test_the_designers_optimizer_form_knows_every_type(server, offline):
+    """The optimizer form lists every type the API takes (from its schema); a chosen type's
+    lr is the base rate of the curve, and a learning-rate-free type is said to scale it."""
+    page = offline.page
+    page.goto(f"{server.url}/ui")
+    page.evaluate("() => window.optaasUi.ready")
+    color = page.evaluate("() => window.optaasUi.colors.designer")
+    options = page.eval_on_selector_all(
+        '[data-path="optimizer.type"] option', "nodes => nodes.map((node) => node.value)"
+    )
+    assert sorted(option for option in options if option) == sorted(OPTIMIZER_TYPES)
+
+    page.select_option('[data-path="optimizer.type"]', "prodigy")
+    page.fill('[data-path="optimizer.lr"]', "0.5")
+    page.fill("#designer-steps", "100")
+    defaults = {k: v for k, v in optimizer_defaults("prodigy").items() if v is not None}
+    read = page.evaluate("() => window.optaasUi.readOptimizer()")
+    assert read == {**defaults, "type": "prodigy", "lr": 0.5}
+    expected = schedule_lrs(DESIGNER_SCHEDULE, 0.5, 100)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while page.evaluate(DRAWN, ["designer", color])["ys"] != expected:
+        assert time.monotonic() < deadline, "the designer did not draw the optimizer's rates"
+        time.sleep(0.1)
+    assert "estimates" in page.text_content("#designer-status")
+    assert page.is_disabled("#designer-lr")
+    offline.screenshot("-optimizer")
+
+    # A bad value of the optimizer's: the problem names it and its field is marked.
+    page.fill('[data-path="optimizer.d0"]', "-1")
+    page.wait_for_selector('.invalid[data-path="optimizer.d0"]', timeout=WAIT_MS)
+    assert "optimizer.d0" in page.text_content("#designer-status")

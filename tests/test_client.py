@@ -48,8 +48,10 @@ LR = 0.25
 
 
 @pytest.fixture
-def client(module_server):
-    with Client(module_server.url, trust_env=False, **FAST_RETRIES) as client:
+def client(module_app):
+    with Client(
+        module_app.url, transport=module_app.transport(), trust_env=False, **FAST_RETRIES
+    ) as client:
         yield client
 
 
@@ -76,7 +78,10 @@ def test_importing_the_client_imports_neither_the_server_nor_torch():
         f"set({sorted(SERVER_STACK | {'torch'})!r})))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env=source_environment(),
     )
     assert result.stdout.strip() == "[]"
@@ -89,7 +94,10 @@ def test_the_shared_format_module_imports_the_standard_library_and_numpy_only():
         "set(sys.stdlib_module_names) - {'optaas_state', 'numpy'}))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env=source_environment(),
     )
     assert result.stdout.strip() == "[]"
@@ -203,10 +211,18 @@ def test_preview_schedule(client):
     np.testing.assert_array_equal(
         client.preview_schedule(warmup, steps=6), schedule_lrs(warmup, 1.0, 6)
     )
+    # The optimizer's lr (its type's default, 1e-3 for muon) is the base rate without `lr`.
+    np.testing.assert_array_equal(
+        client.preview_schedule(warmup, steps=6, optimizer="muon"), schedule_lrs(warmup, 1e-3, 6)
+    )
+    np.testing.assert_array_equal(
+        client.preview_schedule(warmup, steps=6, optimizer={"type": "prodigy", "lr": 0.5}),
+        schedule_lrs(warmup, 0.5, 6),
+    )
 
 
-def test_ready(module_server):
-    with Client(module_server.url, trust_env=False) as client:
+def test_ready(module_app):
+    with Client(module_app.url, transport=module_app.transport(), trust_env=False) as client:
         assert client.ready()
     with Client(f"http://127.0.0.1:{free_port()}", trust_env=False) as nobody:
         assert not nobody.ready()
@@ -280,9 +296,9 @@ def test_error_answers_become_the_most_specific_type(answer, kind):
         assert "bad gateway" in error.detail and error.slug == "about:blank"
 
 
-def test_errors_are_not_retried(module_server):
-    transport = DroppingTransport()
-    with lossy_client(module_server, transport) as client:
+def test_errors_are_not_retried(module_app):
+    transport = DroppingTransport(inner=module_app.transport())
+    with lossy_client(module_app, transport) as client:
         session = client.create_session(np.zeros(2), optimizer="sgd")
         with pytest.raises(ShapeMismatch):
             session.step(np.zeros(3))
@@ -308,11 +324,11 @@ def test_api_key_is_sent_when_creating(start_server, tmp_path):
 STEPS = 40
 
 
-def test_a_lossy_network_and_503s_apply_every_gradient_exactly_once(module_server):
+def test_a_lossy_network_and_503s_apply_every_gradient_exactly_once(module_app):
     """Every third answer is lost after the server committed it, and every fifth request is
     answered 503 before reaching the server; the client retries both with the same key."""
-    transport = DroppingTransport(drop_every=3, unavailable_every=5)
-    with lossy_client(module_server, transport) as client:
+    transport = DroppingTransport(drop_every=3, unavailable_every=5, inner=module_app.transport())
+    with lossy_client(module_app, transport) as client:
         session = client.create_session(np.zeros(STEPS), optimizer={"type": "sgd", "lr": LR})
         answers = [session.step(one_hot(k, STEPS)) for k in range(STEPS)]
         final = session.params()
@@ -334,18 +350,18 @@ def test_a_lossy_network_and_503s_apply_every_gradient_exactly_once(module_serve
             np.testing.assert_array_equal(json.loads(body)["params"], answer_of[key])
 
 
-def test_a_creation_whose_answer_was_lost_makes_one_session(module_server):
-    transport = DroppingTransport(drop={1})
-    with lossy_client(module_server, transport) as client:
+def test_a_creation_whose_answer_was_lost_makes_one_session(module_app):
+    transport = DroppingTransport(drop={1}, inner=module_app.transport())
+    with lossy_client(module_app, transport) as client:
         session = client.create_session(np.zeros(2), optimizer="sgd")
     [(key, [lost])] = transport.lost.items()
     assert json.loads(lost)["id"] == session.id  # the retry got the first creation back
     assert [request[2] for request in transport.requests] == [key, key]
 
 
-def test_a_deletion_whose_answer_was_lost_succeeds(module_server):
-    transport = DroppingTransport(drop={2})
-    with lossy_client(module_server, transport) as client:
+def test_a_deletion_whose_answer_was_lost_succeeds(module_app):
+    transport = DroppingTransport(drop={2}, inner=module_app.transport())
+    with lossy_client(module_app, transport) as client:
         session = client.create_session(np.zeros(2), optimizer="sgd")
         session.delete()  # the retry finds it gone: the first attempt deleted it
         with pytest.raises(SessionNotFound):
@@ -353,9 +369,9 @@ def test_a_deletion_whose_answer_was_lost_succeeds(module_server):
     assert [method for method, _, _ in transport.requests] == ["POST", "DELETE", "DELETE", "GET"]
 
 
-def test_reads_are_retried_too(module_server):
-    transport = DroppingTransport(drop={2, 3})
-    with lossy_client(module_server, transport) as client:
+def test_reads_are_retried_too(module_app):
+    transport = DroppingTransport(drop={2, 3}, inner=module_app.transport())
+    with lossy_client(module_app, transport) as client:
         session = client.create_session(np.arange(3.0), optimizer="sgd")
         np.testing.assert_array_equal(session.params(), [0.0, 1.0, 2.0])
     assert [method for method, _, _ in transport.requests] == ["POST", "GET", "GET", "GET"]

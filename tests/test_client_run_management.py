@@ -1,4 +1,5 @@
-"""The client on the contract's run-management verbs and binary form, against live servers:
+"""The client on the contract's run-management verbs and binary form, against the app in this
+process (`tests.in_process`, through the client's `transport`):
 safetensors steps and reads, export (`GET …/state`) and import, torch interop through the
 service, PATCH, fork, `wait_for_step` and `accumulate`, and `RemoteOptimizer`'s state dict and
 LR-scheduler support (which ride on export, import and PATCH).
@@ -46,20 +47,19 @@ from tests.test_client_interop import (
     torch_steps,
 )
 
-# Every test here talks to a live server.
-pytestmark = pytest.mark.slow
-
 FAST_RETRIES = {"backoff": 0.001, "max_delay": 0.01}
 
 
 @pytest.fixture
-def client(module_server):
-    with Client(module_server.url, trust_env=False, **FAST_RETRIES) as client:
+def client(module_app):
+    with Client(
+        module_app.url, transport=module_app.transport(), trust_env=False, **FAST_RETRIES
+    ) as client:
         yield client
 
 
 def recording_client(server, **options):
-    transport = DroppingTransport()
+    transport = DroppingTransport(inner=server.transport())
     return Client(server.url, transport=transport, **FAST_RETRIES, **options), transport
 
 
@@ -80,11 +80,11 @@ def assert_same_arrays(ours, theirs):
 
 
 @pytest.mark.parametrize("layout", ["named", "single"])
-def test_sessions_above_the_threshold_step_and_read_in_safetensors(module_server, layout):
+def test_sessions_above_the_threshold_step_and_read_in_safetensors(module_app, layout):
     rng = np.random.default_rng(10)
     shapes = {"w": (40, 30), "b": (30,)} if layout == "named" else {"params": (40, 30)}
     theta0 = random_arrays(rng, shapes, "float32")
-    client, transport = recording_client(module_server, binary_threshold=1000)
+    client, transport = recording_client(module_app, binary_threshold=1000)
     with client:
         session = client.create_session(
             theta0 if layout == "named" else theta0["params"],
@@ -118,8 +118,8 @@ def test_sessions_above_the_threshold_step_and_read_in_safetensors(module_server
     assert [record["loss"] for record in history] == [0.5, 1.5, 2.5]  # loss in __metadata__
 
 
-def test_a_binary_step_may_ask_for_a_json_answer_without_params(module_server):
-    client, transport = recording_client(module_server, binary_threshold=1)
+def test_a_binary_step_may_ask_for_a_json_answer_without_params(module_app):
+    client, transport = recording_client(module_app, binary_threshold=1)
     with client:
         session = client.create_session(np.zeros(4), optimizer={"type": "sgd", "lr": 0.5})
         assert session.step(np.ones(4), return_params=False) is None
@@ -175,11 +175,11 @@ def test_an_imported_session_continues_exactly_as_its_source(client, binary):
         assert_same_arrays(copy.step(grads), source.step(grads))
 
 
-def test_a_corrupted_export_is_refused_and_creates_nothing(client, module_database_url):
+def test_a_corrupted_export_is_refused_and_creates_nothing(client, module_migrated_database_url):
     source, _ = stepped_session(client)
     export = source.export()
     export["state"]["w"]["exp_avg"] = np.zeros((1, 1))
-    database = Database(module_database_url)
+    database = Database(module_migrated_database_url)
     try:
         before = database_snapshot(database, source.id)
         with pytest.raises(InvalidContent):

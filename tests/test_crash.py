@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.stepping import SessionArrays
 from app.store.database import Database
 from app.store.repository import SessionRepository
 from tests.support import bearer, create_session, json_bytes, post_json
@@ -34,7 +35,7 @@ def stored_state(database_url: str, session_id: str):
         with database.transaction(write=False) as db:
             repository = SessionRepository(db)
             record = repository.get(uuid.UUID(session_id))
-            return record.step, repository.load_arrays(record.id)
+            return record.step, SessionArrays(db).load(record.id)
     finally:
         database.dispose()
 

@@ -154,6 +154,21 @@ def test_the_image_compiles_the_kernels_at_build_time_into_a_cache_its_user_may_
     assert re.search(r"chown -R 10001\S* " + re.escape(cache.rsplit("/", 1)[0]), warm_up.value[0])
 
 
+def test_the_image_serves_the_guide_built_strictly_at_the_docs_extras_pins(runtime_stage):
+    """A stage of its own builds the guide (a change to docs/ rebuilds no wheel), with the
+    `docs` extra's pins read from pyproject.toml, every link checked; the runtime serves it."""
+    stages = {stage[0].value[2].lower(): stage for stage in dockerfile_stages()[:-1]
+              if len(stage[0].value) == 3}  # fmt: skip
+    runs = [run.value[0] for run in instructions(stages["guide"], "RUN")]
+    assert any("['docs']" in run and "pip install -r" in run for run in runs), runs
+    (build,) = [run for run in runs if "mkdocs build" in run]
+    assert "--strict" in build
+    site = build.split("--site-dir ")[1].split()[0]
+    (copy,) = [copy for copy in instructions(runtime_stage, "COPY") if "--from=guide" in copy.flags]
+    assert copy.value[0] == site
+    assert environment(runtime_stage)["OPTAAS_GUIDE_DIR"] == copy.value[1]
+
+
 def test_dockerignore_keeps_the_build_context_small():
     ignored = {
         line.strip()

@@ -209,6 +209,34 @@ def test_tuning_cost_puts_adams_sweep_beside_the_learning_rate_free_runs(server,
     assert png_size(tmp_path / "tuning_cost.png")[0] >= 1200
 
 
+@pytest.mark.slow
+def test_federated_matches_flowers_fedadam_and_resumes(server, tmp_path):
+    pytest.importorskip("flwr", reason="the client's `flower` extra (flwr) is not installed")
+    results_file, session_file = tmp_path / "federated.json", tmp_path / "session.json"
+    output = run(
+        [
+            sys.executable,
+            str(EXAMPLES / "federated.py"),
+            "--url",
+            server.url,
+            "--quick",
+            "--session-file",
+            str(session_file),
+            "--output",
+            str(results_file),
+        ]
+    )
+    results = json.loads(results_file.read_text())
+    assert results["rounds"] == 6 and results["resumed_after"] == 4
+    assert results["session"]["step"] == 6  # two runs of one session: 4 rounds, then 2
+    assert json.loads(session_file.read_text())["id"] == results["session"]["id"]
+    assert len(results["relative_difference_by_round"]) == 6
+    assert results["largest_relative_difference"] < 1e-10  # float64, sums in other orders
+    ours, flowers = results["optaas"]["test_accuracy"], results["flower_fedadam"]["test_accuracy"]
+    assert ours > 0.75 and abs(ours - flowers) < 0.005  # ten classes; at most one test digit
+    assert "resumed at step 4, now at step 6" in output
+
+
 def test_the_shell_walkthrough(server):
     if shutil.which("jq") is None or shutil.which("curl") is None:
         pytest.skip("the walk-through needs curl and jq (.ci/run installs them)")

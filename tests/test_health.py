@@ -12,8 +12,8 @@ import httpx
 from tests.live_server import REPO_ROOT, free_port
 
 
-def test_healthz_and_readyz_of_a_ready_server(module_server):
-    with module_server.client() as client:
+def test_healthz_and_readyz_of_a_ready_server(module_app):
+    with module_app.client() as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").json() == {"status": "ok"}
 

@@ -148,7 +148,7 @@ def all_records(client, path: str, auth: dict[str, str], limit: int) -> tuple[li
         after = page["next"]
 
 
-def test_history_records_every_step_as_answered_and_pages_in_order(module_server):
+def test_history_records_every_step_as_answered_and_pages_in_order(module_app):
     rng = np.random.default_rng(11)
     params = {"w": rng.standard_normal(3).astype("float32")}
     config = {
@@ -160,7 +160,7 @@ def test_history_records_every_step_as_answered_and_pages_in_order(module_server
         },
         "nonfinite": "skip",
     }
-    with module_server.client() as client:
+    with module_app.client() as client:
         created = create_session(client, {"params": params, **config})
         auth, path = bearer(created["token"]), f"/v1/sessions/{created['id']}"
         answers, losses = [], []
@@ -196,8 +196,8 @@ def test_history_records_every_step_as_answered_and_pages_in_order(module_server
     assert [record["at"] for record in records] == sorted(record["at"] for record in records)
 
 
-def test_history_needs_the_token_and_bounds_its_limit(module_server):
-    with module_server.client() as client:
+def test_history_needs_the_token_and_bounds_its_limit(module_app):
+    with module_app.client() as client:
         created = create_session(client, {"params": [1.0], "optimizer": {"type": "sgd"}})
         auth, path = bearer(created["token"]), f"/v1/sessions/{created['id']}"
         assert client.get(f"{path}/history").status_code == 401
@@ -213,14 +213,14 @@ def test_history_needs_the_token_and_bounds_its_limit(module_server):
         assert history(client, path, auth, limit=1000) == {"records": [], "next": None}
 
 
-def test_concurrent_steps_are_numbered_in_the_order_they_were_applied(module_server):
-    with module_server.client() as client:
+def test_concurrent_steps_are_numbered_in_the_order_they_were_applied(module_app):
+    with module_app.client() as client:
         created = create_session(client, {"params": [0.0], "optimizer": {"type": "sgd"}})
     auth, path = bearer(created["token"]), f"/v1/sessions/{created['id']}"
     failures: list[str] = []
 
     def post_steps() -> None:
-        with module_server.client() as own:
+        with module_app.client() as own:
             for _ in range(8):
                 response = post_json(own, f"{path}/step", {"gradients": [1.0]}, headers=auth)
                 if response.status_code != 200:
@@ -231,7 +231,7 @@ def test_concurrent_steps_are_numbered_in_the_order_they_were_applied(module_ser
         thread.start()
     for thread in threads:
         thread.join()
-    with module_server.client() as client:
+    with module_app.client() as client:
         records, _ = all_records(client, path, auth, limit=1000)
     assert failures == []
     assert [(r["seq"], r["step"]) for r in records] == [(n, n) for n in range(1, 33)]

@@ -11,8 +11,8 @@ SAFETENSORS = "application/vnd.safetensors"
 
 
 @pytest.fixture(scope="module")
-def document(module_server) -> dict[str, Any]:
-    with module_server.client() as client:
+def document(module_app) -> dict[str, Any]:
+    with module_app.client() as client:
         response = client.get("/openapi.json")
     assert response.status_code == 200
     return response.json()
@@ -91,8 +91,8 @@ def test_optimizer_defaults_are_in_the_schema(document):
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_docs_pages_are_served_with_local_assets_only(module_server, page):
-    with module_server.client() as client:
+def test_docs_pages_are_served_with_local_assets_only(module_app, page):
+    with module_app.client() as client:
         response = client.get(page)
         assert response.status_code == 200
         assert "/openapi.json" in response.text
@@ -207,7 +207,7 @@ def test_tensor_bodies_and_answers_are_declared_in_both_forms(document):
     assert set(state["content"]) == {"application/json", "application/vnd.safetensors"}
 
 
-def test_the_step_documents_its_202_and_the_wait_its_408_and_cap(module_server, document):
+def test_the_step_documents_its_202_and_the_wait_its_408_and_cap(module_app, document):
     accepted = document["paths"]["/v1/sessions/{session_id}/step"]["post"]["responses"]["202"]
     schema = accepted["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/StepAccepted"}

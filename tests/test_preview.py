@@ -52,36 +52,36 @@ def preview(server, body: dict):
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
-def test_preview_equals_the_cores_rates(module_server, name):
+def test_preview_equals_the_cores_rates(module_app, name):
     body = {"schedule": SCHEDULES[name], "lr": 0.05, "steps": 60}
-    response = preview(module_server, body)
+    response = preview(module_app, body)
     assert response.status_code == 200, response.text
     rates = response.json()["lr"]
     assert rates == schedule_lrs(SCHEDULES[name], 0.05, 60)
     assert len(rates) == 60
 
 
-def test_defaults_are_the_sessions_and_lr_defaults_to_one(module_server):
-    response = preview(module_server, {"schedule": {"type": "step", "step_size": 2}, "steps": 5})
+def test_defaults_are_the_sessions_and_lr_defaults_to_one(module_app):
+    response = preview(module_app, {"schedule": {"type": "step", "step_size": 2}, "steps": 5})
     assert response.status_code == 200, response.text
     assert response.json()["lr"] == schedule_lrs({"type": "step", "step_size": 2}, 1.0, 5)
     assert response.json()["lr"] == pytest.approx([0.1 ** (t // 2) for t in range(5)])  # γ^⌊t/2⌋
 
 
-def test_largest_preview_is_served(module_server):
-    response = preview(module_server, {"schedule": COSINE, "lr": 1.0, "steps": PREVIEW_MAX_STEPS})
+def test_largest_preview_is_served(module_app):
+    response = preview(module_app, {"schedule": COSINE, "lr": 1.0, "steps": PREVIEW_MAX_STEPS})
     assert response.status_code == 200
     assert len(response.json()["lr"]) == PREVIEW_MAX_STEPS
 
 
-def test_rates_beyond_a_float_are_null(module_server):
+def test_rates_beyond_a_float_are_null(module_app):
     huge = {"schedule": {"type": "constant"}, "lr": 1e308, "steps": 3}
-    assert preview(module_server, huge).json()["lr"] == [1e308] * 3
+    assert preview(module_app, huge).json()["lr"] == [1e308] * 3
     warmup = {"type": "warmup", "warmup_steps": 2}
     rates = schedule_lrs(warmup, 1.7e308, 3)
     assert not math.isfinite(rates[1])  # (t+1)·lr overflows before the division by 2
     body = {"schedule": warmup, "lr": 1.7e308, "steps": 3}
-    assert preview(module_server, body).json()["lr"] == [rates[0], None, rates[2]]
+    assert preview(module_app, body).json()["lr"] == [rates[0], None, rates[2]]
 
 
 @pytest.mark.parametrize(
@@ -110,8 +110,8 @@ def test_rates_beyond_a_float_are_null(module_server):
     ],
     ids=["nested-field", "sequential-milestones", "negative-lr", "growing-exponential"],
 )
-def test_invalid_values_are_a_422_naming_the_field(module_server, body, field):
-    response = preview(module_server, body)
+def test_invalid_values_are_a_422_naming_the_field(module_app, body, field):
+    response = preview(module_app, body)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["field"] == field
@@ -129,8 +129,8 @@ def test_invalid_values_are_a_422_naming_the_field(module_server, body, field):
     ],
     ids=["zero-steps", "too-many-steps", "no-steps", "unknown-type", "unknown-field", "extra"],
 )
-def test_invalid_bodies_are_a_422_naming_the_place(module_server, body, location):
-    response = preview(module_server, body)
+def test_invalid_bodies_are_a_422_naming_the_place(module_app, body, location):
+    response = preview(module_app, body)
     assert response.status_code == 422
     locations = [error["loc"] for error in response.json()["errors"]]
     if location is None:  # the unknown field, inside the chosen schedule type
@@ -139,8 +139,8 @@ def test_invalid_bodies_are_a_422_naming_the_place(module_server, body, location
         assert any(loc[: len(location)] == location for loc in locations), locations
 
 
-def test_malformed_json_is_a_400(module_server):
-    with module_server.client() as client:
+def test_malformed_json_is_a_400(module_app):
+    with module_app.client() as client:
         response = client.post(
             "/v1/schedules/preview",
             content=b"{not json",

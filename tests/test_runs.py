@@ -28,8 +28,8 @@ SHAPES = {"encoder.w": (3, 4), "encoder.b": (4,), "head": ()}
 
 
 @pytest.fixture
-def client(module_server):
-    with module_server.client() as client:
+def client(module_app):
+    with module_app.client() as client:
         yield client
 
 
@@ -218,9 +218,11 @@ def test_patch_keeps_the_plateau_state_when_its_settings_change(client):
     assert export(client, session).json()["schedule_state"] == {}
 
 
-def test_patch_refuses_an_optimizer_type_change_and_changes_nothing(client, module_database):
+def test_patch_refuses_an_optimizer_type_change_and_changes_nothing(
+    client, module_migrated_database
+):
     session, _ = new_run(client, {"optimizer": {"type": "adam"}})
-    before = database_snapshot(module_database, session["id"])
+    before = database_snapshot(module_migrated_database, session["id"])
 
     response = patch(client, session, {"optimizer": {"type": "sgd", "lr": 0.1}})
 
@@ -229,31 +231,33 @@ def test_patch_refuses_an_optimizer_type_change_and_changes_nothing(client, modu
     assert problem["type"] == "/problems/optimizer-type-change"
     assert problem["field"] == "optimizer.type"
     assert "fork" in problem["detail"]
-    assert database_snapshot(module_database, session["id"]) == before
+    assert database_snapshot(module_migrated_database, session["id"]) == before
     assert history(client, session) == []
 
 
-def test_patch_honours_if_match(client, module_database):
+def test_patch_honours_if_match(client, module_migrated_database):
     session, _ = new_run(client, {"optimizer": {"type": "sgd"}})
     step(client, session, {name: np.ones(shape) for name, shape in SHAPES.items()})
-    before = database_snapshot(module_database, session["id"])
+    before = database_snapshot(module_migrated_database, session["id"])
 
     stale = patch(client, session, {"optimizer": {"lr": 0.5}}, **{"If-Match": '"0"'})
     assert stale.status_code == 412
     assert stale.json()["current_step"] == 1
-    assert database_snapshot(module_database, session["id"]) == before
+    assert database_snapshot(module_migrated_database, session["id"]) == before
 
     current = patch(client, session, {"optimizer": {"lr": 0.5}}, **{"If-Match": '"1"'})
     assert current.status_code == 200
     assert current.json()["optimizer"]["lr"] == 0.5
 
 
-def test_a_patch_that_changes_nothing_records_nothing(client, module_database):
+def test_a_patch_that_changes_nothing_records_nothing(client, module_migrated_database):
     session, _ = new_run(client, {"optimizer": {"type": "sgd", "lr": 0.1}})
-    before = database_snapshot(module_database, session["id"])
+    before = database_snapshot(module_migrated_database, session["id"])
     response = patch(client, session, {"optimizer": {"lr": 0.1}})
     assert response.status_code == 200
-    assert database_snapshot(module_database, session["id"]) == before  # version and updated_at too
+    assert (
+        database_snapshot(module_migrated_database, session["id"]) == before
+    )  # version and updated_at too
     assert history(client, session) == []
 
 

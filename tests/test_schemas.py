@@ -15,6 +15,7 @@ from app.optim import (
     optimizer_fields,
     schedule_defaults,
 )
+from app.optim.catalog import CATALOG
 from app.schemas import CreateSession, OptimizerSpec, ScheduleSpec, SessionConfig
 
 
@@ -39,10 +40,61 @@ def wire_defaults(model: type[BaseModel]) -> dict[str, object]:
 
 
 def test_the_same_optimizer_and_schedule_types():
-    # The core knows issue 16's types before the wire serves them: their wire models come with
-    # the service phase, derived from the factories' signatures. Every served type is the core's.
-    assert set(OPTIMIZER_MODELS) <= set(OPTIMIZER_TYPES)
+    assert set(OPTIMIZER_MODELS) == set(OPTIMIZER_TYPES) == {entry.type for entry in CATALOG}
+    assert len(CATALOG) == len(OPTIMIZER_TYPES)
     assert set(SCHEDULE_MODELS) == set(SCHEDULE_TYPES)
+
+
+def test_optimizer_models_are_named_as_the_catalog_names_them():
+    titles = [entry.title for entry in CATALOG]
+    assert len(set(titles)) == len(titles)
+    assert [OPTIMIZER_MODELS[entry.type].__name__ for entry in CATALOG] == titles
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("muon", "ns_coefficients", [3.0, -4.0]),  # a triple
+        ("adafactor", "eps", [1e-3]),  # a pair
+        ("rprop", "etas", "0.5, 1.2"),
+        ("lars", "weight_decay_mask", "yes"),
+        ("prodigy", "slice_p", 1.5),
+        ("muon", "adjust_lr_fn", "sideways"),
+        ("dog", "init_eta", "auto"),
+        ("custom", "momentum", {"dampening": 0.1}),  # beta is required
+    ],
+)
+def test_new_types_check_field_types_and_name_the_field(kind, field, value):
+    with pytest.raises(ValidationError) as raised:
+        SessionConfig.model_validate({"optimizer": {"type": kind, field: value}})
+    locations = [error["loc"] for error in raised.value.errors()]
+    assert all(location[:3] == ("optimizer", kind, field) for location in locations), locations
+
+
+def test_options_take_null_where_the_reference_does():
+    spec = {"type": "prodigy", "growth_rate": None, "beta3": None}
+    assert SessionConfig.model_validate({"optimizer": spec}).optimizer.growth_rate is None
+    adafactor = {"type": "adafactor", "eps": [None, 1e-3]}
+    assert SessionConfig.model_validate({"optimizer": adafactor}).optimizer.eps == (None, 1e-3)
+
+
+def test_a_group_holds_a_whole_optimizer_spec_or_overrides():
+    config = SessionConfig.model_validate(
+        {
+            "optimizer": {"type": "adamw"},
+            "groups": [
+                {"match": ["*.weight"], "optimizer": {"type": "muon", "lr": 0.02}},
+                {"match": ["*.bias"], "lr": 0.1},
+            ],
+        }
+    ).model_dump(mode="json")
+    own, overrides = config["groups"]
+    assert own["optimizer"] == {**optimizer_defaults("muon"), "type": "muon", "lr": 0.02}
+    assert overrides == {"match": ["*.bias"], "lr": 0.1}  # no `optimizer: null` stored
+    with pytest.raises(ValidationError) as raised:
+        group = {"match": ["w"], "optimizer": {"type": "x"}}
+        SessionConfig.model_validate({"optimizer": {"type": "adamw"}, "groups": [group]})
+    assert raised.value.errors()[0]["loc"] == ("groups", 0, "optimizer")
 
 
 @pytest.mark.parametrize("kind", sorted(OPTIMIZER_MODELS))

@@ -10,6 +10,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
+from app.stepping import SessionArrays
 from app.store import codec
 from app.store.database import Database
 from app.store.migrate import alembic_config, downgrade, upgrade
@@ -66,11 +67,11 @@ def test_arrays_round_trip_exactly(database):
     with database.transaction(write=True) as db:
         repository = SessionRepository(db)
         repository.add(record)
-        repository.save_arrays(record.id, arrays)
+        SessionArrays(db).save(record.id, arrays)
 
     with database.transaction(write=False) as db:
-        loaded = SessionRepository(db).load_arrays(record.id)
-        writable = SessionRepository(db).load_arrays(record.id, writable=True)
+        loaded = SessionArrays(db).load(record.id)
+        writable = SessionArrays(db).load(record.id, writable=True)
 
     assert loaded.keys() == arrays.keys()
     for key, array in arrays.items():
@@ -87,10 +88,10 @@ def test_save_arrays_replaces_every_array(database):
     with database.transaction(write=True) as db:
         repository = SessionRepository(db)
         repository.add(record)
-        repository.save_arrays(record.id, {"param/a": np.ones(2), "param/b": np.ones(3)})
-        repository.save_arrays(record.id, {"param/a": np.full(2, 5.0)})
+        SessionArrays(db).save(record.id, {"param/a": np.ones(2), "param/b": np.ones(3)})
+        SessionArrays(db).save(record.id, {"param/a": np.full(2, 5.0)})
     with database.transaction(write=False) as db:
-        loaded = SessionRepository(db).load_arrays(record.id)
+        loaded = SessionArrays(db).load(record.id)
     assert list(loaded) == ["param/a"]
     np.testing.assert_array_equal(loaded["param/a"], [5.0, 5.0])
 
@@ -107,11 +108,11 @@ def test_save_arrays_drops_old_keys_whatever_their_number(database):
             driver.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
         repository = SessionRepository(db)
         repository.add(record)
-        repository.save_arrays(record.id, first)
+        SessionArrays(db).save(record.id, first)
         kept = dict(list(first.items())[1::2])
-        repository.save_arrays(record.id, kept)
+        SessionArrays(db).save(record.id, kept)
     with database.transaction(write=False) as db:
-        assert SessionRepository(db).load_arrays(record.id).keys() == kept.keys()
+        assert SessionArrays(db).load(record.id).keys() == kept.keys()
 
 
 def test_deleting_a_session_deletes_its_arrays(database):
@@ -120,15 +121,15 @@ def test_deleting_a_session_deletes_its_arrays(database):
         repository = SessionRepository(db)
         for record in (kept, deleted):
             repository.add(record)
-            repository.save_arrays(record.id, {"param/w": np.zeros((2, 3), np.float32)})
+            SessionArrays(db).save(record.id, {"param/w": np.zeros((2, 3), np.float32)})
     with database.transaction(write=True) as db:
         repository = SessionRepository(db)
         repository.delete(repository.get(deleted.id))
     with database.transaction(write=False) as db:
         repository = SessionRepository(db)
         assert repository.get(deleted.id) is None
-        assert repository.load_arrays(deleted.id) == {}
-        assert list(repository.load_arrays(kept.id)) == ["param/w"]
+        assert SessionArrays(db).load(deleted.id) == {}
+        assert list(SessionArrays(db).load(kept.id)) == ["param/w"]
         count = db.execute(text("SELECT count(*) FROM session_arrays")).scalar_one()
     assert count == 1
 
@@ -150,7 +151,7 @@ def test_concurrent_read_modify_write_transactions_lose_no_update(database):
     with database.transaction(write=True) as db:
         repository = SessionRepository(db)
         repository.add(record)
-        repository.save_arrays(record.id, {"param/x": np.zeros(1)})
+        SessionArrays(db).save(record.id, {"param/x": np.zeros(1)})
     writers, increments = 4, 25
     errors: list[BaseException] = []
 
@@ -161,9 +162,9 @@ def test_concurrent_read_modify_write_transactions_lose_no_update(database):
                     repository = SessionRepository(db)
                     row = repository.get(record.id, for_update=True)
                     assert row is not None
-                    arrays = repository.load_arrays(record.id, writable=True)
+                    arrays = SessionArrays(db).load(record.id, writable=True)
                     arrays["param/x"] += 1.0
-                    repository.save_arrays(record.id, arrays)
+                    SessionArrays(db).save(record.id, arrays)
                     row.step += 1
         except BaseException as error:
             errors.append(error)
@@ -178,7 +179,7 @@ def test_concurrent_read_modify_write_transactions_lose_no_update(database):
     with database.transaction(write=False) as db:
         repository = SessionRepository(db)
         row = repository.get(record.id)
-        x = repository.load_arrays(record.id)["param/x"]
+        x = SessionArrays(db).load(record.id)["param/x"]
     assert row is not None and row.step == writers * increments
     assert x[0] == writers * increments
 

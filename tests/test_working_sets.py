@@ -17,11 +17,11 @@ from sqlalchemy import select
 from app import service
 from app.optim import Optimizer
 from app.schemas import CreateSession, StepRequest
+from app.stepping import SessionArrays, WorkingSet, WorkingSetCache
 from app.store.database import Database
 from app.store.models import SessionArray, SessionRecord
 from app.store.repository import SessionRepository
 from app.store.steplog import is_log_key
-from app.store.working_sets import WorkingSet, WorkingSetCache
 from tests.conftest import BACKENDS, temporary_database
 from tests.support import CoreRun, bearer, create_session, post_json
 
@@ -224,7 +224,7 @@ def test_the_log_replays_each_step_with_its_own_configuration(database):
 
     def assert_stored_state_is_the_references() -> None:
         with database.transaction(write=False) as db:  # another process: no working set
-            arrays = SessionRepository(db).load_arrays(created.id)
+            arrays = SessionArrays(db).load(created.id)
         assert not any(is_log_key(key) for key in arrays)  # callers never see the log
         for name in theta:
             np.testing.assert_array_equal(arrays[f"param/{name}"], reference.params[name])
@@ -272,12 +272,11 @@ def test_save_arrays_is_a_checkpoint_that_drops_the_log(database):
                 history_max_records=10,
             )
     with database.transaction(write=True) as db:
-        repository = SessionRepository(db)
-        arrays = repository.load_arrays(created.id, writable=True)
+        arrays = SessionArrays(db).load(created.id, writable=True)
         arrays["param/params"][:] = 7.0
-        repository.save_arrays(created.id, arrays)
+        SessionArrays(db).save(created.id, arrays)
     with database.transaction(write=False) as db:
-        stored = SessionRepository(db).load_arrays(created.id)
+        stored = SessionArrays(db).load(created.id)
     np.testing.assert_array_equal(stored["param/params"], [7.0, 7.0, 7.0])
     assert logged_steps(url, str(created.id)) == 0
     cached.dispose()
@@ -294,19 +293,19 @@ def test_a_step_that_changes_more_than_the_core_does_can_ask_for_a_checkpoint(da
     with stepping.transaction(write=True) as db:
         repository = SessionRepository(db)
         record = repository.get(created.id, for_update=True)
-        working = repository.working_set(record)
+        working = SessionArrays(db).working_set(record)
         optimizer, params, state = service.working_state(record, working)
         grads = {"params": np.array([0.5, -0.5, 1.0])}
         request = StepRequest(gradients=[0.5, -0.5, 1.0])
         entry = service.logged_step(record, request, grads)
-        write = repository.begin_step(record, working, entry, checkpoint=True)
+        write = SessionArrays(db).begin_step(record, working, entry, checkpoint=True)
         optimizer.step(params, state, grads)
         arrays = {**service.stored_arrays(params, state), "accum/params": np.zeros(3)}
         write.finish(arrays)
         record.step, record.version = state.step, record.version + 1
     assert logged_steps(url, str(created.id)) == 0
     with database.transaction(write=False) as db:
-        stored = SessionRepository(db).load_arrays(created.id)
+        stored = SessionArrays(db).load(created.id)
     assert set(stored) == set(arrays)
     for key, array in arrays.items():
         np.testing.assert_array_equal(stored[key], array)

@@ -207,8 +207,35 @@ CreationCallerDep = Annotated[str, Depends(creation_caller)]
 
 
 async def creation_admission(request: Request, _caller: CreationCallerDep) -> None:
-    """Create and import: the API key (where keys are configured), then a creation's body."""
+    """A creation: the API key (where keys are configured), then a creation's body (θ₀ as a
+    file of up to `OPTAAS_MAX_BODY_BYTES`)."""
     admit_body(request, default_limits(request))
+
+
+async def import_admission(
+    request: Request, _caller: CreationCallerDep, settings: SettingsDep
+) -> None:
+    """An import: the API key, then an export's body, as large as that of a session created
+    within the limits (`import_limits`)."""
+    admit_body(request, import_limits(default_limits(request), settings))
+
+
+EXPORT_ARRAYS_PER_PARAMETER = 6
+"""An export holds θ and its optimizer's slots of θ's size: at most five (Adan: m, v, n and
+the last gradient; with AMSGrad-like maxima, schedule-free's z and x, …); int64 step counts
+are one number a tensor."""
+
+
+def import_limits(defaults: BodyLimits, settings: Settings) -> BodyLimits:
+    """An export file may carry `EXPORT_ARRAYS_PER_PARAMETER` arrays the size of the largest
+    θ₀ a creation admits (`OPTAAS_MAX_BODY_BYTES`): a session made here can be moved here."""
+    max_bytes = EXPORT_ARRAYS_PER_PARAMETER * settings.max_body_bytes
+    binary = BodyLimit(
+        max_bytes,
+        f"an import file may have up to {max_bytes} bytes ({EXPORT_ARRAYS_PER_PARAMETER} times "
+        f"OPTAAS_MAX_BODY_BYTES, which the server's operator can raise)",
+    )
+    return BodyLimits(json=defaults.json, binary=binary)
 
 
 async def preview_admission(request: Request) -> None:
@@ -261,21 +288,31 @@ def config_limits() -> BodyLimits:
 
 def step_limits(facts: SessionFacts, settings: Settings) -> BodyLimits:
     """What a step of this session may send: room for each of its numbers (and arrays and
-    names) in JSON or in a safetensors file, within `OPTAAS_MAX_BODY_BYTES`."""
+    names) in JSON or in a safetensors file.
+
+    A file is bounded by the session's size alone — the session exists, so its gradients are
+    legitimate, however large (a float64 session of 1e8 parameters takes 800 MB files) —; JSON
+    by that size within `OPTAAS_MAX_BODY_BYTES` too (large JSON is slow to parse: files are the
+    way for large models)."""
     names = NAME_ESCAPE_FACTOR * facts.names_bytes + BODY_SLACK_BYTES
     json_need = JSON_BYTES_PER_NUMBER * facts.elements + JSON_BYTES_PER_ARRAY * facts.arrays
     binary_need = BINARY_BYTES_PER_NUMBER * facts.elements + HEADER_BYTES_PER_TENSOR * facts.tensors
     session = f"a step of this session ({facts.elements} numbers in {facts.tensors} tensors)"
 
-    def limit(need: int, form: str) -> BodyLimit:
-        if need <= settings.max_body_bytes:
+    def limit(need: int, form: str, cap: int | None = None) -> BodyLimit:
+        if cap is None or need <= cap:
             return BodyLimit(need, f"{session} needs at most {need} bytes {form}")
         return BodyLimit(
-            settings.max_body_bytes,
-            f"this server takes up to {settings.max_body_bytes} bytes (OPTAAS_MAX_BODY_BYTES)",
+            cap,
+            f"JSON bodies may have up to {cap} bytes on this server (OPTAAS_MAX_BODY_BYTES, "
+            f"which its operator can raise): send large gradients as {SAFETENSORS_MEDIA_TYPE}",
         )
 
     return BodyLimits(
-        json=limit(json_need + names, f"in JSON (send large ones as {SAFETENSORS_MEDIA_TYPE})"),
+        json=limit(
+            json_need + names,
+            f"in JSON (send large ones as {SAFETENSORS_MEDIA_TYPE})",
+            settings.max_body_bytes,
+        ),
         binary=limit(binary_need + names, "as a safetensors file"),
     )

@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from app import optim
+from app import optim, stepping
 from app.api import health, history, observability, schedules, sessions
 from app.api.admission import RateLimitMiddleware, RateLimits, SessionGate
 from app.api.bodies import BodyLimitMiddleware
@@ -24,6 +24,7 @@ from app.api.openapi import build_openapi
 from app.api.pages import install_pages
 from app.config import Settings
 from app.store.database import Database
+from app.version import VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,10 @@ and get the updated parameters back: `θ_{t+1} = θ_t − (η_t / (σ_t + eps)) 
 
 
 async def checkpoint_logged_sessions(database: Database) -> None:
-    """At a clean stop, write out the step logs this process holds (see `Database`); a failure
-    is logged, not fatal: the logs stay valid, they are replayed by the next reader."""
+    """At a clean stop, write out the step logs this process holds (see `app.stepping`); a
+    failure is logged, not fatal: the logs stay valid, they are replayed by the next reader."""
     try:
-        written = await run_in_threadpool(database.checkpoint_logged_sessions)
+        written = await run_in_threadpool(stepping.checkpoint_logged_sessions, database)
     except SQLAlchemyError as error:
         logger.warning("step logs not checkpointed at stop: %s", str(error).splitlines()[0])
         return
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="optaas",
-        version="0.1.0",
+        version=VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
@@ -93,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(observability.router)
-    install_pages(app)
+    install_pages(app, settings.guide_dir)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, rate_limits=RateLimits(settings), settings=settings)
     # Added last, so outermost: it sees every answer, the body limit's 413s included.

@@ -61,8 +61,14 @@ JSON_MEDIA_TYPE = "application/json"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+_ADMITTED_BEYOND_DEFAULTS = re.compile(r"/v1/sessions/(import|[^/]+/step)")
+"""Paths whose bodies may pass `OPTAAS_MAX_BODY_BYTES`: a step's is bounded by its session's
+size, an import's by `app.api.admission.import_limits`, each enforced by `read_body`."""
+
+
 class BodyLimitMiddleware:
-    """Refuse bodies over `max_body_bytes` with 413, without reading more than the limit.
+    """Refuse bodies over `max_body_bytes` with 413, without reading more than the limit
+    (except steps and imports: see `_ADMITTED_BEYOND_DEFAULTS`).
 
     A declared Content-Length over the limit is answered at once, before any body is read; a
     body streamed without one is cut off as soon as it passes the limit. (Starlette's own
@@ -75,7 +81,7 @@ class BodyLimitMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or _ADMITTED_BEYOND_DEFAULTS.fullmatch(scope["path"]):
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
@@ -98,7 +104,7 @@ class BodyLimitMiddleware:
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(
             f"the request body is larger than this server's limit of {self.max_body_bytes} "
-            "bytes (OPTAAS_MAX_BODY_BYTES)",
+            "bytes (OPTAAS_MAX_BODY_BYTES, which its operator can raise)",
             max_body_bytes=self.max_body_bytes,
         )
 
@@ -164,7 +170,8 @@ def default_limits(request: Request) -> BodyLimits:
         ),
         binary=BodyLimit(
             settings.max_body_bytes,
-            f"this server takes up to {settings.max_body_bytes} bytes (OPTAAS_MAX_BODY_BYTES)",
+            f"this server takes up to {settings.max_body_bytes} bytes (OPTAAS_MAX_BODY_BYTES, "
+            "which its operator can raise)",
         ),
     )
 
@@ -360,6 +367,44 @@ def parse_tensor_body(body: TensorBody, model: type[Model], tensors: str) -> Mod
     document: dict[str, Any] = {tensors: NamedTensors(arrays)}
     document.update(_metadata_fields(metadata, set(model.model_fields) - {tensors}))
     return validate(document, model, prefix=("body", "__metadata__"))
+
+
+SETTINGS_METADATA_KEY = "optaas"
+"""The `__metadata__` key of a creation file: the creation's JSON settings, as text."""
+
+
+def parse_settings_file(body: bytes | bytearray, model: type[Model], tensors: str) -> Model:
+    """Blocking: a safetensors file as `model`: its tensors (by name, `NamedTensors`, views of
+    `body`) are the field `tensors`, and the JSON object under `__metadata__["optaas"]` gives
+    every other field (none: all defaults). Settings are validated as a JSON body's would be,
+    and located under `__metadata__.optaas`; other metadata keys are ignored.
+    """
+    arrays, metadata = tensors_from_safetensors(body)
+    settings = _settings_metadata(metadata.get(SETTINGS_METADATA_KEY), tensors)
+    document = {**settings, tensors: NamedTensors(arrays)}
+    return validate(document, model, prefix=("body", "__metadata__", SETTINGS_METADATA_KEY))
+
+
+def _settings_metadata(text: str | None, tensors: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    field = f"__metadata__.{SETTINGS_METADATA_KEY}"
+    try:
+        settings = load_json(text.encode("utf-8", "surrogateescape"))
+    except MalformedBody:
+        settings = None
+    if not isinstance(settings, dict):
+        raise InvalidContent(
+            f"{field} must hold a JSON object of the creation's settings "
+            f'(e.g. {{"optimizer": {{"type": "adam"}}}}), not {text[:40]!r}',
+            field=field,
+        )
+    if tensors in settings:
+        raise InvalidContent(
+            f"{field} must not hold {tensors!r}: the file's tensors are the {tensors}",
+            field=f"{field}.{tensors}",
+        )
+    return settings
 
 
 def _metadata_fields(metadata: Mapping[str, str], fields: Collection[str]) -> dict[str, Any]:

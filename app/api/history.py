@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app import service
+from app.api.answers import json_bytes
 from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.deps import DatabaseDep, TokenDep
 from app.api.idempotency import Answer
 from app.api.openapi import problems
-from app.api.sessions import json_bytes, run_use_case
+from app.api.runner import run_use_case
 from app.schemas import HistoryPage
 
 HISTORY_DEFAULT_LIMIT = 100

@@ -118,6 +118,12 @@ STEP_FILE = (
     'give `loss` and `partial` as JSON text (`"loss": "0.42"`, `"partial": "true"`); other '
     "metadata keys are ignored."
 )
+CREATE_FILE = (
+    "θ₀ by tensor name (a file whose only tensor is `params` makes the single form), in any "
+    "number type (cast to the session's dtype); `__metadata__` holds everything else of the "
+    'JSON body as JSON text under the key `optaas` (`"optaas": "{\\"optimizer\\": '
+    '{\\"type\\": \\"adam\\"}}"`; absent: every default).'
+)
 STEP_ANSWER_FILE = (
     "With `Accept: application/vnd.safetensors`: θ after the step as a safetensors file, by "
     "tensor name (the single form's tensor is `params`), in the session's dtype; its "

@@ -7,10 +7,10 @@ from starlette.concurrency import run_in_threadpool
 
 from app import service
 from app.api.admission import preview_admission
+from app.api.answers import json_bytes
 from app.api.bodies import JSON_MEDIA_TYPE, parse_json
 from app.api.deps import JsonBodyDep
 from app.api.openapi import json_request, problems
-from app.api.sessions import json_bytes
 from app.schemas import SchedulePreview, SchedulePreviewRequest
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])

@@ -8,17 +8,13 @@ acknowledged step is a committed step.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app import exports, service
 from app.api.admission import (
@@ -26,11 +22,27 @@ from app.api.admission import (
     GateDep,
     creation_admission,
     fork_admission,
+    import_admission,
     patch_admission,
     step_admission,
 )
-from app.api.bodies import JSON_MEDIA_TYPE, TensorBody, parse_json, parse_tensor_body, validate
-from app.api.conditions import IfMatchDep, etag
+from app.api.answers import (
+    accepted_answer,
+    created_answer,
+    safetensors_answer,
+    session_answer,
+    state_answer,
+    step_metadata,
+    step_response,
+)
+from app.api.bodies import (
+    TensorBody,
+    parse_json,
+    parse_settings_file,
+    parse_tensor_body,
+    validate,
+)
+from app.api.conditions import IfMatchDep
 from app.api.deps import (
     DatabaseDep,
     JsonBodyDep,
@@ -40,15 +52,9 @@ from app.api.deps import (
     TokenDep,
 )
 from app.api.errors import validation_problem
-from app.api.idempotency import (
-    Answer,
-    IdempotencyDep,
-    IdempotencyKeeper,
-    Replay,
-    creation_scope,
-    session_scope,
-)
+from app.api.idempotency import Answer, IdempotencyDep, creation_scope, session_scope
 from app.api.openapi import (
+    CREATE_FILE,
     IMPORT_FILE,
     PARAMS_ANSWER_FILE,
     STATE_ANSWER_FILE,
@@ -60,10 +66,9 @@ from app.api.openapi import (
     session_headers,
     tensor_request,
 )
-from app.config import Settings
-from app.errors import OptaasError, WaitTimedOut
+from app.api.runner import run_use_case
+from app.api.waiting import query_problem, wait_seconds, wait_until_step
 from app.exports import SessionState
-from app.optim import OptimError
 from app.schemas import (
     MAX_STEP,
     CreatedSession,
@@ -77,86 +82,11 @@ from app.schemas import (
     StepRequest,
     StepResponse,
 )
-from app.store.database import Database
+from app.service import Stepped
 from app.store.models import SessionRecord
-from app.tensors import (
-    SAFETENSORS_MEDIA_TYPE,
-    tensors_by_name,
-    tensors_from_safetensors,
-    tensors_to_safetensors,
-)
-
-Result = TypeVar("Result", bound=BaseModel | SessionState | None)
-
-DEFAULT_WAIT_SECONDS = 10.0
-"""`timeout` of a wait when none is given (at most `OPTAAS_MAX_WAIT_SECONDS`)."""
-FIRST_POLL_SECONDS = 0.01
-MAX_POLL_SECONDS = 0.1
-"""A waiting request reads the session's step after 10 ms, then ever less often, down to ten
-times a second: a step is seen at most 0.1 s after it is committed, whichever process took it."""
+from app.tensors import tensors_by_name, tensors_from_safetensors
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
-
-
-def json_bytes(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
-    # model_dump in python mode hands numpy arrays through untouched; orjson writes them
-    # (float32 as the shortest text that reads back to the same float32).
-    return orjson.dumps(
-        model.model_dump(exclude=exclude),
-        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z,
-    )
-
-
-def session_answer(
-    model: BaseModel,
-    step: int,
-    *,
-    status: int = 200,
-    exclude: set[str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Answer:
-    """A JSON answer that shows a session at `step`: its `ETag` goes with it."""
-    headers = {"Content-Type": JSON_MEDIA_TYPE, "ETag": etag(step), **(headers or {})}
-    return Answer(status, headers, json_bytes(model, exclude=exclude))
-
-
-async def run_use_case(
-    database: Database,
-    use_case: Callable[[Session], Result],
-    answer: Callable[[Result], Answer],
-    *,
-    write: bool,
-    keeper: IdempotencyKeeper | None = None,
-    answer_in_transaction: bool = False,
-) -> Response:
-    """In the thread pool: run `use_case` in one transaction, commit, then answer.
-
-    With an `Idempotency-Key` (`keeper`), the use case names the key's scope, and the answer is
-    made inside the transaction and kept with the change it reports; a repeat of a request
-    that was applied gets the kept answer instead (see `app.api.idempotency`). With
-    `answer_in_transaction` the answer is made before the commit too (when making it is quick,
-    as a safetensors file is: the result may then show arrays that the commit hands on).
-    """
-
-    def run() -> Response:
-        try:
-            with database.transaction(write=write) as db:
-                try:
-                    result = use_case(db)
-                except (OptaasError, OptimError):
-                    if keeper is not None:  # a repeat that fails where its original did not
-                        keeper.replay_if_kept(db)
-                    raise
-                if keeper is not None or answer_in_transaction:
-                    made = answer(result)
-                    if keeper is not None:
-                        keeper.keep(db, made)
-                    return made.response()
-        except Replay as replay:
-            return replay.answer.response(replayed=True)
-        return answer(result).response()
-
-    return await run_in_threadpool(run)
 
 
 @router.post(
@@ -165,7 +95,7 @@ async def run_use_case(
     response_model=CreatedSession,
     summary="Create a session",
     response_description="The new session; its `token` is shown only here.",
-    openapi_extra=json_request(CreateSession, "Idempotency-Key"),
+    openapi_extra=tensor_request(CreateSession, CREATE_FILE, "Idempotency-Key"),
     responses={
         **session_headers(201, location=True),
         **problems(400, 401, 408, 413, 415, 422, 429, 503),
@@ -176,19 +106,21 @@ async def create_session(
     request: Request,
     database: DatabaseDep,
     caller: CreationCallerDep,
-    body: JsonBodyDep,
+    body: TensorBodyDep,
     keeper: IdempotencyDep,
 ) -> Response:
     """A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
 
-    With an `Idempotency-Key` (unique per API key, or per address on a server without keys),
-    a retry gets the same session back.
+    Large models: send θ₀ as a safetensors file (`Content-Type: application/vnd.safetensors`),
+    tensors by name, with the rest of the JSON body as JSON text under `optaas` in its
+    `__metadata__`. With an `Idempotency-Key` (unique per API key, or per address on a server
+    without keys), a retry gets the same session back.
     """
 
     def create(db: Session) -> CreatedSession:
         if keeper is not None:
             keeper.scope(creation_scope("create", caller))
-        return service.create_session(db, parse_json(body, CreateSession, tensors=("params",)))
+        return service.create_session(db, read_creation(body))
 
     return await run_use_case(
         database,
@@ -280,10 +212,6 @@ async def step_session(
     `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
     """
     return_params = returns == "params"
-    # Made before the commit, a safetensors answer can show θ as it is, where the next step
-    # would update it in place afterwards (a memory:// step's arrays are never updated again).
-    copies_saved = binary_answer and database.arrays.reuses_working_sets
-    in_transaction = keeper is not None or copies_saved
 
     def check(record: SessionRecord) -> None:  # with the session locked
         if keeper is not None:
@@ -291,7 +219,7 @@ async def step_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def apply(db: Session) -> StepResponse | StepAccepted:
+    def apply(db: Session) -> Stepped | StepAccepted:
         step_request = parse_tensor_body(body, StepRequest, "gradients")
         return service.step(
             db,
@@ -301,26 +229,21 @@ async def step_session(
             return_params=return_params,
             guard=check,
             history_max_records=settings.history_max_records,
-            answer_after_commit=not in_transaction,
         )
 
-    def answer(result: StepResponse | StepAccepted) -> Answer:
+    def answer(result: Stepped | StepAccepted) -> Answer:
         if isinstance(result, StepAccepted):
             return accepted_answer(request, session_id, result)
         if binary_answer:
             return safetensors_answer(result.params, result.step, step_metadata(result))
-        return session_answer(result, result.step, exclude=None if return_params else {"params"})
+        exclude = None if return_params else {"params"}
+        return session_answer(step_response(result), result.step, exclude=exclude)
 
+    # A safetensors answer is made before the commit: writing the file is the one copy of θ it
+    # needs. A JSON answer is written after it, from θ the runner detaches first.
     return await run_use_case(
-        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=copies_saved
+        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=binary_answer
     )
-
-
-def accepted_answer(request: Request, session_id: str, accepted: StepAccepted) -> Answer:
-    """202: the gradient is counted toward the next step; `Location` is where to wait for it."""
-    params = request.app.url_path_for("get_params", session_id=session_id)
-    location = f"{params}?wait_for_step={accepted.wait_for_step}"
-    return session_answer(accepted, accepted.step, status=202, headers={"Location": location})
 
 
 @router.get(
@@ -375,7 +298,8 @@ async def get_params(
 
     def answer(params: ParamsResponse) -> Answer:
         if binary_answer:
-            return safetensors_answer(params.params, params.step, {"step": str(params.step)})
+            by_name = tensors_by_name(params.params)
+            return safetensors_answer(by_name, params.step, {"step": str(params.step)})
         return session_answer(params, params.step)
 
     if wait_for_step is not None:
@@ -389,85 +313,6 @@ async def get_params(
         answer,
         write=False,
     )
-
-
-def step_metadata(result: StepResponse) -> dict[str, str]:
-    """A step's numbers as a safetensors answer's `__metadata__`: each as JSON text."""
-    return {
-        name: orjson.dumps(getattr(result, name)).decode()
-        for name in ("step", "lr", "grad_norm", "update_norm", "skipped")
-    }
-
-
-def safetensors_answer(params: Any, step: int, metadata: dict[str, str]) -> Answer:
-    """A safetensors answer showing a session at `step`: θ by tensor name (none if `params` is
-    None, e.g. `?return=none`) and `metadata`; its `ETag` goes with it."""
-    tensors = {} if params is None else tensors_by_name(params)
-    headers = {"Content-Type": SAFETENSORS_MEDIA_TYPE, "ETag": etag(step)}
-    return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
-
-
-def wait_seconds(timeout: float | None, settings: Settings) -> float:
-    """The wait's length: `timeout`, or the default; over the server's cap it is a 422."""
-    cap = settings.max_wait_seconds
-    if timeout is None:
-        return min(DEFAULT_WAIT_SECONDS, cap)
-    if timeout > cap:
-        raise query_problem(
-            "timeout",
-            f"Input should be less than or equal to {cap:g} (OPTAAS_MAX_WAIT_SECONDS)",
-            "less_than_equal",
-        )
-    return timeout
-
-
-def query_problem(parameter: str, message: str, kind: str) -> OptaasError:
-    return validation_problem([{"loc": (parameter,), "msg": message, "type": kind}], ("query",))
-
-
-async def wait_until_step(
-    database: Database, session_id: str, token: str, target: int, timeout: float
-) -> None:
-    """Return once the session is at step `target` or beyond; `WaitTimedOut` (408) after
-    `timeout` seconds. Each look is one short read transaction in the thread pool; between
-    looks the request holds no thread, connection or transaction (10 ms, doubling to 0.1 s)."""
-
-    def look() -> service.Progress:
-        with database.transaction(write=False) as db:
-            return service.get_progress(db, session_id, token)
-
-    deadline = time.monotonic() + timeout
-    delay = FIRST_POLL_SECONDS
-    while True:
-        progress = await run_in_threadpool(look)
-        if progress.step >= target:
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise timed_out(progress, target, timeout)
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(2 * delay, MAX_POLL_SECONDS)
-
-
-def timed_out(progress: service.Progress, target: int, timeout: float) -> WaitTimedOut:
-    """The 408 of a wait for step `target`: where the session is, and what it waits for."""
-    detail = f"waited {timeout:g} s for step {target}; the session is at step {progress.step}"
-    extras: dict[str, int | float] = {
-        "current_step": progress.step,
-        "wait_for_step": target,
-        "timeout": timeout,
-    }
-    if progress.accumulate > 1 or progress.accumulated:
-        missing = max(0, progress.accumulate - progress.accumulated)
-        detail += (
-            f", with {progress.accumulated} of {progress.accumulate} gradients received for "
-            f"step {progress.step + 1} ({missing} missing)"
-        )
-        extras.update(received=progress.accumulated, missing=missing)
-    return WaitTimedOut(detail, **extras)
-
-
-# -- change, fork, export, import ---------------------------------------------------------
 
 
 @contextmanager
@@ -583,10 +428,12 @@ async def fork_session(
     )
 
 
-def created_answer(request: Request, created: CreatedSession) -> Answer:
-    """201 with the new session, its `Location` and `ETag`."""
-    location = request.app.url_path_for("get_session", session_id=str(created.id))
-    return session_answer(created, created.step, status=201, headers={"Location": location})
+def read_creation(body: TensorBody) -> CreateSession:
+    """Blocking: a creation from a JSON body, or from a safetensors file of θ₀ with the
+    settings in its `__metadata__` (400 / 422 on failure)."""
+    if body.binary:
+        return parse_settings_file(body.data, CreateSession, "params")
+    return parse_json(body.data, CreateSession, tensors=("params",))
 
 
 @router.get(
@@ -616,15 +463,6 @@ async def get_state(
     )
 
 
-def state_answer(state: SessionState, *, binary: bool) -> Answer:
-    headers = {"ETag": etag(state.step), "Vary": "Accept"}
-    if binary:
-        content_type, body = SAFETENSORS_MEDIA_TYPE, exports.to_safetensors(state)
-    else:
-        content_type, body = JSON_MEDIA_TYPE, exports.to_json(state)
-    return Answer(200, {"Content-Type": content_type, **headers}, body)
-
-
 @router.post(
     "/import",
     status_code=201,
@@ -636,7 +474,7 @@ def state_answer(state: SessionState, *, binary: bool) -> Answer:
         **session_headers(201, location=True),
         **problems(400, 401, 408, 413, 415, 422, 429, 503),
     },
-    dependencies=[Depends(creation_admission)],
+    dependencies=[Depends(import_admission)],
 )
 async def import_session(
     request: Request,

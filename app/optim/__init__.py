@@ -29,6 +29,7 @@ from app.optim.optimizers import (
 from app.optim.schedules import (
     ABSOLUTE_SCHEDULE_TYPES,
     SCHEDULE_TYPES,
+    build_schedule,
     schedule_defaults,
     schedule_lrs,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "SparseRows",
     "StepResult",
     "UnsupportedTensor",
+    "build_schedule",
     "check_gradients",
     "coalesce_rows",
     "get_num_threads",

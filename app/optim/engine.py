@@ -275,6 +275,19 @@ class Optimizer:
         slots[STEP_SLOT] = np.zeros((), np.int64)
         return slots
 
+    def fit_slots(self, state: OptimizerState, params: Mapping[str, np.ndarray]) -> None:
+        """Give each tensor of `params` exactly the slots its chain keeps, in place.
+
+        Slots it had stay as they are, missing ones start as `fresh_slots` starts them (as a
+        step would start them), unused ones are dropped: after a change of configuration a
+        session holds exactly the slots an import of the new configuration expects. (A step
+        only adds what is missing: `_slots`.)
+        """
+        for name, param in params.items():
+            kept = state.slots.get(name, {})
+            fresh = self.fresh_slots(name, param)
+            state.slots[name] = {slot: kept.get(slot, array) for slot, array in fresh.items()}
+
     def hyperparameters_of(self, name: str) -> dict[str, Any]:
         """The type and hyper-parameters (defaults filled in) of tensor `name`'s group."""
         return self.group_of[name].hyperparameters

@@ -439,8 +439,9 @@ def yogi(
     eps: float = 1e-3,
     maximize: bool = False,
 ) -> GradientTransformation:
-    """Yogi (optax.yogi; Flower's FedYogi server rule): Adam whose σ² moves by
-    −(1 − β2)·sign(v − g²)·g², from moments started at 1e-6 (see `scale_by_yogi`)."""
+    """Yogi (optax.yogi): Adam whose σ² moves by −(1 − β2)·sign(v − g²)·g², from moments
+    started at 1e-6 and bias-corrected (see `scale_by_yogi`). Not Flower's FedYogi, whose
+    moments start at 0 uncorrected: no optaas type is that rule (docs/federated.md)."""
     _optax_basics(lr, b1, b2, eps)
     return chain(
         *_preprocessing(maximize, 0.0),

@@ -1,17 +1,18 @@
 """Where a session's arrays live: database rows (checkpoint + step log) or this process's memory.
 
-`SessionRepository` delegates its array methods to the `ArrayStore` of its database
-(`Database.arrays`, reached through the SQLAlchemy session's `info`):
+Rows and bytes only: which arrays a session has, written and read back. What a step does with
+them — working sets kept between steps, when to log a step and when to write a checkpoint,
+replaying the log — is the stepping layer's (`app.stepping`), which reaches the `ArrayStore` of
+its database (`Database.arrays`) through the SQLAlchemy session's `info` (`store_of`):
 
 - `DatabaseArrays` keeps θ and state in `session_arrays` rows: a checkpoint, plus the step log
-  of the steps since (`app.store.steplog`), and this process's working sets in a
-  `WorkingSetCache`. A step appends its gradient to the log and the arrays are rewritten only
-  every `checkpoint_every` steps (and when another process stepped the session since, so that
-  logs stay short when a session moves between processes).
+  of the steps since (`app.store.steplog`: one entry's rows per step). `read` gives both, the
+  log unreplayed.
 - `MemoryArrays` keeps them as numpy arrays in a dict (the `memory://` store). Committed arrays
   are read-only and never updated in place: a step works on copies, which become the
   committed arrays when its transaction commits, and are dropped if it rolls back. So a
   rolled-back step leaves nothing changed, and readers can use committed arrays without copies.
+  It keeps no log.
 
 Changes take effect at commit: both stores register what to do then with `on_commit`, which
 `Database`'s session events run after the commit (and forget on rollback).
@@ -32,72 +33,45 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.store import codec
-from app.store.models import SessionArray, SessionRecord
-from app.store.steplog import LoggedStep, entry_key, is_log_key, log_rows, read_log, replay
-from app.store.working_sets import WorkingSet, WorkingSetCache
+from app.store.models import SessionArray
+from app.store.steplog import LoggedStep, entry_key, is_log_key, log_rows, read_log
 
 AFTER_COMMIT = "optaas.after_commit"
 """`Session.info` key: actions to run once the session's transaction has committed."""
-
-LOG_PAYS_RATIO = 1.5
-"""A step is logged only if the session's arrays are at least this many times its gradient's
-bytes; below (plain SGD: θ alone), rewriting the arrays costs no more and reads are cheaper."""
-
 
 def on_commit(db: Session, action: Callable[[], None]) -> None:
     """Run `action` after `db`'s transaction commits (never if it rolls back)."""
     db.info.setdefault(AFTER_COMMIT, []).append(action)
 
 
-def slot_filter(slot: str | None) -> Callable[[str], bool]:
-    """Keys of one slot (`"param"`: θ), or every key."""
-    if slot is None:
-        return lambda _key: True
-    prefix = f"{slot}/"
-    return lambda key: key.startswith(prefix)
+@dataclass(frozen=True)
+class StoredArrays:
+    """A session's arrays as stored: the last checkpoint, and the steps logged since (in step
+    order; empty when the checkpoint is current)."""
 
-
-class StepWrite(Protocol):
-    def finish(self, arrays: dict[str, np.ndarray] | None) -> None:
-        """The step's outcome: the arrays after it, or None if it was skipped (no change)."""
-
-    def release(self) -> None:
-        """The step was refused before anything changed (a bad gradient): the working set is
-        still the session's, and may serve the next step although this transaction rolls back."""
+    checkpoint: dict[str, np.ndarray]
+    log: list[LoggedStep]
 
 
 class ArrayStore(Protocol):
-    reuses_working_sets: bool
-    """Whether a committed step's arrays are updated in place by the next step (so anything
-    that shows them after the commit must copy them first)."""
+    keeps_committed: bool
+    """Whether the arrays a transaction commits are kept as they are, never updated in place
+    (the memory store), so that a reader may show them after the commit without a copy."""
 
-    def load(
-        self,
-        db: Session,
-        session_id: uuid.UUID,
-        *,
-        writable: bool,
-        version: int | None,
-        slot: str | None,
-    ) -> dict[str, np.ndarray]: ...
+    def read(self, db: Session, session_id: uuid.UUID, *, writable: bool) -> StoredArrays:
+        """The session's checkpoint (read-only views unless `writable`) and its log, as of
+        this transaction's snapshot (one statement)."""
+        ...
 
     def save(
         self, db: Session, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]
     ) -> None: ...
 
+    def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None: ...
+
+    def drop_log_entry(self, db: Session, session_id: uuid.UUID, version: int) -> None: ...
+
     def forget(self, db: Session, session_id: uuid.UUID) -> None: ...
-
-    def working_set(self, db: Session, record: SessionRecord) -> WorkingSet: ...
-
-    def begin_step(
-        self,
-        db: Session,
-        record: SessionRecord,
-        working: WorkingSet,
-        entry: LoggedStep,
-        *,
-        checkpoint: bool = False,
-    ) -> StepWrite: ...
 
 
 # -- in the database ------------------------------------------------------------------------
@@ -105,29 +79,22 @@ class ArrayStore(Protocol):
 
 @dataclass
 class DatabaseArrays:
-    """Arrays in `session_arrays` rows: a checkpoint and the step log since; working sets cached."""
+    """Arrays in `session_arrays` rows: a checkpoint and the step log since."""
 
-    cache: WorkingSetCache = field(default_factory=lambda: WorkingSetCache(0))
-    checkpoint_every: int = 1
-    """A checkpoint at least every this many steps (1: every step rewrites the arrays)."""
-    reuses_working_sets = True
+    keeps_committed = False
 
-    def load(
-        self,
-        db: Session,
-        session_id: uuid.UUID,
-        *,
-        writable: bool,
-        version: int | None = None,
-        slot: str | None = None,
-    ) -> dict[str, np.ndarray]:
-        wanted = slot_filter(slot)
-        if version is not None:
-            copies = self.cache.copy_of(session_id, version, wanted)
-            if copies is not None:
-                return copies
-        arrays, _ = self._materialise(db, session_id, writable=writable)
-        return {key: array for key, array in arrays.items() if wanted(key)}
+    def read(self, db: Session, session_id: uuid.UUID, *, writable: bool) -> StoredArrays:
+        """The checkpoint and the log, read in one statement (one snapshot). With a log the
+        checkpoint is writable whatever `writable` says: replaying it updates it in place."""
+        rows = _fetch(db, session_id)
+        log = [row for row in rows if is_log_key(row[0])]
+        writable = writable or bool(log)
+        checkpoint = {
+            key: codec.decode(dtype, shape, data, writable=writable)
+            for key, dtype, shape, data in rows
+            if not is_log_key(key)
+        }
+        return StoredArrays(checkpoint, read_log(log))
 
     def save(self, db: Session, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]) -> None:
         """A checkpoint: the rows become exactly `arrays` (the log goes).
@@ -136,7 +103,6 @@ class DatabaseArrays:
         (see `_copy_rows`); otherwise rewritten in place (upsert; on SQLite faster than
         deleting and inserting them).
         """
-        self.cache.discard(session_id)
         rows = [_row(session_id, key, codec.encode(array)) for key, array in arrays.items()]
         if _is_postgresql(db) and _copy_pays(rows):
             db.execute(delete(SessionArray).where(SessionArray.session_id == session_id))
@@ -146,99 +112,25 @@ class DatabaseArrays:
         if rows:
             db.execute(_UPSERT[db.get_bind().dialect.name], rows)
 
+    def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None:
+        """Add `entry`'s rows to the session's log."""
+        rows = [{"session_id": session_id, **row} for row in log_rows(entry)]
+        if _is_postgresql(db) and _copy_pays(rows):
+            _copy_rows(db, rows)
+        else:
+            db.execute(insert(SessionArray), rows)
+
+    def drop_log_entry(self, db: Session, session_id: uuid.UUID, version: int) -> None:
+        """Remove the logged step to `version` (it was skipped after all: nothing changed)."""
+        db.execute(
+            delete(SessionArray).where(
+                SessionArray.session_id == session_id,
+                SessionArray.key.startswith(entry_key(version)),
+            )
+        )
+
     def forget(self, db: Session, session_id: uuid.UUID) -> None:
         """The session is being deleted (its rows go by ON DELETE CASCADE)."""
-        self.cache.discard(session_id)
-
-    def working_set(self, db: Session, record: SessionRecord) -> WorkingSet:
-        """The locked session's arrays at its version: from the cache, else the database."""
-        working = self.cache.take(record.id, record.version)
-        if working is not None:
-            return working
-        arrays, logged = self._materialise(db, record.id, writable=True)
-        return WorkingSet(record.id, record.version, arrays, logged_steps=logged)
-
-    def begin_step(
-        self,
-        db: Session,
-        record: SessionRecord,
-        working: WorkingSet,
-        entry: LoggedStep,
-        *,
-        checkpoint: bool = False,
-    ) -> StepWrite:
-        """Log the step now (before the core uses the gradient as scratch), if this step logs."""
-        logged = not checkpoint and self._logs(working, entry)
-        if logged:
-            rows = [{"session_id": record.id, **row} for row in log_rows(entry)]
-            if _is_postgresql(db) and _copy_pays(rows):
-                _copy_rows(db, rows)
-            else:
-                db.execute(insert(SessionArray), rows)
-        return _DatabaseStepWrite(self, db, record, working, entry, logged)
-
-    def _logs(self, working: WorkingSet, entry: LoggedStep) -> bool:
-        """Whether this step appends to the log (True) or writes a checkpoint (False)."""
-        if working.logged_steps + 1 >= self.checkpoint_every:
-            return False
-        if not working.cached and working.logged_steps > 0:
-            return False  # the log was replayed here: keep the next reader from doing it again
-        gradient_bytes = sum(gradient.nbytes for gradient in entry.gradients.values())
-        return working.nbytes >= LOG_PAYS_RATIO * gradient_bytes
-
-    def _materialise(
-        self, db: Session, session_id: uuid.UUID, *, writable: bool
-    ) -> tuple[dict[str, np.ndarray], int]:
-        """The checkpoint with the log replayed onto it (one statement: one snapshot), and how
-        many steps the log held."""
-        rows = _fetch(db, session_id)
-        log = [row for row in rows if is_log_key(row[0])]
-        writable = writable or bool(log)
-        arrays = {
-            key: codec.decode(dtype, shape, data, writable=writable)
-            for key, dtype, shape, data in rows
-            if not is_log_key(key)
-        }
-        entries = read_log(log)
-        replay(arrays, entries)
-        return arrays, len(entries)
-
-
-@dataclass
-class _DatabaseStepWrite:
-    store: DatabaseArrays
-    db: Session
-    record: SessionRecord
-    working: WorkingSet
-    entry: LoggedStep
-    logged: bool
-
-    def finish(self, arrays: dict[str, np.ndarray] | None) -> None:
-        working, record = self.working, self.record
-        if arrays is None:  # skipped: nothing changed, so nothing is logged
-            if self.logged:
-                self.db.execute(
-                    delete(SessionArray).where(
-                        SessionArray.session_id == record.id,
-                        SessionArray.key.startswith(entry_key(self.entry.version)),
-                    )
-                )
-        elif self.logged:
-            working.arrays = arrays
-            working.logged_steps += 1
-        else:
-            working.arrays = arrays
-            working.logged_steps = 0
-            self.store.save(self.db, record.id, arrays)
-
-        def keep() -> None:
-            working.version = record.version  # the version this transaction committed
-            self.store.cache.put(working)
-
-        on_commit(self.db, keep)
-
-    def release(self) -> None:
-        self.store.cache.put(self.working)
 
 
 KEYS_PER_STATEMENT = 500
@@ -368,56 +260,28 @@ class MemoryArrays:
     """Arrays as numpy arrays in this process (the `memory://` store): lost when it stops."""
 
     _committed: dict[uuid.UUID, dict[str, np.ndarray]] = field(default_factory=dict)
-    _attachments: dict[uuid.UUID, tuple[int, Any]] = field(default_factory=dict)
-    """What the service kept with a session's last committed working set, by its version."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    reuses_working_sets = False
+    keeps_committed = True
 
-    def load(
-        self,
-        db: Session,
-        session_id: uuid.UUID,
-        *,
-        writable: bool,
-        version: int | None = None,
-        slot: str | None = None,
-    ) -> dict[str, np.ndarray]:
+    def read(self, db: Session, session_id: uuid.UUID, *, writable: bool) -> StoredArrays:
         """The committed arrays (read-only, no copy), or with `writable` copies of them."""
-        wanted = slot_filter(slot)
         arrays = self._visible(db, session_id)
-        return {
-            key: array.copy() if writable else array for key, array in arrays.items() if wanted(key)
-        }
+        if writable:
+            arrays = {key: array.copy() for key, array in arrays.items()}
+        return StoredArrays(dict(arrays), [])
 
     def save(self, db: Session, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]) -> None:
         """`arrays` become the session's at commit (they are the store's from now on)."""
         self._pending(db)[session_id] = dict(arrays)
 
+    def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None:
+        raise NotImplementedError("the memory store keeps no log: a step saves its arrays")
+
+    def drop_log_entry(self, db: Session, session_id: uuid.UUID, version: int) -> None:
+        raise NotImplementedError("the memory store keeps no log")
+
     def forget(self, db: Session, session_id: uuid.UUID) -> None:
         self._pending(db)[session_id] = _DELETED
-
-    def working_set(self, db: Session, record: SessionRecord) -> WorkingSet:
-        """Copies of the committed arrays: the step updates those, and only its commit makes
-        them the session's (so a rolled-back step changes nothing)."""
-        arrays = self.load(db, record.id, writable=True)
-        version, attachment = self._attachments.get(record.id, (None, None))
-        attachment = attachment if version == record.version else None
-        return WorkingSet(record.id, record.version, arrays, attachment=attachment, shared=False)
-
-    def begin_step(
-        self,
-        db: Session,
-        record: SessionRecord,
-        working: WorkingSet,
-        entry: LoggedStep,
-        *,
-        checkpoint: bool = False,
-    ) -> StepWrite:
-        return _MemoryStepWrite(self, db, record, working)
-
-    def keep_attachment(self, session_id: uuid.UUID, version: int, attachment: Any) -> None:
-        with self._lock:
-            self._attachments[session_id] = (version, attachment)
 
     def _visible(self, db: Session, session_id: uuid.UUID) -> dict[str, np.ndarray]:
         """What this transaction sees: its own writes, else the committed arrays."""
@@ -439,7 +303,6 @@ class MemoryArrays:
             for session_id, arrays in pending.items():
                 if arrays is _DELETED:
                     self._committed.pop(session_id, None)
-                    self._attachments.pop(session_id, None)
                     continue
                 for array in arrays.values():
                     array.flags.writeable = False  # committed arrays never change
@@ -452,31 +315,11 @@ class MemoryArrays:
 _MEMORY_PENDING = "optaas.memory.pending"
 
 
-@dataclass
-class _MemoryStepWrite:
-    store: MemoryArrays
-    db: Session
-    record: SessionRecord
-    working: WorkingSet
-
-    def finish(self, arrays: dict[str, np.ndarray] | None) -> None:
-        if arrays is not None:
-            self.store.save(self.db, self.record.id, arrays)
-        record, working = self.record, self.working
-        on_commit(
-            self.db,
-            lambda: self.store.keep_attachment(record.id, record.version, working.attachment),
-        )
-
-    def release(self) -> None:
-        """Nothing to do: the working set was a copy."""
-
-
 def store_of(db: Session) -> ArrayStore:
     """The array store of `db`'s database (rows in the database, when none is configured)."""
-    return db.info.get(ARRAY_STORE, _UNCACHED)
+    return db.info.get(ARRAY_STORE, _IN_ROWS)
 
 
 ARRAY_STORE = "optaas.arrays"
 """`Session.info` key: the database's `ArrayStore` (see `Database`)."""
-_UNCACHED = DatabaseArrays()
+_IN_ROWS = DatabaseArrays()

@@ -38,8 +38,6 @@ from app.store.arrays import (
     MemoryArrays,
 )
 from app.store.base import Base
-from app.store.models import SessionRecord
-from app.store.working_sets import WorkingSetCache
 
 WRITE_OPTION = "optaas_write"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
@@ -160,6 +158,10 @@ MEMORY_URL = "memory://"
 """`OPTAAS_DATABASE_URL=memory://`: sessions in this process only, lost when it stops."""
 
 
+DATABASE = "optaas.database"
+"""`Session.info` key: the `Database` the session belongs to."""
+
+
 def is_memory_url(url: str) -> bool:
     return url.startswith("memory:")
 
@@ -169,9 +171,10 @@ class Database:
 
     `memory://` is SQLite in memory (one connection, one transaction at a time) for the rows,
     with the arrays kept as numpy arrays (`MemoryArrays`): for one process, lost on restart.
-    Any other URL keeps the arrays in the database (`DatabaseArrays`), with this process's
-    working sets cached up to `cache_max_bytes` and a checkpoint every `checkpoint_every`
-    steps (see `app.store.arrays`). Actions registered with `arrays.on_commit` run after a
+    Any other URL keeps the arrays in the database (`DatabaseArrays`). `cache_max_bytes` and
+    `checkpoint_every` are the stepping layer's settings for this database (its working sets
+    and how often a step writes a checkpoint: `app.stepping`), which finds them through the
+    sessions' `info` (`DATABASE`). Actions registered with `arrays.on_commit` run after a
     commit and are dropped on rollback.
     """
 
@@ -185,6 +188,8 @@ class Database:
     ) -> None:
         self.memory = is_memory_url(url)
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.cache_max_bytes = cache_max_bytes
+        self.checkpoint_every = checkpoint_every
         self._turns = threading.RLock()
         self.arrays: ArrayStore
         if self.memory:
@@ -192,8 +197,8 @@ class Database:
             self.arrays = MemoryArrays()
         else:
             self.engine = make_engine(url, lock_timeout_seconds)
-            self.arrays = DatabaseArrays(WorkingSetCache(cache_max_bytes), checkpoint_every)
-        info = {ARRAY_STORE: self.arrays}
+            self.arrays = DatabaseArrays()
+        info = {ARRAY_STORE: self.arrays, DATABASE: self}
         readers = self.engine
         if self.engine.dialect.name == "postgresql":
             # One snapshot for a whole read (a session's row and its arrays agree).
@@ -220,30 +225,6 @@ class Database:
         factory = self._writers if write else self._readers
         with self._taking_turns(write), factory.begin() as session:
             yield session
-
-    def checkpoint_logged_sessions(self) -> int:
-        """At a clean stop: a checkpoint of every session this process holds a working set of
-        with steps in its log, if the session is still at that version (checked under its
-        lock). So logs do not outlive the code that wrote them: an upgrade after a clean stop
-        replays nothing written by the old code. Returns how many were written."""
-        if not isinstance(self.arrays, DatabaseArrays):
-            return 0
-        written = 0
-        for working in self.arrays.cache.drain():
-            if not working.logged_steps:
-                continue
-            with self.transaction(write=True) as db:
-                record = db.get(
-                    SessionRecord,
-                    working.session_id,
-                    with_for_update=True,
-                    populate_existing=True,
-                )
-                if record is None or record.version != working.version:
-                    continue  # changed elsewhere since: not ours to write
-                self.arrays.save(db, record.id, working.arrays)
-                written += 1
-        return written
 
     def ping(self) -> None:
         """Raises unless the database answers a trivial query."""

@@ -56,6 +56,10 @@ class SessionRecord(Base):
         Double, comment="the sum of their losses (NULL: none, or not finite on SQLite)"
     )
 
+    # The one place the version changes: every UPDATE of the row sets version = version + 1
+    # (and finds the row at the version it was read at), INSERT sets 1.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
 
 class SessionArray(Base):
     """One array of a session: θ of a tensor (`param/<tensor>`) or a slot (`<slot>/<tensor>`).

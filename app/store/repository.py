@@ -1,26 +1,21 @@
-"""Sessions, their arrays and idempotency records in the database.
+"""Session rows and idempotency records in the database.
 
-Repositories flush; the caller's unit of work commits. The sessions' interface is kept narrow on
-purpose — get/add/delete a session row, load and save its arrays, and a step's working set —
-so that how arrays are kept (a checkpoint and a step log in the database, or numpy arrays in
-memory: `app.store.arrays`) stays behind it.
+Repositories flush; the caller's unit of work commits. A session's arrays are read and written
+through the stepping layer (`app.stepping.SessionArrays`), over the array store of
+`app.store.arrays`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
-import numpy as np
 from sqlalchemy import delete, null, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.store.arrays import StepWrite, store_of
+from app.store.arrays import store_of
 from app.store.models import IdempotencyRecord, SessionRecord
-from app.store.steplog import LoggedStep
-from app.store.working_sets import WorkingSet
 
 PRUNE_BATCH_ROWS = 1000
 """Rows pruned per statement, so that no prune holds a write lock for long."""
@@ -46,61 +41,20 @@ class SessionRepository:
         self.db.flush()
 
     def delete(self, record: SessionRecord) -> None:
-        """Delete the session; its arrays go with it (ON DELETE CASCADE)."""
+        """Delete the session; its arrays go with it (rows: ON DELETE CASCADE)."""
         store_of(self.db).forget(self.db, record.id)
         self.db.delete(record)
         self.db.flush()
 
-    def load_arrays(
-        self,
-        session_id: uuid.UUID,
-        *,
-        writable: bool = False,
-        version: int | None = None,
-        slot: str | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Every stored array of the session by key, as of this transaction's snapshot.
+    def touch(self, record: SessionRecord) -> None:
+        """Write a change of the session's stored state now, with `updated_at`.
 
-        Read-only views unless `writable` (then the caller's own copies). Steps logged since
-        the last checkpoint are replayed (`app.store.steplog`): callers always get θ and state
-        as of the last commit. `version` (the session's, as read in this transaction) lets the
-        arrays be copied from this process's working set when it holds that version; `slot`
-        keeps one slot's arrays only (`"param"`: θ).
-        """
-        return store_of(self.db).load(
-            self.db, session_id, writable=writable, version=version, slot=slot
-        )
-
-    def save_arrays(self, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]) -> None:
-        """Replace every stored array of the session with `arrays` (a checkpoint: the step log
-        goes with the arrays it replaces)."""
-        store_of(self.db).save(self.db, session_id, arrays)
-
-    def working_set(self, record: SessionRecord) -> WorkingSet:
-        """The arrays of `record` — locked by this transaction — at its version, writable, to
-        be updated in place by a step (`begin_step`): this process's cached working set if it
-        holds that version, else read from the database (`load_arrays`)."""
-        return store_of(self.db).working_set(self.db, record)
-
-    def begin_step(
-        self,
-        record: SessionRecord,
-        working: WorkingSet,
-        entry: LoggedStep,
-        *,
-        checkpoint: bool = False,
-    ) -> StepWrite:
-        """Start writing a step of `record` on `working`, before the core runs it: appends
-        `entry` to the step log now if this step is logged (the core may use the gradients as
-        scratch). Then `finish(arrays)` with the arrays after the step (None if it was
-        skipped) writes a checkpoint if due, and keeps the working set for the next step once
-        the transaction commits; `release()` if the core refused the gradient. The caller bumps
-        `record.version` for an applied step.
-
-        The log replays the core's update only: a step that also changes other arrays (say, it
-        resets sums of accumulated gradients kept beside the state) must pass
-        `checkpoint=True`, so that everything it leaves is written in full."""
-        return store_of(self.db).begin_step(self.db, record, working, entry, checkpoint=checkpoint)
+        Every change of a session row — a step, an accumulated post, a PATCH — bumps its
+        `version` by one: the mapper does it on every UPDATE (`version_id_col`), which also
+        checks that the row was still at the version this transaction read. Working sets are
+        keyed by the version, so one bumped is never used again."""
+        record.updated_at = datetime.now(UTC)
+        self.db.flush()
 
 
 class IdempotencyRepository:

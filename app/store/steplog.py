@@ -15,26 +15,22 @@ slot can have (slot names are identifiers):
 - `~log/<version>/<tensor>`: the gradient of each tensor the step carried (raw bytes, as θ).
 
 `<version>` is the session's version after the step, zero-padded, so keys sort in step order.
-Reading a session's arrays (`SessionRepository.load_arrays`) reads the checkpoint and the log in
-one statement (one snapshot) and replays the log onto the checkpoint, so every reader sees θ
-and state as of the last commit and no caller needs to know about the log; writing arrays
-(`save_arrays`) writes a checkpoint, which drops the log. A logged step's configuration travels
-with it, so a configuration changed between two logged steps replays correctly.
-
-This is the one place the store uses the optimizer core: to replay.
+The store reads the checkpoint and the log in one statement (one snapshot: `ArrayStore.read`)
+and writes a checkpoint, which drops the log, or appends an entry. Replaying the log onto the
+checkpoint is the stepping layer's (`app.stepping.replay`), which runs the optimizer core: the
+store keeps rows and bytes and never runs it. A logged step's configuration travels with it,
+so a configuration changed between two logged steps replays correctly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
-from optaas_state import PARAM_SLOT, is_accumulation_key
 
-from app.optim import Optimizer, OptimizerState
 from app.store import codec
 
 LOG_PREFIX = "~log/"
@@ -132,48 +128,3 @@ def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedSt
             )
         )
     return entries
-
-
-def stored_arrays(params: Mapping[str, np.ndarray], state: OptimizerState) -> dict[str, np.ndarray]:
-    """θ under `param/<tensor>` and every state slot under `<slot>/<tensor>`."""
-    arrays = {f"{PARAM_SLOT}/{name}": array for name, array in params.items()}
-    arrays.update(state.to_arrays())
-    return arrays
-
-
-def split_stored(
-    arrays: Mapping[str, np.ndarray], names: Iterable[str]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Stored arrays → (θ by tensor name in the order of `names`, the state slots as keyed).
-
-    The pending sums of an accumulation (`accum/<tensor>`) are neither."""
-    prefix = f"{PARAM_SLOT}/"
-    params = {name: arrays[prefix + name] for name in names}
-    slots = {
-        key: array
-        for key, array in arrays.items()
-        if not key.startswith(prefix) and not is_accumulation_key(key)
-    }
-    return params, slots
-
-
-def replay(arrays: dict[str, np.ndarray], entries: Iterable[LoggedStep]) -> None:
-    """Apply the logged steps, in order, to the checkpoint `arrays` (writable), in place.
-
-    Each step runs through the core as it ran the first time (same inputs, same configuration,
-    same order of tensors), so the result is the state the step left, bit for bit.
-    """
-    optimizers: dict[bytes, Optimizer] = {}
-    for entry in entries:
-        signature = orjson.dumps([entry.config, entry.names], option=orjson.OPT_SORT_KEYS)
-        optimizer = optimizers.get(signature)
-        if optimizer is None:
-            optimizer = optimizers[signature] = Optimizer(entry.config, entry.names)
-        params, slots = split_stored(arrays, entry.names)
-        state = OptimizerState.from_arrays(entry.step, slots, entry.schedule_state)
-        result = optimizer.step(
-            params, state, entry.gradients, loss=entry.loss, partial=entry.partial
-        )
-        if result.skipped:
-            raise CorruptLogError(f"logged step to version {entry.version} did not apply")
-        arrays.update(stored_arrays(params, state))

@@ -1,5 +1,7 @@
-// optaas live view: a session's curves (polling its history) and a schedule designer whose form
-// is generated from the ScheduleSpec schema in /openapi.json, drawn by /v1/schedules/preview.
+// optaas live view: a session's curves (polling its history) and a schedule designer whose
+// forms — the optimizer and the schedule — are generated from the preview's request schema in
+// /openapi.json (every optimizer type and every schedule the API knows), drawn by
+// /v1/schedules/preview.
 //
 // The token is kept in sessionStorage (this tab only) and sent only in the Authorization header
 // of fetch requests: never in a URL, so it cannot reach an access log or the browser history.
@@ -16,6 +18,8 @@
     warmup_steps: 100,
     then: { type: "cosine", total_steps: 900 },
   };
+  const INITIAL_OPTIMIZER = null; // (none): the lr field gives the base rate
+  const NO_OPTIMIZER = "";
 
   // -- HTTP ---------------------------------------------------------------------------------
 
@@ -265,10 +269,22 @@
     return undefined;
   }
 
-  /** One schedule: a type selector and the fields of the chosen type, nested ones included. */
-  function renderUnion(union, value, path, legend) {
+  /** `X | null` as X (a value left empty is null, the default of such fields). */
+  function withoutNull(schema) {
+    const members = schema.anyOf || [];
+    const others = members.filter((member) => member.type !== "null");
+    if (members.length === 2 && others.length === 1) {
+      return { ...deref(others[0]), description: schema.description, default: schema.default };
+    }
+    return schema;
+  }
+
+  /** One schedule or optimizer: a type selector and the chosen type's fields, nested ones
+   * included. With `optional`, a first choice `(none)` reads as undefined. */
+  function renderUnion(union, value, path, legend, { optional = false } = {}) {
     const variants = variantsOf(union);
     const select = element("select", { "data-path": `${path}.type`, "aria-label": `${legend} type` });
+    if (optional) select.append(element("option", { value: NO_OPTIMIZER }, "(none)"));
     for (const type of Object.keys(variants).sort()) select.append(element("option", { value: type }, type));
     select.value = value && value.type in variants ? value.type : "constant" in variants ? "constant" : select.options[0].value;
     const fields = element("div", { class: "fields" });
@@ -276,10 +292,11 @@
     let readers = {};
 
     function build(current) {
-      const variant = variants[select.value];
-      fieldset.title = variant.description || "";
       readers = {};
       fields.replaceChildren();
+      const variant = variants[select.value];
+      if (!variant) return; // (none)
+      fieldset.title = variant.description || "";
       const required = new Set(variant.required || []);
       for (const [name, property] of Object.entries(variant.properties || {})) {
         if (name === "type") continue;
@@ -294,6 +311,7 @@
     return {
       element: fieldset,
       read() {
+        if (!(select.value in variants)) return undefined;
         const spec = { type: select.value };
         for (const [name, read] of Object.entries(readers)) {
           const fieldValue = read();
@@ -348,7 +366,7 @@
   }
 
   function renderField(property, given, path, name, required) {
-    const schema = deref(property);
+    const schema = withoutNull(deref(property));
     const value = startingValue(schema, given);
     const title = schema.description || property.description || "";
     if (isUnion(schema)) {
@@ -361,19 +379,25 @@
     let input;
     let read;
     if (schema.type === "array") {
-      // A list of numbers, typed as "1, 2, 3".
+      // A list of numbers (or nulls, e.g. Adafactor's eps), typed as "1, 2, 3".
       input = element("input", { type: "text", size: 18, "data-path": path, placeholder: "1, 2, 3" });
-      input.value = (value || []).join(", ");
+      input.value = (value || []).map((item) => (item === null ? "null" : item)).join(", ");
       read = () => {
         const text = input.value.trim();
         if (!text) return required ? [] : undefined;
-        return text.split(/[\s,]+/).filter(Boolean).map(Number);
+        return text
+          .split(/[\s,]+/)
+          .filter(Boolean)
+          .map((item) => (item === "null" ? null : Number(item)));
       };
-    } else if (Array.isArray(schema.enum)) {
+    } else if (Array.isArray(schema.enum) || schema.const !== undefined) {
+      // A choice; an optional one (default null) starts empty, which reads as the default.
+      const options = schema.enum || [schema.const];
       input = element("select", { "data-path": path });
-      for (const option of schema.enum) input.append(element("option", { value: option }, option));
-      if (value !== undefined) input.value = value;
-      read = () => input.value;
+      if (schema.default === null) input.append(element("option", { value: "" }, "—"));
+      for (const option of options) input.append(element("option", { value: option }, option));
+      if (value !== undefined && value !== null) input.value = value;
+      read = () => (input.value === "" ? undefined : input.value);
     } else if (schema.type === "boolean") {
       input = element("input", { type: "checkbox", "data-path": path });
       input.checked = Boolean(value);
@@ -396,7 +420,7 @@
     return { element: element("label", { title }, `${name} `, input), read };
   }
 
-  const designer = { root: null, chart: null, timer: null, sequence: 0 };
+  const designer = { root: null, optimizer: null, chart: null, timer: null, sequence: 0 };
 
   function markInvalid(problem) {
     for (const node of document.querySelectorAll("#designer .invalid")) node.classList.remove("invalid");
@@ -413,11 +437,16 @@
     const sequence = ++designer.sequence;
     let body;
     try {
+      const optimizer = designer.optimizer.read();
       body = {
         schedule: designer.root.read(),
-        lr: Number(document.getElementById("designer-lr").value || 1),
         steps: Number(document.getElementById("designer-steps").value || 1),
       };
+      // An optimizer gives the base rate (its lr, or its type's default); else the lr field.
+      const lrInput = document.getElementById("designer-lr");
+      lrInput.disabled = optimizer !== undefined;
+      if (optimizer !== undefined) body.optimizer = optimizer;
+      else body.lr = Number(lrInput.value || 1);
     } catch (error) {
       showStatus("designer-status", `Not valid: ${error.message}`, true);
       return;
@@ -430,10 +459,13 @@
       const steps = preview.lr.map((_, t) => t);
       designer.chart.setData([steps, preview.lr]);
       const finite = preview.lr.filter((rate) => rate !== null);
+      const estimated = preview.estimated
+        ? `; ${body.optimizer.type} multiplies them by the step size it estimates as it runs`
+        : "";
       showStatus(
         "designer-status",
         `${preview.lr.length} rates, from ${finite[0]} to ${finite[finite.length - 1]}; ` +
-          `largest ${Math.max(...finite)}`,
+          `largest ${Math.max(...finite)}${estimated}`,
       );
     } catch (error) {
       if (sequence !== designer.sequence) return;
@@ -457,6 +489,7 @@
       showStatus("designer-status", `The API's schema could not be read: ${error.message}`, true);
       return;
     }
+    setOptimizer(undefined);
     const union = deref(deref(schemas.SchedulePreviewRequest).properties.schedule);
     designer.root = renderUnion(union, INITIAL_SCHEDULE, "schedule", "schedule");
     document.getElementById("designer-fields").replaceChildren(designer.root.element);
@@ -467,8 +500,19 @@
     await drawPreview();
   }
 
-  /** Replace the designer's schedule (for scripts and tests), and draw it. */
-  async function design(schedule) {
+  /** The designer's optimizer form (every type the API knows), `(none)` when `optimizer` is null. */
+  function setOptimizer(optimizer) {
+    const property = deref(schemas.SchedulePreviewRequest).properties.optimizer;
+    const union = deref((property.anyOf || [property]).find((member) => member.type !== "null"));
+    const value = optimizer === undefined ? INITIAL_OPTIMIZER : optimizer;
+    designer.optimizer = renderUnion(union, value, "optimizer", "optimizer", { optional: true });
+    document.getElementById("designer-optimizer").replaceChildren(designer.optimizer.element);
+  }
+
+  /** Replace the designer's schedule (and optimizer: a spec, or null for none) — for scripts and
+   * tests — and draw it. */
+  async function design(schedule, optimizer) {
+    if (optimizer !== undefined) setOptimizer(optimizer);
     const union = deref(deref(schemas.SchedulePreviewRequest).properties.schedule);
     designer.root = renderUnion(union, schedule, "schedule", "schedule");
     document.getElementById("designer-fields").replaceChildren(designer.root.element);
@@ -489,5 +533,6 @@
     colors: COLORS,
     design,
     readSchedule: () => designer.root.read(),
+    readOptimizer: () => designer.optimizer.read(),
   };
 })();

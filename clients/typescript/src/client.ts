@@ -183,10 +183,22 @@ export class Client {
     return Session.fromCreated(this, unwrap(result));
   }
 
-  /** η_0 … η_{steps−1} of `schedule` at base rate `lr` (NaN where not finite). */
-  async previewSchedule(schedule: ScheduleSpec, options: { steps: number; lr?: number }): Promise<Float64Array> {
+  /**
+   * η_0 … η_{steps−1} of `schedule` (NaN where not finite) at base rate `lr`; without it, the
+   * `optimizer`'s (a spec or a type: its type's default lr), else 1.
+   */
+  async previewSchedule(
+    schedule: ScheduleSpec,
+    options: { steps: number; lr?: number; optimizer?: OptimizerSpec | OptimizerSpec["type"] },
+  ): Promise<Float64Array> {
+    const { optimizer } = options;
     const result = await this.api.POST("/v1/schedules/preview", {
-      body: { schedule, steps: options.steps, lr: options.lr ?? 1 },
+      body: {
+        schedule,
+        steps: options.steps,
+        lr: options.lr ?? (optimizer === undefined ? 1 : null),
+        optimizer: typeof optimizer === "string" ? ({ type: optimizer } as OptimizerSpec) : optimizer,
+      },
       bodySerializer: toJson,
     });
     return Float64Array.from(unwrap(result).lr, (rate) => rate ?? Number.NaN);

@@ -16,8 +16,10 @@ export interface paths {
          * Create a session
          * @description A new optimisation run at t = 0 with θ₀ = `params`. Keep the `token`: it is not stored.
          *
-         *     With an `Idempotency-Key` (unique per API key, or per address on a server without keys),
-         *     a retry gets the same session back.
+         *     Large models: send θ₀ as a safetensors file (`Content-Type: application/vnd.safetensors`),
+         *     tensors by name, with the rest of the JSON body as JSON text under `optaas` in its
+         *     `__metadata__`. With an `Idempotency-Key` (unique per API key, or per address on a server
+         *     without keys), a retry gets the same session back.
          */
         post: operations["sessions-create_session"];
         delete?: never;
@@ -332,7 +334,108 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** Adadelta */
+        /**
+         * ASGD
+         * @description ASGD: SGD with its own decaying rate η_t = lr/(1 + λ·lr·t)^α and a decay θ·(1 − λ·η_t),
+         *     averaging the iterates after step t0 (`ax`, the weights to evaluate):
+         *
+         *     θ ← θ·(1 − λ·η) − η·g_t,   ax ← ax + μ·(θ − ax),   μ = 1/max(1, t − t0).
+         *
+         *     Reference: torch.optim.ASGD.
+         */
+        ASGD: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "asgd";
+            /**
+             * Lr
+             * @default 0.01
+             */
+            lr?: number;
+            /**
+             * Lambd
+             * @default 0.0001
+             */
+            lambd?: number;
+            /**
+             * Alpha
+             * @default 0.75
+             */
+            alpha?: number;
+            /**
+             * T0
+             * @default 1000000
+             */
+            t0?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * AdaBelief
+         * @description AdaBelief (optax.adabelief): Adam whose σ² tracks (g − m)², the gradient's deviation from
+         *     its average (see `scale_by_belief`).
+         *
+         *     Reference: optax.adabelief.
+         */
+        AdaBelief: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "adabelief";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * B1
+             * @default 0.9
+             */
+            b1?: number;
+            /**
+             * B2
+             * @default 0.999
+             */
+            b2?: number;
+            /**
+             * Eps
+             * @default 1e-16
+             */
+            eps?: number;
+            /**
+             * Eps Root
+             * @default 1e-16
+             */
+            eps_root?: number;
+            /**
+             * Nesterov
+             * @default false
+             */
+            nesterov?: boolean;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * Adadelta
+         * @description Adadelta: σ_t = sqrt(E[g²]_t + eps) / sqrt(E[Δ²]_{t−1} + eps), m_t = g_t, θ ← θ − η_t·Δ_t
+         *     with Δ_t = g_t/σ_t (both averages with decay ρ).
+         *
+         *     Reference: torch.optim.Adadelta.
+         */
         Adadelta: {
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -366,8 +469,64 @@ export interface components {
             maximize?: boolean;
         };
         /**
+         * Adafactor
+         * @description Adafactor (torch's variant): σ from a factored second moment (row and column factors for
+         *     tensors of 2+ dims), updates clipped to RMS ≤ d, a step relative to θ's scale:
+         *
+         *     u_t = g_t / max(sqrt(V̂_t), eps1),  û_t = u_t / max(1, RMS(u_t)/d)
+         *     θ ← θ·(1 − η_t·λ) − max(eps2, RMS(θ))·min(η_t, 1/sqrt(t))·û_t     (see `tensorwise`).
+         *
+         *     Reference: torch.optim.Adafactor.
+         */
+        Adafactor: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "adafactor";
+            /**
+             * Lr
+             * @default 0.01
+             */
+            lr?: number;
+            /**
+             * Beta2 Decay
+             * @default -0.8
+             */
+            beta2_decay?: number;
+            /**
+             * Eps
+             * @default [
+             *       null,
+             *       0.001
+             *     ]
+             */
+            eps?: [
+                number | null,
+                number
+            ];
+            /**
+             * D
+             * @default 1
+             */
+            d?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
          * Adagrad
-         * @description σ² = Σ g² (`accumulator="sum"`, torch) or the mean of g² (`"mean"`, the lecture's form).
+         * @description Adagrad: m_t = g_t, σ_t = sqrt(Σ g²) (torch) or sqrt(Σ g² / t) (`accumulator: "mean"`,
+         *     the lecture's form); θ ← θ − η_t/(1 + (t−1)·lr_decay) · g_t/(σ_t + eps).
+         *
+         *     Reference: torch.optim.Adagrad.
          */
         Adagrad: {
             /**
@@ -414,7 +573,12 @@ export interface components {
         };
         /**
          * Adam
-         * @description RMSprop plus momentum, bias-corrected.
+         * @description Adam, RMSprop plus momentum with bias correction — momentum first, then σ:
+         *
+         *     m̂_t = EMA_β1(g)/(1 − β1^t),  σ_t = sqrt(EMA_β2(g²)) / sqrt(1 − β2^t)  (running max: amsgrad)
+         *     θ ← θ − η_t · m̂_t/(σ_t + eps)  (− η_t·λ·θ when decoupled, else λ·θ is added to g).
+         *
+         *     Reference: torch.optim.Adam.
          */
         Adam: {
             /**
@@ -466,7 +630,9 @@ export interface components {
         };
         /**
          * AdamW
-         * @description Adam with decoupled weight decay: `θ ← θ − η·λ·θ` before the Adam update.
+         * @description AdamW: Adam with decoupled weight decay, θ ← θ·(1 − η_t·λ) − η_t·m̂_t/(σ_t + eps).
+         *
+         *     Reference: torch.optim.AdamW.
          */
         AdamW: {
             /**
@@ -511,7 +677,14 @@ export interface components {
              */
             maximize?: boolean;
         };
-        /** Adamax */
+        /**
+         * Adamax
+         * @description Adamax: Adam with σ an exponentially weighted infinity norm (no eps added after it):
+         *
+         *     σ_t = max(β2·σ_{t−1}, |g_t| + eps),  θ ← θ − η_t · EMA_β1(g)/(1 − β1^t) / σ_t.
+         *
+         *     Reference: torch.optim.Adamax.
+         */
         Adamax: {
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -544,6 +717,62 @@ export interface components {
              * @default 0
              */
             weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * Adan
+         * @description Adan (optax.adan): Nesterov momentum from gradient differences (see `scale_by_adan`),
+         *     plus λ·θ, times −η_t. `mask` as LAMB's.
+         *
+         *     Reference: optax.adan.
+         */
+        Adan: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "adan";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * B1
+             * @default 0.98
+             */
+            b1?: number;
+            /**
+             * B2
+             * @default 0.92
+             */
+            b2?: number;
+            /**
+             * B3
+             * @default 0.99
+             */
+            b3?: number;
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Eps Root
+             * @default 1e-8
+             */
+            eps_root?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /** Mask */
+            mask?: boolean | null;
             /**
              * Maximize
              * @default false
@@ -666,7 +895,7 @@ export interface components {
                 [key: string]: number[];
             };
             /** Optimizer */
-            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Lion"] | components["schemas"]["Custom"];
+            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Adafactor"] | components["schemas"]["Muon"] | components["schemas"]["Rprop"] | components["schemas"]["ASGD"] | components["schemas"]["SparseAdam"] | components["schemas"]["Lion"] | components["schemas"]["Yogi"] | components["schemas"]["LAMB"] | components["schemas"]["LARS"] | components["schemas"]["AdaBelief"] | components["schemas"]["NovoGrad"] | components["schemas"]["Adan"] | components["schemas"]["ScheduleFreeAdamW"] | components["schemas"]["ScheduleFreeSGD"] | components["schemas"]["Prodigy"] | components["schemas"]["DAdaptAdam"] | components["schemas"]["DAdaptSGD"] | components["schemas"]["DAdaptAdaGrad"] | components["schemas"]["DoG"] | components["schemas"]["LDoG"] | components["schemas"]["Custom"];
             /** Schedule */
             schedule?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
             /**
@@ -733,7 +962,19 @@ export interface components {
         };
         /**
          * Custom
-         * @description The general form itself: `θ ← θ − η_t/(σ_t + eps) · m_t`; null means m_t = g_t or σ_t = 1.
+         * @description The general form itself, θ ← θ − η_t/(σ_t + eps) · m_t, with m and σ both from the
+         *     (pre-processed) gradient g_t:
+         *
+         *     momentum {beta, dampening=0, bias_correction=false}: m_t = β·m_{t−1} + (1 − dampening)·g_t
+         *         from m_0 = 0, divided by (1 − β^t) with bias_correction; null: m_t = g_t.
+         *     sigma {kind, alpha, init="zero", bias_correction=false}: σ_t² = Σ g² ("sum"), Σ g²/t
+         *         ("mean") or v_t = α·v_{t−1} + (1 − α)·g_t² ("ema", init "first_grad": v_1 = g_1²;
+         *         bias_correction: σ_t² = v_t/(1 − α^t)); null: σ_t = 1 and eps is not added.
+         *
+         *     So momentum {β1, dampening β1, bias_correction} + sigma {ema, β2, bias_correction} is Adam,
+         *     sigma {ema, α} alone is RMSprop, momentum {μ} alone is SGD with momentum.
+         *
+         *     Reference: the formula θ ← θ − η_t/(σ_t + eps)·m_t.
          */
         Custom: {
             /**
@@ -766,7 +1007,7 @@ export interface components {
         };
         /**
          * CustomMomentum
-         * @description m_t = β m_{t−1} + (1 − dampening) g_t, optionally divided by (1 − β^{t+1}).
+         * @description The blocks of `custom`'s `momentum` field.
          */
         CustomMomentum: {
             /** Beta */
@@ -784,7 +1025,7 @@ export interface components {
         };
         /**
          * CustomSigma
-         * @description σ_t from the squared gradients: running `sum`, running `mean`, or `ema` with `alpha`.
+         * @description The σ-block of `custom`'s `sigma` field, waiting for `eps`.
          */
         CustomSigma: {
             /**
@@ -805,6 +1046,243 @@ export interface components {
              * @default false
              */
             bias_correction?: boolean;
+        };
+        /**
+         * DAdaptAdaGrad
+         * @description AdaGrad with D-Adapted step size, in its dual-averaging form (slots `alphak` from 1e-6,
+         *     `sk`, `x0`; globals `d`, `gsq_weighted`, `sksq_weighted`, `skl1`), dlr = d·lr,
+         *     ρ = sqrt(alphak) + eps:
+         *
+         *         alphak ← alphak + g²,   sk ← sk + dlr·g
+         *         gsq_weighted ← gsq_weighted + dlr²·Σ_tensors Σ g²/ρ
+         *         sksq_weighted = Σ_tensors Σ sk²/ρ,   skl1 = Σ_tensors ‖sk‖₁   (kept as running sums of
+         *                                                               each step's change, as the reference)
+         *         d̂ = (sksq_weighted − gsq_weighted)/skl1,   d ← max(d, min(d̂, d·growth_rate))
+         *         z = x0 − sk/ρ,   θ ← momentum·θ + (1 − momentum)·z   (θ ← z when momentum = 0)
+         *
+         *     (g includes λ·θ, with the group's λ). lr is the session's: the reference reads the first
+         *     group's. A step with skl1 = 0 moves nothing, as the reference returns early.
+         *
+         *     Reference: dadaptation.DAdaptAdaGrad.
+         */
+        DAdaptAdaGrad: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "dadapt_adagrad";
+            /**
+             * Lr
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Momentum
+             * @default 0
+             */
+            momentum?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Eps
+             * @default 0.000001
+             */
+            eps?: number;
+            /**
+             * D0
+             * @default 0.000001
+             */
+            d0?: number;
+            /** Growth Rate */
+            growth_rate?: number | null;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * DAdaptAdam
+         * @description Adam with D-Adapted step size (slots `exp_avg`, `exp_avg_sq`, `s`; globals `d`,
+         *     `numerator_weighted`, `k`), r a group's `layer_scale`:
+         *
+         *         dlr = d·lr·(sqrt(1 − β2^(k+1))/(1 − β1^(k+1)) if use_bias_correction else 1)
+         *         numerator_weighted ← √β2·numerator_weighted
+         *                              + (1 − √β2)·Σ_tensors r·dlr·⟨g, s/(sqrt(v) + eps)⟩   (v before g)
+         *         m ← β1·m + r·dlr(1 − β1)·g,   v ← β2·v + (1 − β2)·g²,   s ← √β2·s + dlr(1 − √β2)·g
+         *         d̂ = numerator_weighted / ((1 − √β2)·Σ_tensors r·‖s‖₁),   d ← max(d, min(d̂, d·growth_rate))
+         *         θ ← θ − dlr·λ·θ (decouple) − m/(sqrt(v) + eps)
+         *
+         *     (λ·θ added to g when not decoupled). A group with lr 0 sits out; others share the session's
+         *     lr. A step with Σ‖s‖₁ = 0 moves nothing, as the reference returns early.
+         *
+         *     Reference: dadaptation.DAdaptAdam.
+         */
+        DAdaptAdam: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "dadapt_adam";
+            /**
+             * Lr
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Decouple
+             * @default false
+             */
+            decouple?: boolean;
+            /**
+             * Use Bias Correction
+             * @default false
+             */
+            use_bias_correction?: boolean;
+            /**
+             * D0
+             * @default 0.000001
+             */
+            d0?: number;
+            /** Growth Rate */
+            growth_rate?: number | null;
+            /**
+             * Layer Scale
+             * @default 1
+             */
+            layer_scale?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * DAdaptSGD
+         * @description SGD with D-Adapted step size, in its dual-averaging form (slots `s`, `x0`; globals `d`,
+         *     `numerator_weighted`, `g0_norm`), ck = 1 − momentum:
+         *
+         *         g0_norm = ‖g_0‖ over all tensors (the first step's gradient, before weight decay)
+         *         dlr = d·lr/g0_norm
+         *         numerator_weighted ← numerator_weighted + dlr·Σ_tensors ⟨g, s⟩,   s ← s + dlr·g
+         *         d̂ = 2·numerator_weighted/sqrt(Σ_tensors ‖s‖²),   d ← max(d, min(d̂, d·growth_rate))
+         *         z = x0 − s,   θ ← (1 − ck)·θ + ck·z
+         *
+         *     (g includes λ·θ, with the session's λ). The reference's `z` is not kept: it is x0 − s.
+         *     A group with lr 0 sits out the sums; others share the session's lr. Where the reference
+         *     divides by zero — a first gradient of norm 0, or Σ‖s‖² = 0 — the step moves nothing (and
+         *     a first step is tried again with the next gradient).
+         *
+         *     Reference: dadaptation.DAdaptSGD.
+         */
+        DAdaptSGD: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "dadapt_sgd";
+            /**
+             * Lr
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Momentum
+             * @default 0
+             */
+            momentum?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * D0
+             * @default 0.000001
+             */
+            d0?: number;
+            /** Growth Rate */
+            growth_rate?: number | null;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * DoG
+         * @description Distance over Gradients: SGD at η = distance travelled / root of the gradients' squared
+         *     norms, each group's tensors taken as one vector (slot `init_buffer`, θ_0; the group's
+         *     globals `<group>.rbar`, `<group>.G`, 0-d in the session's dtype):
+         *
+         *         rbar_0 = reps_rel·(1 + ‖θ_0‖),   rbar_t = max(rbar_{t−1}, ‖θ_t − θ_0‖)
+         *         G_0 = ‖g_0‖² + eps,               G_t = G_{t−1} + ‖g_t‖²
+         *         η_t = lr·rbar_t/sqrt(G_t)   (the step's `lr`; η_0 = init_eta where given)
+         *         θ ← θ − η_t·g                (g includes λ·θ)
+         *
+         *     `init_eta` sets rbar_0 = 0 (the reference's constructor sets reps_rel to 0 with it): here in
+         *     any group whose `init_eta` is set. Every tensor's gradient is needed in each step (the
+         *     reference's norms take them all), so a partial step is refused.
+         *
+         *     Reference: dog-optimizer DoG.
+         */
+        DoG: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "dog";
+            /**
+             * Reps Rel
+             * @default 0.000001
+             */
+            reps_rel?: number;
+            /**
+             * Lr
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /** Init Eta */
+            init_eta?: number | null;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
         };
         /**
          * Exponential
@@ -831,7 +1309,11 @@ export interface components {
         };
         /**
          * Group
-         * @description Tensors whose names match one of the globs take these hyper-parameter overrides.
+         * @description Tensors whose names match one of the globs, and how they are stepped: with overrides of
+         *     the session's optimizer's hyper-parameters (any of its fields beside `match`, e.g.
+         *     `"lr": 1e-4`), or with an optimizer of their own (`optimizer`, a whole spec, and nothing
+         *     else beside `match`: optax's `multi_transform`). A tensor takes one optimizer type: groups
+         *     of two types matching it are refused.
          */
         Group: {
             /**
@@ -839,6 +1321,11 @@ export interface components {
              * @description Name globs, e.g. `encoder.*`.
              */
             match: string[];
+            /**
+             * Optimizer
+             * @description An optimizer of the group's own, any type, its fields' defaults its own (e.g. `{"type": "muon", "lr": 0.02}` for `*.weight`). PATCH may change its hyper-parameters but not its type (fork the session instead).
+             */
+            optimizer?: (components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Adafactor"] | components["schemas"]["Muon"] | components["schemas"]["Rprop"] | components["schemas"]["ASGD"] | components["schemas"]["SparseAdam"] | components["schemas"]["Lion"] | components["schemas"]["Yogi"] | components["schemas"]["LAMB"] | components["schemas"]["LARS"] | components["schemas"]["AdaBelief"] | components["schemas"]["NovoGrad"] | components["schemas"]["Adan"] | components["schemas"]["ScheduleFreeAdamW"] | components["schemas"]["ScheduleFreeSGD"] | components["schemas"]["Prodigy"] | components["schemas"]["DAdaptAdam"] | components["schemas"]["DAdaptSGD"] | components["schemas"]["DAdaptAdaGrad"] | components["schemas"]["DoG"] | components["schemas"]["LDoG"] | components["schemas"]["Custom"]) | null;
         } & {
             [key: string]: unknown;
         };
@@ -872,6 +1359,160 @@ export interface components {
             type: "inverse_sqrt";
         };
         /**
+         * LAMB
+         * @description LAMB (optax.lamb): Adam's ratio plus λ·θ, scaled per tensor by the trust ratio
+         *     ‖θ‖/‖u‖, then by −η_t. `mask` false leaves the weight decay out (optax's mask, for all the
+         *     group's tensors; null or true: decay them).
+         *
+         *     Reference: optax.lamb.
+         */
+        LAMB: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "lamb";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * B1
+             * @default 0.9
+             */
+            b1?: number;
+            /**
+             * B2
+             * @default 0.999
+             */
+            b2?: number;
+            /**
+             * Eps
+             * @default 0.000001
+             */
+            eps?: number;
+            /**
+             * Eps Root
+             * @default 0
+             */
+            eps_root?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /** Mask */
+            mask?: boolean | null;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * LARS
+         * @description LARS (optax.lars): g + λ·θ, scaled per tensor by c·‖θ‖/(‖g + λθ‖ + eps), by −η_t, then
+         *     momentum (optax's `trace`, slot `trace`, after the rate). The masks, false, leave the decay
+         *     or the trust ratio out for the group's tensors.
+         *
+         *     Reference: optax.lars.
+         */
+        LARS: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "lars";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Weight Decay Mask
+             * @default true
+             */
+            weight_decay_mask?: boolean;
+            /**
+             * Trust Coefficient
+             * @default 0.001
+             */
+            trust_coefficient?: number;
+            /**
+             * Eps
+             * @default 0
+             */
+            eps?: number;
+            /**
+             * Trust Ratio Mask
+             * @default true
+             */
+            trust_ratio_mask?: boolean;
+            /**
+             * Momentum
+             * @default 0.9
+             */
+            momentum?: number;
+            /**
+             * Nesterov
+             * @default false
+             */
+            nesterov?: boolean;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * LDoG
+         * @description Layer-wise DoG: `dog`'s rule for each tensor on its own; `<group>.rbar` and `<group>.G`
+         *     are 1-d, one entry per tensor of the group (in parameter order), and so is η. The step's
+         *     `lr` is the mean η over the first group's elements (each tensor weighted by its size).
+         *
+         *     Reference: dog-optimizer LDoG.
+         */
+        LDoG: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "ldog";
+            /**
+             * Reps Rel
+             * @default 0.000001
+             */
+            reps_rel?: number;
+            /**
+             * Lr
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /** Init Eta */
+            init_eta?: number | null;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
          * Linear
          * @description torch LinearLR.
          */
@@ -899,7 +1540,12 @@ export interface components {
         };
         /**
          * Lion
-         * @description `θ ← θ − η·sign(β₁ m + (1−β₁) g)`, then `m ← β₂ m + (1−β₂) g` (optax / the paper).
+         * @description Lion (Chen et al. 2023, optax's `lion`): σ_t = |c_t|, the sign of an interpolation,
+         *
+         *     c_t = β1·m_{t−1} + (1 − β1)·g_t,   θ ← θ − η_t·(sign(c_t) + λ·θ),
+         *     m_t = β2·m_{t−1} + (1 − β2)·g_t.   Weight decay is decoupled, as in the paper.
+         *
+         *     Reference: optax.lion (the paper's rule).
          */
         Lion: {
             /**
@@ -959,7 +1605,79 @@ export interface components {
              */
             gamma?: number;
         };
-        /** NAdam */
+        /**
+         * Muon
+         * @description Muon, for 2-D tensors: momentum B_t = lerp(B_{t−1}, g_t, 1 − μ) (nesterov: lerp(g_t, B_t,
+         *     μ)), orthogonalised by `ns_steps` Newton–Schulz iterations in the session's dtype, then
+         *
+         *     θ ← θ·(1 − η_t·λ) − η_t·r(shape)·NS(B̃_t)     (r: `adjust_lr_fn`, see `tensorwise`).
+         *
+         *     Reference: torch.optim.Muon.
+         */
+        Muon: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "muon";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * Weight Decay
+             * @default 0.1
+             */
+            weight_decay?: number;
+            /**
+             * Momentum
+             * @default 0.95
+             */
+            momentum?: number;
+            /**
+             * Nesterov
+             * @default true
+             */
+            nesterov?: boolean;
+            /**
+             * Ns Coefficients
+             * @default [
+             *       3.4445,
+             *       -4.775,
+             *       2.0315
+             *     ]
+             */
+            ns_coefficients?: [
+                number,
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-7
+             */
+            eps?: number;
+            /**
+             * Ns Steps
+             * @default 5
+             */
+            ns_steps?: number;
+            /** Adjust Lr Fn */
+            adjust_lr_fn?: ("original" | "match_rms_adamw") | null;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * NAdam
+         * @description NAdam: Adam with Nesterov momentum and its warming schedule μ_t (see `nadam_momentum`);
+         *     σ_t = sqrt(EMA_β2(g²)/(1 − β2^t)), θ ← θ − η_t · u_t/(σ_t + eps).
+         *
+         *     Reference: torch.optim.NAdam.
+         */
         NAdam: {
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1033,6 +1751,55 @@ export interface components {
              * @default 1
              */
             factor?: number;
+        };
+        /**
+         * NovoGrad
+         * @description NovoGrad (optax.novograd): σ² one number per tensor, an average of ‖g‖²; momentum of
+         *     g/σ + λ·θ (see `scale_by_novograd`).
+         *
+         *     Reference: optax.novograd.
+         */
+        NovoGrad: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "novograd";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * B1
+             * @default 0.9
+             */
+            b1?: number;
+            /**
+             * B2
+             * @default 0.25
+             */
+            b2?: number;
+            /**
+             * Eps
+             * @default 0.000001
+             */
+            eps?: number;
+            /**
+             * Eps Root
+             * @default 0
+             */
+            eps_root?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
         };
         /**
          * OneCycle
@@ -1137,7 +1904,105 @@ export interface components {
              */
             power?: number;
         };
-        /** RAdam */
+        /**
+         * Prodigy
+         * @description Adam at the step size d·lr, d estimated over all tensors (slots `exp_avg` — none when
+         *     β1 = 0 —, `exp_avg_sq`, `s`, `p0`; globals `d`, `d_max`, `d_numerator`, `k`):
+         *
+         *         dlr = d·lr·(sqrt(1 − β2^(k+1))/(1 − β1^(k+1)) if use_bias_correction else 1)
+         *         m ← β1·m + d(1 − β1)·g,   v ← β2·v + d²(1 − β2)·g²
+         *         d_numerator ← β3·d_numerator + (d/d0)·dlr·Σ_tensors ⟨g, p0 − θ⟩      (β3 = sqrt(β2))
+         *         s ← β3·s + (d/d0)·dlr·g   (safeguard_warmup: (d/d0)·d·g),   d_denom = Σ_tensors ‖s‖₁
+         *         d̂ = d_coef·d_numerator/d_denom,   d_max ← max(d_max, d̂),   d ← min(d_max, d·growth_rate)
+         *         θ ← θ − dlr·λ·θ (decouple) − dlr·m/(sqrt(v) + d·eps)
+         *
+         *     with d = max(d, d̂) first while d is still d0, and λ·θ added to g instead when not decoupled.
+         *     `p0` is θ_0 and `s` accumulates every `slice_p`-th element only (the reference's memory
+         *     saving). A group with lr 0 sits out the sums; other groups must share the session's lr. A
+         *     step with d_denom = 0 (no gradient yet) moves nothing, as the reference returns early.
+         *     `growth_rate` None is the reference's inf.
+         *
+         *     Reference: prodigyopt.Prodigy.
+         */
+        Prodigy: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "prodigy";
+            /**
+             * Lr
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /** Beta3 */
+            beta3?: number | null;
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Decouple
+             * @default true
+             */
+            decouple?: boolean;
+            /**
+             * Use Bias Correction
+             * @default false
+             */
+            use_bias_correction?: boolean;
+            /**
+             * Safeguard Warmup
+             * @default false
+             */
+            safeguard_warmup?: boolean;
+            /**
+             * D0
+             * @default 0.000001
+             */
+            d0?: number;
+            /**
+             * D Coef
+             * @default 1
+             */
+            d_coef?: number;
+            /** Growth Rate */
+            growth_rate?: number | null;
+            /**
+             * Slice P
+             * @default 1
+             */
+            slice_p?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * RAdam
+         * @description RAdam: Adam whose σ is switched on once tractable and rectified (`scale_by_rectified_rms`);
+         *     until then θ ← θ − η_t · m̂_t (σ_t = 1).
+         *
+         *     Reference: torch.optim.RAdam.
+         */
         RAdam: {
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -1183,7 +2048,11 @@ export interface components {
         };
         /**
          * RMSprop
-         * @description σ² ← α σ² + (1−α) g²; `init="first_grad"` starts from σ₀ = |g₀| (the lecture's form).
+         * @description RMSprop: σ_t² = α·σ_{t−1}² + (1 − α)·g_t² (minus the squared mean of g if centered);
+         *     with momentum, torch's order: σ first, then m_t = μ·m_{t−1} + g_t/(σ_t + eps).
+         *     `init: "first_grad"` is the lecture's σ_1² = g_1².
+         *
+         *     Reference: torch.optim.RMSprop.
          */
         RMSprop: {
             /**
@@ -1282,8 +2151,60 @@ export interface components {
             min_lr?: number;
         };
         /**
+         * Rprop
+         * @description Rprop: σ_t·η_t replaced by a step size per element that grows by η+ while the gradient
+         *     keeps its sign and shrinks by η− when it flips: θ ← θ − sign(g_t)·Δ_t, Δ_1 = lr
+         *     (see `scale_by_rprop`).
+         *
+         *     Reference: torch.optim.Rprop.
+         */
+        Rprop: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "rprop";
+            /**
+             * Lr
+             * @default 0.01
+             */
+            lr?: number;
+            /**
+             * Etas
+             * @default [
+             *       0.5,
+             *       1.2
+             *     ]
+             */
+            etas?: [
+                number,
+                number
+            ];
+            /**
+             * Step Sizes
+             * @default [
+             *       0.000001,
+             *       50
+             *     ]
+             */
+            step_sizes?: [
+                number,
+                number
+            ];
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
          * SGD
-         * @description `m ← μ·m + (1−dampening)·g` (momentum μ = 0: plain gradient descent); `θ ← θ − η·m`.
+         * @description SGD: σ_t = 1, m_t torch's momentum buffer (momentum 0: the lecture's vanilla descent).
+         *
+         *     θ ← θ − η_t·m_t,  m_t = μ·m_{t−1} + (1 − dampening)·g_t  (m_1 = g_1);
+         *     nesterov: θ ← θ − η_t·(g_t + μ·m_t).
+         *
+         *     Reference: torch.optim.SGD.
          */
         SGD: {
             /**
@@ -1307,15 +2228,142 @@ export interface components {
              */
             dampening?: number;
             /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
              * Nesterov
              * @default false
              */
             nesterov?: boolean;
             /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * ScheduleFreeAdamW
+         * @description Schedule-free AdamW: `schedule_free_sgd`'s three sequences, its step direction g/σ with
+         *     Adam's second moment (slot `exp_avg_sq`) and decoupled decay taken at y:
+         *
+         *         v_k = β2·v_{k−1} + (1 − β2)·g²,   σ = sqrt(v_k/(1 − β2^(k+1))) + eps,
+         *         d = g/σ + λ·y,   and the momentum β = β1.
+         *
+         *     Reference: schedulefree.AdamWScheduleFree.
+         */
+        ScheduleFreeAdamW: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "schedule_free_adamw";
+            /**
+             * Lr
+             * @default 0.0025
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
              * Weight Decay
              * @default 0
              */
             weight_decay?: number;
+            /**
+             * Warmup Steps
+             * @default 0
+             */
+            warmup_steps?: number;
+            /**
+             * R
+             * @default 0
+             */
+            r?: number;
+            /**
+             * Weight Lr Power
+             * @default 2
+             */
+            weight_lr_power?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /**
+         * ScheduleFreeSGD
+         * @description Schedule-free SGD: gradient steps on z (slot `z`, from θ_0), the weights to evaluate x
+         *     their weighted average, and θ = y (the stored parameters, where the gradient is taken):
+         *
+         *         d = g + λ·y                                   (weight decay at y)
+         *         z_{k+1} = z_k − γ_k·d
+         *         x_{k+1} = (1 − c_{k+1})·x_k + c_{k+1}·z_{k+1}
+         *         y_{k+1} = (1 − β)·z_{k+1} + β·x_{k+1}          (β = momentum)
+         *
+         *     computed on y alone, as the reference does:
+         *         y ← lerp(y, z_k, c_{k+1}) + γ_k·(β(1 − c_{k+1}) − 1)·d.
+         *     Its group's globals (`<group>.k`, `.lr_max`, `.weight_sum`) give γ and c:
+         *
+         *         γ_k = lr·min(1, (k+1)/warmup_steps)           (the scheduled lr, the step's `lr`)
+         *         lr_max = max_{j≤k} γ_j,   w_k = (k+1)^r · lr_max^weight_lr_power
+         *         weight_sum = Σ_{j≤k} w_j,   c_{k+1} = w_k / weight_sum   (0 while the sum is 0)
+         *
+         *     `eval` gives x = lerp(y, z, 1 − 1/β) (the reference's `eval()`).
+         *
+         *     Reference: schedulefree.SGDScheduleFree.
+         */
+        ScheduleFreeSGD: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "schedule_free_sgd";
+            /**
+             * Lr
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * Momentum
+             * @default 0.9
+             */
+            momentum?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * Warmup Steps
+             * @default 0
+             */
+            warmup_steps?: number;
+            /**
+             * R
+             * @default 0
+             */
+            r?: number;
+            /**
+             * Weight Lr Power
+             * @default 2
+             */
+            weight_lr_power?: number;
             /**
              * Maximize
              * @default false
@@ -1329,6 +2377,12 @@ export interface components {
              * @description η_0 … η_{N−1} (null where not finite).
              */
             lr: (number | null)[];
+            /**
+             * Estimated
+             * @description The optimizer chooses its own step size (the learning-rate-free types): during a run it scales these rates by what it finds (Prodigy's and D-Adaptation's d, DoG's distance over gradients, schedule-free's warm-up); the steps' `lr` reports the result.
+             * @default false
+             */
+            estimated?: boolean;
         };
         /**
          * Sequential
@@ -1369,7 +2423,7 @@ export interface components {
          */
         SessionConfig: {
             /** Optimizer */
-            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Lion"] | components["schemas"]["Custom"];
+            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Adafactor"] | components["schemas"]["Muon"] | components["schemas"]["Rprop"] | components["schemas"]["ASGD"] | components["schemas"]["SparseAdam"] | components["schemas"]["Lion"] | components["schemas"]["Yogi"] | components["schemas"]["LAMB"] | components["schemas"]["LARS"] | components["schemas"]["AdaBelief"] | components["schemas"]["NovoGrad"] | components["schemas"]["Adan"] | components["schemas"]["ScheduleFreeAdamW"] | components["schemas"]["ScheduleFreeSGD"] | components["schemas"]["Prodigy"] | components["schemas"]["DAdaptAdam"] | components["schemas"]["DAdaptSGD"] | components["schemas"]["DAdaptAdaGrad"] | components["schemas"]["DoG"] | components["schemas"]["LDoG"] | components["schemas"]["Custom"];
             /** Schedule */
             schedule?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
             /**
@@ -1432,7 +2486,7 @@ export interface components {
                 [key: string]: number[];
             };
             /** Optimizer */
-            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Lion"] | components["schemas"]["Custom"];
+            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Adafactor"] | components["schemas"]["Muon"] | components["schemas"]["Rprop"] | components["schemas"]["ASGD"] | components["schemas"]["SparseAdam"] | components["schemas"]["Lion"] | components["schemas"]["Yogi"] | components["schemas"]["LAMB"] | components["schemas"]["LARS"] | components["schemas"]["AdaBelief"] | components["schemas"]["NovoGrad"] | components["schemas"]["Adan"] | components["schemas"]["ScheduleFreeAdamW"] | components["schemas"]["ScheduleFreeSGD"] | components["schemas"]["Prodigy"] | components["schemas"]["DAdaptAdam"] | components["schemas"]["DAdaptSGD"] | components["schemas"]["DAdaptAdaGrad"] | components["schemas"]["DoG"] | components["schemas"]["LDoG"] | components["schemas"]["Custom"];
             /** Schedule */
             schedule?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
             /**
@@ -1491,6 +2545,49 @@ export interface components {
              * Format: date-time
              */
             updated_at: string;
+        };
+        /**
+         * SparseAdam
+         * @description SparseAdam: Adam over the rows a sparse gradient touches (the moments of the others stay
+         *     as they are): m ← m + (g − m)(1 − β1), v ← v + (g² − v)(1 − β2),
+         *
+         *     θ ← θ − η_t·sqrt(1 − β2^t)/(1 − β1^t) · m/(sqrt(v) + eps)     (t: the tensor's steps).
+         *     A dense gradient is every row touched.
+         *
+         *     Reference: torch.optim.SparseAdam.
+         */
+        SparseAdam: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "sparse_adam";
+            /**
+             * Lr
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * Betas
+             * @default [
+             *       0.9,
+             *       0.999
+             *     ]
+             */
+            betas?: [
+                number,
+                number
+            ];
+            /**
+             * Eps
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
         };
         /**
          * StateExport
@@ -1693,10 +2790,50 @@ export interface components {
             /** Then */
             then?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
         };
+        /**
+         * Yogi
+         * @description Yogi (optax.yogi): Adam whose σ² moves by −(1 − β2)·sign(v − g²)·g², from moments
+         *     started at 1e-6 and bias-corrected (see `scale_by_yogi`). Not Flower's FedYogi, whose
+         *     moments start at 0 uncorrected: no optaas type is that rule (docs/federated.md).
+         *
+         *     Reference: optax.yogi.
+         */
+        Yogi: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "yogi";
+            /**
+             * Lr
+             * @default 0.01
+             */
+            lr?: number;
+            /**
+             * B1
+             * @default 0.9
+             */
+            b1?: number;
+            /**
+             * B2
+             * @default 0.999
+             */
+            b2?: number;
+            /**
+             * Eps
+             * @default 0.001
+             */
+            eps?: number;
+            /**
+             * Maximize
+             * @default false
+             */
+            maximize?: boolean;
+        };
         /** CreateSession */
         CreateSession: {
             /** Optimizer */
-            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Lion"] | components["schemas"]["Custom"];
+            optimizer: components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Adafactor"] | components["schemas"]["Muon"] | components["schemas"]["Rprop"] | components["schemas"]["ASGD"] | components["schemas"]["SparseAdam"] | components["schemas"]["Lion"] | components["schemas"]["Yogi"] | components["schemas"]["LAMB"] | components["schemas"]["LARS"] | components["schemas"]["AdaBelief"] | components["schemas"]["NovoGrad"] | components["schemas"]["Adan"] | components["schemas"]["ScheduleFreeAdamW"] | components["schemas"]["ScheduleFreeSGD"] | components["schemas"]["Prodigy"] | components["schemas"]["DAdaptAdam"] | components["schemas"]["DAdaptSGD"] | components["schemas"]["DAdaptAdaGrad"] | components["schemas"]["DoG"] | components["schemas"]["LDoG"] | components["schemas"]["Custom"];
             /** Schedule */
             schedule?: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
             /**
@@ -1774,10 +2911,16 @@ export interface components {
             schedule: components["schemas"]["Constant"] | components["schemas"]["StepDecay"] | components["schemas"]["MultiStep"] | components["schemas"]["Exponential"] | components["schemas"]["InverseSqrt"] | components["schemas"]["Linear"] | components["schemas"]["Polynomial"] | components["schemas"]["Cosine"] | components["schemas"]["CosineRestarts"] | components["schemas"]["OneCycle"] | components["schemas"]["Noam"] | components["schemas"]["PiecewiseConstant"] | components["schemas"]["Warmup"] | components["schemas"]["Sequential"] | components["schemas"]["ReduceOnPlateau"];
             /**
              * Lr
-             * @description The base learning rate (1: the schedule's factor itself).
-             * @default 1
+             * @description The base learning rate; left out: the `optimizer`'s lr (its type's default if it gives none), or 1 without one (the schedule's factor itself).
+             * @default null
              */
-            lr?: number;
+            lr?: number | null;
+            /**
+             * Optimizer
+             * @description The optimizer the schedule is for (any type a session takes): its lr is the base rate when `lr` is left out.
+             * @default null
+             */
+            optimizer?: (components["schemas"]["SGD"] | components["schemas"]["Adagrad"] | components["schemas"]["RMSprop"] | components["schemas"]["Adam"] | components["schemas"]["AdamW"] | components["schemas"]["Adamax"] | components["schemas"]["NAdam"] | components["schemas"]["RAdam"] | components["schemas"]["Adadelta"] | components["schemas"]["Adafactor"] | components["schemas"]["Muon"] | components["schemas"]["Rprop"] | components["schemas"]["ASGD"] | components["schemas"]["SparseAdam"] | components["schemas"]["Lion"] | components["schemas"]["Yogi"] | components["schemas"]["LAMB"] | components["schemas"]["LARS"] | components["schemas"]["AdaBelief"] | components["schemas"]["NovoGrad"] | components["schemas"]["Adan"] | components["schemas"]["ScheduleFreeAdamW"] | components["schemas"]["ScheduleFreeSGD"] | components["schemas"]["Prodigy"] | components["schemas"]["DAdaptAdam"] | components["schemas"]["DAdaptSGD"] | components["schemas"]["DAdaptAdaGrad"] | components["schemas"]["DoG"] | components["schemas"]["LDoG"] | components["schemas"]["Custom"]) | null;
             /**
              * Steps
              * @description How many rates: η_0 … η_{N−1}; steps × the schedule's nesting depth may be at most 400000 (a warm-up into a cosine is 2 deep).
@@ -1913,9 +3056,11 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
+        /** @description JSON (`application/json`) or, for large models, a safetensors file (`application/vnd.safetensors`): θ₀ by tensor name (a file whose only tensor is `params` makes the single form), in any number type (cast to the session's dtype); `__metadata__` holds everything else of the JSON body as JSON text under the key `optaas` (`"optaas": "{\"optimizer\": {\"type\": \"adam\"}}"`; absent: every default). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["CreateSession"];
+                "application/vnd.safetensors": Uint8Array;
             };
         };
         responses: {

@@ -49,6 +49,15 @@ describe("create and read", () => {
     assert.equal(await optaas.ready(), true);
   });
 
+  test("a schedule previewed at an optimizer's lr", async () => {
+    const schedule = { type: "exponential" as const, gamma: 0.5 };
+    assert.deepEqual([...(await optaas.previewSchedule(schedule, { steps: 3, lr: 0.2 }))], [0.2, 0.1, 0.05]);
+    // Without lr, the optimizer's: Muon's default 1e-3, or the spec's own.
+    assert.deepEqual([...(await optaas.previewSchedule(schedule, { steps: 2, optimizer: "muon" }))], [1e-3, 5e-4]);
+    const prodigy = { type: "prodigy" as const, lr: 0.5 };
+    assert.deepEqual([...(await optaas.previewSchedule(schedule, { steps: 2, optimizer: prodigy }))], [0.5, 0.25]);
+  });
+
   test("a named float64 session keeps names, shapes, dtype and every default", async () => {
     const session = await optaas.createSession({
       params: { w: tensor(Float64Array.of(0.1, -0.2, 0.3, 0), [2, 2]), b: Float64Array.of(0, 0) },

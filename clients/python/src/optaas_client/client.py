@@ -155,10 +155,22 @@ class Client:
         return Session._from_created(self, response.json())
 
     def preview_schedule(
-        self, schedule: Mapping[str, Any], *, steps: int, lr: float = 1.0
+        self,
+        schedule: Mapping[str, Any],
+        *,
+        steps: int,
+        lr: float | None = None,
+        optimizer: Mapping[str, Any] | str | None = None,
     ) -> np.ndarray:
-        """η_0 … η_{steps−1} of `schedule` at base rate `lr` (NaN where not finite)."""
-        body = {"schedule": dict(schedule), "lr": lr, "steps": steps}
+        """η_0 … η_{steps−1} of `schedule` at base rate `lr` (NaN where not finite); without
+        `lr`, the `optimizer`'s (a spec or a type: its type's default lr), else 1."""
+        body: dict[str, Any] = {"schedule": dict(schedule), "steps": steps}
+        if lr is not None:
+            body["lr"] = lr
+        if optimizer is not None:
+            body["optimizer"] = (
+                {"type": optimizer} if isinstance(optimizer, str) else dict(optimizer)
+            )
         response = self.request("POST", "/v1/schedules/preview", content=json_content(body))
         return np.array(response.json()["lr"], dtype=np.float64)
 

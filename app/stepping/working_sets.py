@@ -30,9 +30,10 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+
+from app.optim import Optimizer
 
 
 @dataclass
@@ -41,8 +42,8 @@ class WorkingSet:
 
     `arrays` are keyed as stored (`param/<tensor>`, `<slot>/<tensor>`); `logged_steps` counts
     the steps kept in the database's step log since its last checkpoint (see
-    `app.store.steplog`); `attachment` is whatever the service keeps with the arrays (its
-    optimizer, with the scratch buffers it reuses), valid for this version only. `cached` says
+    `app.store.steplog`); `optimizer` is the session's optimizer at this version (whose config
+    the version fixes), kept with the scratch buffers it reuses. `cached` says
     whether it came from the cache (False: just read from the database). `shared`: the arrays
     will be updated in place by the next step once this one commits, so an answer that shows
     them after the commit must copy them first.
@@ -52,7 +53,7 @@ class WorkingSet:
     version: int
     arrays: dict[str, np.ndarray]
     logged_steps: int = 0
-    attachment: Any = None
+    optimizer: Optimizer | None = None
     cached: bool = False
     shared: bool = True
 

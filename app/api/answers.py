@@ -1,0 +1,95 @@
+"""Answers of the session endpoints: JSON (orjson, numpy arrays as they are) or safetensors,
+each with the `ETag` of the step it shows; `Location` for new sessions and accepted steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import orjson
+from fastapi import Request
+from pydantic import BaseModel
+
+from app import exports
+from app.api.bodies import JSON_MEDIA_TYPE
+from app.api.conditions import etag
+from app.api.idempotency import Answer
+from app.exports import SessionState
+from app.schemas import CreatedSession, StepAccepted, StepResponse
+from app.service import Stepped
+from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_json, tensors_to_safetensors
+
+
+def json_bytes(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
+    # model_dump in python mode hands numpy arrays through untouched; orjson writes them
+    # (float32 as the shortest text that reads back to the same float32).
+    return orjson.dumps(
+        model.model_dump(exclude=exclude),
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z,
+    )
+
+
+def session_answer(
+    model: BaseModel,
+    step: int,
+    *,
+    status: int = 200,
+    exclude: set[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """A JSON answer that shows a session at `step`: its `ETag` goes with it."""
+    headers = {"Content-Type": JSON_MEDIA_TYPE, "ETag": etag(step), **(headers or {})}
+    return Answer(status, headers, json_bytes(model, exclude=exclude))
+
+
+def accepted_answer(request: Request, session_id: str, accepted: StepAccepted) -> Answer:
+    """202: the gradient is counted toward the next step; `Location` is where to wait for it."""
+    params = request.app.url_path_for("get_params", session_id=session_id)
+    location = f"{params}?wait_for_step={accepted.wait_for_step}"
+    return session_answer(accepted, accepted.step, status=202, headers={"Location": location})
+
+
+def step_response(stepped: Stepped) -> StepResponse:
+    """A step's JSON answer: θ in the session's form (None: not asked for)."""
+    params = stepped.params
+    return StepResponse(
+        step=stepped.step,
+        lr=stepped.lr,
+        params=None if params is None else tensors_to_json(stepped.layout, params),
+        grad_norm=stepped.grad_norm,
+        update_norm=stepped.update_norm,
+        skipped=stepped.skipped,
+    )
+
+
+def step_metadata(result: Stepped) -> dict[str, str]:
+    """A step's numbers as a safetensors answer's `__metadata__`: each as JSON text."""
+    return {
+        name: orjson.dumps(getattr(result, name)).decode()
+        for name in ("step", "lr", "grad_norm", "update_norm", "skipped")
+    }
+
+
+def safetensors_answer(
+    params: Mapping[str, np.ndarray] | None, step: int, metadata: dict[str, str]
+) -> Answer:
+    """A safetensors answer showing a session at `step`: θ by tensor name (none if `params` is
+    None, e.g. `?return=none`) and `metadata`; its `ETag` goes with it."""
+    tensors = {} if params is None else dict(params)
+    headers = {"Content-Type": SAFETENSORS_MEDIA_TYPE, "ETag": etag(step)}
+    return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
+
+
+def created_answer(request: Request, created: CreatedSession) -> Answer:
+    """201 with the new session, its `Location` and `ETag`."""
+    location = request.app.url_path_for("get_session", session_id=str(created.id))
+    return session_answer(created, created.step, status=201, headers={"Location": location})
+
+
+def state_answer(state: SessionState, *, binary: bool) -> Answer:
+    headers = {"ETag": etag(state.step), "Vary": "Accept"}
+    if binary:
+        content_type, body = SAFETENSORS_MEDIA_TYPE, exports.to_safetensors(state)
+    else:
+        content_type, body = JSON_MEDIA_TYPE, exports.to_json(state)
+    return Answer(200, {"Content-Type": content_type, **headers}, body)

@@ -1,0 +1,69 @@
+"""The use-case runner every endpoint shares: one call into the thread pool, one transaction
+that commits before the answer is sent (an acknowledged change is a committed change), and the
+`Idempotency-Key` bookkeeping around it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar, runtime_checkable
+
+from fastapi import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.api.idempotency import Answer, IdempotencyKeeper, Replay
+from app.errors import OptaasError
+from app.optim import OptimError
+from app.store.database import Database
+
+Result = TypeVar("Result")
+
+
+@runtime_checkable
+class Detachable(Protocol):
+    """A result that may show arrays the commit hands on to the next change (a step's θ in a
+    working set): `detached()` gives one that stays as it is, copying only if it must."""
+
+    def detached(self) -> Detachable: ...
+
+
+async def run_use_case(
+    database: Database,
+    use_case: Callable[[Session], Result],
+    answer: Callable[[Result], Answer],
+    *,
+    write: bool,
+    keeper: IdempotencyKeeper | None = None,
+    answer_in_transaction: bool = False,
+) -> Response:
+    """In the thread pool: run `use_case` in one transaction, commit, then answer.
+
+    With an `Idempotency-Key` (`keeper`), the use case names the key's scope, and the answer is
+    made inside the transaction and kept with the change it reports; a repeat of a request
+    that was applied gets the kept answer instead (see `app.api.idempotency`). With
+    `answer_in_transaction` the answer is made before the commit too (when making it is quick,
+    as a safetensors file is). An answer made after the commit gets the result `detached()`
+    if it is `Detachable`: the stepping layer copies θ then if the next step may change it.
+    """
+
+    def run() -> Response:
+        try:
+            with database.transaction(write=write) as db:
+                try:
+                    result = use_case(db)
+                except (OptaasError, OptimError):
+                    if keeper is not None:  # a repeat that fails where its original did not
+                        keeper.replay_if_kept(db)
+                    raise
+                if keeper is not None or answer_in_transaction:
+                    made = answer(result)
+                    if keeper is not None:
+                        keeper.keep(db, made)
+                    return made.response()
+                if isinstance(result, Detachable):
+                    result = result.detached()  # the answer below is made after the commit
+        except Replay as replay:
+            return replay.answer.response(replayed=True)
+        return answer(result).response()
+
+    return await run_in_threadpool(run)

@@ -1,0 +1,162 @@
+"""Sessions created, read and deleted; their parameters, progress and history."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from optaas_state import PARAM_SLOT
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidContent
+from app.optim import Optimizer, OptimizerState, schedule_lrs
+from app.optim.catalog import CHOOSES_ITS_STEP_SIZE
+from app.schemas import (
+    CreatedSession,
+    CreateSession,
+    HistoryPage,
+    ParamsResponse,
+    SchedulePreview,
+    SchedulePreviewRequest,
+    SessionConfig,
+    SessionView,
+)
+from app.service.auth import TOKEN_BYTES, authorized_record, hash_token
+from app.service.records import core_config, session_view, split_arrays, tensor_names
+from app.stepping import SessionArrays, stored_arrays
+from app.store.history import HistoryRepository
+from app.store.models import SessionRecord
+from app.store.repository import SessionRepository
+from app.tensors import Layout, initial_tensors, tensor_field, tensors_to_json
+
+
+def create_session(db: Session, request: CreateSession) -> CreatedSession:
+    """A new session at t = 0: θ₀ from the request, the optimizer's initial state, a new token."""
+    config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
+    layout, params = initial_tensors(request.params, np.dtype(request.dtype))
+    _require_finite(params, layout)
+    optimizer = Optimizer(core_config(config), list(params))
+    state = optimizer.init(params)
+    record, token = add_session(
+        SessionRepository(db), request.name, layout, params, config, state, last_loss=None
+    )
+    return created_session(record, optimizer.lr(state), token)
+
+
+def add_session(
+    repository: SessionRepository,
+    session_name: str | None,
+    layout: Layout,
+    params: Mapping[str, np.ndarray],
+    config: dict[str, Any],
+    state: OptimizerState,
+    *,
+    last_loss: float | None,
+) -> tuple[SessionRecord, str]:
+    """Store a new session (row and arrays) holding θ = `params` and `state`; its token."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    now = datetime.now(UTC)
+    record = SessionRecord(
+        id=uuid.uuid4(),
+        name=session_name,
+        token_hash=hash_token(token),
+        dtype=next(iter(params.values())).dtype.name,
+        layout=layout.value,
+        tensors=[{"name": name, "shape": list(array.shape)} for name, array in params.items()],
+        config=config,
+        step=state.step,
+        schedule_state=state.schedule,
+        last_loss=last_loss,
+        created_at=now,
+        updated_at=now,
+        accumulated=0,
+        accumulated_losses=0,
+        accumulated_loss_sum=None,
+    )
+    repository.add(record)
+    SessionArrays(repository.db).save(record.id, stored_arrays(params, state))
+    return record, token
+
+
+def created_session(record: SessionRecord, lr: float, token: str) -> CreatedSession:
+    return CreatedSession(**session_view(record, lr).model_dump(), token=token)
+
+
+def get_session(db: Session, session_id: str, token: str) -> SessionView:
+    return get_session_view(authorized_record(SessionRepository(db), session_id, token))
+
+
+def get_session_view(record: SessionRecord) -> SessionView:
+    """The session as `GET` shows it, `lr` the rate its next step will use."""
+    optimizer = Optimizer(core_config(record.config), tensor_names(record))
+    state = OptimizerState.from_arrays(record.step, {}, record.schedule_state)
+    return session_view(record, optimizer.lr(state))
+
+
+def delete_session(db: Session, session_id: str, token: str) -> None:
+    repository = SessionRepository(db)
+    record = authorized_record(repository, session_id, token, for_update=True)
+    SessionArrays(db).forget(record.id)
+    repository.delete(record)
+
+
+def get_params(db: Session, session_id: str, token: str) -> ParamsResponse:
+    repository = SessionRepository(db)
+    record = authorized_record(repository, session_id, token)
+    arrays = SessionArrays(db).load(record.id, version=record.version, slot=PARAM_SLOT)
+    params, _ = split_arrays(record, arrays)
+    return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a session is: its step, and the posts received toward the next one."""
+
+    step: int
+    accumulate: int
+    accumulated: int
+
+
+def get_progress(db: Session, session_id: str, token: str) -> Progress:
+    """The session's step and accumulation (one row read: what a waiting request polls)."""
+    record = authorized_record(SessionRepository(db), session_id, token)
+    return Progress(record.step, record.config["accumulate"], record.accumulated)
+
+
+def get_history(db: Session, session_id: str, token: str, *, after: int, limit: int) -> HistoryPage:
+    """Up to `limit` history records of the session with `seq > after`, oldest first."""
+    record = authorized_record(SessionRepository(db), session_id, token)
+    entries, next_cursor = HistoryRepository(db).page(record.id, after=after, limit=limit)
+    return HistoryPage.model_validate(
+        {"records": entries, "next": next_cursor}, from_attributes=True
+    )
+
+
+def preview_schedule(request: SchedulePreviewRequest) -> SchedulePreview:
+    """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them: `lr` if
+    given, else the optimizer's (its type's default where it gives none), else 1. `estimated`
+    says that the optimizer scales these rates by a step size it finds during the run."""
+    schedule = request.schedule.model_dump(mode="json")
+    lr, estimated = request.lr, False
+    if request.optimizer is not None:
+        spec = request.optimizer.model_dump(mode="json")
+        Optimizer({"optimizer": spec}, [])  # the core's value checks, naming the field
+        lr = spec["lr"] if lr is None else lr
+        estimated = spec["type"] in CHOOSES_ITS_STEP_SIZE
+    rates = schedule_lrs(schedule, 1.0 if lr is None else lr, request.steps)
+    return SchedulePreview(
+        lr=[rate if np.isfinite(rate) else None for rate in rates], estimated=estimated
+    )
+
+
+def _require_finite(params: Mapping[str, np.ndarray], layout: Layout) -> None:
+    for name, array in params.items():
+        if not np.isfinite(array).all():
+            where = tensor_field("params", layout, name)
+            detail = f"{where} holds NaN or ±Inf, or values beyond the range of {array.dtype}"
+            raise InvalidContent(detail, tensor=name)

@@ -1,0 +1,224 @@
+"""A step: a gradient applied to the session's working set (or, accumulating, to its sums)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app import observe
+from app.errors import InvalidContent
+from app.optim import OptimError, Optimizer, OptimizerState, StepResult
+from app.schemas import StepAccepted, StepRequest
+from app.service.accumulation import accumulate, accumulates, reset_accumulation
+from app.service.auth import authorized_record
+from app.service.records import core_config, split_arrays, tensor_names
+from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
+from app.store.history import HistoryRepository
+from app.store.models import SessionRecord
+from app.store.repository import SessionRepository
+from app.store.steplog import LoggedStep
+from app.tensors import (
+    Layout,
+    NamedTensors,
+    layout_of,
+    tensors_from_json,
+    tensors_in_dtype,
+)
+
+
+def step(
+    db: Session,
+    session_id: str,
+    token: str,
+    request: StepRequest,
+    *,
+    return_params: bool = True,
+    guard: Callable[[SessionRecord], None] | None = None,
+    history_max_records: int,
+) -> Stepped | StepAccepted:
+    """Apply one gradient: lock the session, take its working set, update it, store the step.
+
+    The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
+    one session are applied one after another, each to the state the previous one left.
+    `guard` runs with the session locked, before anything changes, and may raise to stop the
+    step (the API's `If-Match` and `Idempotency-Key` checks). The step (applied or skipped) is
+    added to the session's history in the same transaction. θ and state come from this
+    process's working set when it holds the session's version (else from the store), and the
+    step writes its gradient to the step log or a checkpoint (`SessionArrays.begin_step`).
+    The answer's θ may be the working set's own arrays (`Stepped.live`).
+
+    With `accumulate` K > 1 the gradient is added to the next step's sums instead
+    (`StepAccepted`), and the K-th applies their mean (`step_accumulated`).
+    """
+    started = time.perf_counter()
+    repository = SessionRepository(db)
+    record = authorized_record(repository, session_id, token, for_update=True)
+    observe.note_step(optimizer=record.config["optimizer"]["type"])
+    if guard is not None:
+        guard(record)
+    grads = gradient_arrays(record, request.gradients)
+    history = HistoryRepository(db, history_max_records)
+    if accumulates(record):
+        return step_accumulated(repository, history, record, request, grads, started, return_params)
+    arrays = SessionArrays(db)
+    working = arrays.working_set(record)
+    optimizer, params, state = working_state(record, working)
+    write = arrays.begin_step(record, working, logged_step(record, request, grads))
+    try:
+        result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
+    except OptimError:
+        write.release()  # the core changed nothing: the working set is as good as before
+        raise
+    write.finish(None if result.skipped else stored_arrays(params, state))
+    if not result.skipped:
+        _advance(repository, record, state, request.loss)
+    _record_step(history, record, request.loss, result, started)
+    return _stepped(record, result, params if return_params else None, live=working.shared)
+
+
+def step_accumulated(
+    repository: SessionRepository,
+    history: HistoryRepository,
+    record: SessionRecord,
+    request: StepRequest,
+    grads: dict[str, np.ndarray],
+    started: float,
+    return_params: bool,
+) -> Stepped | StepAccepted:
+    """A post to a session that accumulates: counted toward the next step (202), or — the K-th
+    — applied with the others as their mean. θ, state and the sums are read from the database
+    and written back in full (a checkpoint: the step log replays the core's update only, not
+    the sums), so a post answered 202 is as durable as a step."""
+    session_arrays = SessionArrays(repository.db)
+    arrays = session_arrays.load(record.id, writable=True)
+    params, slots = split_arrays(record, arrays)
+    batch = accumulate(
+        repository, record, params, arrays, grads, loss=request.loss, partial=request.partial
+    )
+    if isinstance(batch, StepAccepted):
+        return batch
+    mean, loss, partial = batch
+    state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
+    optimizer = Optimizer(core_config(record.config), tensor_names(record))
+    result = optimizer.step(params, state, mean, loss=loss, partial=partial)
+    # A skipped accumulated step still ends its batch.
+    session_arrays.save(record.id, stored_arrays(params, state))
+    reset_accumulation(record)
+    if result.skipped:
+        repository.touch(record)
+    else:
+        _advance(repository, record, state, loss)
+    _record_step(history, record, loss, result, started)
+    return _stepped(record, result, params if return_params else None)
+
+
+def _advance(
+    repository: SessionRepository,
+    record: SessionRecord,
+    state: OptimizerState,
+    loss: float | None,
+) -> None:
+    """The session row after an applied step: t, the schedule's state, the loss, a new version."""
+    record.step = state.step
+    record.schedule_state = state.schedule
+    record.last_loss = loss
+    repository.touch(record)
+
+
+def _stepped(
+    record: SessionRecord,
+    result: StepResult,
+    params: dict[str, np.ndarray] | None,
+    *,
+    live: bool = False,
+) -> Stepped:
+    return Stepped(
+        step=record.step,
+        lr=result.lr,
+        grad_norm=result.grad_norm,
+        update_norm=result.update_norm,
+        skipped=result.skipped,
+        layout=Layout(record.layout),
+        params=params,
+        live=live,
+    )
+
+
+def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, np.ndarray]:
+    """The posted gradients by tensor name, in the session's dtype.
+
+    JSON gradients come in the session's form (one array, or an object of named arrays);
+    a safetensors file's tensors (`NamedTensors`) are by name in either form (the single
+    form's tensor is `params`).
+    """
+    dtype = np.dtype(record.dtype)
+    if isinstance(gradients, NamedTensors):
+        return tensors_in_dtype(gradients, dtype, field="gradients")
+    layout = Layout(record.layout)
+    if layout_of(gradients) is not layout:
+        raise InvalidContent(
+            f"gradients must have the form of this session's params: {_form_name(layout)}",
+            field="gradients",
+        )
+    return tensors_from_json(gradients, dtype, field="gradients")
+
+
+def working_state(
+    record: SessionRecord, working: WorkingSet
+) -> tuple[Optimizer, dict[str, np.ndarray], OptimizerState]:
+    """The session's optimizer (kept with the working set, whose version fixes the config),
+    θ by tensor name and the optimizer state, over the working set's arrays (no copies)."""
+    if working.optimizer is None:
+        working.optimizer = Optimizer(core_config(record.config), tensor_names(record))
+    params, slots = split_arrays(record, working.arrays)
+    return (
+        working.optimizer,
+        params,
+        OptimizerState.from_arrays(record.step, slots, record.schedule_state),
+    )
+
+
+def logged_step(
+    record: SessionRecord, request: StepRequest, grads: dict[str, np.ndarray]
+) -> LoggedStep:
+    """The step's inputs as the core receives them, for the step log."""
+    return LoggedStep(
+        version=record.version + 1,
+        step=record.step,
+        names=tensor_names(record),
+        config=core_config(record.config),
+        schedule_state=dict(record.schedule_state),
+        loss=request.loss,
+        partial=request.partial,
+        gradients=grads,
+    )
+
+
+def _record_step(
+    history: HistoryRepository,
+    record: SessionRecord,
+    loss: float | None,
+    result: StepResult,
+    started: float,
+) -> None:
+    observe.note_step(skipped=result.skipped)
+    history.record_step(
+        record.id,
+        step=record.step,
+        lr=result.lr,
+        loss=loss,
+        grad_norm=result.grad_norm,
+        update_norm=result.update_norm,
+        skipped=result.skipped,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _form_name(layout: Layout) -> str:
+    if layout is Layout.SINGLE:
+        return "one (nested) array"
+    return "an object of named arrays"
