@@ -27,6 +27,10 @@ from app.version import VERSION
 USAGE_ERROR = 2
 """Exit status of a configuration or database that cannot work (argparse's, for bad options)."""
 
+WORKER_HEALTHCHECK_SECONDS = 60
+"""How long uvicorn's supervisor waits for a worker to answer its ping before it kills it (its
+default, 5 s, killed workers still importing numpy and numba on a busy machine, over and over)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -143,6 +147,7 @@ def serve(settings: Settings) -> None:
             ),
             access_log=False,
             http=ProblemHttpProtocol,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         )
     finally:
         if made_here:

@@ -141,6 +141,15 @@ class Settings(BaseSettings):
             "in full (a checkpoint) at least every this many steps. 1: every step rewrites them."
         ),
     )
+    array_chunk_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=1024,
+        le=64 * 1024**2,
+        description=(
+            "The most bytes of an array one database row holds; larger arrays are stored in "
+            "several rows (chunks), written and read chunk by chunk."
+        ),
+    )
     compute_threads: int = Field(
         default_factory=lambda: len(os.sched_getaffinity(0)),
         ge=1,

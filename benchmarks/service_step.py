@@ -74,17 +74,20 @@ class Stepper:
         self.bodies = [gradient_body(gradient, form) for gradient in gradients]
         del gradients
         self.client = server.client()
+        # Created from a safetensors file of θ₀ (settings in its metadata): any size, default
+        # limits; `create_ms` is how long the creation took.
+        body = tensors_to_safetensors({"params": params}, {"optaas": CREATION_SETTINGS})
+        del params
+        started = time.perf_counter()
         created = self.client.post(
-            "/v1/sessions",
-            content=orjson.dumps(
-                {"params": params, "optimizer": {"type": "adam", "lr": 1e-3}},
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            ),
-            headers={"Content-Type": "application/json"},
+            "/v1/sessions", content=body, headers={"Content-Type": SAFETENSORS_MEDIA_TYPE}
         )
+        self.create_ms = (time.perf_counter() - started) * 1000
+        del body
         created.raise_for_status()
         session = created.json()
-        self.url = f"/v1/sessions/{session['id']}/step"
+        self.session_url = f"/v1/sessions/{session['id']}"
+        self.url = f"{self.session_url}/step"
         self.headers = {
             "Authorization": f"Bearer {session['token']}",
             "Content-Type": MEDIA_TYPES[form],
@@ -108,6 +111,7 @@ class Stepper:
 
 
 MEDIA_TYPES = {"json": "application/json", "safetensors": SAFETENSORS_MEDIA_TYPE}
+CREATION_SETTINGS = orjson.dumps({"optimizer": {"type": "adam", "lr": 1e-3}}).decode()
 
 
 def gradient_body(gradient: np.ndarray, form: str) -> bytes:

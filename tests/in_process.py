@@ -28,6 +28,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
 
 from app.api.app import create_app
+from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 
 BASE_URL = "http://optaas.test"
@@ -81,7 +82,8 @@ class _PortalTransport(httpx.BaseTransport):
 class InProcessServer:
     """`create_app(Settings(...))` with its lifespan entered, reached through `client()`.
 
-    `env` takes `OPTAAS_*` variables as `LiveServer` does; keyword `settings` override them.
+    `env` takes `OPTAAS_*` variables as `LiveServer` does; keyword `settings` override them;
+    `clock` is the app's (`tests.fake_clock.FakeClock` to move time by hand).
     The database must be migrated already (`optaas serve` migrates; the app alone does not):
     the `migrated_database_url` fixtures give such databases.
     """
@@ -93,11 +95,13 @@ class InProcessServer:
         database_url: str,
         *,
         env: Mapping[str, str] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         raise_app_exceptions: bool = True,
         **settings: Any,
     ) -> None:
         self.database_url = database_url
         self.settings = settings_from(database_url, env or {}, settings)
+        self.clock = clock
         self.raise_app_exceptions = raise_app_exceptions
         self.app: FastAPI | None = None
         self._portal: BlockingPortal | None = None
@@ -113,7 +117,10 @@ class InProcessServer:
             raise RuntimeError("the in-process server is already running")
         with ExitStack() as stack:
             portal = stack.enter_context(start_blocking_portal())
-            app = create_app(self.settings)
+            # At the stop, requests still under way (a wait on a clock nobody moves) are
+            # cancelled, as a server's connections are closed, instead of being waited for.
+            stack.callback(portal.call, portal.stop, True)
+            app = create_app(self.settings, self.clock)
             lifespan: AbstractContextManager[Any] = portal.wrap_async_context_manager(
                 app.router.lifespan_context(app)
             )

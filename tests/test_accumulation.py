@@ -1,15 +1,19 @@
-"""Synchronous accumulation (`accumulate: K`) and waiting for a step, over real HTTP on SQLite
-and PostgreSQL: K posts — from one worker or K, on one server process or two — averaged and
-applied as one step, durable from the first 202, never counted twice."""
+"""Synchronous accumulation (`accumulate: K`) and waiting for a step, over HTTP on SQLite and
+PostgreSQL: K posts — from one worker or K, on one server or two processes — averaged and
+applied as one step, durable from the first 202, never counted twice. The app runs in this
+process on a clock of the test's (`tests.fake_clock`): a wait times out when the test moves the
+clock, not after real seconds; crashes and two processes use live servers."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
+from app.api.waiting import MAX_POLL_SECONDS
+from tests.fake_clock import FakeClock
+from tests.in_process import InProcessServer
 from tests.support import (
     CoreRun,
     bearer,
@@ -19,6 +23,17 @@ from tests.support import (
     read_tensors,
 )
 from tests.test_observability import scrape, value
+
+
+@pytest.fixture(scope="module")
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def module_app(module_migrated_database_url, clock):
+    with InProcessServer(module_migrated_database_url, clock=clock) as app:
+        yield app
 
 
 @pytest.fixture
@@ -152,16 +167,30 @@ def test_clipping_and_partial_posts_act_on_the_mean(client):
     assert state["w"]["step"] == 1
 
 
-def test_a_worker_that_never_arrives_times_out_saying_so(client, module_migrated_database):
+def test_a_worker_that_never_arrives_times_out_saying_so(
+    client, module_app, module_migrated_database, clock
+):
     session = new_session(client, 3)
     for gradients in ({"w": [1.0, 1.0], "b": [1.0]}, {"w": [2.0, 2.0], "b": [2.0]}):
         assert post(client, session, gradients).status_code == 202
     before = database_snapshot(module_migrated_database, session["id"])
+    answers = []
 
-    started = time.monotonic()
-    response = wait(client, session, 1, 0.5)
-    waited = time.monotonic() - started
+    def waiter() -> None:
+        with module_app.client() as own:
+            answers.append(wait(own, session, 1, 0.5))
 
+    sleepers = clock.sleeping
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    clock.wait_for_sleepers(sleepers + 1)  # the wait has looked once and sleeps till it looks again
+    clock.advance(0.4)
+    clock.wait_for_sleepers(sleepers + 1)
+    assert not answers  # 0.4 s of its clock: still waiting
+    clock.advance(0.1)
+    thread.join(30)
+
+    [response] = answers
     assert response.status_code == 408, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -178,33 +207,34 @@ def test_a_worker_that_never_arrives_times_out_saying_so(client, module_migrated
         "received": 2,
         "missing": 1,
     }
-    assert waited >= 0.5
     assert database_snapshot(module_migrated_database, session["id"]) == before
 
 
-def test_a_waiting_worker_gets_the_parameters_once_the_last_gradient_arrives(client, module_app):
+def test_a_waiting_worker_gets_the_parameters_once_the_last_gradient_arrives(
+    client, module_app, clock
+):
     session = new_session(client, 2)
     assert post(client, session, {"w": [1.0, 1.0], "b": [1.0]}).status_code == 202
     answers = []
 
     def waiter() -> None:
         with module_app.client() as own:
-            started = time.monotonic()
-            response = wait(own, session, 1, 20)
-            answers.append((response, time.monotonic() - started))
+            answers.append(wait(own, session, 1, 20))
 
+    sleepers = clock.sleeping
     thread = threading.Thread(target=waiter)
     thread.start()
-    time.sleep(0.5)
+    clock.wait_for_sleepers(sleepers + 1)
     assert not answers  # still waiting
     assert post(client, session, {"w": [3.0, 1.0], "b": [0.0]}).status_code == 200
+    clock.advance(MAX_POLL_SECONDS)  # the wait looks again within one poll interval
     thread.join(30)
 
-    ((response, waited),) = answers
+    [response] = answers
     assert response.status_code == 200, response.text
     assert response.json() == {"step": 1, "params": {"w": [-1.0, -0.5], "b": [-0.25]}}
     assert response.headers["ETag"] == '"1"'
-    assert waited < 5
+    assert clock.monotonic() < 20  # answered long before its timeout
     already = wait(client, session, 1, 0)  # a step already reached answers at once
     assert already.status_code == 200 and already.json()["step"] == 1
 

@@ -14,6 +14,7 @@ import sys
 
 import httpx
 import numpy as np
+import optaas_client.session
 import pytest
 import torch
 from optaas_client import (
@@ -156,6 +157,7 @@ def test_named_session_steps_like_the_core_and_shows_itself(client):
         session.step({"w": np.zeros((3, 2)), "b": np.zeros(2)})
 
 
+@pytest.mark.slow  # a thousand steps: the client's page size is the server's largest limit
 def test_history_reads_every_page(client):
     session = client.create_session(np.zeros(1), optimizer="sgd")
     for k in range(1005):
@@ -163,6 +165,17 @@ def test_history_reads_every_page(client):
     history = session.history()
     assert [record["step"] for record in history] == list(range(1, 1006))
     assert len(session.history(limit=1002)) == 1002
+
+
+def test_history_follows_the_pages_to_the_end_and_stops_at_its_limit(client, monkeypatch):
+    """The paging of the test above on pages of 4 records: the same loop, in a few steps."""
+    monkeypatch.setattr(optaas_client.session, "HISTORY_PAGE_LIMIT", 4)
+    session = client.create_session(np.zeros(1), optimizer="sgd")
+    for k in range(10):
+        session.step(np.ones(1), return_params=False, loss=float(k))
+    assert [record["step"] for record in session.history()] == list(range(1, 11))
+    assert [record["step"] for record in session.history(limit=6)] == list(range(1, 7))
+    assert [record["step"] for record in session.history(after=8)] == [9, 10]
 
 
 def test_single_array_session_in_float32(client):

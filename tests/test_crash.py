@@ -40,11 +40,19 @@ def stored_state(database_url: str, session_id: str):
         database.dispose()
 
 
-@pytest.mark.parametrize("checkpoint_every", ["1", "100000"], ids=["rewrite", "log"])
+@pytest.mark.parametrize(
+    ("checkpoint_every", "chunk_bytes"),
+    [("1", None), ("100000", None), ("1", "1024"), ("100000", "1024")],
+    ids=["rewrite", "log", "rewrite-chunked", "log-chunked"],
+)
 def test_kill_9_mid_run_keeps_exactly_the_committed_steps(
-    start_server, database_url, checkpoint_every
+    start_server, database_url, checkpoint_every, chunk_bytes
 ):
-    server = start_server(database_url, env={"OPTAAS_CHECKPOINT_EVERY": checkpoint_every})
+    """`chunked`: θ, the state and each logged gradient (3200 bytes) in rows of 1 KiB."""
+    env = {"OPTAAS_CHECKPOINT_EVERY": checkpoint_every}
+    if chunk_bytes is not None:
+        env["OPTAAS_ARRAY_CHUNK_BYTES"] = chunk_bytes
+    server = start_server(database_url, env=env)
     with server.client() as client:
         session = create_session(
             client,

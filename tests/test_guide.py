@@ -56,3 +56,15 @@ def test_every_setting_has_a_row_in_configuration():
     rows = "\n".join(table_rows("configuration.md"))
     for name in Settings.model_fields:
         assert f"`OPTAAS_{name.upper()}`" in rows, name
+
+
+@pytest.mark.parametrize("page", ["README.md", "clients/python/README.md"])
+def test_the_readmes_links_reach_files_that_exist(page):
+    """The READMEs are read outside the guide (on a code host, in a package index), where
+    mkdocs checks nothing: their relative links must still lead somewhere."""
+    path = REPO_ROOT / page
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text())
+    local = [target for target in targets if "://" not in target]
+    assert local
+    for target in local:
+        assert (path.parent / target).exists(), target

@@ -8,12 +8,15 @@ import threading
 import numpy as np
 import pytest
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import delete, inspect, select, text
 
+from app.config import Settings
 from app.stepping import SessionArrays
 from app.store import codec
+from app.store.arrays import CHUNK_BYTES, CorruptChunksError
 from app.store.database import Database
 from app.store.migrate import alembic_config, downgrade, upgrade
+from app.store.models import SessionArray
 from app.store.repository import SessionRepository
 from tests.support import new_record
 
@@ -96,6 +99,7 @@ def test_save_arrays_replaces_every_array(database):
     np.testing.assert_array_equal(loaded["param/a"], [5.0, 5.0])
 
 
+@pytest.mark.slow  # seventy thousand rows on PostgreSQL
 def test_save_arrays_drops_old_keys_whatever_their_number(database):
     """More keys than one statement may bind (PostgreSQL: 65 535 parameters; SQLite: its
     variable limit, lowered here to 999 as stock builds before 3.32 have it)."""
@@ -206,3 +210,75 @@ def test_codec_refuses_dtypes_a_session_cannot_have():
         codec.encode(np.arange(3, dtype=np.int32))
     with pytest.raises(ValueError, match="float16"):
         codec.decode("float16", [1], b"\0\0")
+
+
+def test_large_arrays_are_stored_in_chunks_and_read_back_whole(migrated_database_url):
+    """Rows of at most `chunk_bytes`, as many as the array needs; read back whole and exact,
+    writable on request, whatever the sizes' remainders."""
+    database = Database(migrated_database_url, chunk_bytes=1024)
+    rng = np.random.default_rng(1)
+    arrays = {
+        "param/small": rng.standard_normal(7).astype(np.float32),  # 28 bytes: 1 row
+        "param/exact": rng.standard_normal(256).astype(np.float32),  # 1024 bytes: 1 row
+        "param/over": rng.standard_normal(257).astype(np.float32),  # 1028 bytes: 2 rows
+        "exp_avg/big": rng.standard_normal((10, 50)),  # 4000 bytes: 4 rows
+        "param/empty": np.zeros((0, 3), np.float32),  # 0 bytes: 1 row
+        "step/big": np.array(3, np.int64),
+    }
+    record = new_record()
+    try:
+        with database.transaction(write=True) as db:
+            repository = SessionRepository(db)
+            repository.add(record)
+            SessionArrays(db).save(record.id, arrays)
+        with database.transaction(write=False) as db:
+            rows = db.execute(
+                select(SessionArray.key, SessionArray.chunk, SessionArray.data).where(
+                    SessionArray.session_id == record.id
+                )
+            ).all()
+            loaded = SessionArrays(db).load(record.id)
+            writable = SessionArrays(db).load(record.id, writable=True)
+    finally:
+        database.dispose()
+    chunks = {}
+    for key, chunk, data in rows:
+        assert len(data) <= 1024
+        chunks.setdefault(key, []).append(chunk)
+    assert {key: sorted(numbers) for key, numbers in chunks.items()} == {
+        "param/small": [0],
+        "param/exact": [0],
+        "param/over": [0, 1],
+        "exp_avg/big": [0, 1, 2, 3],
+        "param/empty": [0],
+        "step/big": [0],
+    }
+    for key, array in arrays.items():
+        np.testing.assert_array_equal(loaded[key], array)
+        assert (loaded[key].dtype, loaded[key].shape) == (array.dtype, array.shape)
+        assert not loaded[key].flags.writeable
+        assert writable[key].flags.writeable
+        np.testing.assert_array_equal(writable[key], array)
+
+
+def test_an_array_missing_a_chunk_is_an_error_not_a_shorter_array(migrated_database_url):
+    database = Database(migrated_database_url, chunk_bytes=1024)
+    record = new_record()
+    try:
+        with database.transaction(write=True) as db:
+            repository = SessionRepository(db)
+            repository.add(record)
+            SessionArrays(db).save(record.id, {"param/w": np.zeros(1000)})  # 8 chunks
+            db.execute(
+                delete(SessionArray).where(
+                    SessionArray.session_id == record.id, SessionArray.chunk == 7
+                )
+            )
+        with database.transaction(write=False) as db, pytest.raises(CorruptChunksError):
+            SessionArrays(db).load(record.id)
+    finally:
+        database.dispose()
+
+
+def test_the_default_chunk_size_is_the_settings_default():
+    assert Settings().array_chunk_bytes == CHUNK_BYTES <= 64 * 1024**2

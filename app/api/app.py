@@ -22,6 +22,7 @@ from app.api.errors import install_error_handlers
 from app.api.idempotency import prune_periodically
 from app.api.openapi import build_openapi
 from app.api.pages import install_pages
+from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 from app.store.database import Database
 from app.version import VERSION
@@ -52,8 +53,9 @@ def operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The optaas ASGI app; `settings` default to the environment's (`OPTAAS_*`)."""
+def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+    """The optaas ASGI app; `settings` default to the environment's (`OPTAAS_*`), `clock` is
+    what its retention, pruning and waits read the time from (`app.clock`)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -67,8 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lock_timeout_seconds=settings.lock_timeout_seconds,
             cache_max_bytes=settings.cache_max_bytes,
             checkpoint_every=settings.checkpoint_every,
+            chunk_bytes=settings.array_chunk_bytes,
         )
-        pruning = asyncio.create_task(prune_periodically(app.state.database, settings))
+        pruning = asyncio.create_task(prune_periodically(app.state.database, settings, clock))
         try:
             yield
         finally:
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.clock = clock
     app.state.session_gate = SessionGate()
     app.include_router(sessions.router)
     app.include_router(history.router)

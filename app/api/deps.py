@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.bodies import TensorBody, json_body, prefers_safetensors, tensor_body
+from app.clock import Clock
 from app.config import Settings
 from app.errors import ApiKeyRequired, TokenMissing
 from app.store.database import Database
@@ -67,7 +68,12 @@ def answer_in_safetensors(request: Request) -> bool:
     return prefers_safetensors(request.headers.get("accept"))
 
 
+def get_clock(request: Request) -> Clock:
+    return request.app.state.clock
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 TokenDep = Annotated[str, Depends(session_token)]
 ApiKeyDep = Annotated[str | None, Depends(require_api_key)]

@@ -127,6 +127,18 @@ REQUESTS: dict[str, dict[str, dict[str, Any]]] = {
             "summary": "One array, plain SGD",
             "value": {"params": [1.0, 2.0, 3.0], "optimizer": {"type": "sgd", "lr": 0.1}},
         },
+        "muon-adamw": {
+            "summary": "Muon for the matrices, AdamW for the rest (a group's own optimizer)",
+            "value": {
+                "params": {"layer.weight": [[0.1, -0.2], [0.3, 0.0]], "layer.bias": [0.0, 0.0]},
+                "optimizer": {"type": "adamw", "lr": 3e-4},
+                "groups": [{"match": ["*.weight"], "optimizer": {"type": "muon", "lr": 0.02}}],
+            },
+        },
+        "prodigy": {
+            "summary": "No learning rate to tune: Prodigy estimates its step size",
+            "value": {"params": [1.0, 2.0, 3.0], "optimizer": {"type": "prodigy"}},
+        },
     },
     "sessions-step_session": {
         "named": {
@@ -175,6 +187,14 @@ REQUESTS: dict[str, dict[str, dict[str, Any]]] = {
                 },
                 "lr": 0.1,
                 "steps": 6,
+            },
+        },
+        "optimizer": {
+            "summary": "At an optimizer's lr (its type's default where it gives none)",
+            "value": {
+                "schedule": {"type": "cosine", "total_steps": 1000},
+                "optimizer": {"type": "prodigy"},
+                "steps": 3,
             },
         },
     },
@@ -245,7 +265,10 @@ RESPONSES: dict[str, dict[int, Any]] = {
         }
     },
     "schedules-preview_schedule": {
-        200: {"lr": [0.05, 0.1, 0.1, 0.08535533905932738, 0.05, 0.014644660940672627]}
+        200: {
+            "lr": [0.05, 0.1, 0.1, 0.08535533905932738, 0.05, 0.014644660940672627],
+            "estimated": False,
+        }
     },
     "health-healthz": {200: {"status": "ok"}},
     "health-readyz": {200: {"status": "ok"}},

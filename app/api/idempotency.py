@@ -28,7 +28,6 @@ which the database must not hold in the clear.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import logging
@@ -36,7 +35,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, NoReturn
 
 from cryptography.hazmat.primitives import hashes
@@ -50,6 +49,7 @@ from starlette.responses import Response
 
 from app.api.bodies import read_body
 from app.api.deps import SettingsDep
+from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 from app.errors import IdempotencyKeyExpired, IdempotencyKeyReused, InvalidHeader
 from app.store.database import Database
@@ -121,6 +121,7 @@ class IdempotencyKeeper:
     key: str
     request: RequestIdentity
     ttl: timedelta
+    clock: Clock = SYSTEM_CLOCK
     _scope: str | None = field(default=None, init=False)
     _session_id: uuid.UUID | None = field(default=None, init=False)
 
@@ -152,7 +153,7 @@ class IdempotencyKeeper:
             raise RuntimeError("keep() before scope(): the use case must name the key's scope")
         if not 200 <= answer.status < 300:
             raise ValueError(f"only successful answers are kept, not {answer.status}")
-        now = datetime.now(UTC)
+        now = self.clock.now()
         record = IdempotencyRecord(
             scope=self._scope,
             key_hash=self.key_hash,
@@ -176,7 +177,7 @@ class IdempotencyKeeper:
                 "query or media type); use a new key for a new request"
             )
         kept_until = existing.expires_at
-        if existing.body is None or existing.status is None or kept_until <= datetime.now(UTC):
+        if existing.body is None or existing.status is None or kept_until <= self.clock.now():
             raise IdempotencyKeyExpired(
                 f"the request with this {HEADER} was already applied, and its response is no "
                 "longer kept; nothing was applied now"
@@ -232,7 +233,8 @@ async def idempotency_keeper(
         body=body,
     )
     identity.fingerprint_hex  # noqa: B018  (now: a step may use the body's tensors as scratch)
-    return IdempotencyKeeper(key, identity, timedelta(seconds=settings.idempotency_ttl_seconds))
+    ttl = timedelta(seconds=settings.idempotency_ttl_seconds)
+    return IdempotencyKeeper(key, identity, ttl, request.app.state.clock)
 
 
 IdempotencyDep = Annotated[IdempotencyKeeper | None, Depends(idempotency_keeper)]
@@ -241,12 +243,12 @@ IdempotencyDep = Annotated[IdempotencyKeeper | None, Depends(idempotency_keeper)
 # -- pruning ------------------------------------------------------------------------------
 
 
-def prune(database: Database, settings: Settings) -> tuple[int, int]:
+def prune(database: Database, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> tuple[int, int]:
     """Drop expired answers (their tombstones stay) and forget old tombstones of creations.
 
     In batches, one short write transaction each; returns (answers dropped, records forgotten).
     """
-    now = datetime.now(UTC)
+    now = clock.now()
     cutoff = now - timedelta(seconds=settings.idempotency_tombstone_ttl_seconds)
     dropped = _in_batches(database, lambda records: records.drop_expired_answers(now))
     forgotten = _in_batches(database, lambda records: records.forget_sessionless_before(cutoff))
@@ -268,11 +270,12 @@ def prune_interval_seconds(settings: Settings) -> float:
     return min(60.0, max(1.0, settings.idempotency_ttl_seconds / 2))
 
 
-async def prune_periodically(database: Database, settings: Settings) -> None:
-    """Prune now and then every interval, until cancelled; a failure is logged, not fatal."""
+async def prune_periodically(database: Database, settings: Settings, clock: Clock) -> None:
+    """Prune now and then every interval of `clock`, until cancelled; a failure is logged, not
+    fatal."""
     while True:
         try:
-            await run_in_threadpool(prune, database, settings)
+            await run_in_threadpool(prune, database, settings, clock)
         except SQLAlchemyError as error:
             logger.warning("idempotency pruning failed: %s", str(error).splitlines()[0])
-        await asyncio.sleep(prune_interval_seconds(settings))
+        await clock.sleep(prune_interval_seconds(settings))

@@ -44,6 +44,7 @@ from app.api.bodies import (
 )
 from app.api.conditions import IfMatchDep
 from app.api.deps import (
+    ClockDep,
     DatabaseDep,
     JsonBodyDep,
     SafetensorsAnswerDep,
@@ -260,6 +261,7 @@ async def get_params(
     database: DatabaseDep,
     token: TokenDep,
     settings: SettingsDep,
+    clock: ClockDep,
     binary_answer: SafetensorsAnswerDep,
     wait_for_step: Annotated[
         int | None,
@@ -304,7 +306,7 @@ async def get_params(
 
     if wait_for_step is not None:
         seconds = wait_seconds(timeout, settings)
-        await wait_until_step(database, session_id, token, wait_for_step, seconds)
+        await wait_until_step(database, session_id, token, wait_for_step, seconds, clock)
     elif timeout is not None:
         raise query_problem("timeout", "timeout needs wait_for_step", "missing_dependency")
     return await run_use_case(

@@ -3,13 +3,11 @@ event loop, holding no thread, connection or transaction in between."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from starlette.concurrency import run_in_threadpool
 
 from app import service
 from app.api.errors import validation_problem
+from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 from app.errors import OptaasError, WaitTimedOut
 from app.store.database import Database
@@ -41,26 +39,32 @@ def query_problem(parameter: str, message: str, kind: str) -> OptaasError:
 
 
 async def wait_until_step(
-    database: Database, session_id: str, token: str, target: int, timeout: float
+    database: Database,
+    session_id: str,
+    token: str,
+    target: int,
+    timeout: float,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> None:
     """Return once the session is at step `target` or beyond; `WaitTimedOut` (408) after
-    `timeout` seconds. Each look is one short read transaction in the thread pool; between
-    looks the request holds no thread, connection or transaction (10 ms, doubling to 0.1 s)."""
+    `timeout` seconds of `clock`. Each look is one short read transaction in the thread pool;
+    between looks the request holds no thread, connection or transaction (10 ms, doubling to
+    0.1 s)."""
 
     def look() -> service.Progress:
         with database.transaction(write=False) as db:
             return service.get_progress(db, session_id, token)
 
-    deadline = time.monotonic() + timeout
+    deadline = clock.monotonic() + timeout
     delay = FIRST_POLL_SECONDS
     while True:
         progress = await run_in_threadpool(look)
         if progress.step >= target:
             return
-        remaining = deadline - time.monotonic()
+        remaining = deadline - clock.monotonic()
         if remaining <= 0:
             raise timed_out(progress, target, timeout)
-        await asyncio.sleep(min(delay, remaining))
+        await clock.sleep(min(delay, remaining))
         delay = min(2 * delay, MAX_POLL_SECONDS)
 
 

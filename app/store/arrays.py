@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from app.store.steplog import LoggedStep, entry_key, is_log_key, log_rows, read_
 
 AFTER_COMMIT = "optaas.after_commit"
 """`Session.info` key: actions to run once the session's transaction has committed."""
+
 
 def on_commit(db: Session, action: Callable[[], None]) -> None:
     """Run `action` after `db`'s transaction commits (never if it rolls back)."""
@@ -82,11 +83,13 @@ class DatabaseArrays:
     """Arrays in `session_arrays` rows: a checkpoint and the step log since."""
 
     keeps_committed = False
+    chunk_bytes: int = field(default_factory=lambda: CHUNK_BYTES)
+    """The most bytes of an array in one row (`_chunked`)."""
 
     def read(self, db: Session, session_id: uuid.UUID, *, writable: bool) -> StoredArrays:
         """The checkpoint and the log, read in one statement (one snapshot). With a log the
         checkpoint is writable whatever `writable` says: replaying it updates it in place."""
-        rows = _fetch(db, session_id)
+        rows = _fetch(db, session_id, writable=writable)
         log = [row for row in rows if is_log_key(row[0])]
         writable = writable or bool(log)
         checkpoint = {
@@ -103,7 +106,10 @@ class DatabaseArrays:
         (see `_copy_rows`); otherwise rewritten in place (upsert; on SQLite faster than
         deleting and inserting them).
         """
-        rows = [_row(session_id, key, codec.encode(array)) for key, array in arrays.items()]
+        rows = _chunked(
+            (_row(session_id, key, codec.encode(array)) for key, array in arrays.items()),
+            self.chunk_bytes,
+        )
         if _is_postgresql(db) and _copy_pays(rows):
             db.execute(delete(SessionArray).where(SessionArray.session_id == session_id))
             _copy_rows(db, rows)
@@ -114,7 +120,9 @@ class DatabaseArrays:
 
     def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None:
         """Add `entry`'s rows to the session's log."""
-        rows = [{"session_id": session_id, **row} for row in log_rows(entry)]
+        rows = _chunked(
+            ({"session_id": session_id, **row} for row in log_rows(entry)), self.chunk_bytes
+        )
         if _is_postgresql(db) and _copy_pays(rows):
             _copy_rows(db, rows)
         else:
@@ -156,6 +164,29 @@ def _delete_other_keys(db: Session, session_id: uuid.UUID, kept: Collection[str]
         db.execute(delete(SessionArray).where(of_session, SessionArray.key.in_(batch)))
 
 
+CHUNK_BYTES = 16 * 1024**2
+"""The most bytes of an array one row holds by default (`OPTAAS_ARRAY_CHUNK_BYTES`); a larger
+array takes several rows (`chunk` 0, 1, …). Far below PostgreSQL's 1 GB per value and
+SQLite's 1e9-byte blobs, so any array can be stored; large enough that a row's own cost (a
+statement's parameters, PostgreSQL's TOAST entry) is nothing beside its bytes; and small
+enough that a read holds one row of the database's at a time beside the array it fills (see
+`_joined`)."""
+
+
+def _chunked(rows: Iterable[dict[str, Any]], chunk_bytes: int) -> list[dict[str, Any]]:
+    """Each row of an array as the rows of its chunks: views of its bytes, no copies.
+
+    A key's size never changes within a session (θ's and the slots' shapes are fixed when it
+    is made), so rewriting a key's chunks in place leaves none over.
+    """
+    chunks = []
+    for row in rows:
+        data = memoryview(row["data"]).cast("B")
+        for chunk, start in enumerate(range(0, max(len(data), 1), chunk_bytes)):
+            chunks.append({**row, "chunk": chunk, "data": data[start : start + chunk_bytes]})
+    return chunks
+
+
 def _row(session_id: uuid.UUID, key: str, encoded: codec.EncodedArray) -> dict[str, Any]:
     return {
         "session_id": session_id,
@@ -170,19 +201,21 @@ def _upsert(dialect_insert: Any) -> Any:
     statement = dialect_insert(SessionArray.__table__)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
-        index_elements=["session_id", "key"],
+        index_elements=["session_id", "key", "chunk"],
         set_={"dtype": excluded.dtype, "shape": excluded.shape, "data": excluded.data},
     )
 
 
 _UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
-"""INSERT … ON CONFLICT (session_id, key) DO UPDATE: an array is rewritten where it is (on
-SQLite a quarter faster than deleting and inserting it again)."""
+"""INSERT … ON CONFLICT (session_id, key, chunk) DO UPDATE: an array is rewritten where it is
+(on SQLite a quarter faster than deleting and inserting it again)."""
 
-_COPY = "COPY session_arrays (session_id, key, dtype, shape, data) FROM STDIN (FORMAT BINARY)"
+_COPY = (
+    "COPY session_arrays (session_id, key, chunk, dtype, shape, data) FROM STDIN (FORMAT BINARY)"
+)
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
-_COPY_FIELDS = (5).to_bytes(2, "big")
+_COPY_FIELDS = (6).to_bytes(2, "big")
 _COPY_CHUNK_BYTES = 1 << 20
 
 
@@ -216,6 +249,7 @@ def _copy_rows(db: Session, rows: list[dict[str, Any]]) -> None:
             fields = (
                 row["session_id"].bytes,
                 row["key"].encode(),
+                row["chunk"].to_bytes(4, "big", signed=True),
                 row["dtype"].encode(),
                 orjson.dumps(row["shape"]),
             )
@@ -226,27 +260,82 @@ def _copy_rows(db: Session, rows: list[dict[str, Any]]) -> None:
         copy.write(_COPY_TRAILER)
 
 
-def _fetch(db: Session, session_id: uuid.UUID) -> list[Any]:
-    statement = select(
-        SessionArray.key, SessionArray.dtype, SessionArray.shape, SessionArray.data
-    ).where(SessionArray.session_id == session_id)
+def _fetch(
+    db: Session, session_id: uuid.UUID, *, writable: bool
+) -> list[tuple[str, str, list[int], Any]]:
+    """The session's arrays as (key, dtype, shape, data), each whole; with `writable`, each
+    array's data is a buffer of its own (see `_joined`)."""
+    statement = (
+        select(
+            SessionArray.key,
+            SessionArray.chunk,
+            SessionArray.dtype,
+            SessionArray.shape,
+            SessionArray.data,
+        )
+        .where(SessionArray.session_id == session_id)
+        .order_by(SessionArray.key, SessionArray.chunk)
+    )
     if _is_postgresql(db):
-        return _fetch_binary(db, statement)
-    return list(db.execute(statement).all())
+        return _joined(_stream_binary(db, statement), own=writable)
+    # The connection's result fetches row by row (the ORM session's buffers every row first).
+    return _joined(db.connection().execute(statement), own=writable)
 
 
-def _fetch_binary(db: Session, statement: Select[Any]) -> list[Any]:
-    """Run `statement` on psycopg with a binary cursor, in the session's transaction.
+class CorruptChunksError(RuntimeError):
+    """An array's chunks do not make it whole (a bug, or rows changed by hand)."""
+
+
+def _joined(rows: Iterable[Any], *, own: bool) -> list[tuple[str, str, list[int], Any]]:
+    """Chunk rows, in (key, chunk) order, as one (key, dtype, shape, data) per array.
+
+    The chunks of an array of several — of every array, with `own` — are copied, as they
+    arrive, into one buffer of its own (uninitialised numpy bytes, handed to `codec.decode` as
+    the array's memory, writable), so a read holds the arrays and one row at a time, not the
+    rows and then the arrays too. Otherwise a one-chunk array's data is the row's bytes as
+    they came (a read-only view of them needs no copy at all).
+    """
+    arrays: list[tuple[str, str, list[int], Any]] = []
+    filling: np.ndarray | None = None
+    filled = 0
+    for key, chunk, dtype, shape, data in rows:
+        size = len(memoryview(data).cast("B"))
+        if chunk == 0:
+            _require_whole(arrays, filling, filled)
+            total = codec.nbytes(dtype, shape) if dtype in codec.STORED_DTYPES else size
+            filling, filled = None, size
+            if size != total or (own and dtype in codec.STORED_DTYPES):
+                filling = np.empty(total, np.uint8)
+                filling[:size] = np.frombuffer(data, np.uint8)
+                data = filling
+            arrays.append((key, dtype, shape, data))
+            continue
+        if filling is None or arrays[-1][0] != key or filled + size > filling.size:
+            raise CorruptChunksError(f"chunk {chunk} of {key!r} does not follow its array")
+        filling[filled : filled + size] = np.frombuffer(data, np.uint8)
+        filled += size
+    _require_whole(arrays, filling, filled)
+    return arrays
+
+
+def _require_whole(arrays: list[Any], filling: np.ndarray | None, filled: int) -> None:
+    if filling is not None and filled != filling.size:
+        key = arrays[-1][0]
+        raise CorruptChunksError(f"{key!r} has {filled} of its {filling.size} bytes")
+
+
+def _stream_binary(db: Session, statement: Select[Any]) -> Iterator[Any]:
+    """Rows of `statement` one at a time, from psycopg in binary, in the session's transaction.
 
     psycopg 3 returns results as text by default, and bytea as text is hex: twice the bytes on
-    the wire plus a decoding pass. A binary cursor gets the bytes as they are stored.
+    the wire plus a decoding pass; binary gets the bytes as they are stored. Streamed (libpq's
+    single-row mode), so a session's rows are never all in memory at once.
     """
     connection = db.connection()
     compiled = statement.compile(dialect=connection.dialect)
     driver_connection = connection.connection.driver_connection
-    with driver_connection.cursor(binary=True) as cursor:
-        cursor.execute(str(compiled), compiled.params)
-        return cursor.fetchall()
+    with driver_connection.cursor() as cursor:
+        yield from cursor.stream(str(compiled), compiled.params, binary=True)
 
 
 # -- in memory ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,14 +31,22 @@ def encode(array: np.ndarray) -> EncodedArray:
     )
 
 
+def nbytes(dtype: str, shape: list[int]) -> int:
+    """The bytes of a stored array of `dtype` and `shape`."""
+    return np.dtype(dtype).itemsize * math.prod(shape)
+
+
 def decode(
-    dtype: str, shape: list[int], data: bytes | memoryview, *, writable: bool = False
+    dtype: str, shape: list[int], data: bytes | memoryview | np.ndarray, *, writable: bool = False
 ) -> np.ndarray:
-    """The array back: a read-only view of `data`, or with `writable` a native-order copy."""
+    """The array back: a read-only view of `data`, or with `writable` one the caller may change
+    — a view of `data` itself when that is a writable buffer handed over with it (chunks joined
+    for this read), else a native-order copy."""
     if dtype not in STORED_DTYPES:
         raise ValueError(f"unknown stored dtype {dtype!r}")
     native = np.dtype(dtype)
     array = np.frombuffer(data, dtype=native.newbyteorder("<")).reshape(shape)
-    if writable or array.dtype != native:
+    if array.dtype != native or (writable and not array.flags.writeable):
         return array.astype(native)
+    array.flags.writeable = writable
     return array

@@ -33,6 +33,7 @@ from sqlalchemy.pool import StaticPool
 from app.store.arrays import (
     AFTER_COMMIT,
     ARRAY_STORE,
+    CHUNK_BYTES,
     ArrayStore,
     DatabaseArrays,
     MemoryArrays,
@@ -174,8 +175,9 @@ class Database:
     Any other URL keeps the arrays in the database (`DatabaseArrays`). `cache_max_bytes` and
     `checkpoint_every` are the stepping layer's settings for this database (its working sets
     and how often a step writes a checkpoint: `app.stepping`), which finds them through the
-    sessions' `info` (`DATABASE`). Actions registered with `arrays.on_commit` run after a
-    commit and are dropped on rollback.
+    sessions' `info` (`DATABASE`). Each array is stored in rows of up to `chunk_bytes`
+    (`app.store.arrays`). Actions registered with `arrays.on_commit` run after a commit and
+    are dropped on rollback.
     """
 
     def __init__(
@@ -185,6 +187,7 @@ class Database:
         lock_timeout_seconds: float | None = None,
         cache_max_bytes: int = 0,
         checkpoint_every: int = 1,
+        chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self.memory = is_memory_url(url)
         self.lock_timeout_seconds = lock_timeout_seconds
@@ -197,7 +200,7 @@ class Database:
             self.arrays = MemoryArrays()
         else:
             self.engine = make_engine(url, lock_timeout_seconds)
-            self.arrays = DatabaseArrays()
+            self.arrays = DatabaseArrays(chunk_bytes)
         info = {ARRAY_STORE: self.arrays, DATABASE: self}
         readers = self.engine
         if self.engine.dialect.name == "postgresql":

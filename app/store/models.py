@@ -62,9 +62,12 @@ class SessionRecord(Base):
 
 
 class SessionArray(Base):
-    """One array of a session: θ of a tensor (`param/<tensor>`) or a slot (`<slot>/<tensor>`).
+    """One chunk of an array of a session: θ of a tensor (`param/<tensor>`) or a slot
+    (`<slot>/<tensor>`).
 
-    `data` holds the raw little-endian bytes; `dtype` and `shape` say how to read them.
+    `data` holds raw little-endian bytes: chunk `chunk` (from 0) of the array's bytes in C
+    order, each but the last `app.store.arrays.CHUNK_BYTES` long; `dtype` and `shape` (on
+    every chunk) say how to read the whole.
     """
 
     __tablename__ = "session_arrays"
@@ -73,6 +76,13 @@ class SessionArray(Base):
         Uuid, ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
     )
     key: Mapped[str] = mapped_column(String, primary_key=True)
+    chunk: Mapped[int] = mapped_column(
+        Integer,
+        primary_key=True,
+        default=0,
+        server_default=text("0"),
+        comment="which piece of the array's bytes, from 0",
+    )
     dtype: Mapped[str] = mapped_column(String(16))
     shape: Mapped[list[Any]]
     data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -5088,7 +5088,8 @@ export interface operations {
                      *         0.08535533905932738,
                      *         0.05,
                      *         0.014644660940672627
-                     *       ]
+                     *       ],
+                     *       "estimated": false
                      *     }
                      */
                     "application/json": components["schemas"]["SchedulePreview"];
