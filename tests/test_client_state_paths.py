@@ -1,14 +1,27 @@
 """The Python client on the state paths, against a live server: sparse row gradients (sent and
 received as `SparseRows`; `RemoteOptimizer` with `nn.Embedding(sparse=True)` trains as torch's
 own sparse optimizers do), the eval view (`params(for_eval=True)`, `RemoteOptimizer.eval()` and
-`train()`)."""
+`train()`), exports that carry the learning-rate-free types' globals."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
 import torch
 from optaas_client import Client, RemoteOptimizer, SparseRows
+
+
+@contextlib.contextmanager
+def torch_default_dtype(dtype):
+    """schedulefree keeps its scalars in torch's default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +134,62 @@ def test_the_eval_view_of_a_type_without_one_is_theta_and_eval_mode_refuses_step
     remote.train()
     remote.step()
     assert remote.session.step_count == 2
+
+
+def test_remote_optimizer_eval_swaps_in_schedulefrees_x(client):
+    """A model trained through a schedule_free_adamw session: eval() puts schedulefree's x in
+    the model (1e-7 relative in x − θ₀), train() puts y back, and training goes on."""
+    import schedulefree
+
+    remote_model, local_model = torch.nn.Linear(4, 2).double(), torch.nn.Linear(4, 2).double()
+    local_model.load_state_dict(remote_model.state_dict())
+    start = {name: p.detach().clone() for name, p in remote_model.named_parameters()}
+    remote = RemoteOptimizer(
+        remote_model.named_parameters(),
+        client=client,
+        optimizer={"type": "schedule_free_adamw", "lr": 0.05},
+    )
+    with torch_default_dtype(torch.float64):
+        local = schedulefree.AdamWScheduleFree(local_model.parameters(), lr=0.05)
+    local.train()
+    generator = torch.Generator().manual_seed(4)
+    inputs = torch.randn(32, 4, generator=generator, dtype=torch.float64)
+    targets = torch.randn(32, 2, generator=generator, dtype=torch.float64)
+    for _ in range(20):
+        for model, optimizer in ((remote_model, remote), (local_model, local)):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(inputs), targets).backward()
+            with torch_default_dtype(torch.float64):
+                optimizer.step()
+    remote.eval()
+    local.eval()
+    for (name, ours), theirs in zip(
+        remote_model.named_parameters(), local_model.parameters(), strict=True
+    ):
+        torch.testing.assert_close(
+            ours - start[name], theirs - start[name], rtol=1e-7, atol=1e-12, msg=name
+        )
+    remote.train()
+    y = remote.session.params()
+    for name, tensor in remote_model.named_parameters():
+        np.testing.assert_array_equal(tensor.detach().numpy(), y[name])
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "safetensors"])
+def test_client_exports_carry_the_globals_and_an_import_continues_exactly(
+    client, binary_client, binary
+):
+    rng = np.random.default_rng(2)
+    theta0 = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    grads = [{name: rng.standard_normal(v.shape) for name, v in theta0.items()} for _ in range(20)]
+    session = client.create_session(theta0, optimizer="prodigy")
+    for g in grads[:10]:
+        session.step(g)
+    export = session.export(binary=binary)
+    assert set(export["globals"]) == {"d", "d_max", "d_numerator", "k"}
+    assert int(export["globals"]["k"]) == 10
+    copy = (binary_client if binary else client).import_session(export)
+    for g in grads[10:]:
+        ours, theirs = session.step(g), copy.step(g)
+    for name in theta0:
+        np.testing.assert_array_equal(ours[name], theirs[name])
