@@ -8,6 +8,9 @@ with the targets of issue 5 checked, and a chart.
   `?return=none`, an Idempotency-Key on every step, 1 and 2 server processes per store
   (`memory://` is one process) — `benchmarks/load.py`.
 - Peak server memory during one 1e7-parameter step, per store and form.
+- With `--large`: large models up to 1e8 parameters (`benchmarks/large_models.py`: 24
+  consecutive 1e7 steps per store, time per parameter and peak memory at 1e8, a 1e8 session
+  created from a file with default settings), written to results/large_models.{json,md}.
 
     python benchmarks/performance.py [--quick] [--duration 20] [--large]
 
