@@ -15,13 +15,14 @@ step counts — the service judges against what the optimizer expects (`service.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 from optaas_state import (
     EXPORT_FORMAT,
+    GLOBAL_PREFIX,
     PARAM_SLOT,
     STEP_SLOT,
     FormatError,
@@ -31,6 +32,7 @@ from optaas_state import (
     header_from_metadata,
     header_to_metadata,
     split_export_arrays,
+    split_globals,
 )
 
 from app.errors import InvalidContent
@@ -67,6 +69,10 @@ class SessionState:
     written for conversions to other frameworks; an import ignores it."""
     binary: bool = False
     """Read from a safetensors file: problems name its keys rather than JSON fields."""
+    globals: dict[str, np.ndarray] = field(default_factory=dict)
+    """The learning-rate-free types' global quantities by name (`OptimizerState.globals`; {}
+    for every other type). Read from JSON, in the dtype the numbers suggest: the service casts
+    them to the ones the configuration keeps."""
 
     def param_field(self, tensor: str) -> str:
         """Where θ of `tensor` sits in the export (for error messages)."""
@@ -77,6 +83,10 @@ class SessionState:
     def slot_field(self, tensor: str, slot: str) -> str:
         """Where a slot of `tensor` sits in the export (for error messages)."""
         return array_key(slot, tensor) if self.binary else f"state.{tensor}.{slot}"
+
+    def global_field(self, name: str) -> str:
+        """Where a global quantity sits in the export (for error messages)."""
+        return GLOBAL_PREFIX + name if self.binary else f"globals.{name}"
 
     def header(self) -> dict[str, Any]:
         """Everything but the arrays, as JSON values (a non-finite loss as null)."""
@@ -104,13 +114,14 @@ def to_json(state: SessionState) -> bytes:
         **state.header(),
         "params": tensors_to_json(state.layout, state.params),
         "state": {name: tensors_to_json(Layout.NAMED, state.slots[name]) for name in state.tensors},
+        "globals": tensors_to_json(Layout.NAMED, state.globals),
     }
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def to_safetensors(state: SessionState) -> bytes:
     """The safetensors export: arrays keyed as stored, the header as string metadata."""
-    arrays = export_arrays(state.tensors, state.params, state.slots)
+    arrays = export_arrays(state.tensors, state.params, state.slots, state.globals)
     return tensors_to_safetensors(arrays, header_to_metadata(state.header()))
 
 
@@ -137,7 +148,27 @@ def from_document(document: StateExport) -> SessionState:
         }
         for name, slot_values in document.state.items()
     }
-    return _state(document, params, slots, binary=False)
+    globals_ = {name: _global_from_json(value, name) for name, value in document.globals.items()}
+    return _state(document, params, slots, binary=False, globals_=globals_)
+
+
+def _global_from_json(value: Any, name: str) -> np.ndarray:
+    """A global quantity as JSON gives it: integers as int64, other numbers as float64 (the
+    service casts them to the dtype the configuration keeps)."""
+    where = f"globals.{name}"
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf" or array.ndim > 1:
+        raise InvalidContent(
+            f"{where} must be a number or an array of numbers (a global quantity is 0-d or 1-d)",
+            field=where,
+        )
+    try:
+        return array.astype(np.int64 if array.dtype.kind in "iu" else np.float64)
+    except OverflowError:
+        raise InvalidContent(f"{where} holds an integer beyond int64", field=where) from None
 
 
 def _slot_from_json(value: Any, dtype: np.dtype, tensor: str, slot: str) -> np.ndarray:
@@ -167,12 +198,13 @@ def header_document(metadata: Mapping[str, str]) -> dict[str, Any]:
 def from_safetensors(header: StateHeader, arrays: Mapping[str, np.ndarray]) -> SessionState:
     """A safetensors export: θ from `param/<tensor>`, slots from `<slot>/<tensor>` (arrays keep
     the file's dtypes; the service checks them)."""
+    arrays, globals_ = split_globals(arrays)
     try:
         params, slots = split_export_arrays(arrays, header.tensors)
     except FormatError as error:
         extras = {} if error.tensor is None else {"tensor": error.tensor}
         raise InvalidContent(error.detail, field=error.field, **extras) from None
-    return _state(header, params, slots, binary=True)
+    return _state(header, params, slots, binary=True, globals_=globals_)
 
 
 def _state(
@@ -181,6 +213,7 @@ def _state(
     slots: dict[str, dict[str, np.ndarray]],
     *,
     binary: bool,
+    globals_: dict[str, np.ndarray],
 ) -> SessionState:
     return SessionState(
         id=header.id,
@@ -196,4 +229,5 @@ def _state(
         params=params,
         slots=slots,
         binary=binary,
+        globals=globals_,
     )

@@ -60,11 +60,46 @@ TENSORS_SCHEMA: dict[str, Any] = {
         {"type": "object", "additionalProperties": {"$ref": f"{COMPONENTS}Tensor"}},
     ],
 }
-EXTRA_COMPONENTS = {"Tensor": TENSOR_SCHEMA}
+SPARSE_ROWS_SCHEMA: dict[str, Any] = {
+    "title": "SparseRows",
+    "description": (
+        "Some rows of a tensor's first axis (2+ dimensions): `values[k]` belongs to row "
+        "`rows[k]`, `values` has shape `[len(rows), *shape[1:]]`. As a gradient (types that "
+        "take sparse rows: `sparse_adam`, `adagrad`, `sgd` without momentum) the rows a batch "
+        "touched, repeated rows summed; in an answer, the rows the step changed."
+    ),
+    "type": "object",
+    "properties": {
+        "rows": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "values": {"$ref": f"{COMPONENTS}Tensor"},
+    },
+    "required": ["rows", "values"],
+    "additionalProperties": False,
+}
+GRADIENTS_SCHEMA: dict[str, Any] = {
+    "title": "Gradients",
+    "description": (
+        "Tensors in the session's form (one tensor named `params`, or an object of named "
+        "tensors), where a tensor may be given as sparse rows."
+    ),
+    "anyOf": [
+        {"$ref": f"{COMPONENTS}Tensor"},
+        {"$ref": f"{COMPONENTS}SparseRows"},
+        {
+            "type": "object",
+            "additionalProperties": {
+                "anyOf": [{"$ref": f"{COMPONENTS}Tensor"}, {"$ref": f"{COMPONENTS}SparseRows"}]
+            },
+        },
+    ],
+}
+EXTRA_COMPONENTS = {"Tensor": TENSOR_SCHEMA, "SparseRows": SPARSE_ROWS_SCHEMA}
 """Components that the OpenAPI document adds beside the models' own (see `app.api.openapi`)."""
 
 # Inline (not a bare $ref): pydantic resolves a field's top-level $ref against its own definitions.
 Tensors = Annotated[Any, WithJsonSchema(TENSORS_SCHEMA)]
+Gradients = Annotated[Any, WithJsonSchema(GRADIENTS_SCHEMA)]
+"""Tensors where a tensor may be sparse rows: a step's gradients, and its answer's θ."""
 
 
 class Spec(BaseModel):
@@ -397,7 +432,12 @@ class CreateSession(SessionConfig):
 
 
 class StepRequest(Spec):
-    gradients: Tensors = Field(description="∂loss/∂θ, in the form of the session's params.")
+    gradients: Gradients = Field(
+        description=(
+            "∂loss/∂θ, in the form of the session's params; a tensor's may be sparse rows "
+            '(`{"rows": [...], "values": [...]}`).'
+        )
+    )
     loss: Float | None = Field(default=None, description="Recorded with the step.")
     partial: Bool = Field(
         default=False,
@@ -442,7 +482,13 @@ class StepResponse(BaseModel):
 
     step: int = Field(description="t after this step.")
     lr: float | None = Field(description="η of this step.")
-    params: Tensors | None = Field(default=None, description="θ after this step.")
+    params: Gradients | None = Field(
+        default=None,
+        description=(
+            "θ after this step; a tensor stepped by sparse rows shows only the rows it changed "
+            "(`?return=full`: whole)."
+        ),
+    )
     grad_norm: float | None = Field(
         description="‖g‖₂ over all tensors, before clipping; null if g was not finite."
     )
@@ -516,6 +562,13 @@ STATE_SCHEMA: dict[str, Any] = {
 }
 
 
+GLOBALS_SCHEMA: dict[str, Any] = {
+    "title": "Globals",
+    "type": "object",
+    "additionalProperties": {"$ref": f"{COMPONENTS}Tensor"},
+}
+
+
 class StateHeader(Spec):
     """Everything of an export but its arrays (a safetensors export keeps it in `__metadata__`)."""
 
@@ -558,6 +611,14 @@ class StateExport(StateHeader):
     params: Tensors = Field(description="θ_t, in the session's form.")
     state: Annotated[dict[str, dict[str, Any]], WithJsonSchema(STATE_SCHEMA)] = Field(
         description="Tensor name → slot name → value."
+    )
+    globals: Annotated[dict[str, Any], WithJsonSchema(GLOBALS_SCHEMA)] = Field(
+        default_factory=dict,
+        description=(
+            "The learning-rate-free types' global quantities (Prodigy's `d`, schedule-free's "
+            "`optimizer.weight_sum`, DoG's `optimizer.rbar`, …): name → number or array; {} "
+            "for the other types."
+        ),
     )
 
 

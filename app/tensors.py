@@ -4,12 +4,17 @@ A session's parameters are either one array — the `single` layout, whose tenso
 `params` — or an object of named arrays — the `named` layout. A tensor is a number (0-d) or a
 nested array of numbers whose nesting gives the shape. Numbers are read straight into the
 session's dtype; anything else (strings, null, objects, ragged nesting) is refused.
+
+A gradient may instead be *sparse rows* (an embedding table's): `{"rows": [i, …], "values":
+[[…], …]}` in JSON, where the tensor's array would be, and in a safetensors file the integer
+vector `rows/<tensor>` beside `<tensor>` holding the values. Answers show the rows a step
+changed the same way (`SparseRows`, written by `tensors_to_json` and `tensors_by_name`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +26,7 @@ from optaas_state import SINGLE_TENSOR_NAME
 from optaas_state import tensors_to_safetensors as tensors_to_safetensors
 
 from app.errors import InvalidContent, MalformedBody, PayloadTooLarge
+from app.optim import SparseRows
 
 # The single layout's tensor name, the safetensors media type, dtypes and writer are
 # `optaas_state`'s (shared with the Python client); the reader below is the server's own, built
@@ -136,8 +142,10 @@ def tensor_field(field: str, layout: Layout, name: str) -> str:
     return field if layout is Layout.SINGLE else f"{field}.{name}"
 
 
-def tensors_to_json(layout: Layout, arrays: dict[str, np.ndarray]) -> Any:
-    """The form the session was created with, ready for orjson (`OPT_SERIALIZE_NUMPY`)."""
+def tensors_to_json(layout: Layout, arrays: Mapping[str, np.ndarray | SparseRows]) -> Any:
+    """The form the session was created with, ready for orjson (`OPT_SERIALIZE_NUMPY`). A
+    tensor given as `SparseRows` (the rows a step changed) stays one: written as `{"rows",
+    "values"}` when serialised, and told apart from named tensors by `tensors_by_name`."""
     if layout is Layout.SINGLE:
         return _jsonable(arrays[SINGLE_TENSOR_NAME])
     return {name: _jsonable(array) for name, array in arrays.items()}
@@ -145,15 +153,151 @@ def tensors_to_json(layout: Layout, arrays: dict[str, np.ndarray]) -> Any:
 
 def tensors_by_name(value: Any) -> dict[str, np.ndarray]:
     """`tensors_to_json`'s result back by tensor name (the single form's tensor is `params`),
-    0-d tensors as 0-d arrays again: what a safetensors file of them holds."""
-    if isinstance(value, dict):
-        return {name: np.asarray(item) for name, item in value.items()}
-    return {SINGLE_TENSOR_NAME: np.asarray(value)}
+    0-d tensors as 0-d arrays again: what a safetensors file of them holds. A tensor of sparse
+    rows is two arrays: its values under its name and its rows under `rows/<name>`."""
+    by_name = value if isinstance(value, dict) else {SINGLE_TENSOR_NAME: value}
+    arrays: dict[str, np.ndarray] = {}
+    for name, item in by_name.items():
+        if isinstance(item, SparseRows):
+            arrays[rows_key(name)] = np.asarray(item.rows, np.int64)
+            arrays[name] = np.asarray(item.values)
+        else:
+            arrays[name] = np.asarray(item)
+    return arrays
 
 
-def _jsonable(array: np.ndarray) -> Any:
+def _jsonable(array: np.ndarray | SparseRows) -> Any:
     # orjson serialises numpy arrays of one or more dimensions and numpy scalars, not 0-d arrays.
+    if isinstance(array, SparseRows):
+        return array
     return array[()] if array.ndim == 0 else array
+
+
+# -- sparse rows ------------------------------------------------------------------------------
+
+ROWS_FIELDS = frozenset({"rows", "values"})
+"""The members of a sparse row gradient in JSON: `{"rows": [i, …], "values": [[…], …]}`."""
+ROWS_PREFIX = "rows/"
+"""A safetensors file's `rows/<tensor>`: the rows whose values `<tensor>` holds."""
+
+
+def rows_key(tensor: str) -> str:
+    """Where a safetensors file keeps the rows of `tensor`'s sparse gradient."""
+    return ROWS_PREFIX + tensor
+
+
+def is_rows_form(value: Any) -> bool:
+    """Whether a JSON value is a sparse row gradient: an object of exactly `rows` and
+    `values` (a tensor's gradient is otherwise a number or an array, never an object)."""
+    return isinstance(value, dict) and value.keys() == ROWS_FIELDS
+
+
+def gradients_from_json(
+    value: Any, layout: Layout, dtype: np.dtype, *, field: str
+) -> dict[str, np.ndarray | SparseRows]:
+    """The gradients of a JSON step body by tensor name: arrays of `dtype`, or `SparseRows`
+    for tensors given as `{"rows", "values"}`.
+
+    The session's layout decides what an object is: in the single form an object can only be
+    sparse rows of `params`; in the named form the top-level object names the tensors, and
+    each of its values is an array or sparse rows. A body of the other form is a 422.
+    """
+    if layout is Layout.SINGLE and is_rows_form(value):
+        return {SINGLE_TENSOR_NAME: rows_from_json(value, dtype, field=field)}
+    if layout_of(value) is not layout:
+        form = "one (nested) array" if layout is Layout.SINGLE else "an object of named arrays"
+        raise InvalidContent(
+            f"{field} must have the form of this session's params: {form}", field=field
+        )
+    if layout is Layout.SINGLE:
+        return {SINGLE_TENSOR_NAME: tensor_from_json(value, dtype, field=field)}
+    if not value:
+        raise InvalidContent(f"{field} is an empty object; give at least one tensor", field=field)
+    gradients: dict[str, np.ndarray | SparseRows] = {}
+    for name, item in value.items():
+        _check_tensor_name(name, field)
+        where = tensor_field(field, Layout.NAMED, name)
+        if isinstance(item, dict):
+            gradients[name] = rows_from_json(item, dtype, field=where, tensor=name)
+        else:
+            gradients[name] = tensor_from_json(item, dtype, field=where, tensor=name)
+    return gradients
+
+
+def rows_from_json(
+    value: Any, dtype: np.dtype, *, field: str, tensor: str = SINGLE_TENSOR_NAME
+) -> SparseRows:
+    """`{"rows": [i, …], "values": [[…], …]}` as `SparseRows`: rows an int64 vector of JSON
+    integers (no booleans, no fractions), values an array of `dtype`. Whether they fit the
+    tensor (rows in range, values of shape `(len(rows), *shape[1:])`) the core checks."""
+    if not is_rows_form(value):
+        raise InvalidContent(
+            f"{field} must be an array of numbers, or sparse rows: an object of exactly "
+            '"rows" and "values"',
+            field=field,
+            tensor=tensor,
+        )
+    rows = value["rows"]
+    if not isinstance(rows, list) or not all(type(row) is int for row in rows):
+        raise InvalidContent(
+            f"{field}.rows must be an array of integers (row indices of the tensor's first axis)",
+            field=f"{field}.rows",
+            tensor=tensor,
+        )
+    try:
+        row_array = np.array(rows, dtype=np.int64)
+    except OverflowError:
+        raise InvalidContent(
+            f"{field}.rows holds an integer beyond int64: no tensor has such a row",
+            field=f"{field}.rows",
+            tensor=tensor,
+        ) from None
+    values = tensor_from_json(value["values"], dtype, field=f"{field}.values", tensor=tensor)
+    return SparseRows(row_array, values)
+
+
+def gradients_from_safetensors(
+    tensors: Mapping[str, np.ndarray], names: Collection[str], dtype: np.dtype, *, field: str
+) -> dict[str, np.ndarray | SparseRows]:
+    """A safetensors step body's gradients by tensor name: each tensor cast to `dtype`, and a
+    tensor with an integer vector `rows/<tensor>` beside it taken as sparse rows (its values).
+
+    `names` are the session's tensors: a key `rows/<x>` that is itself one of them is a
+    gradient like any other. Rows that are not integers, or that have no values beside them,
+    are a 422 naming the tensor.
+    """
+    rows: dict[str, np.ndarray] = {}
+    dense: dict[str, np.ndarray] = {}
+    for key, array in tensors.items():
+        if key.startswith(ROWS_PREFIX) and key not in names:
+            rows[key.removeprefix(ROWS_PREFIX)] = array
+        else:
+            dense[key] = array
+    gradients: dict[str, np.ndarray | SparseRows] = dict(
+        tensors_in_dtype(dense, dtype, field=field)
+    )
+    for tensor, indices in rows.items():
+        if tensor not in gradients:
+            raise InvalidContent(
+                f"{field} has {rows_key(tensor)!r} but no tensor {tensor!r} holding its values",
+                field=rows_key(tensor),
+                tensor=tensor,
+            )
+        if indices.dtype.kind not in "iu" or indices.ndim != 1:
+            raise InvalidContent(
+                f"{rows_key(tensor)!r} must be a vector of integers (got {indices.dtype.name}, "
+                f"{indices.ndim}-d): the rows of {tensor!r} its values belong to",
+                field=rows_key(tensor),
+                tensor=tensor,
+            )
+        if indices.dtype == np.uint64 and indices.size and int(indices.max()) >= 2**63:
+            raise InvalidContent(
+                f"{rows_key(tensor)!r} holds a row beyond int64: no tensor has such a row",
+                field=rows_key(tensor),
+                tensor=tensor,
+            )
+        gradients[tensor] = SparseRows(indices.astype(np.int64), gradients[tensor])
+    return gradients
 
 
 class NamedTensors(dict[str, np.ndarray]):

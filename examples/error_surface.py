@@ -7,6 +7,13 @@ from +1 to −1 forever while y creeps in; Adagrad (σ the root mean square of e
 the lecture's form) reaches the minimum at once, but as its σ shrinks its steps grow until they
 burst out again; the decay η_t = η/√(t+1) tames the bursts; RMSProp and Adam for comparison.
 
+The lecture asks how to set η automatically; the figure's second row is the modern answer: the
+learning-rate-free types at their defaults, no η chosen for this surface — Prodigy and
+D-Adaptation estimate the step size from the distance travelled, DoG takes distance over
+gradients, schedule-free AdamW needs no schedule — each posted the same number of steps, with
+the step size each chose and the point where it lands (the weights to evaluate: schedule-free's
+x, θ for the others).
+
 Run a server (`optaas serve`), then:
 
     python examples/error_surface.py [--url http://127.0.0.1:8000] [--steps 300 | --quick]
@@ -47,6 +54,14 @@ RUNS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
     ("Adam, η = 0.05", {"type": "adam", "lr": 0.05}, None),
 ]
 COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
+LEARNING_RATE_FREE: list[tuple[str, dict[str, Any]]] = [
+    ("Prodigy", {"type": "prodigy"}),
+    ("D-Adaptation Adam", {"type": "dadapt_adam"}),
+    ("DoG", {"type": "dog"}),
+    ("schedule-free AdamW", {"type": "schedule_free_adamw"}),
+]
+"""The second row: each at its defaults — nothing chosen for this surface."""
+LEARNING_RATE_FREE_COLOURS = ["#e377c2", "#8c564b", "#17becf", "#bcbd22"]
 
 
 def error(theta: np.ndarray) -> float:
@@ -58,9 +73,16 @@ def gradient(theta: np.ndarray) -> np.ndarray:
 
 
 def descend(
-    client: Client, optimizer: dict[str, Any], schedule: dict[str, Any] | None, steps: int
+    client: Client,
+    optimizer: dict[str, Any],
+    schedule: dict[str, Any] | None,
+    steps: int,
+    *,
+    landing: bool = False,
 ) -> dict[str, list]:
-    """θ_0 … θ_steps on E, each step posted to a session of its own (deleted afterwards)."""
+    """θ_0 … θ_steps on E, each step posted to a session of its own (deleted afterwards), the
+    gradient's norm and the step's `lr`; with `landing`, also the weights to evaluate after the
+    last step (where the run lands)."""
     session = client.create_session(
         np.array(START), optimizer=optimizer, schedule=schedule, name="error-surface"
     )
@@ -73,23 +95,22 @@ def descend(
             theta = session.step(grad, loss=error(theta))
             rates.append(session.last_step.lr)
             path.append(theta.tolist())
+        run = {"path": path, "grad_norms": grad_norms, "lr": rates}
+        if landing:  # the weights to evaluate: schedule-free's x, θ for the others
+            run["landed"] = np.asarray(session.params(for_eval=True)).tolist()
     finally:
         session.delete()
-    return {"path": path, "grad_norms": grad_norms, "lr": rates}
+    return run
 
 
-def draw(runs: dict[str, dict[str, Any]], output: Path) -> None:
-    figure, (surface, distance, steep) = plt.subplots(
-        1, 3, figsize=(16, 5.2), gridspec_kw={"width_ratios": [1.15, 1.2, 1]}
-    )
-    figure.suptitle(
-        "Five optimizers on E(x, y) = ½(100x² + y²) from (1, 1), every step posted to optaas",
-        fontsize=13,
-    )
-    span = 1.6
-    grid = np.linspace(-span, span, 400)
+SPAN = 1.6
+
+
+def contours(axes: plt.Axes) -> None:
+    """The error surface's level sets and its minimum."""
+    grid = np.linspace(-SPAN, SPAN, 400)
     xs, ys = np.meshgrid(grid, grid)
-    surface.contour(
+    axes.contour(
         xs,
         ys,
         0.5 * (STEEP * xs**2 + FLAT * ys**2),
@@ -97,7 +118,20 @@ def draw(runs: dict[str, dict[str, Any]], output: Path) -> None:
         colors="#bbbbbb",
         linewidths=0.7,
     )
-    surface.plot(0, 0, marker="*", color="black", markersize=12, zorder=5)
+    axes.plot(0, 0, marker="*", color="black", markersize=12, zorder=5)
+
+
+def draw(runs: dict[str, dict[str, Any]], free: dict[str, dict[str, Any]], output: Path) -> None:
+    """Top row: the lecture's five runs. Bottom row: the learning-rate-free types."""
+    figure, axes = plt.subplots(
+        2, 3, figsize=(16, 10.6), gridspec_kw={"width_ratios": [1.15, 1.2, 1]}
+    )
+    (surface, distance, steep), bottom = axes
+    figure.suptitle(
+        "Optimizers on E(x, y) = ½(100x² + y²) from (1, 1), every step posted to optaas",
+        fontsize=13,
+    )
+    contours(surface)
     for index, ((label, run), colour) in enumerate(zip(runs.items(), COLOURS, strict=True)):
         path = np.array(run["path"])
         oscillating = index == 0  # GD's zig-zag would hide the others
@@ -117,8 +151,8 @@ def draw(runs: dict[str, dict[str, Any]], output: Path) -> None:
         steep.plot(path[:40, 0], color=colour, linewidth=1.3, marker="o", markersize=3)
     annotate_burst(distance, np.array(runs[RUNS[1][0]]["path"]))
     surface.set(
-        xlim=(-span, span),
-        ylim=(-span, span),
+        xlim=(-SPAN, SPAN),
+        ylim=(-SPAN, SPAN),
         xlabel="x (steep)",
         ylabel="y (flat)",
         title="Trajectories on the error surface",
@@ -135,9 +169,48 @@ def draw(runs: dict[str, dict[str, Any]], output: Path) -> None:
     steep.set(xlabel="step t", ylabel="x_t", title="The steep direction, first 40 steps")
     steep.axhline(0, color="black", linewidth=0.6)
     steep.grid(True, alpha=0.3)
+    draw_learning_rate_free(free, *bottom)
     figure.tight_layout()
     figure.savefig(output, dpi=110)
     plt.close(figure)
+
+
+def draw_learning_rate_free(
+    free: dict[str, dict[str, Any]], surface: plt.Axes, distance: plt.Axes, rates: plt.Axes
+) -> None:
+    """Their trajectories and where they land, their distance to the minimum, and the step
+    size each chose (the `lr` each step answered)."""
+    contours(surface)
+    for (label, run), colour in zip(free.items(), LEARNING_RATE_FREE_COLOURS, strict=True):
+        path = np.array(run["path"])
+        surface.plot(
+            path[:, 0], path[:, 1], color=colour, linewidth=1.4, marker=".", markersize=3,
+            label=label, zorder=3,
+        )  # fmt: skip
+        surface.plot(*run["landed"], marker="X", color=colour, markersize=10, zorder=6)
+        norms = np.maximum(np.linalg.norm(path, axis=1), 1e-30)
+        distance.semilogy(norms, color=colour, linewidth=1.4, label=label)
+        rates.semilogy(
+            np.arange(len(run["lr"])), np.maximum(run["lr"], 1e-30), color=colour, linewidth=1.4
+        )
+    surface.set(
+        xlim=(-SPAN, SPAN),
+        ylim=(-SPAN, SPAN),
+        xlabel="x (steep)",
+        ylabel="y (flat)",
+        title="No η chosen: the learning-rate-free types (X: where each lands)",
+        aspect="equal",
+    )
+    surface.legend(loc="lower left", fontsize=7.5, framealpha=0.9)
+    distance.set(
+        xlabel="step t",
+        ylabel="‖θ_t‖ (distance to the minimum)",
+        title="Each at its defaults, the same number of steps",
+        ylim=(1e-14, 1e3),
+    )
+    distance.grid(True, which="major", alpha=0.3)
+    rates.set(xlabel="step t", ylabel="step size chosen (the answer's lr)", title="The η they set")
+    rates.grid(True, which="major", alpha=0.3)
 
 
 def annotate_burst(axes: plt.Axes, path: np.ndarray) -> None:
@@ -175,10 +248,21 @@ def main(argv: list[str] | None = None) -> None:
             }
             final = np.linalg.norm(runs[label]["path"][-1])
             print(f"{label:34s} ‖θ_{steps}‖ = {final:.3g}")
-    draw(runs, args.output)
+        free = {}
+        for label, optimizer in LEARNING_RATE_FREE:
+            free[label] = {
+                "optimizer": optimizer,
+                **descend(client, optimizer, None, steps, landing=True),
+            }
+            landed = free[label]["landed"]
+            print(
+                f"{label:34s} lands at ({landed[0]:.3g}, {landed[1]:.3g}), "
+                f"‖·‖ = {np.linalg.norm(landed):.3g}, last step size {free[label]['lr'][-1]:.3g}"
+            )
+    draw(runs, free, args.output)
     print(f"figure: {args.output}")
     if args.data:
-        args.data.write_text(json.dumps({"steps": steps, "runs": runs}))
+        args.data.write_text(json.dumps({"steps": steps, "runs": runs, "learning_rate_free": free}))
         print(f"trajectories: {args.data}")
 
 

@@ -55,13 +55,29 @@ SHARED_SCOPES = frozenset({"module", "class", "package", "session"})
 
 
 @cache
-def _starts_processes(function: Callable[..., object]) -> bool:
-    """Whether a test's or fixture's own source starts a process (`PROCESS_SIGNS`)."""
+def _own_source_starts_processes(function: Callable[..., object]) -> bool:
     try:
         source = inspect.getsource(function)
     except (OSError, TypeError):
         return False
     return any(sign in source for sign in PROCESS_SIGNS)
+
+
+@cache
+def _starts_processes(function: Callable[..., object]) -> bool:
+    """Whether a test's or fixture's source, or that of a function of its own module it calls,
+    starts a process (`PROCESS_SIGNS`)."""
+    if _own_source_starts_processes(function):
+        return True
+    code = getattr(function, "__code__", None)
+    scope = getattr(function, "__globals__", {})
+    helpers = [scope.get(name) for name in (code.co_names if code else ())]
+    return any(
+        inspect.isfunction(helper)
+        and helper.__module__ == function.__module__
+        and _own_source_starts_processes(helper)
+        for helper in helpers
+    )
 
 
 def _live_fixtures(item: pytest.Item) -> list[pytest.FixtureDef[object]]:

@@ -20,22 +20,31 @@ from optaas_client import (
     Pending,
     RemoteOptimizer,
     StepWaitTimeout,
+    export_from_torch,
     torch_optimizer,
+    torch_optimizers,
     torch_state_dict,
 )
 
+from app.optim import SparseRows
 from app.store.database import Database
 from app.tensors import SAFETENSORS_MEDIA_TYPE
+from tests.optim.reference import assert_moved_alike
 from tests.support import CoreRun, DroppingTransport, database_snapshot, random_arrays
 from tests.test_client_interop import (
+    MIXED_SHAPES,
+    MORE_TORCH_CASES,
+    MUON_AND_ADAMW,
     SHAPES,
     STEPS,
     TORCH_CASES,
     assert_same_params,
+    numpy_of,
     problem,
     torch_parameters,
     torch_run_exported,
     torch_step,
+    torch_steps,
 )
 
 FAST_RETRIES = {"backoff": 0.001, "max_delay": 0.01}
@@ -253,6 +262,79 @@ def test_50_steps_in_torch_then_50_on_the_service_equal_100_in_torch(client, cas
         on_the_service = session.step(g)
     assert session.step_count == 2 * STEPS
     assert_same_params(parameters, on_the_service)
+
+
+def more_dense_problem(case, seed):
+    """θ₀ and 100 dense gradients for a case, and the same gradients as torch takes them:
+    SparseAdam's as every row of a sparse COO gradient (the service's reading of a dense one)."""
+    _, _, _, shapes, sparse = MORE_TORCH_CASES[case]
+    rng = np.random.default_rng(seed)
+    theta0 = random_arrays(rng, shapes, "float64")
+    grads = [random_arrays(rng, shapes, "float64") for _ in range(2 * STEPS)]
+    if not sparse:
+        return theta0, grads, grads
+    as_rows = [
+        {name: SparseRows(np.arange(len(g)), g) for name, g in step.items()} for step in grads
+    ]
+    return theta0, grads, as_rows
+
+
+@pytest.mark.parametrize("case", MORE_TORCH_CASES)
+def test_the_rest_of_torch_optim_goes_on_in_torch_from_a_service_export(client, case):
+    spec, *_ = MORE_TORCH_CASES[case]
+    theta0, grads, torch_grads = more_dense_problem(case, 14)
+    session = client.create_session(theta0, optimizer=spec)
+    for g in grads[:STEPS]:
+        session.step(g)
+    export = session.export()
+    for g in grads[STEPS:]:
+        on_the_service = session.step(g)
+
+    parameters = torch_parameters({name: np.zeros_like(array) for name, array in theta0.items()})
+    optimizer = torch_optimizer(export, parameters)
+    torch_steps([optimizer], parameters, torch_grads[STEPS:])
+    assert_moved_alike(on_the_service, numpy_of(parameters), theta0, 1e-9)
+
+
+@pytest.mark.parametrize("case", MORE_TORCH_CASES)
+def test_the_rest_of_torch_optim_goes_on_on_the_service_from_torch(client, case):
+    _, torch_class, settings, *_ = MORE_TORCH_CASES[case]
+    theta0, grads, torch_grads = more_dense_problem(case, 15)
+    parameters = torch_parameters(theta0)
+    optimizer = torch_class(list(parameters.values()), **settings)
+    torch_steps([optimizer], parameters, torch_grads[:STEPS])
+    export = export_from_torch(optimizer, parameters, step=STEPS if case == "muon" else None)
+    session = client.import_session(export)
+    torch_steps([optimizer], parameters, torch_grads[STEPS:])
+    for g in grads[STEPS:]:
+        on_the_service = session.step(g)
+    assert session.step_count == 2 * STEPS
+    assert_moved_alike(on_the_service, numpy_of(parameters), theta0, 1e-9)
+
+
+def test_muon_beside_adamw_round_trips_between_the_service_and_a_pair_of_torch_optimizers(
+    client,
+):
+    rng = np.random.default_rng(16)
+    theta0 = random_arrays(rng, MIXED_SHAPES, "float64")
+    grads = [random_arrays(rng, MIXED_SHAPES, "float64") for _ in range(3 * STEPS)]
+    session = client.create_session(
+        theta0, optimizer=MUON_AND_ADAMW["optimizer"], groups=MUON_AND_ADAMW["groups"]
+    )
+    for g in grads[:STEPS]:
+        session.step(g)
+    parameters = torch_parameters({name: np.zeros_like(array) for name, array in theta0.items()})
+    optimizers = torch_optimizers(session.export(), parameters)
+    assert list(optimizers) == ["adamw", "muon"]
+    torch_steps(optimizers.values(), parameters, grads[STEPS : 2 * STEPS])
+
+    back = client.import_session(export_from_torch(list(optimizers.values()), parameters))
+    for g in grads[STEPS:]:
+        on_the_service = session.step(g)
+    for g in grads[2 * STEPS :]:
+        on_the_service_again = back.step(g)
+    assert back.step_count == session.step_count == 3 * STEPS
+    assert_moved_alike(on_the_service_again, on_the_service, theta0, 1e-9)
 
 
 # -- PATCH and fork ----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The examples in `examples/`, each run as a user runs it — a separate process against a live
 server — in its short mode, and what it produced checked: the lecture's figure and the story its
-trajectories tell, the digits accuracies of optaas and torch.optim, the shell walk-through's
-numbers."""
+trajectories tell (the learning-rate-free types beside it), the digits accuracies of optaas and
+torch.optim, every optimizer on the digits, what tuning Adam's rate costs, the shell
+walk-through's numbers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from matplotlib import colors
 from matplotlib import pyplot as plt
+from optaas_client import Client
 
 from tests.conftest import sqlite_url
 from tests.live_server import REPO_ROOT, source_environment
@@ -70,11 +72,7 @@ def test_error_surface_draws_the_lecture_story(server, tmp_path):
     width, height = png_size(figure)
     assert width >= 1200 and height >= 400 and figure.stat().st_size > 50_000
     pixels = plt.imread(figure)[..., :3]
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import error_surface
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    error_surface = load_example("error_surface")
     for colour in error_surface.COLOURS:  # every run is drawn
         near = np.abs(pixels - np.array(colors.to_rgb(colour))).max(axis=-1) < 0.05
         assert near.sum() > 500, colour
@@ -91,6 +89,20 @@ def test_error_surface_draws_the_lecture_story(server, tmp_path):
     assert_reaches_the_neighbourhood(decayed[0])
     assert_stays_near_and_converges(decayed[0])  # … tamed by the decay
     assert runs[error_surface.RUNS[2][0]]["lr"][:4] == pytest.approx(0.5 / np.sqrt([1, 2, 3, 4]))
+
+    free = json.loads(data.read_text())["learning_rate_free"]
+    assert list(free) == [label for label, _ in error_surface.LEARNING_RATE_FREE]
+    for colour in error_surface.LEARNING_RATE_FREE_COLOURS:
+        near = np.abs(pixels - np.array(colors.to_rgb(colour))).max(axis=-1) < 0.05
+        assert near.sum() > 200, colour
+    for label, trajectory in free.items():
+        assert len(trajectory["path"]) == error_surface.QUICK_STEPS + 1, label
+        assert np.all(np.isfinite(trajectory["landed"])) and f"{label:34s} lands at" in output
+    for label in ("Prodigy", "D-Adaptation Adam", "DoG"):  # each set its own step size
+        rates = np.array(free[label]["lr"])
+        assert np.all(rates > 0) and rates.max() > 10 * rates.min(), label
+    schedule_free = free["schedule-free AdamW"]  # x, the weights to evaluate, is not y
+    assert schedule_free["landed"] != schedule_free["path"][-1]
 
 
 def test_train_digits_matches_local_torch(server, tmp_path):
@@ -114,6 +126,87 @@ def test_train_digits_matches_local_torch(server, tmp_path):
     assert abs(remote["test_accuracy"] - local["test_accuracy"]) <= 0.01
     assert results["largest_weight_difference"] < 1e-4  # float32, torch's numbers
     assert f"test accuracy {remote['test_accuracy']:.4f}" in output
+
+
+def load_example(name):
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+def test_compare_optimizers_trains_every_type_the_server_offers(server, tmp_path):
+    data = tmp_path / "runs.json"
+    output = run(
+        [
+            sys.executable,
+            str(EXAMPLES / "compare_optimizers.py"),
+            "--url",
+            server.url,
+            "--quick",
+            "--output-dir",
+            str(tmp_path),
+            "--data",
+            str(data),
+        ]
+    )
+    compare = load_example("compare_optimizers")
+    offered = compare.optimizer_types(Client(server.url))
+    runs = json.loads(data.read_text())["runs"]
+    labels = [compare.run_settings(kind)[0] for kind in offered]
+    assert list(runs) == labels and len(labels) >= 11
+    assert {"muon + adamw", "prodigy", "adafactor", "lamb"} <= set(labels)
+    stopped = {label: run["error"] for label, run in runs.items() if "error" in run}
+    assert not stopped
+    for label, outcome in runs.items():
+        assert len(outcome["losses"]) == compare.QUICK_STEPS, label
+        assert 0.0 <= outcome["test_accuracy"] <= 1.0 and np.isfinite(outcome["losses"]).all()
+    adam = runs["adam"]["losses"]
+    assert np.mean(adam[-5:]) < np.mean(adam[:5])  # Adam learns within the short run
+    assert runs["muon + adamw"]["groups"][0]["optimizer"] == {"type": "muon"}
+
+    page = (tmp_path / "compare_optimizers.md").read_text()
+    assert "![training loss" in page and "(compare_optimizers.png)" in page
+    for label, outcome in runs.items():
+        assert f"| {label} | {outcome['test_accuracy']:.4f} |" in page
+    width, height = png_size(tmp_path / "compare_optimizers.png")
+    assert width >= 1200 and height >= 800
+    assert "page: " in output
+
+
+def test_tuning_cost_puts_adams_sweep_beside_the_learning_rate_free_runs(server, tmp_path):
+    data = tmp_path / "runs.json"
+    run(
+        [
+            sys.executable,
+            str(EXAMPLES / "tuning_cost.py"),
+            "--url",
+            server.url,
+            "--quick",
+            "--output-dir",
+            str(tmp_path),
+            "--data",
+            str(data),
+        ]
+    )
+    tuning = load_example("tuning_cost")
+    results = json.loads(data.read_text())
+    runs, rows = results["runs"], results["rows"]
+    steps = tuning.QUICK_STEPS
+    assert len(runs) == len(tuning.ADAM_RATES) + 3 and not any("error" in r for r in runs.values())
+    adam = [runs[tuning.adam_label(rate)]["test_accuracy"] for rate in tuning.ADAM_RATES]
+    assert rows[0]["test_accuracy"] == max(adam) and rows[0]["steps"] == 7 * steps
+    assert rows[1]["test_accuracy"] == runs["adam, lr=0.001"]["test_accuracy"]
+    assert [row["steps"] for row in rows[1:]] == [steps] * 4
+    for kind in tuning.LEARNING_RATE_FREE:
+        assert runs[kind]["last_lr"] > 0
+    assert runs["prodigy"]["last_lr"] != 1.0  # d·lr: Prodigy chose its own step size
+
+    page = (tmp_path / "tuning_cost.md").read_text()
+    assert tuning.reading(rows) in page and "(tuning_cost.png)" in page
+    assert f"| {rows[0]['strategy']} | {rows[0]['test_accuracy']:.4f} | {7 * steps} |" in page
+    assert png_size(tmp_path / "tuning_cost.png")[0] >= 1200
 
 
 @pytest.mark.slow

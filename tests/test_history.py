@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from app.store.database import Database
 from app.store.history import HistoryRepository, changed_fields, prune_interval
@@ -45,6 +46,7 @@ def all_seqs(database: Database, session_id: uuid.UUID) -> list[int]:
     return [entry.seq for entry in entries]
 
 
+@pytest.mark.slow  # over three hundred transactions
 def test_retention_prunes_the_oldest_in_batches_and_never_keeps_more_than_the_limit(database):
     max_records = 300
     interval = prune_interval(max_records)

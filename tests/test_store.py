@@ -99,6 +99,7 @@ def test_save_arrays_replaces_every_array(database):
     np.testing.assert_array_equal(loaded["param/a"], [5.0, 5.0])
 
 
+@pytest.mark.slow  # seventy thousand rows on PostgreSQL
 def test_save_arrays_drops_old_keys_whatever_their_number(database):
     """More keys than one statement may bind (PostgreSQL: 65 535 parameters; SQLite: its
     variable limit, lowered here to 999 as stock builds before 3.32 have it)."""

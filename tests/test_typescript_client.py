@@ -117,5 +117,8 @@ def test_the_typescript_example_walks_the_surface_exactly_as_the_python_one(npm,
         "RMSProp (σ₀ = |g₀|), η = 0.01",
         "Adam, η = 0.05",
     ]
-    # The same runs, settings and every number of every step.
-    assert json.loads(ours.read_text()) == json.loads(theirs.read_text())
+    # The same runs, settings and every number of every step (the Python example also walks
+    # the learning-rate-free types, which the TypeScript one leaves out).
+    python_data = json.loads(theirs.read_text())
+    python_data.pop("learning_rate_free")
+    assert json.loads(ours.read_text()) == python_data

@@ -15,9 +15,15 @@ from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.conditions import etag
 from app.api.idempotency import Answer
 from app.exports import SessionState
+from app.optim import SparseRows
 from app.schemas import CreatedSession, StepAccepted, StepResponse
 from app.service import Stepped
-from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_json, tensors_to_safetensors
+from app.tensors import (
+    SAFETENSORS_MEDIA_TYPE,
+    tensors_by_name,
+    tensors_to_json,
+    tensors_to_safetensors,
+)
 
 
 def json_bytes(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
@@ -71,11 +77,12 @@ def step_metadata(result: Stepped) -> dict[str, str]:
 
 
 def safetensors_answer(
-    params: Mapping[str, np.ndarray] | None, step: int, metadata: dict[str, str]
+    params: Mapping[str, np.ndarray | SparseRows] | None, step: int, metadata: dict[str, str]
 ) -> Answer:
     """A safetensors answer showing a session at `step`: θ by tensor name (none if `params` is
-    None, e.g. `?return=none`) and `metadata`; its `ETag` goes with it."""
-    tensors = {} if params is None else dict(params)
+    None, e.g. `?return=none`; a tensor's changed rows as `rows/<tensor>` beside its values)
+    and `metadata`; its `ETag` goes with it."""
+    tensors = {} if params is None else tensors_by_name(dict(params))
     headers = {"Content-Type": SAFETENSORS_MEDIA_TYPE, "ETag": etag(step)}
     return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
 

@@ -48,6 +48,7 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.tensors import (
+    ROWS_FIELDS,
     SAFETENSORS_MEDIA_TYPE,
     NamedTensors,
     require_few_values,
@@ -483,8 +484,12 @@ def _load_with_numpy_tensors(
 
 
 def _tensors_value(value: Any) -> tuple[Any, int]:
-    """A tensor field's value (one tensor or an object of them) and its number of arrays."""
+    """A tensor field's value (one tensor or an object of them) and its number of arrays.
+    Sparse rows (`{"rows", "values"}`, whose rows are integers) take the standard path: an
+    object of exactly those two members may be a single-form session's sparse gradient."""
     if isinstance(value, simdjson.Object):
+        if set(value.keys()) == ROWS_FIELDS:
+            raise _NotFast()
         named, arrays = {}, 0
         for name, item in _members(value):
             named[name], counted = _tensor(item)

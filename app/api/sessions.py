@@ -192,8 +192,14 @@ async def step_session(
     settings: SettingsDep,
     binary_answer: SafetensorsAnswerDep,
     returns: Annotated[
-        Literal["params", "none"],
-        Query(alias="return", description="`none` leaves `params` out of the answer."),
+        Literal["params", "full", "none"],
+        Query(
+            alias="return",
+            description=(
+                "`params`: θ, where a tensor stepped by sparse rows shows only the rows it "
+                "changed; `full`: every tensor whole; `none` leaves `params` out."
+            ),
+        ),
     ] = "params",
 ) -> Response:
     """θ ← θ − η_t/(σ_t + eps) · m_t for the posted gradient; answers with the new θ.
@@ -211,8 +217,13 @@ async def step_session(
     application/vnd.safetensors`, tensors by name, `loss` and `partial` in `__metadata__`);
     ask for `Accept: application/vnd.safetensors` to get θ back as one (`step`, `lr`,
     `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
+
+    Sparse rows (embedding tables; `sparse_adam`, `adagrad` and `sgd` without momentum): a
+    tensor's gradient may be `{"rows": [i, …], "values": [[…], …]}` (in a file: the integer
+    vector `rows/<tensor>` beside `<tensor>`), repeated rows summed. The answer then holds,
+    for that tensor, only the rows the step changed, in the same form (`?return=full`: whole).
     """
-    return_params = returns == "params"
+    return_params = returns != "none"
 
     def check(record: SessionRecord) -> None:  # with the session locked
         if keeper is not None:
@@ -228,6 +239,7 @@ async def step_session(
             token,
             step_request,
             return_params=return_params,
+            full_tensors=returns == "full",
             guard=check,
             history_max_records=settings.history_max_records,
         )
@@ -285,8 +297,20 @@ async def get_params(
             ),
         ),
     ] = None,
+    view: Annotated[
+        Literal["eval"] | None,
+        Query(
+            alias="for",
+            description=(
+                "`eval`: the weights to evaluate and ship rather than θ — schedule-free's x "
+                "(θ is y, where gradients are taken), ASGD's average `ax`; θ itself for the "
+                "other types."
+            ),
+        ),
+    ] = None,
 ) -> Response:
-    """θ_t in the form the session was created with, and the step count t.
+    """θ_t in the form the session was created with, and the step count t (`?for=eval`: the
+    weights to evaluate, see below).
 
     With `wait_for_step`, the answer waits until the session has reached that step — say the
     step a worker's accumulated gradient is part of — or until `timeout`, when it is a 408 that
@@ -311,7 +335,7 @@ async def get_params(
         raise query_problem("timeout", "timeout needs wait_for_step", "missing_dependency")
     return await run_use_case(
         database,
-        lambda db: service.get_params(db, session_id, token),
+        lambda db: service.get_params(db, session_id, token, for_eval=view == "eval"),
         answer,
         write=False,
     )

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from optaas_state import array_key, split_key
+from optaas_state import GLOBAL_PREFIX, array_key, split_key
 
 from app.optim import checks, fused
 from app.optim.base import (
@@ -86,8 +86,6 @@ NONFINITE_POLICIES = ("reject", "skip")
 SESSION_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 CHUNK_ELEMENTS = 1 << 17
 """Tensors above twice this size are updated slice by slice (cache blocking)."""
-GLOBAL_PREFIX = "~global/"
-"""Stored keys of the global quantities: `~global/<name>` (a slot name never starts with "~")."""
 PARALLEL_MIN_ELEMENTS = 1 << 22
 """Steps over fewer elements than this run in one thread: below it, handing slices to another
 thread costs about what it saves (measured on 2 vCPUs: 10 % faster for Adam at 1e6, twice as
@@ -278,15 +276,28 @@ class Optimizer:
     def fit_slots(self, state: OptimizerState, params: Mapping[str, np.ndarray]) -> None:
         """Give each tensor of `params` exactly the slots its chain keeps, in place.
 
-        Slots it had stay as they are, missing ones start as `fresh_slots` starts them (as a
-        step would start them), unused ones are dropped: after a change of configuration a
+        Slots it had stay as they are where they have the shape and dtype the chain keeps
+        (Prodigy's `s` is not D-Adaptation's), missing ones start as `fresh_slots` starts them
+        (as a step would start them), unused ones are dropped: after a change of configuration a
         session holds exactly the slots an import of the new configuration expects. (A step
-        only adds what is missing: `_slots`.)
+        only adds what is missing: `_slots`.) The global quantities stay where the new
+        configuration keeps them alike — name, shape, dtype — and go otherwise (a regrouped
+        LDoG's per-tensor distances start again as at a first step).
         """
         for name, param in params.items():
             kept = state.slots.get(name, {})
             fresh = self.fresh_slots(name, param)
-            state.slots[name] = {slot: kept.get(slot, array) for slot, array in fresh.items()}
+            state.slots[name] = {
+                slot: kept[slot] if _alike(kept.get(slot), array) else array
+                for slot, array in fresh.items()
+            }
+        if state.globals:  # kept where this configuration keeps them alike (`global_templates`)
+            templates = self.global_templates(params)
+            state.globals = {
+                name: value
+                for name, value in state.globals.items()
+                if _alike(value, templates.get(name))
+            }
 
     def hyperparameters_of(self, name: str) -> dict[str, Any]:
         """The type and hyper-parameters (defaults filled in) of tensor `name`'s group."""
@@ -311,6 +322,25 @@ class Optimizer:
             complete = all(slot in slots for slot in self._expected_slots(name, param))
             weights[name] = evaluate(param, slots) if evaluate and complete else param
         return weights
+
+    def global_templates(self, params: Mapping[str, np.ndarray]) -> Globals:
+        """The global quantities this configuration keeps once it has stepped, as arrays of
+        their shapes and dtypes (values meaningless); {} for a chain of per-tensor blocks.
+
+        Found by two probe steps on tensors of θ's ranks and dtype with one element each and
+        a gradient of ones: the globals' shapes depend on the number of tensors in a group
+        (LDoG's one entry per tensor), never on their sizes. An import or a changed
+        configuration is checked against them (`service`)."""
+        if not isinstance(self.base_group.transform, GlobalTransformation):
+            return {}
+        probe = {
+            name: np.zeros((1,) * param.ndim, param.dtype) for name, param in params.items()
+        }
+        state = self.init(probe)
+        for _ in range(2):
+            grads = {name: np.ones_like(param) for name, param in probe.items()}
+            self.step(probe, state, grads)
+        return state.globals
 
     def lr(self, state: OptimizerState) -> float:
         """η_t the next step will use, for the base group."""
@@ -337,7 +367,7 @@ class Optimizer:
         read_only = [name for name in checked if not params[name].flags.writeable]
         if read_only:  # a programming error, caught before anything is written
             raise ValueError(f"parameters {read_only} are read-only; steps update θ in place")
-        self._check_sparse_rows(checked)
+        self.check_sparse_rows(checked)
         if loss is not None:
             loss = _loss_value(loss)
         t = state.step
@@ -391,8 +421,9 @@ class Optimizer:
             changed_rows={name: rows.rows for name, rows in sparse.items()},
         )
 
-    def _check_sparse_rows(self, grads: Mapping[str, Gradient]) -> None:
-        """`UnsupportedTensor` for the first sparse row gradient its group cannot step."""
+    def check_sparse_rows(self, grads: Mapping[str, Gradient]) -> None:
+        """`UnsupportedTensor` for the first sparse row gradient its group cannot step (public:
+        the service checks posts it accumulates before their step runs)."""
         for name, grad in grads.items():
             group = self.group_of[name]
             if isinstance(grad, SparseRows) and group.sparse_refusal is not None:
@@ -567,6 +598,16 @@ class Optimizer:
         if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
             scratch = self._scratch[name] = Scratch(param.shape, param.dtype)
         return scratch
+
+
+def _alike(kept: np.ndarray | None, fresh: np.ndarray | None) -> bool:
+    """Whether a kept array has the shape and dtype of the one a configuration would start."""
+    return (
+        kept is not None
+        and fresh is not None
+        and kept.shape == fresh.shape
+        and kept.dtype == fresh.dtype
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,17 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from optaas_state import ACCUMULATION_SLOT, is_accumulation_key
+from optaas_state import ACCUMULATION_ROWS_SLOT, ACCUMULATION_SLOT, is_accumulation_key
 
-from app.optim import NonFiniteGradient, check_gradients
+from app.optim import NonFiniteGradient, Optimizer, SparseRows, check_gradients, coalesce_rows
+from app.optim.base import Gradient, values_of
 from app.schemas import StepAccepted
+from app.service.records import core_config, tensor_names
 from app.stepping import SessionArrays
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
 
-Batch = tuple[dict[str, np.ndarray], float | None, bool]
+Batch = tuple[dict[str, Gradient], float | None, bool]
 """The mean gradient of a complete batch, the mean loss (None: no post had one), partial."""
 
 
@@ -29,7 +31,7 @@ def accumulate(
     record: SessionRecord,
     params: Mapping[str, np.ndarray],
     arrays: dict[str, np.ndarray],
-    grads: Mapping[str, np.ndarray],
+    grads: Mapping[str, Gradient],
     *,
     loss: float | None,
     partial: bool,
@@ -39,22 +41,24 @@ def accumulate(
     The sums are kept per tensor as `accum/<tensor>` arrays in the session's dtype, the count of
     posts n and their losses on the session row, all written in this post's transaction: a post
     answered 202 is durable. Each post is checked like a step (names and shapes; `partial`
-    allows a subset); under `nonfinite: reject` a post that makes a sum non-finite is refused
-    (422) and not counted. Once n reaches K (`accumulate`) the batch is complete and its mean
-    is returned, to be applied as one step:
+    allows a subset; sparse rows only where the tensor's optimizer takes them); under
+    `nonfinite: reject` a post that makes a sum non-finite is refused (422) and not counted.
+    Once n reaches K (`accumulate`) the batch is complete and its mean is returned, to be
+    applied as one step:
 
         ḡ = (Σ_{i ≤ n} g_i) / n   for every tensor some post carried (a missing one adds 0),
 
     the step partial iff some tensor was carried by none, its loss the mean of the posted
     losses. Clipping and `nonfinite: skip` then act on ḡ, as torch acts on accumulated `.grad`.
+    A tensor every post gave as sparse rows keeps a sparse sum (`_add_to_sum`: the union of
+    their rows, `accum_rows/<tensor>` beside the values) and steps by sparse rows.
     Before that: `StepAccepted` with how many are still missing.
     """
     checked = check_gradients(params, grads, partial=partial)
-    sums = {
-        name: arrays[accumulation_key(name)] for name in params if accumulation_key(name) in arrays
-    }
+    Optimizer(core_config(record.config), tensor_names(record)).check_sparse_rows(checked)
+    sums = _pending_sums_by_tensor(arrays, params)
     for name, grad in checked.items():
-        sums[name] = np.add(sums[name], grad, out=sums[name]) if name in sums else grad
+        sums[name] = _add_to_sum(sums.get(name), grad, params[name].shape)
     if record.config["nonfinite"] == "reject":
         _require_finite_sums(sums, checked)
     received = record.accumulated + 1
@@ -64,8 +68,8 @@ def accumulate(
     record.accumulated = received
     goal = record.config["accumulate"]
     if received < goal:
-        pending = {accumulation_key(name): total for name, total in sums.items()}
-        SessionArrays(repository.db).save(record.id, {**_without_accumulation(arrays), **pending})
+        stored = {**_without_accumulation(arrays), **_stored_sums(sums)}
+        SessionArrays(repository.db).save(record.id, stored)
         repository.touch(record)
         return StepAccepted(
             step=record.step,
@@ -73,9 +77,7 @@ def accumulate(
             missing=goal - received,
             wait_for_step=record.step + 1,
         )
-    mean = {
-        name: np.divide(sums[name], received, out=sums[name]) for name in params if name in sums
-    }
+    mean = {name: _divided(sums[name], received) for name in params if name in sums}
     mean_loss = (
         _accumulated_loss_sum(record) / record.accumulated_losses
         if record.accumulated_losses
@@ -88,10 +90,71 @@ def accumulation_key(tensor: str) -> str:
     return f"{ACCUMULATION_SLOT}/{tensor}"
 
 
-def _require_finite_sums(sums: Mapping[str, np.ndarray], posted: Mapping[str, np.ndarray]) -> None:
+def accumulation_rows_key(tensor: str) -> str:
+    return f"{ACCUMULATION_ROWS_SLOT}/{tensor}"
+
+
+def _pending_sums_by_tensor(
+    arrays: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]
+) -> dict[str, Gradient]:
+    """The stored sums by tensor: `accum/<t>`, as `SparseRows` where `accum_rows/<t>` is kept."""
+    sums: dict[str, Gradient] = {}
+    for name in params:
+        total = arrays.get(accumulation_key(name))
+        if total is None:
+            continue
+        rows = arrays.get(accumulation_rows_key(name))
+        sums[name] = total if rows is None else SparseRows(rows, total)
+    return sums
+
+
+def _stored_sums(sums: Mapping[str, Gradient]) -> dict[str, np.ndarray]:
+    """The sums keyed for storage (the inverse of `_pending_sums_by_tensor`)."""
+    stored = {}
+    for name, total in sums.items():
+        if isinstance(total, SparseRows):
+            stored[accumulation_rows_key(name)] = total.rows
+        stored[accumulation_key(name)] = values_of(total)
+    return stored
+
+
+def _add_to_sum(total: Gradient | None, grad: Gradient, shape: tuple[int, ...]) -> Gradient:
+    """total + g for one tensor of `shape`. Two sparse row gradients stay sparse: their rows
+    joined and coalesced, the older values first (Σ in posting order, as the dense sums);
+    sparse and dense make a dense sum (the rows added into θ's shape)."""
+    if total is None:
+        return grad
+    if isinstance(total, SparseRows) and isinstance(grad, SparseRows):
+        return coalesce_rows(
+            np.concatenate([total.rows, grad.rows]), np.concatenate([total.values, grad.values])
+        )
+    if isinstance(total, SparseRows):
+        total = _densified(total, shape, total.values.dtype)
+    if isinstance(grad, SparseRows):
+        with np.errstate(over="ignore", invalid="ignore"):  # judged as non-finite after
+            total[grad.rows] += grad.values  # coalesced: each row once
+        return total
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.add(total, grad, out=total)
+
+
+def _densified(rows: SparseRows, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    dense = np.zeros(shape, dtype)
+    dense[rows.rows] = rows.values
+    return dense
+
+
+def _divided(total: Gradient, count: int) -> Gradient:
+    """total / n, in place (a sparse sum stays sparse: its values divided)."""
+    values = values_of(total)
+    np.divide(values, count, out=values)
+    return total
+
+
+def _require_finite_sums(sums: Mapping[str, Gradient], posted: Mapping[str, Gradient]) -> None:
     """Under `reject`: the first tensor (in order) whose sum this post made NaN or ±Inf."""
     for name in posted:
-        if not np.isfinite(sums[name]).all():
+        if not np.isfinite(values_of(sums[name])).all():
             raise NonFiniteGradient(name)
 
 

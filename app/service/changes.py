@@ -52,7 +52,7 @@ def patch_session(
         arrays = SessionArrays(db).load(record.id, writable=True)
         params, slots = split_arrays(record, arrays)
         state = OptimizerState.from_arrays(record.step, slots, {})
-        _fit_slots(state, params, config)
+        _fit_slots(state, params, config, record.config)
         kept = {**stored_arrays(params, state), **pending_sums(arrays)}
         SessionArrays(db).save(record.id, kept)
     record.schedule_state = _fit_schedule_state(record.schedule_state, config)
@@ -89,7 +89,7 @@ def fork_session(
     schedule_state = _fit_schedule_state(source.schedule_state, config)
     state = OptimizerState.from_arrays(source.step, slots, schedule_state)
     if _slots_may_differ(source.config, config):
-        _fit_slots(state, params, config)
+        _fit_slots(state, params, config, source.config)
     layout = Layout(source.layout)
     record, new_token = add_session(
         repository, name, layout, params, config, state, last_loss=source.last_loss
@@ -185,10 +185,17 @@ def _slots_may_differ(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def _fit_slots(
-    state: OptimizerState, params: Mapping[str, np.ndarray], config: Mapping[str, Any]
+    state: OptimizerState,
+    params: Mapping[str, np.ndarray],
+    config: Mapping[str, Any],
+    old_config: Mapping[str, Any],
 ) -> None:
-    """Give each tensor exactly the slots its optimizer under `config` keeps, in place
-    (`Optimizer.fit_slots`: kept ones stay, missing ones start fresh, unused ones go)."""
+    """Give each tensor exactly the slots its optimizer under `config` keeps, and the session
+    the global quantities it keeps, in place (`Optimizer.fit_slots`: kept ones stay, missing
+    ones start fresh, unused ones go). Globals (the learning-rate-free types' d, distances,
+    weight sums) of another optimizer type are dropped: they start as at a first step."""
+    if config["optimizer"]["type"] != old_config["optimizer"]["type"]:
+        state.globals = {}
     Optimizer(core_config(config), list(params)).fit_slots(state, params)
 
 

@@ -105,11 +105,21 @@ def delete_session(db: Session, session_id: str, token: str) -> None:
     repository.delete(record)
 
 
-def get_params(db: Session, session_id: str, token: str) -> ParamsResponse:
+def get_params(
+    db: Session, session_id: str, token: str, *, for_eval: bool = False
+) -> ParamsResponse:
+    """θ_t; `for_eval`: the weights to evaluate instead (`Optimizer.eval_params`: ASGD's
+    average `ax`, schedule-free's x = lerp(y, z, 1 − 1/β); θ itself for every other type),
+    computed from θ and the state as stored, which it leaves as they are."""
     repository = SessionRepository(db)
     record = authorized_record(repository, session_id, token)
-    arrays = SessionArrays(db).load(record.id, version=record.version, slot=PARAM_SLOT)
-    params, _ = split_arrays(record, arrays)
+    slot = None if for_eval else PARAM_SLOT
+    arrays = SessionArrays(db).load(record.id, version=record.version, slot=slot)
+    params, slots = split_arrays(record, arrays)
+    if for_eval:
+        optimizer = Optimizer(core_config(record.config), tensor_names(record))
+        state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
+        params = optimizer.eval_params(params, state)
     return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
 
 

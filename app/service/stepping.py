@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from app import observe
-from app.errors import InvalidContent
-from app.optim import OptimError, Optimizer, OptimizerState, StepResult
+from app.optim import OptimError, Optimizer, OptimizerState, SparseRows, StepResult
+from app.optim.base import Gradient
 from app.schemas import StepAccepted, StepRequest
 from app.service.accumulation import accumulate, accumulates, reset_accumulation
 from app.service.auth import authorized_record
 from app.service.records import core_config, split_arrays, tensor_names
 from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
+from app.stepping.replay import loggable_gradients
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
@@ -24,9 +25,8 @@ from app.store.steplog import LoggedStep
 from app.tensors import (
     Layout,
     NamedTensors,
-    layout_of,
-    tensors_from_json,
-    tensors_in_dtype,
+    gradients_from_json,
+    gradients_from_safetensors,
 )
 
 
@@ -37,6 +37,7 @@ def step(
     request: StepRequest,
     *,
     return_params: bool = True,
+    full_tensors: bool = False,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
 ) -> Stepped | StepAccepted:
@@ -49,7 +50,9 @@ def step(
     added to the session's history in the same transaction. θ and state come from this
     process's working set when it holds the session's version (else from the store), and the
     step writes its gradient to the step log or a checkpoint (`SessionArrays.begin_step`).
-    The answer's θ may be the working set's own arrays (`Stepped.live`).
+    The answer's θ may be the working set's own arrays (`Stepped.live`). A tensor whose
+    gradient came as sparse rows is answered with the rows the step changed (`SparseRows` of
+    θ's new rows: copies), unless `full_tensors`.
 
     With `accumulate` K > 1 the gradient is added to the next step's sums instead
     (`StepAccepted`), and the K-th applies their mean (`step_accumulated`).
@@ -63,7 +66,8 @@ def step(
     grads = gradient_arrays(record, request.gradients)
     history = HistoryRepository(db, history_max_records)
     if accumulates(record):
-        return step_accumulated(repository, history, record, request, grads, started, return_params)
+        answered = (return_params, full_tensors)
+        return step_accumulated(repository, history, record, request, grads, started, answered)
     arrays = SessionArrays(db)
     working = arrays.working_set(record)
     optimizer, params, state = working_state(record, working)
@@ -77,7 +81,36 @@ def step(
     if not result.skipped:
         _advance(repository, record, state, request.loss)
     _record_step(history, record, request.loss, result, started)
-    return _stepped(record, result, params if return_params else None, live=working.shared)
+    shown = answer_tensors(params, _changed_rows(grads, result, full_tensors))
+    return _stepped(record, result, shown if return_params else None, live=working.shared)
+
+
+def _changed_rows(
+    grads: Mapping[str, Gradient], result: StepResult, full_tensors: bool
+) -> dict[str, np.ndarray]:
+    """The rows each tensor stepped by sparse rows changed (none, if the step was skipped);
+    {} with `full_tensors`, where every tensor is answered whole."""
+    if full_tensors:
+        return {}
+    empty = np.zeros(0, np.int64)
+    return {
+        name: result.changed_rows.get(name, empty)
+        for name, grad in grads.items()
+        if isinstance(grad, SparseRows)
+    }
+
+
+def answer_tensors(
+    params: Mapping[str, np.ndarray], changed_rows: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray | SparseRows]:
+    """θ as a step answers it: each tensor whole, except those given `changed_rows`, which
+    show only those rows (`SparseRows(rows, θ[rows])`, their values gathered: a copy)."""
+    return {
+        name: SparseRows(changed_rows[name], param[changed_rows[name]])
+        if name in changed_rows
+        else param
+        for name, param in params.items()
+    }
 
 
 def step_accumulated(
@@ -85,14 +118,15 @@ def step_accumulated(
     history: HistoryRepository,
     record: SessionRecord,
     request: StepRequest,
-    grads: dict[str, np.ndarray],
+    grads: dict[str, Gradient],
     started: float,
-    return_params: bool,
+    answered: tuple[bool, bool],
 ) -> Stepped | StepAccepted:
     """A post to a session that accumulates: counted toward the next step (202), or — the K-th
     — applied with the others as their mean. θ, state and the sums are read from the database
     and written back in full (a checkpoint: the step log replays the core's update only, not
-    the sums), so a post answered 202 is as durable as a step."""
+    the sums), so a post answered 202 is as durable as a step. `answered` is (`return_params`,
+    `full_tensors`) as `step` takes them."""
     session_arrays = SessionArrays(repository.db)
     arrays = session_arrays.load(record.id, writable=True)
     params, slots = split_arrays(record, arrays)
@@ -113,7 +147,9 @@ def step_accumulated(
     else:
         _advance(repository, record, state, loss)
     _record_step(history, record, loss, result, started)
-    return _stepped(record, result, params if return_params else None)
+    return_params, full_tensors = answered
+    shown = answer_tensors(params, _changed_rows(mean, result, full_tensors))
+    return _stepped(record, result, shown if return_params else None)
 
 
 def _advance(
@@ -132,7 +168,7 @@ def _advance(
 def _stepped(
     record: SessionRecord,
     result: StepResult,
-    params: dict[str, np.ndarray] | None,
+    params: dict[str, np.ndarray | SparseRows] | None,
     *,
     live: bool = False,
 ) -> Stepped:
@@ -148,23 +184,20 @@ def _stepped(
     )
 
 
-def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, np.ndarray]:
-    """The posted gradients by tensor name, in the session's dtype.
+def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, Gradient]:
+    """The posted gradients by tensor name, in the session's dtype: arrays, or `SparseRows`.
 
-    JSON gradients come in the session's form (one array, or an object of named arrays);
-    a safetensors file's tensors (`NamedTensors`) are by name in either form (the single
-    form's tensor is `params`).
+    JSON gradients come in the session's form (one array, or an object of named arrays; a
+    tensor's may be `{"rows", "values"}`); a safetensors file's tensors (`NamedTensors`) are by
+    name in either form (the single form's tensor is `params`; `rows/<tensor>` beside one
+    makes it sparse rows).
     """
     dtype = np.dtype(record.dtype)
     if isinstance(gradients, NamedTensors):
-        return tensors_in_dtype(gradients, dtype, field="gradients")
-    layout = Layout(record.layout)
-    if layout_of(gradients) is not layout:
-        raise InvalidContent(
-            f"gradients must have the form of this session's params: {_form_name(layout)}",
-            field="gradients",
+        return gradients_from_safetensors(
+            gradients, tensor_names(record), dtype, field="gradients"
         )
-    return tensors_from_json(gradients, dtype, field="gradients")
+    return gradients_from_json(gradients, Layout(record.layout), dtype, field="gradients")
 
 
 def working_state(
@@ -183,9 +216,11 @@ def working_state(
 
 
 def logged_step(
-    record: SessionRecord, request: StepRequest, grads: dict[str, np.ndarray]
+    record: SessionRecord, request: StepRequest, grads: dict[str, Gradient]
 ) -> LoggedStep:
-    """The step's inputs as the core receives them, for the step log."""
+    """The step's inputs as the core receives them, for the step log (sparse rows as their
+    values and rows apart: the store keeps arrays)."""
+    values, rows = loggable_gradients(grads)
     return LoggedStep(
         version=record.version + 1,
         step=record.step,
@@ -194,7 +229,8 @@ def logged_step(
         schedule_state=dict(record.schedule_state),
         loss=request.loss,
         partial=request.partial,
-        gradients=grads,
+        gradients=values,
+        rows=rows,
     )
 
 
@@ -217,8 +253,3 @@ def _record_step(
         duration_ms=(time.perf_counter() - started) * 1000,
     )
 
-
-def _form_name(layout: Layout) -> str:
-    if layout is Layout.SINGLE:
-        return "one (nested) array"
-    return "an object of named arrays"

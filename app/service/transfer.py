@@ -46,6 +46,7 @@ def export_state(db: Session, session_id: str, token: str) -> SessionState:
         last_loss=record.last_loss,
         params=params,
         slots={name: state.slots.get(name, {}) for name in params},
+        globals=state.globals,
         rates=[
             optimizer.schedule.rate(record.step, group.lr, record.schedule_state)
             for group in optimizer.groups
@@ -87,7 +88,8 @@ def import_session(db: Session, imported: SessionState) -> CreatedSession:
     _check_schedule_state(imported.schedule_state, optimizer.schedule.init())
     if imported.last_loss is not None and not math.isfinite(imported.last_loss):
         raise InvalidContent("last_loss must be a finite number or null", field="last_loss")
-    state = OptimizerState(imported.step, slots, dict(imported.schedule_state))
+    globals_ = _imported_globals(imported, optimizer.global_templates(params))
+    state = OptimizerState(imported.step, slots, dict(imported.schedule_state), globals_)
     record, token = add_session(
         SessionRepository(db),
         imported.name,
@@ -194,6 +196,55 @@ def _check_slots(imported: SessionState, tensor: str, expected: Mapping[str, np.
                 field=where,
                 tensor=tensor,
             )
+
+
+def _imported_globals(
+    imported: SessionState, templates: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The export's global quantities, checked against `templates` (those the configuration
+    keeps once it has stepped: `Optimizer.global_templates`) — names, shapes, dtypes (JSON
+    numbers are cast: a counter must be a whole number ≥ 0), finite values. One that is
+    absent starts as at the first step (as a session's globals do: a Prodigy session that
+    has seen only zero gradients has none yet)."""
+    checked = {}
+    for name, value in imported.globals.items():
+        where = imported.global_field(name)
+        template = templates.get(name)
+        if template is None:
+            kind = imported.config["optimizer"]["type"]
+            raise InvalidContent(
+                f"{where} is not a global quantity of this configuration's {kind} "
+                f"(it keeps {sorted(templates)})",
+                field=where,
+            )
+        if value.shape != template.shape:
+            raise InvalidContent(
+                f"{where} has shape {list(value.shape)}, expected {list(template.shape)}",
+                field=where,
+                expected_shape=list(template.shape),
+                got_shape=list(value.shape),
+            )
+        checked[name] = _global_value(where, value, template.dtype)
+    return checked
+
+
+def _global_value(where: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """One global as `dtype`, cast from the number type it came in (JSON's numbers, or a
+    file's dtype: a client's export read from JSON and sent as a file holds float64), a count
+    from integers only. Finite, and a count ≥ 0."""
+    if value.dtype.kind not in "iuf":
+        raise InvalidContent(f"{where} must hold numbers, not {value.dtype}", field=where)
+    if not np.isfinite(value).all():
+        raise InvalidContent(f"{where} holds NaN or ±Inf (a valid export has none)", field=where)
+    if dtype.kind == "i":
+        if value.dtype.kind == "f" or (value < 0).any():
+            raise InvalidContent(f"{where} is a count: a whole number ≥ 0", field=where)
+        return value.astype(dtype)
+    with np.errstate(over="ignore"):
+        cast = value.astype(dtype)
+    if not np.isfinite(cast).all():
+        raise InvalidContent(f"{where} is beyond the range of {dtype}", field=where)
+    return cast
 
 
 def _check_schedule_state(given: Mapping[str, float], fresh: Mapping[str, float]) -> None:

@@ -209,8 +209,7 @@ class SessionArrays:
             return False
         if not working.cached and working.logged_steps > 0:
             return False  # the log was replayed here: keep the next reader from doing it again
-        gradient_bytes = sum(gradient.nbytes for gradient in entry.gradients.values())
-        return working.nbytes >= LOG_PAYS_RATIO * gradient_bytes
+        return working.nbytes >= LOG_PAYS_RATIO * entry.nbytes
 
     def _materialise(
         self, session_id: uuid.UUID, *, writable: bool

@@ -13,7 +13,8 @@ import numpy as np
 import orjson
 from optaas_state import PARAM_SLOT, is_accumulation_key
 
-from app.optim import Optimizer, OptimizerState
+from app.optim import Optimizer, OptimizerState, SparseRows
+from app.optim.base import Gradient, values_of
 from app.store.steplog import CorruptLogError, LoggedStep
 
 
@@ -55,8 +56,30 @@ def replay(arrays: dict[str, np.ndarray], entries: Iterable[LoggedStep]) -> None
         params, slots = split_stored(arrays, entry.names)
         state = OptimizerState.from_arrays(entry.step, slots, entry.schedule_state)
         result = optimizer.step(
-            params, state, entry.gradients, loss=entry.loss, partial=entry.partial
+            params, state, logged_gradients(entry), loss=entry.loss, partial=entry.partial
         )
         if result.skipped:
             raise CorruptLogError(f"logged step to version {entry.version} did not apply")
         arrays.update(stored_arrays(params, state))
+
+
+def logged_gradients(entry: LoggedStep) -> dict[str, Gradient]:
+    """A logged step's gradients as the core took them: the values of a tensor with logged
+    rows joined to them again as `SparseRows`."""
+    return {
+        name: SparseRows(entry.rows[name], values) if name in entry.rows else values
+        for name, values in entry.gradients.items()
+    }
+
+
+def loggable_gradients(
+    gradients: Mapping[str, Gradient],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(values by tensor, rows by tensor of the sparse ones): gradients as the log keeps them."""
+    values = {name: values_of(gradient) for name, gradient in gradients.items()}
+    rows = {
+        name: np.asarray(gradient.rows, np.int64)
+        for name, gradient in gradients.items()
+        if isinstance(gradient, SparseRows)
+    }
+    return values, rows

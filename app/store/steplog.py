@@ -12,7 +12,10 @@ The log lives beside the checkpoint, in the session's `session_arrays` rows, und
 slot can have (slot names are identifiers):
 
 - `~log/<version>`: the step's inputs other than the gradient, as JSON (`dtype` = "json");
-- `~log/<version>/<tensor>`: the gradient of each tensor the step carried (raw bytes, as θ).
+- `~log/<version>/<tensor>`: the gradient of each tensor the step carried (raw bytes, as θ);
+  for a sparse row gradient its values, and its rows (int64) under `~log/<version>#rows/<tensor>`
+  (`#` sorts before `/` and ends no version, so the rows stay apart from every tensor's key;
+  `LoggedStep.rows`, which the stepping layer joins to the values again).
 
 `<version>` is the session's version after the step, zero-padded, so keys sort in step order.
 The store reads the checkpoint and the log in one statement (one snapshot: `ArrayStore.read`)
@@ -25,7 +28,7 @@ so a configuration changed between two logged steps replays correctly.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,8 @@ from app.store import codec
 
 LOG_PREFIX = "~log/"
 """Keys of log rows start with this; a slot name never does."""
+ROWS_SUFFIX = "#rows"
+"""`~log/<version>#rows/<tensor>`: the rows of a logged sparse row gradient."""
 META_DTYPE = "json"
 _VERSION_DIGITS = 20
 
@@ -60,7 +65,16 @@ class LoggedStep:
     loss: float | None
     partial: bool
     gradients: dict[str, np.ndarray]
-    """The gradients by tensor, in the session's dtype, before the core used them."""
+    """The gradients by tensor, in the session's dtype, before the core used them (for a sparse
+    row gradient: its values)."""
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    """The rows of the tensors whose gradient was sparse rows (int64), by tensor."""
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes its gradients take in the log."""
+        arrays = [*self.gradients.values(), *self.rows.values()]
+        return sum(array.nbytes for array in arrays)
 
 
 def is_log_key(key: str) -> bool:
@@ -87,16 +101,15 @@ def log_rows(entry: LoggedStep) -> list[dict[str, Any]]:
     }
     rows = [{"key": base, "dtype": META_DTYPE, "shape": [], "data": orjson.dumps(meta)}]
     for name, gradient in entry.gradients.items():
-        encoded = codec.encode(gradient)
-        rows.append(
-            {
-                "key": f"{base}/{name}",
-                "dtype": encoded.dtype,
-                "shape": encoded.shape,
-                "data": encoded.data,
-            }
-        )
+        if name in entry.rows:
+            rows.append(_array_row(f"{base}{ROWS_SUFFIX}/{name}", entry.rows[name]))
+        rows.append(_array_row(f"{base}/{name}", gradient))
     return rows
+
+
+def _array_row(key: str, array: np.ndarray) -> dict[str, Any]:
+    encoded = codec.encode(array)
+    return {"key": key, "dtype": encoded.dtype, "shape": encoded.shape, "data": encoded.data}
 
 
 def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedStep]:
@@ -115,6 +128,9 @@ def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedSt
         given = tensors.get(base, {})
         if set(given) != set(meta["tensors"]):
             raise CorruptLogError(f"log entry {base} lacks some of its gradients")
+        rows = tensors.get(base + ROWS_SUFFIX, {})
+        if not set(rows) <= set(given):
+            raise CorruptLogError(f"log entry {base} has rows of a tensor without values")
         entries.append(
             LoggedStep(
                 version=int(base),
@@ -125,6 +141,7 @@ def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedSt
                 loss=None if meta["loss"] is None else float(meta["loss"]),
                 partial=meta["partial"],
                 gradients={name: given[name] for name in meta["tensors"]},
+                rows=rows,
             )
         )
     return entries

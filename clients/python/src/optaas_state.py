@@ -11,8 +11,14 @@ tensor names may):
 - `<slot>/<tensor>`: an optimizer slot, torch's names (`exp_avg`, `exp_avg_sq`,
   `momentum_buffer`, `sum`, …), and `step/<tensor>` (`STEP_SLOT`), the tensor's own update count,
   a 0-d int64 where every other slot is in the session's dtype;
+- `~global/<name>` (`GLOBAL_PREFIX`): a global quantity of the learning-rate-free types, one
+  that spans tensors (Prodigy's and D-Adaptation's `d`, schedule-free's `optimizer.weight_sum`,
+  DoG's `optimizer.rbar`, …): 0-d or 1-d, float64 or int64 for the references' Python numbers,
+  the session's dtype for their tensors. Exported and forked with the state;
 - `accum/<tensor>` (`ACCUMULATION_SLOT`): the running sum of the gradients posted toward the
-  next step of an `accumulate: K` session. Not optimizer state: neither exported nor forked.
+  next step of an `accumulate: K` session; where every post so far gave the tensor sparse rows,
+  the sum is sparse too: its values there, its rows (int64) in `accum_rows/<tensor>`
+  (`ACCUMULATION_ROWS_SLOT`). Not optimizer state: neither exported nor forked.
 
 **The export, `optaas-state/1`** (`EXPORT_FORMAT`): a session's whole run, so that an import
 continues it exactly. Its header holds `format`, `id`, `name`, `dtype`, `layout`, `tensors`
@@ -21,11 +27,12 @@ continues it exactly. Its header holds `format`, `id`, `name`, `dtype`, `layout`
 `config.groups` in order — which the next step will use; an import ignores it, as it ignores
 `id`). Two forms:
 
-- JSON: the header's fields, `params` (θ in the session's form) and `state` (tensor → slot →
-  value; `step` an integer);
-- a safetensors file: the arrays keyed as above (`export_arrays`), the header in
-  `__metadata__`, whose values are strings: `format`, `id`, `dtype`, `layout` as they are,
-  `step` in decimal, the others as JSON text (`header_to_metadata`, `header_from_metadata`).
+- JSON: the header's fields, `params` (θ in the session's form), `state` (tensor → slot →
+  value; `step` an integer) and `globals` (name → number or array; {} where the type keeps none);
+- a safetensors file: the arrays keyed as above (`export_arrays`, globals as `~global/<name>`),
+  the header in `__metadata__`, whose values are strings: `format`, `id`, `dtype`, `layout` as
+  they are, `step` in decimal, the others as JSON text (`header_to_metadata`,
+  `header_from_metadata`).
 
 A tensor that has had no update may be exported as `{"step": 0}` alone (torch keeps no state for
 such a tensor): the import gives it the slots a new session's tensor starts with.
@@ -50,6 +57,12 @@ STEP_SLOT = "step"
 
 ACCUMULATION_SLOT = "accum"
 """`accum/<tensor>`: the pending sum of an accumulating session's posted gradients."""
+
+ACCUMULATION_ROWS_SLOT = "accum_rows"
+"""`accum_rows/<tensor>`: the rows of a pending sum of sparse row gradients."""
+
+GLOBAL_PREFIX = "~global/"
+"""`~global/<name>`: a global quantity (a slot name never starts with "~")."""
 
 KEY_SEPARATOR = "/"
 
@@ -110,8 +123,11 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 def is_accumulation_key(key: str) -> bool:
-    """Whether a stored array's key is a pending sum (`accum/<tensor>`)."""
-    return key.startswith(ACCUMULATION_SLOT + KEY_SEPARATOR)
+    """Whether a stored array's key is part of a pending sum (`accum/<tensor>`, and
+    `accum_rows/<tensor>` for a sum of sparse rows)."""
+    return key.startswith(
+        (ACCUMULATION_SLOT + KEY_SEPARATOR, ACCUMULATION_ROWS_SLOT + KEY_SEPARATOR)
+    )
 
 
 # -- an export's arrays -------------------------------------------------------------------------
@@ -121,14 +137,29 @@ def export_arrays(
     tensors: Iterable[str],
     params: Mapping[str, np.ndarray],
     slots: Mapping[str, Mapping[str, np.ndarray]],
+    globals_: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """θ and the slots keyed as the format keys them: every `param/<tensor>` first, in the
-    tensors' order, then each tensor's slots."""
+    """θ, the slots and the globals keyed as the format keys them: every `param/<tensor>`
+    first, in the tensors' order, then each tensor's slots, then `~global/<name>`."""
     names = list(tensors)
     arrays = {array_key(PARAM_SLOT, name): params[name] for name in names}
     for name in names:
         arrays.update({array_key(slot, name): value for slot, value in slots[name].items()})
+    arrays.update({GLOBAL_PREFIX + name: value for name, value in (globals_ or {}).items()})
     return arrays
+
+
+def split_globals(
+    arrays: Mapping[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(the arrays but the globals, the globals by name) of an export's arrays."""
+    rest, globals_ = {}, {}
+    for key, array in arrays.items():
+        if key.startswith(GLOBAL_PREFIX):
+            globals_[key.removeprefix(GLOBAL_PREFIX)] = array
+        else:
+            rest[key] = array
+    return rest, globals_
 
 
 def split_export_arrays(

@@ -524,8 +524,8 @@ export function unwrap<T>(result: { data?: T; error?: unknown; response: Respons
 }
 
 /** Tensors marked for `toJson`, typed as the schema's tensors (the wire form they become). */
-function wire(tensors: Record<string, Tensor>, single: boolean): Schemas["StepRequest"]["gradients"] {
-  return jsonForm(tensors, single) as unknown as Schemas["StepRequest"]["gradients"];
+function wire(tensors: Record<string, Tensor>, single: boolean): Schemas["CreateSession"]["params"] {
+  return jsonForm(tensors, single) as unknown as Schemas["CreateSession"]["params"];
 }
 
 function identity<T>(body: T): T {

@@ -91,6 +91,11 @@ export interface paths {
          *     application/vnd.safetensors`, tensors by name, `loss` and `partial` in `__metadata__`);
          *     ask for `Accept: application/vnd.safetensors` to get θ back as one (`step`, `lr`,
          *     `grad_norm`, `update_norm`, `skipped` in its `__metadata__`). Either may go with JSON.
+         *
+         *     Sparse rows (embedding tables; `sparse_adam`, `adagrad` and `sgd` without momentum): a
+         *     tensor's gradient may be `{"rows": [i, …], "values": [[…], …]}` (in a file: the integer
+         *     vector `rows/<tensor>` beside `<tensor>`), repeated rows summed. The answer then holds,
+         *     for that tensor, only the rows the step changed, in the same form (`?return=full`: whole).
          */
         post: operations["sessions-step_session"];
         delete?: never;
@@ -108,7 +113,8 @@ export interface paths {
         };
         /**
          * Read the parameters
-         * @description θ_t in the form the session was created with, and the step count t.
+         * @description θ_t in the form the session was created with, and the step count t (`?for=eval`: the
+         *     weights to evaluate, see below).
          *
          *     With `wait_for_step`, the answer waits until the session has reached that step — say the
          *     step a worker's accumulated gradient is part of — or until `timeout`, when it is a 408 that
@@ -2658,6 +2664,13 @@ export interface components {
                     [key: string]: components["schemas"]["Tensor"];
                 };
             };
+            /**
+             * Globals
+             * @description The learning-rate-free types' global quantities (Prodigy's `d`, schedule-free's `optimizer.weight_sum`, DoG's `optimizer.rbar`, …): name → number or array; {} for the other types.
+             */
+            globals?: {
+                [key: string]: components["schemas"]["Tensor"];
+            };
         };
         /**
          * StepDecay
@@ -2751,10 +2764,10 @@ export interface components {
             lr: number | null;
             /**
              * Params
-             * @description θ after this step.
+             * @description θ after this step; a tensor stepped by sparse rows shows only the rows it changed (`?return=full`: whole).
              */
-            params?: (components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["Tensor"];
+            params?: (components["schemas"]["Tensor"] | components["schemas"]["SparseRows"] | {
+                [key: string]: components["schemas"]["Tensor"] | components["schemas"]["SparseRows"];
             }) | null;
             /**
              * Grad Norm
@@ -3013,11 +3026,11 @@ export interface components {
         /** StepRequest */
         StepRequest: {
             /**
-             * Tensors
-             * @description ∂loss/∂θ, in the form of the session's params.
+             * Gradients
+             * @description ∂loss/∂θ, in the form of the session's params; a tensor's may be sparse rows (`{"rows": [...], "values": [...]}`).
              */
-            gradients: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["Tensor"];
+            gradients: components["schemas"]["Tensor"] | components["schemas"]["SparseRows"] | {
+                [key: string]: components["schemas"]["Tensor"] | components["schemas"]["SparseRows"];
             };
             /**
              * Loss
@@ -3037,6 +3050,14 @@ export interface components {
          * @description A number, or a nested array of numbers whose nesting gives the shape.
          */
         Tensor: NestedNumbers;
+        /**
+         * SparseRows
+         * @description Some rows of a tensor's first axis (2+ dimensions): `values[k]` belongs to row `rows[k]`, `values` has shape `[len(rows), *shape[1:]]`. As a gradient (types that take sparse rows: `sparse_adam`, `adagrad`, `sgd` without momentum) the rows a batch touched, repeated rows summed; in an answer, the rows the step changed.
+         */
+        SparseRows: {
+            rows: number[];
+            values: components["schemas"]["Tensor"];
+        };
     };
     responses: never;
     parameters: never;
@@ -3787,8 +3808,8 @@ export interface operations {
     "sessions-step_session": {
         parameters: {
             query?: {
-                /** @description `none` leaves `params` out of the answer. */
-                return?: "params" | "none";
+                /** @description `params`: θ, where a tensor stepped by sparse rows shows only the rows it changed; `full`: every tensor whole; `none` leaves `params` out. */
+                return?: "params" | "full" | "none";
             };
             header?: {
                 /** @description Any string of 1 to 255 characters (a UUID is best). The first request with this key is applied and its answer kept; a repeat gets the kept answer (`Idempotent-Replayed: true`) and applies nothing; the key with a different request is a 422. */
@@ -4051,6 +4072,8 @@ export interface operations {
                 wait_for_step?: number | null;
                 /** @description Seconds to wait for `wait_for_step` (default 10, at most the server's `OPTAAS_MAX_WAIT_SECONDS`). */
                 timeout?: number | null;
+                /** @description `eval`: the weights to evaluate and ship rather than θ — schedule-free's x (θ is y, where gradients are taken), ASGD's average `ax`; θ itself for the other types. */
+                for?: "eval" | null;
             };
             header?: never;
             path: {

@@ -59,6 +59,7 @@ from optaas_client.exports import (
     export_to_safetensors,
 )
 from optaas_client.session import Pending, Session, StepInfo
+from optaas_client.tensors import SparseRows
 from optaas_client.torch_interop import (
     export_from_torch,
     torch_optimizer,
@@ -97,6 +98,7 @@ __all__ = [
     "Session",
     "SessionNotFound",
     "ShapeMismatch",
+    "SparseRows",
     "StepInfo",
     "StepWaitTimeout",
     "Transport",

@@ -3,7 +3,8 @@ travelled.
 
 An export here is a dict of the format's header fields (`format`, `id`, `name`, `dtype`,
 `layout`, `tensors`, `config`, `step`, `schedule_state`, `last_loss`, `rates`), `params` (θ in
-the session's form, numpy) and `state` (tensor → slot → array, `step` an int). What
+the session's form, numpy), `state` (tensor → slot → array, `step` an int) and `globals` (the
+learning-rate-free types' global quantities, name → array; {} for the other types). What
 `Session.export()` returns and `Client.import_session()` takes; the torch converters read and
 write it too.
 """
@@ -23,6 +24,7 @@ from optaas_state import (
     header_from_metadata,
     header_to_metadata,
     split_export_arrays,
+    split_globals,
     tensors_to_safetensors,
 )
 
@@ -35,10 +37,13 @@ def export_from_json(document: Mapping[str, Any]) -> dict[str, Any]:
     _check_format(document.get("format"))
     dtype = np.dtype(document["dtype"])
     export = dict(document)
-    export["params"] = from_wire(document["params"], dtype)
+    export["params"] = from_wire(document["params"], dtype, document["layout"])
     export["state"] = {
         tensor: {slot: _slot_array(slot, value, dtype) for slot, value in slots.items()}
         for tensor, slots in document["state"].items()
+    }
+    export["globals"] = {
+        name: _global_array(value) for name, value in document.get("globals", {}).items()
     }
     return export
 
@@ -58,6 +63,9 @@ def export_to_json(export: Mapping[str, Any]) -> dict[str, Any]:
         }
         for tensor, slots in export["state"].items()
     }
+    document["globals"] = {
+        name: np.asarray(value).tolist() for name, value in (export.get("globals") or {}).items()
+    }
     return document
 
 
@@ -65,6 +73,7 @@ def export_from_safetensors(body: bytes) -> dict[str, Any]:
     """An export as the service writes it in safetensors (`param/<t>`, `<slot>/<t>`, metadata)."""
     arrays, metadata = read_safetensors(body)
     _check_format(metadata.get("format"))
+    arrays, globals_ = split_globals(arrays)
     try:
         header = header_from_metadata(metadata)
         params, slots = split_export_arrays(arrays, header["tensors"])
@@ -83,6 +92,7 @@ def export_from_safetensors(body: bytes) -> dict[str, Any]:
         }
         for name in names
     }
+    export["globals"] = dict(globals_)
     return export
 
 
@@ -107,7 +117,9 @@ def export_to_safetensors(export: Mapping[str, Any]) -> bytes:
         "tensors": export.get("tensors") or list(params),
         "schedule_state": export.get("schedule_state") or {},
     }
-    arrays = export_arrays(header["tensors"], params, slots)
+    globals_ = {name: _global_array(value) for name, value in (export.get("globals") or {}).items()}
+    header.pop("globals", None)
+    arrays = export_arrays(header["tensors"], params, slots, globals_)
     return tensors_to_safetensors(arrays, header_to_metadata(header))
 
 
@@ -118,6 +130,13 @@ def _layout_of(params: Any) -> str:
 def _slot_array(slot: str, value: Any, dtype: np.dtype) -> Any:
     """A slot's value as the client hands it out: `step` an int, the others arrays."""
     return int(value) if slot == STEP_SLOT else np.array(value, dtype=dtype)
+
+
+def _global_array(value: Any) -> np.ndarray:
+    """A global quantity as an array: integers (counts) as int64, other numbers as float64 (the
+    server casts them to the dtype the session keeps)."""
+    array = np.asarray(value)
+    return array.astype(np.int64 if array.dtype.kind in "iu" else np.float64)
 
 
 def _check_format(value: object) -> None:

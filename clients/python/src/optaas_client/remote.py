@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optaas_client.errors import ProtocolError
-from optaas_client.tensors import Params
+from optaas_client.tensors import Params, SparseRows
 from optaas_client.torch_interop import (
     NamedParameters,
     checked_names,
@@ -47,9 +47,20 @@ def _remote_optimizer_class() -> type:
 
         `step()` posts the parameters' gradients (tensors whose `grad` is None are left out,
         as a partial step) and copies the parameters the service answers into them, in place.
-        `zero_grad()` is torch's. Pass a module, `model.named_parameters()` or tensors (named
-        "0", "1", …), and either the settings of a new session (`client`, `optimizer`, …) or
-        an existing `session`, whose θ is then copied into the parameters.
+        A sparse gradient (`nn.Embedding(sparse=True)`'s `torch.sparse_coo_tensor`) travels as
+        sparse rows, coalesced by torch as its `SparseAdam` coalesces them, and only the rows
+        the step changed come back; the session's optimizer must take sparse rows
+        (`sparse_adam`, `adagrad`, `sgd` without momentum), as torch's must. `zero_grad()` is
+        torch's.
+
+        `eval()` and `train()` switch the model's weights as `schedulefree`'s optimizers do:
+        `eval()` writes the weights to evaluate (`GET …/params?for=eval`: schedule-free's x,
+        ASGD's average, θ for the other types) into the parameters, `train()` writes θ (y, where
+        gradients are taken) back; `step()` in eval mode is an error.
+
+        Pass a module, `model.named_parameters()` or tensors (named "0", "1", …), and either
+        the settings of a new session (`client`, `optimizer`, …) or an existing `session`,
+        whose θ is then copied into the parameters.
 
         `param_groups[0]["lr"]` is the rate of the latest step (η_0 before any); set it (by
         hand or with a torch LR scheduler) on a session with a constant schedule and the next
@@ -75,6 +86,7 @@ def _remote_optimizer_class() -> type:
             self._accepting_groups = False
             self.names = [tensor_name for tensor_name, _ in named]
             self.wait_timeout = wait_timeout
+            self.train_mode = True
             if session is None:
                 if client is None or optimizer is None:
                     raise TypeError("give a session, or a client and an optimizer spec")
@@ -98,11 +110,16 @@ def _remote_optimizer_class() -> type:
         ) -> Any:
             """Post the gradients (with `loss`, or the closure's, for the history and
             `reduce_on_plateau`) and write the new parameters into the model."""
+            if not self.train_mode:
+                raise RuntimeError(
+                    "the optimizer is in eval mode (the parameters hold the weights to "
+                    "evaluate): call train() before step()"
+                )
             if closure is not None:
                 with torch.enable_grad():
                     loss = closure()
             grads = {
-                tensor_name: _numpy(tensor.grad)
+                tensor_name: _gradient(tensor.grad)
                 for tensor_name, tensor in zip(self.names, self._tensors(), strict=True)
                 if tensor.grad is not None
             }
@@ -120,6 +137,18 @@ def _remote_optimizer_class() -> type:
             if self.session.last_step is not None and self.session.last_step.lr is not None:
                 self._show_lr(self.session.last_step.lr)
             return loss
+
+        def eval(self) -> None:
+            """Write the weights to evaluate into the parameters (schedulefree's `eval()`)."""
+            if self.train_mode:
+                self._write(self.session.params(for_eval=True))
+                self.train_mode = False
+
+        def train(self) -> None:
+            """Write θ, where the next gradient is taken, back into the parameters."""
+            if not self.train_mode:
+                self._write(self.session.params())
+                self.train_mode = True
 
         def state_dict(self) -> dict[str, Any]:
             export = self.session.export()
@@ -153,6 +182,7 @@ def _remote_optimizer_class() -> type:
                     f"session {session.id} holds {session.shapes}, the parameters are {shapes}"
                 )
             self.session = session
+            self.train_mode = True
             self._write(session.params())
             self._show_lr(session.view.get("lr"))
 
@@ -161,7 +191,12 @@ def _remote_optimizer_class() -> type:
                 raise ProtocolError("the session did not answer with named parameters")
             with torch.no_grad():
                 for tensor_name, tensor in zip(self.names, self._tensors(), strict=True):
-                    tensor.copy_(torch.from_numpy(np.array(new_params[tensor_name], copy=True)))
+                    value = new_params[tensor_name]
+                    if isinstance(value, SparseRows):  # only the rows the step changed
+                        rows = torch.from_numpy(np.asarray(value.rows, np.int64))
+                        tensor[rows] = torch.from_numpy(np.array(value.values, copy=True))
+                    else:
+                        tensor.copy_(torch.from_numpy(np.array(value, copy=True)))
 
         def _show_lr(self, lr: float | None) -> None:
             self._shown_lr = lr
@@ -204,6 +239,17 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.is_sparse:
         tensor = tensor.to_dense()
     return tensor.detach().cpu().numpy()
+
+
+def _gradient(grad: torch.Tensor) -> np.ndarray | SparseRows:
+    """A gradient for the wire: dense as it is; a sparse COO gradient whose sparse dimension
+    is the first (an embedding table's rows) as `SparseRows`, coalesced by torch (repeated
+    rows summed in torch's order, as torch's sparse optimizers sum them); any other sparse
+    layout dense."""
+    if grad.is_sparse and grad.sparse_dim() == 1 and grad.dim() >= 2:
+        grad = grad.detach().coalesce()
+        return SparseRows(grad.indices()[0].cpu().numpy(), grad.values().cpu().numpy())
+    return _numpy(grad)
 
 
 def _export_as_torch(export: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,12 +21,15 @@ from optaas_client.errors import UnsupportedMediaType
 from optaas_client.exports import export_from_json, export_from_safetensors
 from optaas_client.tensors import (
     Params,
+    Tensor,
     as_tensors,
     from_wire,
     in_form,
     json_content,
     media_type,
     read_safetensors,
+    safetensors_tensors,
+    tensors_from_safetensors,
     wire_form,
 )
 from optaas_client.transport import JSON_MEDIA_TYPE
@@ -130,19 +133,23 @@ class Session:
         *,
         partial: bool = False,
         if_match: int | None = None,
-        return_params: bool = True,
+        return_params: bool | str = True,
         wait: bool = False,
         wait_timeout: float | None = None,
         binary: bool | None = None,
     ) -> Params | Pending | None:
         """Post one gradient; the new parameters, in the session's form.
 
-        `partial`: the gradient holds a subset of the tensors. `if_match=t`: apply only if the
-        session is at step t (else `PreconditionFailed`). `return_params=False`: the answer
-        leaves θ out and this returns None. On an `accumulate: K` session a gradient that does
-        not complete the step returns a `Pending` — or, with `wait`, the parameters once the
-        step is made (waiting up to `wait_timeout` seconds). `binary` forces safetensors on or
-        off (default: by the session's size).
+        A tensor's gradient may be `SparseRows` (an embedding table's: the rows a batch
+        touched); the answer then holds, for that tensor, only the rows the step changed, as
+        `SparseRows` (`rows.apply_to(table)` writes them) — unless `return_params="full"`,
+        which asks for every tensor whole. `partial`: the gradient holds a subset of the
+        tensors. `if_match=t`: apply only if the session is at step t (else
+        `PreconditionFailed`). `return_params=False`: the answer leaves θ out and this returns
+        None. On an `accumulate: K` session a gradient that does not complete the step returns
+        a `Pending` — or, with `wait`, the parameters once the step is made (waiting up to
+        `wait_timeout` seconds). `binary` forces safetensors on or off (default: by the
+        session's size).
         """
         tensors = as_tensors(gradients, self.dtype)
         # Partial steps travel as JSON, whose body has a `partial` member for it.
@@ -156,7 +163,7 @@ class Session:
         if media_type(response) == SAFETENSORS_MEDIA_TYPE:
             arrays, metadata = read_safetensors(response.content)
             self._remember_step(_step_info_from_metadata(metadata))
-            return self._params_in_order(arrays)
+            return self._params_in_order(arrays) if return_params else None
         answer = response.json()
         self._remember_step(
             StepInfo(
@@ -169,23 +176,23 @@ class Session:
         )
         if not return_params:
             return None
-        return from_wire(answer["params"], self.dtype)
+        return from_wire(answer["params"], self.dtype, self.layout)
 
     def _post_step(
         self,
-        tensors: dict[str, np.ndarray],
+        tensors: dict[str, Tensor],
         named: bool,
         loss: float | None,
         partial: bool,
         if_match: int | None,
-        return_params: bool,
+        return_params: bool | str,
         binary: bool,
     ) -> httpx.Response:
         """POST …/step: a safetensors file (`loss` in its metadata) when `binary`, answered in
         safetensors unless θ is left out; JSON otherwise, or when the server refuses the file."""
         path = f"/v1/sessions/{self.id}/step"
         headers = {} if if_match is None else {"If-Match": f'"{int(if_match)}"'}
-        query = {} if return_params else {"return": "none"}
+        query = {"return": _return_query(return_params)}
         if binary:
             # Metadata values are JSON text: "0.42", and NaN as Python's json writes it.
             metadata = {} if loss is None else {"loss": json.dumps(float(loss))}
@@ -195,7 +202,7 @@ class Session:
             try:
                 return self._post(
                     path,
-                    tensors_to_safetensors(tensors, metadata),
+                    tensors_to_safetensors(safetensors_tensors(tensors), metadata),
                     headers=binary_headers,
                     params=query,
                 )
@@ -217,14 +224,16 @@ class Session:
     def params(
         self,
         *,
+        for_eval: bool = False,
         wait_for_step: int | None = None,
         timeout: float | None = None,
         binary: bool | None = None,
     ) -> Params:
         """θ_t in the session's form. With `wait_for_step=t`, waits (up to `timeout` seconds,
         the server's default if None) until the session has reached step t; a wait that runs
-        out raises `StepWaitTimeout`."""
-        query: dict[str, Any] = {}
+        out raises `StepWaitTimeout`. `for_eval=True` asks for the weights to evaluate instead
+        (`?for=eval`): schedule-free's x, ASGD's average, θ itself for the other types."""
+        query: dict[str, Any] = {"for": "eval"} if for_eval else {}
         if wait_for_step is not None:
             query["wait_for_step"] = int(wait_for_step)
         if timeout is not None:
@@ -242,7 +251,7 @@ class Session:
             return self._params_in_order(arrays)
         answer = response.json()
         self.step_count = int(answer["step"])
-        return from_wire(answer["params"], self.dtype)
+        return from_wire(answer["params"], self.dtype, self.layout)
 
     def history(self, *, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """The history records with `seq > after`, oldest first (every one, or `limit`): steps
@@ -347,9 +356,18 @@ class Session:
         self.step_count = info.step
 
     def _params_in_order(self, arrays: Mapping[str, np.ndarray]) -> Params:
-        """A safetensors answer's tensors in the session's order and form and dtype."""
-        ordered = {name: arrays[name].astype(self.dtype, copy=False) for name in self.shapes}
-        return in_form(ordered, self.layout)
+        """A safetensors answer's tensors in the session's order and form and dtype (a tensor
+        with `rows/<tensor>` beside it as `SparseRows`)."""
+        return in_form(tensors_from_safetensors(arrays, self.shapes, self.dtype), self.layout)
+
+
+def _return_query(return_params: bool | str) -> str:
+    """`?return=`: `params` (θ, changed rows only for sparse gradients), `full` or `none`."""
+    if return_params == "full":
+        return "full"
+    if isinstance(return_params, str):
+        raise ValueError(f'return_params is True, False or "full", not {return_params!r}')
+    return "params" if return_params else "none"
 
 
 def _step_info_from_metadata(metadata: Mapping[str, str]) -> StepInfo:
