@@ -15,6 +15,14 @@ measures the cost of the step history instead: three servers at once with the hi
 (OPTAAS_HISTORY_MAX_RECORDS=0), on (the default limit, no pruning within the run) and pruning
 (a limit of 200: old records are deleted every second step), stepped in turn (paired
 measurements); writes benchmarks/results/history_overhead.{json,md}.
+
+    python benchmarks/service_step.py --fixed-cost [--samples 2000] [--baseline PATH]
+
+measures a step's fixed cost: the sequential p50 of a 10-parameter Adam step (JSON) divided by
+the p50 of `GET /healthz` on the same server, the two requests taken in turn so that both see
+the same machine (memory:// and PostgreSQL by default). With `--baseline`, a checkout of other
+code is measured the same way at the same time, its server stepped in turn with this one's;
+writes benchmarks/results/fixed_cost.{json,md}.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_safetensors  # noqa: E402
+from tests import live_server  # noqa: E402
 from tests.databases import create_postgres_database, drop_postgres_database  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
@@ -212,6 +221,13 @@ def measured_code() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def _code_of(root: Path) -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+    )
+    return f"{root} at {result.stdout.strip() or 'unknown'}"
+
+
 def environment() -> dict[str, object]:
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -336,6 +352,75 @@ def history_markdown(rows: list[dict], context: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fixed_cost(backends: list[str], samples: int, baseline: Path | None) -> list[dict]:
+    """For each backend: servers of this tree (and of `baseline`), each stepped and asked
+    /healthz in turn, `samples` times, after a warm-up; the p50s and their ratio."""
+    trees = {"this": REPO_ROOT, **({"baseline": baseline} if baseline else {})}
+    # Another checkout compiles its kernels at its first start (numba caches by file): wait.
+    live_server.START_TIMEOUT_SECONDS = max(live_server.START_TIMEOUT_SECONDS, 900)
+    rows = []
+    for backend in backends:
+        with ExitStack() as stack:
+            probes = {}
+            for name, root in trees.items():
+                directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                url = database_url(stack, backend, directory)
+                server = LiveServer(url, directory / "server.log", root=root)
+                stack.enter_context(server)
+                stepper = Stepper(server, 10)
+                stack.callback(stepper.close)
+                probes[name] = stepper
+            times: dict[str, dict[str, list[float]]] = {
+                n: {"step": [], "healthz": []} for n in trees
+            }
+            for index in range(WARMUP_STEPS * 5 + samples):
+                for name, stepper in probes.items():
+                    step_ms = stepper.step(index)
+                    started = time.perf_counter()
+                    stepper.client.get("/healthz").raise_for_status()
+                    health_ms = (time.perf_counter() - started) * 1000
+                    if index >= WARMUP_STEPS * 5:
+                        times[name]["step"].append(step_ms)
+                        times[name]["healthz"].append(health_ms)
+            for name in trees:
+                step_p50 = percentile(times[name]["step"], 50)
+                health_p50 = percentile(times[name]["healthz"], 50)
+                row = {
+                    "database": backend,
+                    "code": name,
+                    "samples": samples,
+                    "step_p50_ms": step_p50,
+                    "healthz_p50_ms": health_p50,
+                    "ratio": step_p50 / health_p50,
+                }
+                rows.append(row)
+                print(
+                    f"{backend:<10} {name:<8} step p50 {step_p50:6.3f} ms  healthz p50 "
+                    f"{health_p50:6.3f} ms  ratio {row['ratio']:5.2f}",
+                    flush=True,
+                )
+    return rows
+
+
+def fixed_cost_markdown(rows: list[dict], context: dict[str, object], baseline: str) -> str:
+    lines = [
+        "# A step's fixed cost: 10-parameter Adam step p50 ÷ GET /healthz p50, same server",
+        "",
+        context_line(context),
+        f"Requests sequential, step and /healthz in turn; baseline: {baseline}.",
+        "Targets: ≤ 2× on memory://, ≤ 3× on PostgreSQL.",
+        "",
+        "| database | code | samples | step p50 ms | /healthz p50 ms | ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['database']} | {row['code']} | {row['samples']} | "
+            f"{row['step_p50_ms']:.3f} | {row['healthz_p50_ms']:.3f} | {row['ratio']:.2f}× |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small-steps", type=int, default=500)
@@ -344,7 +429,21 @@ def main() -> None:
     parser.add_argument(
         "--compare-history", action="store_true", help="measure the step history's cost instead"
     )
+    parser.add_argument("--fixed-cost", action="store_true", help="step ÷ /healthz, 10 params")
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--baseline", type=Path, help="a checkout of other code to compare")
     args = parser.parse_args()
+    if args.fixed_cost:
+        backends = args.backends if args.backends != ["sqlite", "postgresql"] else None
+        rows = fixed_cost(backends or ["memory", "postgresql"], args.samples, args.baseline)
+        context = environment()
+        baseline = "none" if args.baseline is None else _code_of(args.baseline)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        document = {"environment": context, "baseline": baseline, "results": rows}
+        (RESULTS / "fixed_cost.json").write_text(json.dumps(document, indent=2) + "\n")
+        (RESULTS / "fixed_cost.md").write_text(fixed_cost_markdown(rows, context, baseline))
+        print(fixed_cost_markdown(rows, context, baseline))
+        return
     if args.compare_history:
         rows = compare_history(args.backends, args.small_steps, args.large_steps)
         context = environment()

@@ -58,7 +58,11 @@ class LiveServer:
         workers: int = 1,
         env: Mapping[str, str] | None = None,
         log_level: str = "warning",
+        root: Path = REPO_ROOT,
     ) -> None:
+        """`root`: the source tree the server runs from (another checkout, for benchmarks that
+        compare two versions side by side)."""
+        self.root = root
         self.database_url = database_url
         self.log_path = log_path
         self.workers = workers
@@ -177,7 +181,7 @@ class LiveServer:
             log.write(f"\n=== {' '.join(command)}\n".encode())
             self.process = subprocess.Popen(
                 command,
-                cwd=REPO_ROOT,
+                cwd=self.root,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

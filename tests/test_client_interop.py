@@ -142,6 +142,7 @@ class CoreSession:
                 }
                 for tensor, slots in self.state.slots.items()
             },
+            "globals": {name: value.copy() for name, value in self.state.globals.items()},
         }
 
 
@@ -587,9 +588,13 @@ def exported(layout):
 
 
 def assert_same_export(ours, theirs):
-    assert {key: ours[key] for key in ours if key not in ("params", "state")} == {
-        key: theirs[key] for key in theirs if key not in ("params", "state")
+    arrays = ("params", "state", "globals")
+    assert {key: ours[key] for key in ours if key not in arrays} == {
+        key: theirs[key] for key in theirs if key not in arrays
     }
+    assert ours["globals"].keys() == theirs["globals"].keys()
+    for name, value in ours["globals"].items():
+        np.testing.assert_array_equal(value, theirs["globals"][name])
     if ours["layout"] == "single":
         np.testing.assert_array_equal(ours["params"], theirs["params"])
     else:

@@ -25,6 +25,7 @@ from optaas_client import (
     torch_optimizers,
     torch_state_dict,
 )
+from optaas_client import SparseRows as ClientRows
 
 from app.optim import SparseRows
 from app.store.database import Database
@@ -39,6 +40,7 @@ from tests.test_client_interop import (
     STEPS,
     TORCH_CASES,
     assert_same_params,
+    more_problem,
     numpy_of,
     problem,
     torch_parameters,
@@ -310,6 +312,28 @@ def test_the_rest_of_torch_optim_goes_on_on_the_service_from_torch(client, case)
         on_the_service = session.step(g)
     assert session.step_count == 2 * STEPS
     assert_moved_alike(on_the_service, numpy_of(parameters), theta0, 1e-9)
+
+
+def test_sparse_adam_on_embedding_rows_goes_on_in_torch_with_sparse_coo_gradients(client):
+    """Sparse row gradients (repeats, empty steps) posted as the client's `SparseRows`; the
+    export continues in torch's SparseAdam fed the same rows as sparse COO tensors."""
+    spec, *_ = MORE_TORCH_CASES["sparse_adam"]
+    theta0, grads = more_problem("sparse_adam", 17)
+    session = client.create_session(theta0, optimizer=spec)
+
+    def posted(step):
+        return {name: ClientRows(g.rows.copy(), g.values.copy()) for name, g in step.items()}
+
+    for g in grads[:STEPS]:
+        session.step(posted(g), return_params=False)
+    export = session.export()
+    for g in grads[STEPS:]:
+        session.step(posted(g), return_params=False)
+
+    parameters = torch_parameters({name: np.zeros_like(array) for name, array in theta0.items()})
+    optimizer = torch_optimizer(export, parameters)
+    torch_steps([optimizer], parameters, grads[STEPS:])
+    assert_moved_alike(session.params(), numpy_of(parameters), theta0, 1e-9)
 
 
 def test_muon_beside_adamw_round_trips_between_the_service_and_a_pair_of_torch_optimizers(

@@ -53,3 +53,21 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "module.py"
     source.write_text("def f():\n    from app import optim\n    import app.service.auth\n")
     assert {"app.optim", "app.service.auth"} <= imported_modules(source)
+
+
+SHARED_FACTS = ("EXPORT_FORMAT", "PARAM_SLOT", "STEP_SLOT", "ACCUMULATION_SLOT", "HEADER_FIELDS")
+
+
+def test_the_storage_keys_and_the_export_format_are_defined_once():
+    """`optaas_state` (shipped by the client's distribution, imported by the server) is the one
+    module that defines them; the server and the client import them from there."""
+    root = APP.parent
+    sources = [*APP.rglob("*.py"), *(root / "clients" / "python" / "src").rglob("*.py")]
+    defining: dict[str, list[str]] = {name: [] for name in SHARED_FACTS}
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in defining:
+                    defining[target.id].append(path.name)
+    assert defining == {name: ["optaas_state.py"] for name in SHARED_FACTS}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from alembic import command
 from sqlalchemy import delete, inspect, select, text
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.config import Settings
 from app.stepping import SessionArrays
@@ -210,6 +211,31 @@ def test_codec_refuses_dtypes_a_session_cannot_have():
         codec.encode(np.arange(3, dtype=np.int32))
     with pytest.raises(ValueError, match="float16"):
         codec.decode("float16", [1], b"\0\0")
+
+
+def test_the_step_paths_row_advances_by_one_version_and_refuses_a_stale_one(database):
+    """`SessionRepository.row` / `advance`: the step path's Core statements bump the version as
+    the mapper does on an ORM update, and find the row only at the version they read."""
+    record = new_record()
+    with database.transaction(write=True) as db:
+        SessionRepository(db).add(record)
+    with database.transaction(write=True) as db:
+        repository = SessionRepository(db)
+        row = repository.row(record.id, for_update=True)
+        assert row is not None and row.version == 1
+        repository.advance(row, step=1, schedule_state={}, last_loss=0.5)
+        assert (row.step, row.version) == (1, 2)
+    with database.transaction(write=True) as db:
+        repository = SessionRepository(db)
+        stored = repository.get(record.id, for_update=True)
+        assert (stored.step, stored.version, stored.last_loss) == (1, 2, 0.5)
+        stored.name = "renamed"
+        repository.touch(stored)  # an ORM change: the mapper bumps the version too
+        assert stored.version == 3
+        stale = repository.row(record.id)
+        stale.version = 2
+        with pytest.raises(StaleDataError):
+            repository.advance(stale, step=2, schedule_state={}, last_loss=None)
 
 
 def test_large_arrays_are_stored_in_chunks_and_read_back_whole(migrated_database_url):

@@ -15,8 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from app import service
+from app.api.inputs import new_session
 from app.optim import Optimizer
-from app.schemas import CreateSession, StepRequest
+from app.schemas import CreateSession
+from app.service import GradientPost
 from app.stepping import SessionArrays, WorkingSet, WorkingSetCache
 from app.store.database import Database
 from app.store.models import SessionArray, SessionRecord
@@ -203,7 +205,7 @@ def test_the_log_replays_each_step_with_its_own_configuration(database):
         "clip_grad_norm": 1.0,
     }
     with stepping.transaction(write=True) as db:
-        created = service.create_session(db, CreateSession.model_validate(body))
+        created = service.create_session(db, new_session(CreateSession.model_validate(body)))
     reference = CoreRun(created.model_dump(), theta)
 
     def step(index: int) -> dict:
@@ -211,15 +213,12 @@ def test_the_log_replays_each_step_with_its_own_configuration(database):
         partial = index % 4 == 3
         if partial:
             gradients.pop("b")
+        copies = {name: array.copy() for name, array in gradients.items()}  # the core's scratch
         reference.step(gradients, loss=float(index % 3), partial=partial)
-        request = StepRequest(
-            gradients={name: array.tolist() for name, array in gradients.items()},
-            loss=float(index % 3),
-            partial=partial,
-        )
+        post = GradientPost(copies, loss=float(index % 3), partial=partial)
         with stepping.transaction(write=True) as db:
             return service.step(
-                db, str(created.id), created.token, request, history_max_records=100
+                db, str(created.id), created.token, post, history_max_records=100
             ).params
 
     def assert_stored_state_is_the_references() -> None:
@@ -261,14 +260,14 @@ def test_save_arrays_is_a_checkpoint_that_drops_the_log(database):
     cached = Database(url, cache_max_bytes=1 << 20, checkpoint_every=1000)
     body = {"params": [1.0, 2.0, 3.0], "dtype": "float64", "optimizer": {"type": "adam"}}
     with cached.transaction(write=True) as db:
-        created = service.create_session(db, CreateSession.model_validate(body))
+        created = service.create_session(db, new_session(CreateSession.model_validate(body)))
     for _ in range(3):
         with cached.transaction(write=True) as db:
             service.step(
                 db,
                 str(created.id),
                 created.token,
-                StepRequest(gradients=[1.0, 1.0, 1.0]),
+                GradientPost({"params": np.ones(3)}),
                 history_max_records=10,
             )
     with database.transaction(write=True) as db:
@@ -289,15 +288,14 @@ def test_a_step_that_changes_more_than_the_core_does_can_ask_for_a_checkpoint(da
     stepping = Database(url, cache_max_bytes=1 << 20, checkpoint_every=1000)
     body = {"params": [1.0, 2.0, 3.0], "dtype": "float64", "optimizer": {"type": "adam"}}
     with stepping.transaction(write=True) as db:
-        created = service.create_session(db, CreateSession.model_validate(body))
+        created = service.create_session(db, new_session(CreateSession.model_validate(body)))
     with stepping.transaction(write=True) as db:
         repository = SessionRepository(db)
         record = repository.get(created.id, for_update=True)
         working = SessionArrays(db).working_set(record)
         optimizer, params, state = service.working_state(record, working)
         grads = {"params": np.array([0.5, -0.5, 1.0])}
-        request = StepRequest(gradients=[0.5, -0.5, 1.0])
-        entry = service.logged_step(record, request, grads)
+        entry = service.logged_step(record, GradientPost({"params": grads["params"].copy()}))
         write = SessionArrays(db).begin_step(record, working, entry, checkpoint=True)
         optimizer.step(params, state, grads)
         arrays = {**service.stored_arrays(params, state), "accum/params": np.zeros(3)}

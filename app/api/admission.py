@@ -191,14 +191,14 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def get_gate(request: Request) -> SessionGate:
+async def get_gate(request: Request) -> SessionGate:
     return request.app.state.session_gate
 
 
 GateDep = Annotated[SessionGate, Depends(get_gate)]
 
 
-def creation_caller(request: Request, api_key: ApiKeyDep) -> str:
+async def creation_caller(request: Request, api_key: ApiKeyDep) -> str:
     """The caller of a creating request (create, import, fork), whose API key is checked."""
     return caller_of(request.scope.get("client"), api_key)
 
@@ -250,10 +250,16 @@ async def step_admission(
     database: DatabaseDep,
     settings: SettingsDep,
     gate: GateDep,
-) -> None:
-    """A step: the session's token, then a body as large as the session needs."""
+) -> SessionFacts:
+    """A step: the session's token, then a body as large as the session needs. Its facts
+    (dtype, form) are what the body is parsed into (`StepFactsDep`)."""
     facts = await gate.admit(database, session_id, token)
     admit_body(request, step_limits(facts, settings))
+    return facts
+
+
+StepFactsDep = Annotated[SessionFacts, Depends(step_admission)]
+"""The stepped session's facts, from its admission (run once per request: FastAPI caches it)."""
 
 
 async def patch_admission(

@@ -16,8 +16,8 @@ from app.api.conditions import etag
 from app.api.idempotency import Answer
 from app.exports import SessionState
 from app.optim import SparseRows
-from app.schemas import CreatedSession, StepAccepted, StepResponse
-from app.service import Stepped
+from app.schemas import CreatedSession, ParamsResponse, StepAccepted, StepResponse
+from app.service import Params, Stepped
 from app.tensors import (
     SAFETENSORS_MEDIA_TYPE,
     tensors_by_name,
@@ -66,6 +66,11 @@ def step_response(stepped: Stepped) -> StepResponse:
         update_norm=stepped.update_norm,
         skipped=stepped.skipped,
     )
+
+
+def params_response(params: Params) -> ParamsResponse:
+    """θ_t's JSON answer, in the session's form."""
+    return ParamsResponse(step=params.step, params=tensors_to_json(params.layout, params.params))
 
 
 def step_metadata(result: Stepped) -> dict[str, str]:

@@ -62,7 +62,7 @@ class IfMatch:
         )
 
 
-def if_match(request: Request) -> IfMatch | None:
+async def if_match(request: Request) -> IfMatch | None:
     """The request's `If-Match` (all its field lines), or None without one."""
     values = request.headers.getlist(HEADER)
     return IfMatch.parse(values) if values else None

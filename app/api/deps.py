@@ -22,15 +22,19 @@ _api_key = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are `async def`: FastAPI runs a plain `def` dependency in the thread pool,
+# one hand-off per dependency per request, where these only read the request or the app.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-def session_token(
+async def session_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The bearer token of `Authorization: Bearer <token>`; 401 when there is none."""
@@ -39,7 +43,7 @@ def session_token(
     return credentials.credentials
 
 
-def require_api_key(
+async def require_api_key(
     settings: Annotated[Settings, Depends(get_settings)],
     key: Annotated[str | None, Depends(_api_key)],
 ) -> str | None:
@@ -63,7 +67,7 @@ def valid_api_key(given: str | None, settings: Settings) -> str | None:
     return given if given is not None and any(matches) else None
 
 
-def answer_in_safetensors(request: Request) -> bool:
+async def answer_in_safetensors(request: Request) -> bool:
     """Whether the answer's tensors go out as a safetensors file (`Accept`), not JSON."""
     return prefers_safetensors(request.headers.get("accept"))
 

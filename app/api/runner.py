@@ -5,10 +5,9 @@ that commits before the answer is sent (an acknowledged change is a committed ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from fastapi import Response
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.idempotency import Answer, IdempotencyKeeper, Replay
@@ -29,14 +28,18 @@ class Detachable(Protocol):
 
 async def run_use_case(
     database: Database,
-    use_case: Callable[[Session], Result],
+    use_case: Callable[..., Result],
     answer: Callable[[Result], Answer],
     *,
     write: bool,
+    parse: Callable[[], Any] | None = None,
     keeper: IdempotencyKeeper | None = None,
     answer_in_transaction: bool = False,
 ) -> Response:
     """In the thread pool: run `use_case` in one transaction, commit, then answer.
+
+    With `parse`, the body is parsed first, outside the transaction (no lock is held while it
+    is read): `use_case(db, parse())`. Otherwise `use_case(db)`.
 
     With an `Idempotency-Key` (`keeper`), the use case names the key's scope, and the answer is
     made inside the transaction and kept with the change it reports; a repeat of a request
@@ -48,9 +51,10 @@ async def run_use_case(
 
     def run() -> Response:
         try:
+            given = _parsed(database, parse, keeper)
             with database.transaction(write=write) as db:
                 try:
-                    result = use_case(db)
+                    result = use_case(db, *given)
                 except (OptaasError, OptimError):
                     if keeper is not None:  # a repeat that fails where its original did not
                         keeper.replay_if_kept(db)
@@ -67,3 +71,20 @@ async def run_use_case(
         return answer(result).response()
 
     return await run_in_threadpool(run)
+
+
+def _parsed(
+    database: Database, parse: Callable[[], Any] | None, keeper: IdempotencyKeeper | None
+) -> tuple[Any, ...]:
+    """`(parse(),)`, or () without `parse`. A body that fails to parse under a key whose scope
+    is known already (a creation's) is looked up first, as a failing use case is: a repeat of a
+    request that was applied gets its answer (`Replay`), a different one the key's 422."""
+    if parse is None:
+        return ()
+    try:
+        return (parse(),)
+    except (OptaasError, OptimError):
+        if keeper is not None:
+            with database.transaction(write=False) as db:
+                keeper.replay_if_kept(db)
+        raise

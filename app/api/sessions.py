@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app import exports, service
+from app.api import inputs
 from app.api.admission import (
     CreationCallerDep,
     GateDep,
+    StepFactsDep,
     creation_admission,
     fork_admission,
     import_admission,
@@ -29,6 +31,7 @@ from app.api.admission import (
 from app.api.answers import (
     accepted_answer,
     created_answer,
+    params_response,
     safetensors_answer,
     session_answer,
     state_answer,
@@ -39,7 +42,6 @@ from app.api.bodies import (
     TensorBody,
     parse_json,
     parse_settings_file,
-    parse_tensor_body,
     validate,
 )
 from app.api.conditions import IfMatchDep
@@ -83,9 +85,9 @@ from app.schemas import (
     StepRequest,
     StepResponse,
 )
-from app.service import Stepped
+from app.service import GradientPost, Params, Stepped
 from app.store.models import SessionRecord
-from app.tensors import tensors_by_name, tensors_from_safetensors
+from app.tensors import tensors_from_safetensors
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -118,16 +120,14 @@ async def create_session(
     without keys), a retry gets the same session back.
     """
 
-    def create(db: Session) -> CreatedSession:
-        if keeper is not None:
-            keeper.scope(creation_scope("create", caller))
-        return service.create_session(db, read_creation(body))
-
+    if keeper is not None:
+        keeper.scope(creation_scope("create", caller))
     return await run_use_case(
         database,
-        create,
+        service.create_session,
         lambda created: created_answer(request, created),
         write=True,
+        parse=lambda: inputs.new_session(read_creation(body)),
         keeper=keeper,
     )
 
@@ -191,6 +191,7 @@ async def step_session(
     precondition: IfMatchDep,
     settings: SettingsDep,
     binary_answer: SafetensorsAnswerDep,
+    facts: StepFactsDep,
     returns: Annotated[
         Literal["params", "full", "none"],
         Query(
@@ -231,13 +232,12 @@ async def step_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def apply(db: Session) -> Stepped | StepAccepted:
-        step_request = parse_tensor_body(body, StepRequest, "gradients")
+    def apply(db: Session, post: GradientPost) -> Stepped | StepAccepted:
         return service.step(
             db,
             session_id,
             token,
-            step_request,
+            post,
             return_params=return_params,
             full_tensors=returns == "full",
             guard=check,
@@ -255,7 +255,13 @@ async def step_session(
     # A safetensors answer is made before the commit: writing the file is the one copy of θ it
     # needs. A JSON answer is written after it, from θ the runner detaches first.
     return await run_use_case(
-        database, apply, answer, write=True, keeper=keeper, answer_in_transaction=binary_answer
+        database,
+        apply,
+        answer,
+        write=True,
+        parse=lambda: inputs.gradient_post(body, facts),
+        keeper=keeper,
+        answer_in_transaction=binary_answer,
     )
 
 
@@ -322,11 +328,10 @@ async def get_params(
     single form's tensor is `params`), `step` in its `__metadata__`.
     """
 
-    def answer(params: ParamsResponse) -> Answer:
+    def answer(params: Params) -> Answer:
         if binary_answer:
-            by_name = tensors_by_name(params.params)
-            return safetensors_answer(by_name, params.step, {"step": str(params.step)})
-        return session_answer(params, params.step)
+            return safetensors_answer(params.params, params.step, {"step": str(params.step)})
+        return session_answer(params_response(params), params.step)
 
     if wait_for_step is not None:
         seconds = wait_seconds(timeout, settings)
@@ -382,8 +387,7 @@ async def patch_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def change(db: Session) -> SessionView:
-        patch = parse_json(body, SessionPatch)
+    def change(db: Session, patch: dict[str, Any]) -> SessionView:
         with patch_problems():
             return service.patch_session(
                 db,
@@ -395,7 +399,11 @@ async def patch_session(
             )
 
     return await run_use_case(
-        database, change, lambda view: session_answer(view, view.step), write=True
+        database,
+        change,
+        lambda view: session_answer(view, view.step),
+        write=True,
+        parse=lambda: inputs.config_patch(body),
     )
 
 
@@ -437,8 +445,7 @@ async def fork_session(
         if precondition is not None:
             precondition.require(source.step)
 
-    def fork(db: Session) -> CreatedSession:
-        overrides = parse_json(body, SessionPatch) if body.strip() else SessionPatch()
+    def fork(db: Session, overrides: dict[str, Any]) -> CreatedSession:
         with patch_problems():
             return service.fork_session(
                 db,
@@ -450,7 +457,12 @@ async def fork_session(
             )
 
     return await run_use_case(
-        database, fork, lambda created: created_answer(request, created), write=True, keeper=keeper
+        database,
+        fork,
+        lambda created: created_answer(request, created),
+        write=True,
+        parse=lambda: inputs.config_patch(body, optional=True),
+        keeper=keeper,
     )
 
 
@@ -520,16 +532,14 @@ async def import_session(
     keys) a retry gets the same session back.
     """
 
-    def create(db: Session) -> CreatedSession:
-        if keeper is not None:
-            keeper.scope(creation_scope("import", caller))
-        return service.import_session(db, read_export(body))
-
+    if keeper is not None:
+        keeper.scope(creation_scope("import", caller))
     return await run_use_case(
         database,
-        create,
+        service.import_session,
         lambda created: created_answer(request, created),
         write=True,
+        parse=lambda: read_export(body),
         keeper=keeper,
     )
 

@@ -2,9 +2,12 @@
 place the layers meet.
 
 Each function runs inside the caller's unit of work (`db`, a SQLAlchemy session in a
-transaction) and never commits: the API edge commits before it answers. Wire models come in
-(`app.schemas`), the optimizer core (`app.optim`) does the arithmetic, the repository
-(`app.store`) keeps rows and bytes.
+transaction) and never commits: the API edge commits before it answers. Domain values come in,
+parsed by the API before the transaction (θ and gradients as numpy arrays by tensor name in the
+session's dtype: `NewSession`, `GradientPost`; merge patches as plain documents; `SessionState`),
+and go out (`Stepped`, `Params`, the views), which the API encodes. The optimizer core
+(`app.optim`) does the arithmetic, the stepping layer (`app.stepping`) keeps the arrays, the
+repository (`app.store`) the rows.
 
 One module per job: `auth` (tokens), `records` (what every use-case reads off a row),
 `sessions` (create, read, delete), `stepping` (a step), `accumulation` (posts summed toward a
@@ -42,6 +45,8 @@ from app.service.records import (
     tensor_names,
 )
 from app.service.sessions import (
+    NewSession,
+    Params,
     Progress,
     add_session,
     create_session,
@@ -55,7 +60,7 @@ from app.service.sessions import (
     preview_schedule,
 )
 from app.service.stepping import (
-    gradient_arrays,
+    GradientPost,
     logged_step,
     step,
     step_accumulated,
@@ -73,6 +78,9 @@ __all__ = [
     "SERVICE_FIELDS",
     "TOKEN_BYTES",
     "Batch",
+    "GradientPost",
+    "NewSession",
+    "Params",
     "Progress",
     "SessionFacts",
     "Stepped",
@@ -92,7 +100,6 @@ __all__ = [
     "get_progress",
     "get_session",
     "get_session_view",
-    "gradient_arrays",
     "hash_token",
     "import_session",
     "logged_step",

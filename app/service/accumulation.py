@@ -14,13 +14,13 @@ from app.schemas import StepAccepted
 from app.service.records import core_config, tensor_names
 from app.stepping import SessionArrays
 from app.store.models import SessionRecord
-from app.store.repository import SessionRepository
+from app.store.repository import SessionRepository, SessionRow
 
 Batch = tuple[dict[str, Gradient], float | None, bool]
 """The mean gradient of a complete batch, the mean loss (None: no post had one), partial."""
 
 
-def accumulates(record: SessionRecord) -> bool:
+def accumulates(record: SessionRecord | SessionRow) -> bool:
     """Whether posts go through the running sums: `accumulate` > 1, or posts are pending (the
     session was patched to `accumulate: 1` mid-batch: the next post completes the batch)."""
     return record.config["accumulate"] > 1 or record.accumulated > 0
@@ -158,7 +158,7 @@ def _require_finite_sums(sums: Mapping[str, Gradient], posted: Mapping[str, Grad
             raise NonFiniteGradient(name)
 
 
-def _accumulated_loss_sum(record: SessionRecord) -> float:
+def _accumulated_loss_sum(record: SessionRecord | SessionRow) -> float:
     """Σ of the pending posts' losses. SQLite stores NaN as NULL: a NULL sum of counted
     losses was NaN."""
     if record.accumulated_loss_sum is not None:
@@ -166,7 +166,7 @@ def _accumulated_loss_sum(record: SessionRecord) -> float:
     return math.nan if record.accumulated_losses else 0.0
 
 
-def reset_accumulation(record: SessionRecord) -> None:
+def reset_accumulation(record: SessionRecord | SessionRow) -> None:
     record.accumulated = 0
     record.accumulated_losses = 0
     record.accumulated_loss_sum = None

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from app.errors import SessionNotFound
 from app.service.records import tensor_names
 from app.store.models import SessionRecord
-from app.store.repository import SessionRepository
+from app.store.repository import SessionRepository, SessionRow
+from app.tensors import Layout
 
 TOKEN_BYTES = 32
 
@@ -51,6 +52,12 @@ class SessionFacts:
     arrays: int
     names_bytes: int
     """The tensors' names, UTF-8 encoded, all together (they travel in every named body)."""
+    dtype: str
+    """The session's float dtype: a body's numbers are read into it before any transaction."""
+    layout: Layout
+    """The form of its θ (one array, or named arrays): a JSON gradient comes in that form."""
+    names: tuple[str, ...]
+    """Its tensors' names, in order (a file's `rows/<x>` is rows unless `<x>` is one)."""
 
 
 def session_facts(db: Session, session_id: str) -> SessionFacts | None:
@@ -70,6 +77,9 @@ def session_facts(db: Session, session_id: str) -> SessionFacts | None:
         elements=sum(math.prod(shape) for shape in shapes),
         arrays=sum(math.prod(shape[:depth]) for shape in shapes for depth in range(len(shape))),
         names_bytes=sum(len(name.encode()) for name in tensor_names(record)),
+        dtype=record.dtype,
+        layout=Layout(record.layout),
+        names=tuple(tensor_names(record)),
     )
 
 
@@ -85,3 +95,16 @@ def authorized_record(
     if not token_matches(record.token_hash if record is not None else None, token):
         raise SessionNotFound()
     return record
+
+
+def authorized_row(repository: SessionRepository, session_id: str, token: str) -> SessionRow:
+    """As `authorized_record`, locked, as a plain `SessionRow` (the step path: one Core SELECT
+    and none of the ORM's bookkeeping)."""
+    try:
+        parsed_id = uuid.UUID(session_id)
+    except ValueError:
+        raise SessionNotFound() from None
+    row = repository.row(parsed_id, for_update=True)
+    if not token_matches(row.token_hash if row is not None else None, token):
+        raise SessionNotFound()
+    return row

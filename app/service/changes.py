@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidContent, OptimizerTypeChange
 from app.optim import Optimizer, OptimizerState, build_schedule
-from app.schemas import CreatedSession, SessionConfig, SessionPatch, SessionView
+from app.schemas import CreatedSession, SessionConfig, SessionView
 from app.service.accumulation import pending_sums
 from app.service.auth import authorized_record
 from app.service.records import core_config, split_arrays, tensor_names
@@ -27,7 +27,7 @@ def patch_session(
     db: Session,
     session_id: str,
     token: str,
-    patch: SessionPatch,
+    patch: Mapping[str, Any],
     *,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
@@ -68,7 +68,7 @@ def fork_session(
     db: Session,
     session_id: str,
     token: str,
-    overrides: SessionPatch,
+    overrides: Mapping[str, Any],
     *,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
@@ -105,7 +105,7 @@ def fork_session(
 
 
 def patched_config(
-    record: SessionRecord, patch: SessionPatch, *, allow_type_change: bool
+    record: SessionRecord, patch: Mapping[str, Any], *, allow_type_change: bool
 ) -> tuple[str | None, dict[str, Any]]:
     """The session's name and config with `patch` merged in, validated as a creation's config.
 
@@ -113,7 +113,7 @@ def patched_config(
     shape, `HyperParameterError` for a bad value, `OptimizerTypeChange` for a new optimizer
     type unless `allow_type_change`.
     """
-    given = patch.model_dump(mode="json", exclude_unset=True)
+    given = dict(patch)
     name = given.pop("name", record.name)
     if "optimizer" in given:
         _check_optimizer_patch(record.config["optimizer"]["type"], given, allow_type_change)

@@ -11,6 +11,7 @@ import numpy as np
 from app.schemas import SessionView
 from app.stepping import split_stored
 from app.store.models import SessionRecord
+from app.store.repository import SessionRow
 
 SERVICE_FIELDS = frozenset({"accumulate"})
 """Config fields the service acts on itself; the rest of the config is the core's."""
@@ -21,12 +22,12 @@ def core_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in SERVICE_FIELDS}
 
 
-def tensor_names(record: SessionRecord) -> list[str]:
+def tensor_names(record: SessionRecord | SessionRow) -> list[str]:
     return [tensor["name"] for tensor in record.tensors]
 
 
 def split_arrays(
-    record: SessionRecord, arrays: Mapping[str, np.ndarray]
+    record: SessionRecord | SessionRow, arrays: Mapping[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Stored arrays → (θ by tensor name in the session's order, the state slots as keyed).
 

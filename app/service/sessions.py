@@ -18,12 +18,9 @@ from app.optim import Optimizer, OptimizerState, schedule_lrs
 from app.optim.catalog import CHOOSES_ITS_STEP_SIZE
 from app.schemas import (
     CreatedSession,
-    CreateSession,
     HistoryPage,
-    ParamsResponse,
     SchedulePreview,
     SchedulePreviewRequest,
-    SessionConfig,
     SessionView,
 )
 from app.service.auth import TOKEN_BYTES, authorized_record, hash_token
@@ -32,18 +29,28 @@ from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
-from app.tensors import Layout, initial_tensors, tensor_field, tensors_to_json
+from app.tensors import Layout, tensor_field
 
 
-def create_session(db: Session, request: CreateSession) -> CreatedSession:
-    """A new session at t = 0: θ₀ from the request, the optimizer's initial state, a new token."""
-    config = request.model_dump(mode="json", include=set(SessionConfig.model_fields))
-    layout, params = initial_tensors(request.params, np.dtype(request.dtype))
-    _require_finite(params, layout)
-    optimizer = Optimizer(core_config(config), list(params))
-    state = optimizer.init(params)
+@dataclass(frozen=True)
+class NewSession:
+    """A creation, as the API parsed it before any transaction: the name, the config (every
+    default filled in), the form of θ and θ₀ by tensor name in the session's dtype."""
+
+    name: str | None
+    config: dict[str, Any]
+    layout: Layout
+    params: dict[str, np.ndarray]
+
+
+def create_session(db: Session, new: NewSession) -> CreatedSession:
+    """A new session at t = 0: θ₀ as given (finite), the optimizer's initial state, a new
+    token."""
+    _require_finite(new.params, new.layout)
+    optimizer = Optimizer(core_config(new.config), list(new.params))
+    state = optimizer.init(new.params)
     record, token = add_session(
-        SessionRepository(db), request.name, layout, params, config, state, last_loss=None
+        SessionRepository(db), new.name, new.layout, new.params, new.config, state, last_loss=None
     )
     return created_session(record, optimizer.lr(state), token)
 
@@ -105,9 +112,17 @@ def delete_session(db: Session, session_id: str, token: str) -> None:
     repository.delete(record)
 
 
-def get_params(
-    db: Session, session_id: str, token: str, *, for_eval: bool = False
-) -> ParamsResponse:
+@dataclass(frozen=True)
+class Params:
+    """θ_t by tensor name (read-only views or this read's own copies), in the session's
+    `layout`."""
+
+    step: int
+    layout: Layout
+    params: dict[str, np.ndarray]
+
+
+def get_params(db: Session, session_id: str, token: str, *, for_eval: bool = False) -> Params:
     """θ_t; `for_eval`: the weights to evaluate instead (`Optimizer.eval_params`: ASGD's
     average `ax`, schedule-free's x = lerp(y, z, 1 − 1/β); θ itself for every other type),
     computed from θ and the state as stored, which it leaves as they are."""
@@ -120,7 +135,7 @@ def get_params(
         optimizer = Optimizer(core_config(record.config), tensor_names(record))
         state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)
         params = optimizer.eval_params(params, state)
-    return ParamsResponse(step=record.step, params=tensors_to_json(Layout(record.layout), params))
+    return Params(record.step, Layout(record.layout), params)
 
 
 @dataclass(frozen=True)

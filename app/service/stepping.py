@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -12,33 +12,41 @@ from sqlalchemy.orm import Session
 from app import observe
 from app.optim import OptimError, Optimizer, OptimizerState, SparseRows, StepResult
 from app.optim.base import Gradient
-from app.schemas import StepAccepted, StepRequest
+from app.schemas import StepAccepted
 from app.service.accumulation import accumulate, accumulates, reset_accumulation
-from app.service.auth import authorized_record
+from app.service.auth import authorized_row
 from app.service.records import core_config, split_arrays, tensor_names
 from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
 from app.stepping.replay import loggable_gradients
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
-from app.store.repository import SessionRepository
+from app.store.repository import SessionRepository, SessionRow
 from app.store.steplog import LoggedStep
 from app.tensors import (
     Layout,
-    NamedTensors,
-    gradients_from_json,
-    gradients_from_safetensors,
 )
+
+
+@dataclass(frozen=True)
+class GradientPost:
+    """One posted gradient, as the API parsed it before any transaction: the gradients by
+    tensor name in the session's dtype (a subset if `partial`), and the loss to record."""
+
+    gradients: dict[str, Gradient]
+    """Arrays, or `SparseRows` for a tensor posted as rows."""
+    loss: float | None = None
+    partial: bool = False
 
 
 def step(
     db: Session,
     session_id: str,
     token: str,
-    request: StepRequest,
+    post: GradientPost,
     *,
     return_params: bool = True,
     full_tensors: bool = False,
-    guard: Callable[[SessionRecord], None] | None = None,
+    guard: Callable[[SessionRow], None] | None = None,
     history_max_records: int,
 ) -> Stepped | StepAccepted:
     """Apply one gradient: lock the session, take its working set, update it, store the step.
@@ -59,30 +67,32 @@ def step(
     """
     started = time.perf_counter()
     repository = SessionRepository(db)
-    record = authorized_record(repository, session_id, token, for_update=True)
-    observe.note_step(optimizer=record.config["optimizer"]["type"])
+    row = authorized_row(repository, session_id, token)
+    observe.note_step(optimizer=row.config["optimizer"]["type"])
     if guard is not None:
-        guard(record)
-    grads = gradient_arrays(record, request.gradients)
+        guard(row)
     history = HistoryRepository(db, history_max_records)
-    if accumulates(record):
+    if accumulates(row):  # the rarer path, through the ORM's record of the row locked above
+        record = repository.get(row.id, for_update=True)
         answered = (return_params, full_tensors)
-        return step_accumulated(repository, history, record, request, grads, started, answered)
+        return step_accumulated(repository, history, record, post, started, answered)
     arrays = SessionArrays(db)
-    working = arrays.working_set(record)
-    optimizer, params, state = working_state(record, working)
-    write = arrays.begin_step(record, working, logged_step(record, request, grads))
+    working = arrays.working_set(row)
+    optimizer, params, state = working_state(row, working)
+    write = arrays.begin_step(row, working, logged_step(row, post))
     try:
-        result = optimizer.step(params, state, grads, loss=request.loss, partial=request.partial)
+        result = optimizer.step(params, state, post.gradients, loss=post.loss, partial=post.partial)
     except OptimError:
         write.release()  # the core changed nothing: the working set is as good as before
         raise
     write.finish(None if result.skipped else stored_arrays(params, state))
     if not result.skipped:
-        _advance(repository, record, state, request.loss)
-    _record_step(history, record, request.loss, result, started)
-    shown = answer_tensors(params, _changed_rows(grads, result, full_tensors))
-    return _stepped(record, result, shown if return_params else None, live=working.shared)
+        repository.advance(
+            row, step=state.step, schedule_state=state.schedule, last_loss=post.loss
+        )
+    _record_step(history, row, post.loss, result, started)
+    shown = answer_tensors(params, _changed_rows(post.gradients, result, full_tensors))
+    return _stepped(row, result, shown if return_params else None, live=working.shared)
 
 
 def _changed_rows(
@@ -117,8 +127,7 @@ def step_accumulated(
     repository: SessionRepository,
     history: HistoryRepository,
     record: SessionRecord,
-    request: StepRequest,
-    grads: dict[str, Gradient],
+    post: GradientPost,
     started: float,
     answered: tuple[bool, bool],
 ) -> Stepped | StepAccepted:
@@ -131,7 +140,7 @@ def step_accumulated(
     arrays = session_arrays.load(record.id, writable=True)
     params, slots = split_arrays(record, arrays)
     batch = accumulate(
-        repository, record, params, arrays, grads, loss=request.loss, partial=request.partial
+        repository, record, params, arrays, post.gradients, loss=post.loss, partial=post.partial
     )
     if isinstance(batch, StepAccepted):
         return batch
@@ -166,7 +175,7 @@ def _advance(
 
 
 def _stepped(
-    record: SessionRecord,
+    record: SessionRecord | SessionRow,
     result: StepResult,
     params: dict[str, np.ndarray | SparseRows] | None,
     *,
@@ -184,24 +193,8 @@ def _stepped(
     )
 
 
-def gradient_arrays(record: SessionRecord, gradients: Any) -> dict[str, Gradient]:
-    """The posted gradients by tensor name, in the session's dtype: arrays, or `SparseRows`.
-
-    JSON gradients come in the session's form (one array, or an object of named arrays; a
-    tensor's may be `{"rows", "values"}`); a safetensors file's tensors (`NamedTensors`) are by
-    name in either form (the single form's tensor is `params`; `rows/<tensor>` beside one
-    makes it sparse rows).
-    """
-    dtype = np.dtype(record.dtype)
-    if isinstance(gradients, NamedTensors):
-        return gradients_from_safetensors(
-            gradients, tensor_names(record), dtype, field="gradients"
-        )
-    return gradients_from_json(gradients, Layout(record.layout), dtype, field="gradients")
-
-
 def working_state(
-    record: SessionRecord, working: WorkingSet
+    record: SessionRecord | SessionRow, working: WorkingSet
 ) -> tuple[Optimizer, dict[str, np.ndarray], OptimizerState]:
     """The session's optimizer (kept with the working set, whose version fixes the config),
     θ by tensor name and the optimizer state, over the working set's arrays (no copies)."""
@@ -215,20 +208,18 @@ def working_state(
     )
 
 
-def logged_step(
-    record: SessionRecord, request: StepRequest, grads: dict[str, Gradient]
-) -> LoggedStep:
+def logged_step(record: SessionRecord | SessionRow, post: GradientPost) -> LoggedStep:
     """The step's inputs as the core receives them, for the step log (sparse rows as their
     values and rows apart: the store keeps arrays)."""
-    values, rows = loggable_gradients(grads)
+    values, rows = loggable_gradients(post.gradients)
     return LoggedStep(
         version=record.version + 1,
         step=record.step,
         names=tensor_names(record),
         config=core_config(record.config),
         schedule_state=dict(record.schedule_state),
-        loss=request.loss,
-        partial=request.partial,
+        loss=post.loss,
+        partial=post.partial,
         gradients=values,
         rows=rows,
     )
@@ -236,7 +227,7 @@ def logged_step(
 
 def _record_step(
     history: HistoryRepository,
-    record: SessionRecord,
+    record: SessionRecord | SessionRow,
     loss: float | None,
     result: StepResult,
     started: float,
@@ -252,4 +243,3 @@ def _record_step(
         skipped=result.skipped,
         duration_ms=(time.perf_counter() - started) * 1000,
     )
-

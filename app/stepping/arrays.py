@@ -38,6 +38,7 @@ from app.stepping.working_sets import WorkingSet, WorkingSetCache
 from app.store.arrays import ArrayStore, on_commit, store_of
 from app.store.database import DATABASE, Database
 from app.store.models import SessionRecord
+from app.store.repository import SessionRow
 from app.store.steplog import LoggedStep
 
 LOG_PAYS_RATIO = 1.5
@@ -161,7 +162,7 @@ class SessionArrays:
         with its row: `SessionRepository.delete`)."""
         self.sets.forget(session_id)
 
-    def working_set(self, record: SessionRecord) -> WorkingSet:
+    def working_set(self, record: SessionRecord | SessionRow) -> WorkingSet:
         """The arrays of `record` — locked by this transaction — at its version, writable, to
         be updated in place by a step (`begin_step`): this process's cached working set if it
         holds that version, else read from the store.
@@ -180,7 +181,7 @@ class SessionArrays:
 
     def begin_step(
         self,
-        record: SessionRecord,
+        record: SessionRecord | SessionRow,
         working: WorkingSet,
         entry: LoggedStep,
         *,
@@ -225,7 +226,7 @@ class _CachedStepWrite:
     """A step on a database store: logged or checkpointed; its working set cached at commit."""
 
     arrays: SessionArrays
-    record: SessionRecord
+    record: SessionRecord | SessionRow
     working: WorkingSet
     entry: LoggedStep
     logged: bool
@@ -259,7 +260,7 @@ class _CopiedStepWrite:
     """A step on the memory store: its copies become the committed arrays at commit."""
 
     arrays: SessionArrays
-    record: SessionRecord
+    record: SessionRecord | SessionRow
     working: WorkingSet
 
     def finish(self, arrays: dict[str, np.ndarray] | None) -> None:

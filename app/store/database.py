@@ -7,28 +7,32 @@ read. pysqlite's default would start the transaction only at the first write, so
 read-modify-write steps could read the same state and one update would be lost.
 
 Waits are bounded: a write transaction waits for a lock at most `lock_timeout_seconds`
-(PostgreSQL `SET LOCAL lock_timeout`; SQLite's busy timeout), and a request waits as long for a
-pooled connection. Connections are checked before use (`pool_pre_ping`), so a database that
-restarted is reconnected to without restarting the service. `transient_failure` tells those
-failures (and outages) apart from real errors, for the API to answer 503 rather than 500.
+(PostgreSQL: the connections' `lock_timeout`; SQLite's busy timeout), and a request waits as
+long for a pooled connection. Connections idle for a second are checked before use, so a
+database that restarted is reconnected to without restarting the service. `transient_failure`
+tells those failures (and outages) apart from real errors, for the API to answer 503 rather
+than 500.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from app.store.arrays import (
     AFTER_COMMIT,
@@ -48,46 +52,76 @@ SQLITE_UNBOUNDED_BUSY_TIMEOUT_SECONDS = 30.0
 
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 
+PING_IDLE_SECONDS = 1.0
+"""A pooled PostgreSQL connection idle this long is pinged before use."""
+_CHECKED_IN = "optaas.checked_in"
+
 SQLITE_WAL_CHECKPOINT_PAGES = 16384
 """64 MiB of WAL (4 KiB pages) between checkpoints."""
+
+
+def load_json_column(text: str) -> Any:
+    """A JSON column's value (the session's config, tensors, schedule state: read on every
+    step) by orjson, several times faster than `json.loads`; text orjson refuses — `NaN`,
+    which `json.dumps` writes — by `json.loads`, as before."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def make_engine(url: str, lock_timeout_seconds: float | None = None) -> Engine:
     """An engine for `url`; with `lock_timeout_seconds`, lock and pool waits end after that long.
 
-    SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs; PostgreSQL connections are
-    pinged before use, and with a bound its write transactions start with `SET LOCAL
-    lock_timeout`. Migrations run unbounded: a server waiting for another one's upgrade must not
-    give up.
+    SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs; PostgreSQL connections
+    idle for a second are pinged before use, and with a bound their `lock_timeout` is set.
+    Migrations run unbounded: a server waiting for another one's upgrade must not give up.
     """
     parsed = make_url(url)
-    pool_options: dict[str, Any] = {}
+    engine_options: dict[str, Any] = {"json_deserializer": load_json_column}
     if lock_timeout_seconds is not None:
-        pool_options["pool_timeout"] = lock_timeout_seconds
+        engine_options["pool_timeout"] = lock_timeout_seconds
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         busy_timeout = lock_timeout_seconds or SQLITE_UNBOUNDED_BUSY_TIMEOUT_SECONDS
-        engine = create_engine(parsed, connect_args={"timeout": busy_timeout}, **pool_options)
+        engine = create_engine(parsed, connect_args={"timeout": busy_timeout}, **engine_options)
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
         return engine
-    connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
-    engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **pool_options)
+    connect_args: dict[str, Any] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
     if lock_timeout_seconds is not None:
-        _bound_postgres_lock_waits(engine, lock_timeout_seconds)
+        # The connection's own setting: no `SET LOCAL` round trip per transaction. Only writers
+        # wait for row locks (plain reads never do), so it bounds exactly what it bounded.
+        milliseconds = max(1, round(lock_timeout_seconds * 1000))
+        connect_args["options"] = f"-c lock_timeout={milliseconds}"
+    engine = create_engine(parsed, connect_args=connect_args, **engine_options)
+    _ping_idle_connections(engine)
     return engine
 
 
-def _bound_postgres_lock_waits(engine: Engine, lock_timeout_seconds: float) -> None:
-    """Write transactions start with `SET LOCAL lock_timeout` (it ends with the transaction)."""
-    statement = f"SET LOCAL lock_timeout = {max(1, round(lock_timeout_seconds * 1000))}"
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection before use if it sat idle for `PING_IDLE_SECONDS` or more.
 
-    def begin(connection: Connection) -> None:
-        if connection.get_execution_options().get(WRITE_OPTION, False):
-            connection.exec_driver_sql(statement)
+    A database that restarted (or a connection dropped by a proxy) is found then, and the pool
+    connects anew, as `pool_pre_ping` would find it; but a connection handed back and forth
+    between steps — the hot path — pays no round trip for it. A connection that breaks within
+    the second fails its request (503, `transient_failure`) and is replaced."""
 
-    event.listen(engine, "begin", begin)
+    def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN)
+        if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+            return  # just connected, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except psycopg.Error as error:
+            raise DisconnectionError(str(error)) from error  # the pool connects anew
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checkout)
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
@@ -264,7 +298,10 @@ def _memory_engine() -> Engine:
     """SQLite in memory, one connection shared by every thread (`Database` takes turns on it),
     with the tables made from the models (there is nothing to migrate)."""
     engine = create_engine(
-        "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+        "sqlite://",
+        poolclass=StaticPool,
+        connect_args={"check_same_thread": False},
+        json_deserializer=load_json_column,
     )
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)

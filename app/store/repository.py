@@ -8,11 +8,14 @@ through the stepping layer (`app.stepping.SessionArrays`), over the array store 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import delete, null, select, tuple_, update
+from sqlalchemy import bindparam, delete, null, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.store.arrays import store_of
 from app.store.models import IdempotencyRecord, SessionRecord
@@ -21,9 +24,85 @@ PRUNE_BATCH_ROWS = 1000
 """Rows pruned per statement, so that no prune holds a write lock for long."""
 
 
+@dataclass
+class SessionRow:
+    """A session's row as plain values, read and written by single Core statements: what the
+    step path uses, with none of the ORM's per-object bookkeeping. The fields are
+    `SessionRecord`'s."""
+
+    id: uuid.UUID
+    name: str | None
+    token_hash: str
+    dtype: str
+    layout: str
+    tensors: list[Any]
+    config: dict[str, Any]
+    step: int
+    version: int
+    schedule_state: dict[str, Any]
+    last_loss: float | None
+    created_at: datetime
+    updated_at: datetime
+    accumulated: int
+    accumulated_losses: int
+    accumulated_loss_sum: float | None
+
+
+_SESSIONS = SessionRecord.__table__
+_ROW = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
+_LOCKED_ROW = _ROW.with_for_update()
+_ADVANCE = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("row_id"), _SESSIONS.c.version == bindparam("read"))
+    .values(
+        step=bindparam("step"),
+        schedule_state=bindparam("schedule_state"),
+        last_loss=bindparam("last_loss"),
+        updated_at=bindparam("updated_at"),
+        version=bindparam("version"),
+    )
+)
+"""The step path's statements, built once (each execution then only binds values)."""
+
+
 class SessionRepository:
     def __init__(self, db: Session) -> None:
         self.db = db
+
+    def row(self, session_id: uuid.UUID, *, for_update: bool = False) -> SessionRow | None:
+        """The session row as a `SessionRow` (one SELECT); `for_update` locks it as `get` does.
+
+        Not an ORM object: change it with `advance`, or read `get` for the ORM's."""
+        statement = _LOCKED_ROW if for_update else _ROW
+        found = self.db.connection().execute(statement, {"id": session_id}).first()
+        return None if found is None else SessionRow(**found._mapping)
+
+    def advance(
+        self,
+        row: SessionRow,
+        *,
+        step: int,
+        schedule_state: dict[str, Any],
+        last_loss: float | None,
+    ) -> None:
+        """The row after an applied step (locked by this transaction): t, the schedule's
+        state, the loss, `updated_at` and the next version, in one UPDATE — the mapper's
+        `version_id_col` rule written in SQL (version + 1 where the version read is still
+        there)."""
+        now = datetime.now(UTC)
+        values = {
+            "row_id": row.id,
+            "read": row.version,
+            "step": step,
+            "schedule_state": schedule_state,
+            "last_loss": last_loss,
+            "updated_at": now,
+            "version": row.version + 1,
+        }
+        if self.db.connection().execute(_ADVANCE, values).rowcount != 1:
+            raise StaleDataError(f"session {row.id} is no longer at version {row.version}")
+        row.step, row.schedule_state, row.last_loss = step, schedule_state, last_loss
+        row.updated_at, row.version = now, row.version + 1
 
     def get(self, session_id: uuid.UUID, *, for_update: bool = False) -> SessionRecord | None:
         """The session row; `for_update` locks it until the transaction ends (PostgreSQL).
