@@ -225,17 +225,11 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stores", nargs="+", default=["memory", "sqlite", "postgresql"])
-    parser.add_argument("--large", type=int, default=LARGE, help="the large size (parameters)")
-    parser.add_argument(
-        "--no-1e8", dest="run_large", action="store_false", help="leave out the large sessions"
-    )
-    args = parser.parse_args()
-    large = args.large if args.run_large else None
+def run(store_names: list[str], large: int | None) -> dict[str, Any]:
+    """Every store's figures and the targets checked (`benchmarks/performance.py --large`
+    runs this too)."""
     load_before = round(os.getloadavg()[0], 2)
-    stores = [run_store(store, large) for store in args.stores]
+    stores = [run_store(store, large) for store in store_names]
     results = {
         "load_before": load_before,
         "load_after": round(os.getloadavg()[0], 2),
@@ -244,6 +238,18 @@ def main() -> None:
         "environment": environment(),
     }
     results["targets"] = targets(stores, large)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", nargs="+", default=["memory", "sqlite", "postgresql"])
+    parser.add_argument("--large", type=int, default=LARGE, help="the large size (parameters)")
+    parser.add_argument(
+        "--no-1e8", dest="run_large", action="store_false", help="leave out the large sessions"
+    )
+    args = parser.parse_args()
+    results = run(args.stores, args.large if args.run_large else None)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "large_models.json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)

@@ -8,8 +8,11 @@ with the targets of issue 5 checked, and a chart.
   `?return=none`, an Idempotency-Key on every step, 1 and 2 server processes per store
   (`memory://` is one process) — `benchmarks/load.py`.
 - Peak server memory during one 1e7-parameter step, per store and form.
+- With `--large`: large models up to 1e8 parameters (`benchmarks/large_models.py`: 24
+  consecutive 1e7 steps per store, time per parameter and peak memory at 1e8, a 1e8 session
+  created from a file with default settings), written to results/large_models.{json,md}.
 
-    python benchmarks/performance.py [--quick] [--duration 20]
+    python benchmarks/performance.py [--quick] [--duration 20] [--large]
 
 Prints everything and writes benchmarks/results/performance.{json,md,png}. The machine's
 load average is recorded before and after: timings on a shared machine are noisy.
@@ -27,7 +30,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import load, step_latency  # noqa: E402
+from benchmarks import large_models, load, step_latency  # noqa: E402
 from benchmarks.service_step import RESULTS, context_line, environment  # noqa: E402
 
 THROUGHPUT_RUNS = [
@@ -250,6 +253,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per throughput run")
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="also large models up to 1e8 parameters (benchmarks/large_models.py: GBs of "
+        "memory and minutes per store); written to results/large_models.{json,md}",
+    )
     args = parser.parse_args()
     started_load = round(os.getloadavg()[0], 2)
     measured = step_latency.run(["memory", "sqlite", "postgresql"], quick=args.quick)
@@ -267,6 +276,11 @@ def main() -> None:
     chart(results, RESULTS / "performance.png")
     print(text)
     print(f"written to {RESULTS}/performance.{{md,json,png}}")
+    if args.large:
+        large = large_models.run(["memory", "sqlite", "postgresql"], large_models.LARGE)
+        (RESULTS / "large_models.json").write_text(json.dumps(large, indent=2) + "\n")
+        (RESULTS / "large_models.md").write_text(large_models.markdown(large))
+        print(large_models.markdown(large))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,7 +90,9 @@ class Stepper:
         del params
         started = time.perf_counter()
         created = self.client.post(
-            "/v1/sessions", content=body, headers={"Content-Type": SAFETENSORS_MEDIA_TYPE}
+            "/v1/sessions",
+            content=pieces(body),
+            headers={"Content-Type": SAFETENSORS_MEDIA_TYPE, "Content-Length": str(len(body))},
         )
         self.create_ms = (time.perf_counter() - started) * 1000
         del body
@@ -106,8 +109,11 @@ class Stepper:
 
     def step(self, index: int) -> float:
         started = time.perf_counter()
+        body = self.bodies[index % len(self.bodies)]
         response = self.client.post(
-            self.url, content=self.bodies[index % len(self.bodies)], headers=self.headers
+            self.url,
+            content=pieces(body),
+            headers={**self.headers, "Content-Length": str(len(body))},
         )
         self.response_bytes = len(response.content)
         elapsed = time.perf_counter() - started
@@ -120,6 +126,19 @@ class Stepper:
 
 
 MEDIA_TYPES = {"json": "application/json", "safetensors": SAFETENSORS_MEDIA_TYPE}
+
+
+def pieces(body: bytes, size: int = 1 << 20) -> Iterator[memoryview]:
+    """`body` as views of `size` bytes, to send with its Content-Length.
+
+    httpx's synchronous transport sends a `bytes` body by slicing off what each socket send
+    took — a copy of the whole rest every time —, so a body's cost grows with its square
+    (320 MB took 40 s on loopback); in 1 MiB views it is linear (1.2 s)."""
+    view = memoryview(body)
+    for start in range(0, len(view), size):
+        yield view[start : start + size]
+
+
 CREATION_SETTINGS = orjson.dumps({"optimizer": {"type": "adam", "lr": 1e-3}}).decode()
 
 

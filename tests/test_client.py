@@ -535,3 +535,16 @@ def test_remote_optimizer_names_plain_tensors_by_position(client):
     (weights[0].sum() + 2 * weights[1].sum()).backward()
     remote.step()
     assert weights[0].tolist() == [-LR, -LR] and weights[1].tolist() == [1 - 2 * LR]
+
+
+def test_bodies_go_in_views_of_at_most_a_mebibyte_that_make_the_body():
+    """Large bodies are sent in pieces (httpx copies the rest of a `bytes` body after every
+    socket send); the pieces are views of the body, in order, and make it exactly."""
+    from optaas_client.transport import PIECE_BYTES, in_pieces
+
+    body = bytes(range(256)) * (3 * PIECE_BYTES // 256 + 7)
+    pieces = list(in_pieces(body))
+    assert len(pieces) == 4 and all(len(piece) <= PIECE_BYTES for piece in pieces)
+    assert all(isinstance(piece, memoryview) and piece.obj is body for piece in pieces)
+    assert b"".join(pieces) == body
+    assert b"".join(in_pieces(b"")) == b""

@@ -446,6 +446,16 @@ def test_bad_fields_are_named(client, database, witness, spec, location):
     assert database_snapshot(database, witness.id) == before
 
 
+def test_an_unknown_type_in_a_group_is_named(client, database, witness):
+    before = database_snapshot(database, witness.id)
+    group = {"match": ["w"], "optimizer": {"type": "muonx", "lr": 0.02}}
+    body = {"params": {"w": [[1.0]]}, "optimizer": {"type": "adamw"}, "groups": [group]}
+    problem = _refused(post_json(client, "/v1/sessions", body))
+    assert [error["loc"][1:] for error in problem["errors"]] == [["groups", 0, "optimizer"]]
+    assert "muonx" in problem["detail"]
+    assert database_snapshot(database, witness.id) == before
+
+
 PATCH_CASES = [
     (
         "the-groups-type",

