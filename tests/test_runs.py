@@ -491,8 +491,9 @@ def test_the_json_export_follows_the_agreed_format(client):
 
     assert list(document) == [
         "format", "id", "name", "dtype", "layout", "tensors", "config", "step",
-        "schedule_state", "last_loss", "rates", "params", "state",
+        "schedule_state", "last_loss", "rates", "params", "state", "globals",
     ]  # fmt: skip
+    assert document["globals"] == {}  # Adam keeps no quantity over all tensors
     assert document["format"] == "optaas-state/1"
     assert (document["id"], document["name"], document["dtype"]) == (
         session["id"], "exported", "float32",
