@@ -274,13 +274,18 @@ def test_patch_during_concurrent_steps_splits_them_cleanly(start_server, databas
             client, {"params": [0.0], "dtype": "float64", "optimizer": {"type": "sgd", "lr": lr1}}
         )
     failures: list[str] = []
-    halfway = threading.Event()
+    halfway, patched = threading.Event(), threading.Event()
 
     def post_steps() -> None:
         with server.client() as own:
             for index in range(steps):
                 if index == steps // 2:
                     halfway.set()
+                if index == steps - 3:
+                    # Some steps stay after the change, however slowly it is answered on a
+                    # busy machine (else it could land after the last step); the other
+                    # clients' steps up to here still race with it.
+                    patched.wait(120)
                 response = post_json(
                     own,
                     path_of(session, "/step"),
@@ -294,8 +299,11 @@ def test_patch_during_concurrent_steps_splits_them_cleanly(start_server, databas
     for thread in threads:
         thread.start()
     halfway.wait(60)
-    with server.client() as client:
-        assert patch(client, session, {"optimizer": {"lr": lr2}}).status_code == 200
+    try:
+        with server.client() as client:
+            assert patch(client, session, {"optimizer": {"lr": lr2}}).status_code == 200
+    finally:
+        patched.set()
     for thread in threads:
         thread.join()
 
