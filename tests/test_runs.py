@@ -455,6 +455,7 @@ def import_export(client, response, **headers):
     )
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "safetensors"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_an_imported_export_continues_the_run_exactly(client, binary, dtype):
