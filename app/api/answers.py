@@ -3,11 +3,14 @@ each with the `ETag` of the step it shows; `Location` for new sessions and accep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
 from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from optaas_state import in_pieces
 from pydantic import BaseModel
 
 from app import exports
@@ -98,10 +101,33 @@ def created_answer(request: Request, created: CreatedSession) -> Answer:
     return session_answer(created, created.step, status=201, headers={"Location": location})
 
 
-def state_answer(state: SessionState, *, binary: bool) -> Answer:
+def state_answer(state: SessionState, *, binary: bool) -> Answer | StreamedAnswer:
+    """The export. As a safetensors file it is streamed from the arrays (no second whole copy
+    of θ and the state is made for the body); the JSON document is made whole."""
     headers = {"ETag": etag(state.step), "Vary": "Accept"}
     if binary:
-        content_type, body = SAFETENSORS_MEDIA_TYPE, exports.to_safetensors(state)
-    else:
-        content_type, body = JSON_MEDIA_TYPE, exports.to_json(state)
-    return Answer(200, {"Content-Type": content_type, **headers}, body)
+        headers["Content-Type"] = SAFETENSORS_MEDIA_TYPE
+        return StreamedAnswer(200, headers, exports.safetensors_pieces_of(state))
+    return Answer(200, {"Content-Type": JSON_MEDIA_TYPE, **headers}, exports.to_json(state))
+
+
+@dataclass(frozen=True)
+class StreamedAnswer:
+    """An answer whose body is sent piece by piece (views of arrays, at most `PIECE_BYTES`
+    each), never joined into one bytes object; its `Content-Length` is known beforehand."""
+
+    status: int
+    headers: dict[str, str]
+    pieces: Sequence[bytes | memoryview]
+
+    def response(self) -> Response:
+        length = sum(memoryview(piece).nbytes for piece in self.pieces)
+        return StreamingResponse(
+            self._body(),
+            status_code=self.status,
+            headers={**self.headers, "Content-Length": str(length)},
+        )
+
+    def _body(self) -> Iterator[memoryview]:
+        for piece in self.pieces:
+            yield from in_pieces(piece)
