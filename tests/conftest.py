@@ -103,7 +103,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
       `postgres_url` fixture or a private cluster); `system` also marks what needs Chromium,
       nginx, Node or docker-compose (those modules say so themselves);
     - `xdist_group` by module: a slow test that shares a module's processes (a module-scoped
-      server) runs on the worker that started them, so each is started once per run.
+      server) runs on the worker that started them, so each is started once per run;
+    - `slow` also for the PostgreSQL variant of a test marked `slow_on_postgres`: a long run
+      whose SQLite variant stays in the fast loop (each round trip to the server costs several
+      times SQLite's, and the run repeats work that PostgreSQL-specific tests cover).
     """
     for item in items:
         live = _live_fixtures(item)
@@ -119,6 +122,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.postgres)
         if item.get_closest_marker("postgres") is not None:
             item.add_marker(pytest.mark.system)
+            if item.get_closest_marker("slow_on_postgres") is not None:
+                item.add_marker(pytest.mark.slow)
         if any(definition.scope in SHARED_SCOPES for definition in live):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 

@@ -237,6 +237,7 @@ def test_a_tensor_imported_as_step_0_alone_starts_fresh(client, binary):
 # -- torch interop through the service ---------------------------------------------------------
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("case", TORCH_CASES)
 def test_50_steps_on_the_service_then_50_in_torch_equal_100_on_the_service(client, case):
     spec, _, _ = TORCH_CASES[case]
@@ -255,6 +256,7 @@ def test_50_steps_on_the_service_then_50_in_torch_equal_100_on_the_service(clien
     assert_same_params(parameters, on_the_service)
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("case", TORCH_CASES)
 def test_50_steps_in_torch_then_50_on_the_service_equal_100_in_torch(client, case):
     optimizer, parameters, grads, export = torch_run_exported(case, 13)
@@ -281,6 +283,7 @@ def more_dense_problem(case, seed):
     return theta0, grads, as_rows
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("case", MORE_TORCH_CASES)
 def test_the_rest_of_torch_optim_goes_on_in_torch_from_a_service_export(client, case):
     spec, *_ = MORE_TORCH_CASES[case]
@@ -298,6 +301,7 @@ def test_the_rest_of_torch_optim_goes_on_in_torch_from_a_service_export(client, 
     assert_moved_alike(on_the_service, numpy_of(parameters), theta0, 1e-9)
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("case", MORE_TORCH_CASES)
 def test_the_rest_of_torch_optim_goes_on_on_the_service_from_torch(client, case):
     _, torch_class, settings, *_ = MORE_TORCH_CASES[case]
@@ -314,6 +318,7 @@ def test_the_rest_of_torch_optim_goes_on_on_the_service_from_torch(client, case)
     assert_moved_alike(on_the_service, numpy_of(parameters), theta0, 1e-9)
 
 
+@pytest.mark.slow_on_postgres
 def test_sparse_adam_on_embedding_rows_goes_on_in_torch_with_sparse_coo_gradients(client):
     """Sparse row gradients (repeats, empty steps) posted as the client's `SparseRows`; the
     export continues in torch's SparseAdam fed the same rows as sparse COO tensors."""
@@ -336,6 +341,7 @@ def test_sparse_adam_on_embedding_rows_goes_on_in_torch_with_sparse_coo_gradient
     assert_moved_alike(session.params(), numpy_of(parameters), theta0, 1e-9)
 
 
+@pytest.mark.slow_on_postgres
 def test_muon_beside_adamw_round_trips_between_the_service_and_a_pair_of_torch_optimizers(
     client,
 ):
@@ -485,6 +491,7 @@ def fit(model, optimizer, steps, data, scheduler=None):
             scheduler.step()
 
 
+@pytest.mark.slow_on_postgres
 def test_a_remote_optimizer_checkpoint_resumes_exactly(client):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1).double()
@@ -509,6 +516,7 @@ def test_a_remote_optimizer_checkpoint_resumes_exactly(client):
         assert torch.equal(ours, theirs)
 
 
+@pytest.mark.slow_on_postgres
 def test_a_torch_lr_scheduler_drives_the_session_rate(client):
     torch.manual_seed(1)
     remote_model = torch.nn.Linear(4, 1).double()

@@ -3,7 +3,10 @@ database (SQLite, PostgreSQL): the eval view (`GET …/params?for=eval`, JSON an
 against schedulefree's `eval()` and torch's ASGD average; the learning-rate-free types' global
 quantities across a restart with steps in the log, through export → import (JSON and
 safetensors), fork and PATCH; partial steps as the references define them (DoG refuses them);
-and bad globals in an import, each a 422 that creates nothing."""
+and bad globals in an import, each a 422 that creates nothing.
+
+The long runs against a reference (`slow_on_postgres`) take PostgreSQL with the slow tests only:
+its round trips cost several times SQLite's and the bytes they store are the same."""
 
 from __future__ import annotations
 
@@ -135,6 +138,7 @@ def import_body(client, export, *, binary=False):
 # -- the eval view -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("kind", ["schedule_free_adamw", "schedule_free_sgd"])
 def test_the_eval_view_is_schedulefrees_x(client, kind):
     """x − θ₀ from `?for=eval` (JSON and safetensors) agrees with schedulefree's eval() to
@@ -155,6 +159,7 @@ def test_the_eval_view_is_schedulefrees_x(client, kind):
     assert not all(np.allclose(x[name], y[name]) for name in y)  # x and y are apart
 
 
+@pytest.mark.slow_on_postgres
 def test_the_eval_view_of_asgd_is_torchs_average(client):
     rng = np.random.default_rng(5)
     start = {"w": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
@@ -191,6 +196,7 @@ def test_an_unknown_view_is_a_422(client):
 # -- global quantities: restarts, exports, forks ----------------------------------------------
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("kind", sorted(FAMILY))
 def test_a_restart_mid_run_changes_nothing(client, server, kind):
     """40 steps with the server restarted after 20 (steps in the log, the working sets gone):
@@ -208,6 +214,7 @@ def test_a_restart_mid_run_changes_nothing(client, server, kind):
     assert_displacement_close(run.params(), reference.theta(), problem.start, np.float64)
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "safetensors"])
 @pytest.mark.parametrize("kind", sorted(FAMILY))
 def test_export_import_continue_equals_an_uninterrupted_run(client, kind, binary):
@@ -303,6 +310,7 @@ def test_dog_refuses_a_partial_step_naming_the_missing_tensor(client, database, 
     assert "partial" in response.json()["detail"]
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("kind", ["prodigy", "dadapt_adam", "schedule_free_adamw"])
 def test_partial_steps_follow_the_reference(client, kind):
     """A tensor left out of a step is `grad is None` in the reference: its sums skip it."""

@@ -10,12 +10,18 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from fastapi import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.idempotency import Answer, IdempotencyKeeper, Replay
+from app.api.idempotency import IdempotencyKeeper, Replay
 from app.errors import OptaasError
 from app.optim import OptimError
 from app.store.database import Database, WouldWait
 
 Result = TypeVar("Result")
+
+
+class Answerable(Protocol):
+    """What a use case's answer is made into: a kept `Answer`, or one streamed from arrays."""
+
+    def response(self) -> Response: ...
 
 
 @runtime_checkable
@@ -29,7 +35,7 @@ class Detachable(Protocol):
 async def run_use_case(
     database: Database,
     use_case: Callable[..., Result],
-    answer: Callable[[Result], Answer],
+    answer: Callable[[Result], Answerable],
     *,
     write: bool,
     parse: Callable[[], Any] | None = None,
