@@ -542,7 +542,7 @@ def test_remote_optimizer_names_plain_tensors_by_position(client):
 def test_bodies_go_in_views_of_at_most_a_mebibyte_that_make_the_body():
     """Large bodies are sent in pieces (httpx copies the rest of a `bytes` body after every
     socket send); the pieces are views of the body, in order, and make it exactly."""
-    from optaas_client.transport import PIECE_BYTES, in_pieces
+    from optaas_state import PIECE_BYTES, in_pieces
 
     body = bytes(range(256)) * (3 * PIECE_BYTES // 256 + 7)
     pieces = list(in_pieces(body))

@@ -573,6 +573,26 @@ def test_the_safetensors_export_follows_the_agreed_format(client):
         )
 
 
+def test_a_large_safetensors_export_is_streamed_with_its_length(client):
+    """An export bigger than a send piece (1 MiB) comes in pieces with its `Content-Length`
+    known beforehand, and reads back as the JSON export's numbers."""
+    params = {"w": np.random.default_rng(3).standard_normal(300_000).astype(np.float32)}
+    body = {"params": wire_tensors(params, "named"), "dtype": "float32"}
+    session = create_session(client, {**body, "optimizer": {"type": "adam"}})
+    step(client, session, {"w": np.ones(300_000, np.float32)})
+
+    response = export(client, session, binary=True)
+
+    assert int(response.headers["content-length"]) == len(response.content) > 3 * (1 << 20)
+    arrays, metadata = tensors_from_safetensors(response.content)
+    assert metadata["step"] == "1"
+    as_json = export(client, session).json()
+    np.testing.assert_array_equal(arrays["param/w"], np.asarray(as_json["params"]["w"], "float32"))
+    np.testing.assert_array_equal(
+        arrays["exp_avg_sq/w"], np.asarray(as_json["state"]["w"]["exp_avg_sq"], "float32")
+    )
+
+
 def test_a_single_array_session_exports_and_imports_in_its_form(client):
     created = create_session(
         client, {"params": [[1.0, 2.0], [3.0, 4.0]], "optimizer": {"type": "rmsprop"}}

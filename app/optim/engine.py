@@ -333,9 +333,7 @@ class Optimizer:
         configuration is checked against them (`service`)."""
         if not isinstance(self.base_group.transform, GlobalTransformation):
             return {}
-        probe = {
-            name: np.zeros((1,) * param.ndim, param.dtype) for name, param in params.items()
-        }
+        probe = {name: np.zeros((1,) * param.ndim, param.dtype) for name, param in params.items()}
         state = self.init(probe)
         for _ in range(2):
             grads = {name: np.ones_like(param) for name, param in probe.items()}
@@ -373,7 +371,7 @@ class Optimizer:
         t = state.step
         base_rate = self.lr(state)
         squared = fused.squared_norms(
-            {name: values_of(grad) for name, grad in checked.items()}, self.threads, _thread_pool
+            {name: values_of(grad) for name, grad in checked.items()}, self.threads
         )
         bad_tensor = first_nonfinite(checked, squared)
         if bad_tensor is not None:
@@ -400,11 +398,9 @@ class Optimizer:
                 if task is not None:
                     kernel_tasks.append(task)
                     continue
-                units.extend(
-                    self._work_units(name, params[name], grad, slots, group, rates[group])
-                )
+                units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
             update_squared = sum(self._run(units))
-            update_squared += fused.run(kernel_tasks, self.threads, _thread_pool)
+            update_squared += fused.run(kernel_tasks, self.threads)
             for name, rows in sparse.items():
                 group = self.group_of[name]
                 update_squared += _step_rows(
@@ -668,6 +664,8 @@ def _step_rows(
         if array.shape == param.shape:
             array[rows] = gathered[key]
     return squared
+
+
 def _fused_task(
     group: Group, param: np.ndarray, grad: np.ndarray, slots: Slots, rate: float
 ) -> fused.FusedTask | None:
