@@ -309,6 +309,24 @@ class Optimizer:
         checked with the gradient."""
         return self.group_of[name].sparse_refusal is None
 
+    @property
+    def piecewise(self) -> bool:
+        """Whether a dense step acts on each element of a tensor from that element's θ,
+        gradient and slots and the tensor's 0-d slots alone, so that any part of a tensor can be
+        stepped apart: `step` on a flat slice of θ, the gradient and the slots of θ's shape,
+        with the 0-d slots as they were before the step, gives that slice of the whole step
+        (as the engine's own slices do, `_work_units`), bit for bit.
+
+        Not so with `clip_grad_norm` (one norm over every tensor), a whole-step rule (the
+        learning-rate-free family's globals), or a block that reads the whole tensor (norms,
+        factored moments, matrix products: `elementwise=False`). Sparse rows are a step's
+        property, not the rule's: the caller judges them."""
+        return (
+            self.clip_grad_norm is None
+            and not isinstance(self.base_group.transform, GlobalTransformation)
+            and all(group.transform.elementwise for group in self.groups)
+        )
+
     def eval_params(
         self, params: Mapping[str, np.ndarray], state: OptimizerState
     ) -> dict[str, np.ndarray]:
@@ -333,9 +351,7 @@ class Optimizer:
         configuration is checked against them (`service`)."""
         if not isinstance(self.base_group.transform, GlobalTransformation):
             return {}
-        probe = {
-            name: np.zeros((1,) * param.ndim, param.dtype) for name, param in params.items()
-        }
+        probe = {name: np.zeros((1,) * param.ndim, param.dtype) for name, param in params.items()}
         state = self.init(probe)
         for _ in range(2):
             grads = {name: np.ones_like(param) for name, param in probe.items()}
@@ -400,9 +416,7 @@ class Optimizer:
                 if task is not None:
                     kernel_tasks.append(task)
                     continue
-                units.extend(
-                    self._work_units(name, params[name], grad, slots, group, rates[group])
-                )
+                units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
             update_squared = sum(self._run(units))
             update_squared += fused.run(kernel_tasks, self.threads, _thread_pool)
             for name, rows in sparse.items():
@@ -668,6 +682,8 @@ def _step_rows(
         if array.shape == param.shape:
             array[rows] = gathered[key]
     return squared
+
+
 def _fused_task(
     group: Group, param: np.ndarray, grad: np.ndarray, slots: Slots, rate: float
 ) -> fused.FusedTask | None:
