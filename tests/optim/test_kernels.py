@@ -268,9 +268,9 @@ def test_arrays_of_any_layout_are_copied_in_and_written_back(kind, layout):
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_threads_claim_each_block_of_a_run_exactly_once(threads):
-    """Threads working on one run at once update every element once (θ ← θ − 1·g with g = 1:
-    an element updated twice would read −2), write every block's ‖u‖², and exactly one of them
-    learns that it finished the run's last block."""
+    """Threads working on one run at once, from the front and from the back, update every
+    element once (θ ← θ − 1·g with g = 1: an element updated twice would read −2), write every
+    block's ‖u‖², and exactly one of them learns that it finished the run's last block."""
     sizes = [kernels.BLOCK * 3, 5, kernels.BLOCK * 2 + 1, 1, 0]
     factors = fused.fused_step_for(build_optimizer({"type": "sgd", "lr": 1.0})[0])
     assert factors is not None
@@ -284,14 +284,14 @@ def test_threads_claim_each_block_of_a_run_exactly_once(threads):
     start = threading.Barrier(threads)
     finished = []
 
-    def claim() -> None:
+    def claim(backward: bool) -> None:
         start.wait()
-        finished.append(work.work())
+        finished.append(work.work(backward))
 
-    others = [threading.Thread(target=claim) for _ in range(threads - 1)]
+    others = [threading.Thread(target=claim, args=(i % 2 == 0,)) for i in range(threads - 1)]
     for thread in others:
         thread.start()
-    claim()
+    claim(False)
     for thread in others:
         thread.join()
     assert sorted(finished) == [False] * (threads - 1) + [True]
