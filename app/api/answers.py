@@ -19,8 +19,14 @@ from app.api.conditions import etag
 from app.api.idempotency import Answer
 from app.exports import SessionState
 from app.optim import SparseRows
-from app.schemas import CreatedSession, ParamsResponse, StepAccepted, StepResponse
-from app.service import Params, Stepped
+from app.schemas import (
+    CreatedSession,
+    ParamsResponse,
+    SessionView,
+    StepAccepted,
+    StepResponse,
+)
+from app.service import Accepted, Created, Params, SessionInfo, Stepped
 from app.tensors import (
     SAFETENSORS_MEDIA_TYPE,
     tensors_by_name,
@@ -51,11 +57,40 @@ def session_answer(
     return Answer(status, headers, json_bytes(model, exclude=exclude))
 
 
-def accepted_answer(request: Request, session_id: str, accepted: StepAccepted) -> Answer:
+def session_view(info: SessionInfo) -> SessionView:
+    """The session's wire view: its config's fields beside its identity and progress."""
+    return SessionView(
+        **info.config,
+        id=info.id,
+        name=info.name,
+        dtype=info.dtype,
+        layout=info.layout,
+        shapes=info.shapes,
+        step=info.step,
+        accumulated=info.accumulated,
+        lr=info.lr,
+        last_loss=info.last_loss,
+        created_at=info.created_at,
+        updated_at=info.updated_at,
+    )
+
+
+def info_answer(info: SessionInfo) -> Answer:
+    """200 with the session's view and the `ETag` of its step."""
+    return session_answer(session_view(info), info.step)
+
+
+def accepted_answer(request: Request, session_id: str, accepted: Accepted) -> Answer:
     """202: the gradient is counted toward the next step; `Location` is where to wait for it."""
     params = request.app.url_path_for("get_params", session_id=session_id)
     location = f"{params}?wait_for_step={accepted.wait_for_step}"
-    return session_answer(accepted, accepted.step, status=202, headers={"Location": location})
+    view = StepAccepted(
+        step=accepted.step,
+        received=accepted.received,
+        missing=accepted.missing,
+        wait_for_step=accepted.wait_for_step,
+    )
+    return session_answer(view, accepted.step, status=202, headers={"Location": location})
 
 
 def step_response(stepped: Stepped) -> StepResponse:
@@ -95,10 +130,12 @@ def safetensors_answer(
     return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
 
 
-def created_answer(request: Request, created: CreatedSession) -> Answer:
-    """201 with the new session, its `Location` and `ETag`."""
-    location = request.app.url_path_for("get_session", session_id=str(created.id))
-    return session_answer(created, created.step, status=201, headers={"Location": location})
+def created_answer(request: Request, created: Created) -> Answer:
+    """201 with the new session (its token shown this once), its `Location` and `ETag`."""
+    info = created.session
+    location = request.app.url_path_for("get_session", session_id=str(info.id))
+    view = CreatedSession(**session_view(info).model_dump(), token=created.token)
+    return session_answer(view, info.step, status=201, headers={"Location": location})
 
 
 def state_answer(state: SessionState, *, binary: bool) -> Answer | StreamedAnswer:
