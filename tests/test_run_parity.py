@@ -61,6 +61,7 @@ GROUP_CASES = [
 ]
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("case", GROUP_CASES, ids=[case[0] for case in GROUP_CASES])
 def test_groups_match_torch_param_groups(client, case):
     """`groups` as torch's param_groups: encoder tensors take the overrides, `scale` its own lr,
@@ -91,6 +92,7 @@ def test_groups_match_torch_param_groups(client, case):
     assert_close(final_params(client, session), theirs, np.dtype("float64"))
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("kind", ["adam", "rmsprop", "sgd"])
 def test_partial_steps_match_torch_grad_none(client, kind):
     fields = {"lr": 0.01, "momentum": 0.9} if kind != "adam" else {"lr": 0.01}
@@ -158,6 +160,7 @@ PLATEAU_CASES = [
 ]
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("fields", PLATEAU_CASES, ids=["rel", "min-lr", "max-abs"])
 def test_reduce_on_plateau_matches_torch_on_the_same_losses(client, fields):
     """Each step's rate and θ against torch's `opt.step(); sched.step(loss)`, with two groups

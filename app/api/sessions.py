@@ -31,6 +31,7 @@ from app.api.admission import (
 from app.api.answers import (
     accepted_answer,
     created_answer,
+    info_answer,
     params_response,
     safetensors_answer,
     session_answer,
@@ -81,11 +82,10 @@ from app.schemas import (
     SessionView,
     StateExport,
     StateHeader,
-    StepAccepted,
     StepRequest,
     StepResponse,
 )
-from app.service import GradientPost, Params, Stepped
+from app.service import Accepted, Created, GradientPost, Params, SessionInfo, Stepped
 from app.store.models import SessionRecord
 from app.tensors import tensors_from_safetensors
 
@@ -143,7 +143,7 @@ async def get_session(session_id: str, database: DatabaseDep, token: TokenDep) -
     return await run_use_case(
         database,
         lambda db: service.get_session(db, session_id, token),
-        lambda view: session_answer(view, view.step),
+        info_answer,
         write=False,
     )
 
@@ -232,7 +232,7 @@ async def step_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def apply(db: Session, post: GradientPost) -> Stepped | StepAccepted:
+    def apply(db: Session, post: GradientPost) -> Stepped | Accepted:
         return service.step(
             db,
             session_id,
@@ -244,8 +244,8 @@ async def step_session(
             history_max_records=settings.history_max_records,
         )
 
-    def answer(result: Stepped | StepAccepted) -> Answer:
-        if isinstance(result, StepAccepted):
+    def answer(result: Stepped | Accepted) -> Answer:
+        if isinstance(result, Accepted):
             return accepted_answer(request, session_id, result)
         if binary_answer:
             return safetensors_answer(result.params, result.step, step_metadata(result))
@@ -262,7 +262,19 @@ async def step_session(
         parse=lambda: inputs.gradient_post(body, facts),
         keeper=keeper,
         answer_in_transaction=binary_answer,
+        inline=tiny_step(facts, body),
     )
+
+
+INLINE_STEP_ELEMENTS = 4096
+"""Parameters of a session whose steps run on the event loop (`run_use_case(inline=True)`): a
+step of this size (parse, update, answer) costs less CPU than a hand-off to a thread and back."""
+INLINE_STEP_BODY_BYTES = 64 * 1024
+
+
+def tiny_step(facts: service.SessionFacts, body: TensorBody) -> bool:
+    """Whether a step is small enough to run on the event loop: a small session, a small body."""
+    return facts.elements <= INLINE_STEP_ELEMENTS and len(body.data) <= INLINE_STEP_BODY_BYTES
 
 
 @router.get(
@@ -387,7 +399,7 @@ async def patch_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def change(db: Session, patch: dict[str, Any]) -> SessionView:
+    def change(db: Session, patch: dict[str, Any]) -> SessionInfo:
         with patch_problems():
             return service.patch_session(
                 db,
@@ -401,7 +413,7 @@ async def patch_session(
     return await run_use_case(
         database,
         change,
-        lambda view: session_answer(view, view.step),
+        info_answer,
         write=True,
         parse=lambda: inputs.config_patch(body),
     )
@@ -445,7 +457,7 @@ async def fork_session(
         if precondition is not None:
             precondition.require(source.step)
 
-    def fork(db: Session, overrides: dict[str, Any]) -> CreatedSession:
+    def fork(db: Session, overrides: dict[str, Any]) -> Created:
         with patch_problems():
             return service.fork_session(
                 db,

@@ -389,7 +389,7 @@ class Optimizer:
         t = state.step
         base_rate = self.lr(state)
         squared = fused.squared_norms(
-            {name: values_of(grad) for name, grad in checked.items()}, self.threads, _thread_pool
+            {name: values_of(grad) for name, grad in checked.items()}, self.threads
         )
         bad_tensor = first_nonfinite(checked, squared)
         if bad_tensor is not None:
@@ -418,7 +418,7 @@ class Optimizer:
                     continue
                 units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
             update_squared = sum(self._run(units))
-            update_squared += fused.run(kernel_tasks, self.threads, _thread_pool)
+            update_squared += fused.run(kernel_tasks, self.threads)
             for name, rows in sparse.items():
                 group = self.group_of[name]
                 update_squared += _step_rows(

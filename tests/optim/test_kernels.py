@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.optim import OPTIMIZER_TYPES, Optimizer, engine, fused, kernels, optimizer_fields
+from app.optim.optimizers import build_optimizer
 from tests.optim.reference import (
     TORCH_OPTIMIZERS,
     assert_close,
@@ -264,19 +266,39 @@ def test_arrays_of_any_layout_are_copied_in_and_written_back(kind, layout):
 # -- threads -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("parts", [1, 2, 3, 5])
-def test_blocks_are_cut_into_consecutive_runs_covering_each_once(parts):
-    sizes = [kernels.BLOCK * 3, 5, kernels.BLOCK * 2 + 1, 1]
-    tasks = [fused.FusedTask(kernels.sgd, [np.zeros(n, np.float32)] * 2, None) for n in sizes]
-    runs = fused._split_blocks(tasks, parts)
-    assert 1 <= len(runs) <= parts
-    covered = [
-        (id(task), block)
-        for run in runs
-        for task, first, stop in run
-        for block in range(first, stop)
-    ]
-    assert covered == [(id(task), block) for task in tasks for block in range(task.blocks)]
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_threads_claim_each_block_of_a_run_exactly_once(threads):
+    """Threads working on one run at once, from the front and from the back, update every
+    element once (θ ← θ − 1·g with g = 1: an element updated twice would read −2), write every
+    block's ‖u‖², and exactly one of them learns that it finished the run's last block."""
+    sizes = [kernels.BLOCK * 3, 5, kernels.BLOCK * 2 + 1, 1, 0]
+    factors = fused.fused_step_for(build_optimizer({"type": "sgd", "lr": 1.0})[0])
+    assert factors is not None
+    tasks = []
+    for size in sizes:
+        slots = {"step": np.ones((), np.int64)}
+        task = factors.task(np.zeros(size), np.ones(size), slots, 1.0)
+        assert task is not None
+        tasks.append(task)
+    work = fused.Run(tasks)
+    start = threading.Barrier(threads)
+    finished = []
+
+    def claim(backward: bool) -> None:
+        start.wait()
+        finished.append(work.work(backward))
+
+    others = [threading.Thread(target=claim, args=(i % 2 == 0,)) for i in range(threads - 1)]
+    for thread in others:
+        thread.start()
+    claim(False)
+    for thread in others:
+        thread.join()
+    assert sorted(finished) == [False] * (threads - 1) + [True]
+    for task, size in zip(tasks, sizes, strict=True):
+        np.testing.assert_array_equal(task.arguments[0], np.full(size, -1.0))
+        lengths = [min(kernels.BLOCK, size - start) for start in range(0, size, kernels.BLOCK)]
+        np.testing.assert_array_equal(task.partials, lengths)
 
 
 # -- the chains still match torch --------------------------------------------------------------
