@@ -41,14 +41,17 @@ WARMUP = 3
 SIDES = ("baseline", "spread")
 
 
-def side_by_side(store: str, baseline: Path, size: int, steps: int) -> dict[str, Any]:
-    """Both servers on `store`, their sessions stepped in alternation."""
+def side_by_side(
+    store: str, baseline: Path, size: int, steps: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """Both servers on `store` (with `env`), their sessions stepped in alternation."""
     with ExitStack() as stack:
         steppers = {}
         for side, root in zip(SIDES, (baseline, REPO_ROOT), strict=True):
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             url = database_url(stack, store, directory)
-            server = stack.enter_context(LiveServer(url, directory / "server.log", root=root))
+            log = directory / "server.log"
+            server = stack.enter_context(LiveServer(url, log, root=root, env=env))
             steppers[side] = Stepper(server, size, form="safetensors", accept="safetensors")
             stack.callback(steppers[side].close)
         latencies: dict[str, list[float]] = {side: [] for side in SIDES}
@@ -57,7 +60,7 @@ def side_by_side(store: str, baseline: Path, size: int, steps: int) -> dict[str,
                 latency = steppers[side].step(index)
                 if index >= WARMUP:
                     latencies[side].append(latency)
-    result: dict[str, Any] = {"store": store, "parameters": size, "steps": steps}
+    result: dict[str, Any] = {"store": store, "parameters": size, "steps": steps, "env": env}
     for side in SIDES:
         summary = summary_of(latencies[side])
         worst = max(latencies[side])
@@ -75,6 +78,12 @@ def side_by_side(store: str, baseline: Path, size: int, steps: int) -> dict[str,
     return result
 
 
+def chunk_env(chunk_mib: float | None) -> dict[str, str]:
+    if chunk_mib is None:
+        return {}
+    return {"OPTAAS_ARRAY_CHUNK_BYTES": str(int(chunk_mib * 2**20))}
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Spread checkpoints against whole ones: consecutive steps, side by side",
@@ -82,24 +91,26 @@ def markdown(results: dict[str, Any]) -> str:
         f"{context_line(results['environment'])} Load average {results['load_before']} at the "
         f"start, {results['load_after']} at the end. Baseline: {results['baseline']}. Adam "
         "float32, safetensors in and out, default settings (`OPTAAS_CHECKPOINT_EVERY` 8, 16 MiB "
-        f"chunks); {results['steps']} steps after {WARMUP}, the two servers stepped in "
-        "alternation.",
+        f"chunks) unless the row says; {results['steps']} steps after {WARMUP}, the two "
+        "servers stepped in alternation.",
         "",
-        "| store | parameters | code | p50 ms | p99 ms | worst ms | worst ÷ p50 |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| store | parameters | settings | code | p50 ms | p99 ms | worst ms | worst ÷ p50 |",
+        "|---|---:|---|---|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
+        settings = " ".join(f"{name}={value}" for name, value in row["env"].items()) or "defaults"
         for side in SIDES:
             item = row[side]
             lines.append(
-                f"| {row['store']} | {row['parameters']:,} | {side} | {item['p50_ms']:.1f} | "
+                f"| {row['store']} | {row['parameters']:,} | {settings} | {side} | "
+                f"{item['p50_ms']:.1f} | "
                 f"{item['p99_ms']:.1f} | {item['worst_ms']:.1f} | {item['worst_over_p50']} |"
             )
     lines += ["", "Every step's latency (ms), in order:", ""]
     for row in results["rows"]:
         for side in SIDES:
             steps = ", ".join(f"{latency:.0f}" for latency in row[side]["latencies_ms"])
-            lines.append(f"- {row['store']}, {side}: {steps}")
+            lines.append(f"- {row['store']}, {side}, {row['env'] or 'defaults'}: {steps}")
     return "\n".join(lines) + "\n"
 
 
@@ -109,9 +120,20 @@ def main() -> None:
     parser.add_argument("--stores", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--size", type=int, default=10_000_000)
     parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument(
+        "--chunk-mib",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="OPTAAS_ARRAY_CHUNK_BYTES in MiB for both sides, one run each (default: the default)",
+    )
     args = parser.parse_args()
     load_before = round(os.getloadavg()[0], 2)
-    rows = [side_by_side(store, args.baseline, args.size, args.steps) for store in args.stores]
+    rows = [
+        side_by_side(store, args.baseline, args.size, args.steps, chunk_env(chunk))
+        for chunk in args.chunk_mib
+        for store in args.stores
+    ]
     results = {
         "load_before": load_before,
         "load_after": round(os.getloadavg()[0], 2),

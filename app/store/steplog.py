@@ -19,7 +19,11 @@ slot can have (slot names are identifiers):
 
 `<version>` is the session's version after the step, zero-padded, so keys sort in step order.
 The store reads the checkpoint and the log in one statement (one snapshot: `ArrayStore.read`)
-and writes a checkpoint, which drops the log, or appends an entry. Replaying the log onto the
+and writes a checkpoint, which drops the log, or appends an entry; with spread checkpoints
+(`app.stepping.spread`) it rewrites some chunks, each recording the version it was written at,
+and drops the entries every chunk is past (`drop_log_through`). An entry then also keeps the
+0-d slots of its tensors as they were before the step (`LoggedStep.scalars`), so that a chunk
+written at an earlier version than its tensor's first can replay it. Replaying the log onto the
 checkpoint is the stepping layer's (`app.stepping.replay`), which runs the optimizer core: the
 store keeps rows and bytes and never runs it. A logged step's configuration travels with it,
 so a configuration changed between two logged steps replays correctly.
