@@ -76,7 +76,7 @@ class Spread:
             self.created = service.create_session(
                 db, new_session(CreateSession.model_validate(body))
             )
-        self.reference = CoreRun(self.created.model_dump(), self.theta)
+        self.reference = CoreRun(self.created.session.config, self.theta)
 
     def step(self, index: int, *, partial: bool = False) -> None:
         gradients = {
@@ -90,7 +90,7 @@ class Spread:
         with self.stepping.transaction(write=True) as db:
             service.step(
                 db,
-                str(self.created.id),
+                str(self.created.session.id),
                 self.created.token,
                 GradientPost(copies, loss=loss, partial=partial),
                 history_max_records=1000,
@@ -99,7 +99,7 @@ class Spread:
     def assert_recovered_exactly(self) -> None:
         """What another process reads is the reference's θ and state, bit for bit."""
         with self.reader.transaction(write=False) as db:
-            arrays = SessionArrays(db).load(self.created.id)
+            arrays = SessionArrays(db).load(self.created.session.id)
         assert not any(is_log_key(key) for key in arrays)
         for name in self.theta:
             np.testing.assert_array_equal(arrays[f"param/{name}"], self.reference.params[name])
@@ -109,7 +109,7 @@ class Spread:
             np.testing.assert_array_equal(arrays[key], array, err_msg=key)
 
     def rows(self) -> list[tuple[str, int, int | None]]:
-        return stored_rows(self.reader, self.created.id)
+        return stored_rows(self.reader, self.created.session.id)
 
     def close(self) -> None:
         self.stepping.dispose()
@@ -159,7 +159,7 @@ def test_each_step_writes_a_share_of_the_chunks(spread_run):
     run = spread_run(NADAM_WITH_ADAM_GROUP)
     run.step(0)
     with run.stepping.transaction(write=False) as db:
-        arrays = SessionArrays(db).load(run.created.id)
+        arrays = SessionArrays(db).load(run.created.session.id)
     pieces = pieces_of(arrays, CHUNK_BYTES)
     assert pieces is not None and len(pieces) > EVERY
     total = sum(piece.nbytes for piece in pieces)
