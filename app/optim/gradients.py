@@ -158,7 +158,7 @@ def sum_of_squares(array: np.ndarray) -> float:
     if flat.dtype not in (np.float32, np.float64):
         flat = flat.astype(np.float64)
     partials = np.empty(-(-flat.size // kernels.BLOCK))
-    kernels.sum_of_squares(flat, partials, kernels.claims_for([partials.size]), 0)
+    kernels.sum_of_squares(flat, partials, kernels.claims_for([partials.size]), 0, False)
     return float(partials.sum())
 
 
