@@ -43,15 +43,22 @@ KERNEL_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy", "boundsc
 `NUMBA_CACHE_DIR`), numpy's semantics for x/0 (±inf, nan: no exception), no fastmath."""
 
 
-DONE, BLOCKS, FIRST_TASK = 0, 1, 2
-"""The slots of a run's `claims` array: blocks finished, blocks in the run, and from FIRST_TASK
-on the next unclaimed block of each task (the kernel calls of one step, in order)."""
+DONE, BLOCKS, GATE_DONE, GATE_BLOCKS, NOT_FINITE, FIRST_TASK = range(6)
+"""The slots of a run's `claims` array: blocks finished and blocks in the run; the gate's blocks
+finished and blocks in all, and the count of them whose sum of squares was not finite; from
+FIRST_TASK on, each task's claims (the kernel calls of one run, in order).
+
+The gate lets one run hold a whole step: the gradient's sums of squares first (`sum_of_squares`
+calls, the gate's blocks), then the updates, which start only once every sum is done and only
+if all are finite, so that a step with a non-finite gradient writes nothing."""
 
 
-def claims_for(blocks: Sequence[int]) -> np.ndarray:
-    """The counters of a run of tasks holding these numbers of blocks, none claimed yet."""
+def claims_for(blocks: Sequence[int], gate: int = 0) -> np.ndarray:
+    """The counters of a run of tasks holding these numbers of blocks, none claimed yet; its
+    first `gate` tasks are the gate's (`sum_of_squares` calls)."""
     claims = np.zeros(FIRST_TASK + len(blocks), np.int64)
     claims[BLOCKS] = sum(blocks)
+    claims[GATE_BLOCKS] = sum(blocks[:gate])
     return claims
 
 
@@ -121,6 +128,15 @@ def _count_done(claims: np.ndarray) -> bool:
     return _fetch_add(claims, DONE, 1) + 1 == claims[BLOCKS]
 
 
+@njit(inline="always")
+def _through_gate(claims: np.ndarray) -> bool:
+    """Wait (spinning: the gate's last blocks are being summed, a few µs) until every sum of
+    squares of the gate is done; whether all were finite. Open at once in a run without one."""
+    while _load(claims, GATE_DONE) < claims[GATE_BLOCKS]:
+        pass
+    return _load(claims, NOT_FINITE) == 0
+
+
 @njit(fastmath={"reassoc"}, error_model="numpy", cache=True)
 def _add_square(total: float, x: float) -> float:
     """total + x² in float64; the only operation allowed to reassociate (a sum's order)."""
@@ -175,7 +191,11 @@ def sum_of_squares(
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
         start, stop = _block_bounds(block, x.size)
-        partials[block] = _sum_of_squares(x[start:stop])
+        partial = _sum_of_squares(x[start:stop])
+        partials[block] = partial
+        if not np.isfinite(partial):
+            _fetch_add(claims, NOT_FINITE, 1)
+        _fetch_add(claims, GATE_DONE, 1)
         last = _count_done(claims) or last
         block = _claim(claims, task, partials.size, backward)
     return last
@@ -211,6 +231,8 @@ class SgdFactors(NamedTuple):
 def sgd(theta, grad, momentum_buffer, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """m_t = μ·m_{t−1} + (1 − dampening)·g_t (m_1 = g_1), u = −η·m_t (nesterov: −η·(g_t +
     μ·m_t); no momentum: −η·g_t), θ ← θ + u."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
@@ -256,6 +278,8 @@ class AdagradFactors(NamedTuple):
 @njit(**KERNEL_OPTIONS)
 def adagrad(theta, grad, total_sq, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """s_t = s_{t−1} + g², σ = sqrt(s_t) (mean: sqrt(s_t/t)), u = −η'·g/(σ + eps)."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
@@ -307,6 +331,8 @@ class RmspropFactors(NamedTuple):
 def rmsprop(theta, grad, square_avg, grad_avg, momentum_buffer, f, partials, claims, task, backward) -> bool:  # noqa: ANN001, E501  # fmt: skip
     """v_t = α·v + (1 − α)·g², c_t = lerp(c, g, 1 − α) (centered), σ = sqrt(v_t − c_t²) or
     sqrt(v_t), u = g/(σ + eps); momentum: m_t = μ·m + u; θ ← θ − η·u."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
@@ -373,6 +399,8 @@ def adam(theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, f, partials, claims, 
     The last line in torch's order (`param.mul_(1 − lr·λ)`, then `addcdiv_` with the step size
     −η/(1 − β1^t)): one division fewer than the chain's blocks, which divide m by (1 − β1^t)
     first, so θ agrees with the chain within rounding rather than bit for bit."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
@@ -425,6 +453,8 @@ class AdamaxFactors(NamedTuple):
 @njit(**KERNEL_OPTIONS)
 def adamax(theta, grad, exp_avg, exp_inf, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """m_t = lerp(m, g, 1 − β1), σ_t = max(β2·σ, |g| + eps), u = −η·(m_t/(1 − β1^t))/σ_t."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
@@ -478,6 +508,8 @@ class NadamFactors(NamedTuple):
 def nadam(theta, grad, exp_avg, exp_avg_sq, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """m_t = lerp(m, g, 1 − β1), u = (1 − μ_t)/(1 − Π_t)·g + μ_{t+1}/(1 − Π_t·μ_{t+1})·m_t,
     σ = sqrt(v_t)/sqrt(1 − β2^t) + eps, θ ← θ − η·u/σ (+ (f − 1)·θ decoupled)."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
@@ -533,6 +565,8 @@ class RadamFactors(NamedTuple):
 def radam(theta, grad, exp_avg, exp_avg_sq, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """m̂ = lerp(m, g, 1 − β1)/(1 − β1^t); ρ_t > 5: u = m̂/(sqrt(v_t) + eps)·r_t·sqrt(1 − β2^t),
     else u = m̂; θ ← θ − η·u (+ (f − 1)·θ decoupled)."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
@@ -581,6 +615,8 @@ class AdadeltaFactors(NamedTuple):
 def adadelta(theta, grad, square_avg, acc_delta, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """v_t = ρ·v + (1 − ρ)·g², Δ = g/sqrt(v_t + eps)·sqrt(d + eps), d_t = ρ·d + (1 − ρ)·Δ²,
     θ ← θ − η·Δ."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
@@ -629,6 +665,8 @@ class LionFactors(NamedTuple):
 @njit(**KERNEL_OPTIONS)
 def lion(theta, grad, exp_avg, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """c = lerp(m, g, 1 − β1), m_t = lerp(m, g, 1 − β2), θ ← θ − η·sign(c) (+ (f − 1)·θ)."""
+    if not _through_gate(claims):
+        return False
     last = False
     block = _claim(claims, task, partials.size, backward)
     while block >= 0:
