@@ -43,9 +43,11 @@ from app.api.bodies import (
     TensorBody,
     parse_json,
     parse_settings_file,
+    read_body,
+    tensor_body,
     validate,
 )
-from app.api.conditions import IfMatchDep
+from app.api.conditions import IfMatchDep, if_match
 from app.api.deps import (
     ClockDep,
     DatabaseDep,
@@ -54,9 +56,19 @@ from app.api.deps import (
     SettingsDep,
     TensorBodyDep,
     TokenDep,
+    answer_in_safetensors,
+    bearer_credentials,
+    session_token,
 )
+from app.api.direct import direct_route
 from app.api.errors import validation_problem
-from app.api.idempotency import Answer, IdempotencyDep, creation_scope, session_scope
+from app.api.idempotency import (
+    Answer,
+    IdempotencyDep,
+    creation_scope,
+    idempotency_keeper,
+    session_scope,
+)
 from app.api.openapi import (
     CREATE_FILE,
     IMPORT_FILE,
@@ -169,18 +181,6 @@ async def delete_session(
     return response
 
 
-@router.post(
-    "/{session_id}/step",
-    response_model=StepResponse,
-    summary="Apply one gradient",
-    openapi_extra=tensor_request(StepRequest, STEP_FILE, "Idempotency-Key", "If-Match"),
-    responses={
-        **session_headers(200, binary=STEP_ANSWER_FILE),
-        **accepted_step_response(),
-        **problems(400, 401, 404, 408, 412, 413, 415, 422, 503),
-    },
-    dependencies=[Depends(step_admission)],
-)
 async def step_session(
     request: Request,
     session_id: str,
@@ -264,6 +264,62 @@ async def step_session(
         answer_in_transaction=binary_answer,
         inline=tiny_step(facts, body),
     )
+
+
+STEP_RETURNS = ("params", "full", "none")
+
+
+async def direct_step(request: Request) -> Response | None:
+    """`step_session` with its dependencies called by hand, in the order FastAPI resolves them
+    (the route's admission, then the parameters as declared): the step route's `DirectRoute`
+    handler. A query other than one valid `return` is left to FastAPI (None), which validates
+    it as it always did."""
+    returns = "params"
+    if request.scope["query_string"]:
+        given = request.query_params
+        if list(given) != ["return"] or len(given.getlist("return")) != 1:
+            return None
+        returns = given["return"]
+        if returns not in STEP_RETURNS:
+            return None
+    state = request.app.state
+    session_id = request.path_params["session_id"]
+    token = await session_token(await bearer_credentials(request))
+    facts = await step_admission(
+        request, session_id, token, state.database, state.settings, state.session_gate
+    )
+    body = await tensor_body(request)
+    keeper = await idempotency_keeper(request, state.settings, await read_body(request))
+    return await step_session(
+        request,
+        session_id,
+        state.database,
+        token,
+        body,
+        keeper,
+        await if_match(request),
+        state.settings,
+        await answer_in_safetensors(request),
+        facts,
+        returns,  # type: ignore[arg-type]
+    )
+
+
+router.add_api_route(
+    "/{session_id}/step",
+    step_session,
+    methods=["POST"],
+    response_model=StepResponse,
+    summary="Apply one gradient",
+    openapi_extra=tensor_request(StepRequest, STEP_FILE, "Idempotency-Key", "If-Match"),
+    responses={
+        **session_headers(200, binary=STEP_ANSWER_FILE),
+        **accepted_step_response(),
+        **problems(400, 401, 404, 408, 412, 413, 415, 422, 503),
+    },
+    dependencies=[Depends(step_admission)],
+    route_class_override=direct_route(direct_step),
+)
 
 
 INLINE_STEP_ELEMENTS = 4096

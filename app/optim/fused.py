@@ -6,7 +6,8 @@ path held equal to it (tests/optim/test_kernels.py). A group is covered when its
 to a type later leaves that type on its chain until its kernel learns the field); `custom`
 and the types without a kernel always run their chain. The engine asks once per group
 (`fused_step_for`) and once per tensor and step (`FusedStep.task`), and runs the tasks of a
-step with `run` on its threads.
+step on its threads: with the gradient's sums of squares in one run (`run_checked`), or after
+them (`squared_norms`, then `run`).
 
 A task hands the kernel flat C-contiguous views of θ, the gradient and the slots: an array
 that is not C-contiguous is copied in and written back afterwards, never read with the wrong
@@ -37,8 +38,8 @@ from app.optim.transforms import (
 FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PARALLEL_MIN_ELEMENTS = 1 << 18
 """A step's fused work below this many elements runs in one thread: handing blocks to another
-thread costs about what it saves there (a pool thread's wake-up is tens of µs on a busy
-machine; one kernel pass over 2¹⁸ float32 elements of Adam takes about 100 µs)."""
+thread costs about what it saves there (waking a helper takes 50–80 µs on a virtual machine;
+one kernel pass over 2¹⁸ float32 elements of Adam takes about 200 µs)."""
 
 FactorsFn = Callable[[Mapping[str, Any], int, float, type, Slots], Any]
 """(hyper-parameters, the tensor's count t, η_t, the dtype's scalar type, the tensor's slots)
@@ -101,29 +102,31 @@ class FusedTask:
 class Run:
     """One call of a step's tasks on its threads: every thread taking part calls `work`, which
     runs each task's kernel in order on the blocks no other thread has claimed yet (see
-    `kernels`), and the thread finishing the run's last block releases `finished`."""
+    `kernels`), and the thread finishing the run's last block releases `finished`. The first
+    `gate` tasks may be sums of squares that the others wait for (`kernels.claims_for`)."""
 
     __slots__ = ("claims", "finished", "tasks")
 
-    def __init__(self, tasks: Sequence[FusedTask]) -> None:
+    def __init__(self, tasks: Sequence[FusedTask], gate: int = 0) -> None:
         self.tasks = tasks
-        self.claims = kernels.claims_for([task.blocks for task in tasks])
+        self.claims = kernels.claims_for([task.blocks for task in tasks], gate)
         self.finished = threading.Lock()
         self.finished.acquire()
 
-    def work(self) -> bool:
-        """Compute blocks until none is left unclaimed; True if this thread finished the last."""
+    def work(self, backward: bool = False) -> bool:
+        """Compute blocks until none is left unclaimed, claiming each task's from its front or
+        from its back (`backward`); True if this thread finished the run's last block."""
         last = False
         claims = self.claims
         for index, task in enumerate(self.tasks):
             if claims[kernels.DONE] == claims[kernels.BLOCKS]:
                 break  # a helper that woke late: nothing left
-            last = task.kernel(*task.arguments, claims, index) or last
+            last = task.kernel(*task.arguments, claims, index, backward) or last
         return last
 
     def help(self) -> None:
         """A helper's part: work, and release the caller if this thread finished the run."""
-        if self.work():
+        if self.work(backward=True):
             self.finished.release()
 
 
@@ -131,38 +134,62 @@ class Helpers:
     """Threads kept for the life of the process that help a step's thread with its runs. Each
     waits on a queue of its own (`SimpleQueue`: a lock in C, no Python-level condition) and
     works on each run put there. A helper that wakes late costs nothing but its help: the
-    caller claims the blocks it has not, and waits only for blocks being computed."""
+    caller claims the blocks it has not, and waits only for blocks being computed.
+
+    After a run a helper spins for up to SPIN_READS reads (some 70 µs) on its count of runs
+    posted before it sleeps: a step's second run (the update, after the gradient's norm) comes
+    tens of µs after its first, and a sleeping thread takes as long again to wake up."""
 
     def __init__(self) -> None:
-        self._queues: list[queue.SimpleQueue[Run]] = []
+        self._helpers: list[tuple[queue.SimpleQueue[Run], np.ndarray]] = []
         self._lock = threading.Lock()
 
-    def run(self, tasks: Sequence[FusedTask], helpers: int) -> None:
-        """Run the tasks on this thread and up to `helpers` others."""
-        work = Run(tasks)
-        if work.claims[kernels.BLOCKS] == 0:
-            return
-        for waiting in self._queues_for(helpers):
-            waiting.put(work)
-        if not work.work():
-            work.finished.acquire()  # a helper is finishing the last block
+    def run(self, tasks: Sequence[FusedTask], helpers: int, gate: int = 0) -> bool:
+        """Run the tasks on this thread and up to `helpers` others, the first `gate` of them
+        (sums of squares) before the others; False if a sum was not finite: then the others
+        did not run (the sums are all done)."""
+        work = Run(tasks, gate)
+        claims = work.claims
+        if claims[kernels.BLOCKS] == 0:
+            return True
+        if helpers:
+            self._post(work, helpers)
+        if work.work():
+            return True
+        if gate and claims[kernels.NOT_FINITE]:
+            return False  # this thread passed the gate: every sum is done, no update ran
+        # A helper is finishing the last blocks, within one block's time unless the machine is
+        # busy: spin for them first, and sleep only when that is not enough.
+        if not kernels.wait_above(claims, kernels.DONE, claims[kernels.BLOCKS] - 1, SPIN_READS):
+            work.finished.acquire()
+        return True
 
-    def _queues_for(self, helpers: int) -> list[queue.SimpleQueue[Run]]:
-        if len(self._queues) < helpers:
-            with self._lock:
-                while len(self._queues) < helpers:
-                    waiting: queue.SimpleQueue[Run] = queue.SimpleQueue()
-                    thread = threading.Thread(
-                        target=_help, args=(waiting,), name="optaas-kernels", daemon=True
-                    )
-                    thread.start()
-                    self._queues.append(waiting)
-        return self._queues[:helpers]
+    def _post(self, work: Run, helpers: int) -> None:
+        with self._lock:
+            while len(self._helpers) < helpers:
+                waiting: queue.SimpleQueue[Run] = queue.SimpleQueue()
+                posted = np.zeros(1, np.int64)
+                thread = threading.Thread(
+                    target=_help, args=(waiting, posted), name="optaas-kernels", daemon=True
+                )
+                thread.start()
+                self._helpers.append((waiting, posted))
+            for waiting, posted in self._helpers[:helpers]:
+                posted[0] += 1  # under the lock: each post counted once
+                waiting.put(work)
 
 
-def _help(waiting: queue.SimpleQueue[Run]) -> None:
+SPIN_READS = 1 << 18
+"""Reads of its posted count a helper makes before it sleeps (a read takes about a cycle)."""
+
+
+def _help(waiting: queue.SimpleQueue[Run], posted: np.ndarray) -> None:
+    """A helper's life: take a run, help with it, spin briefly for the next, else sleep."""
+    taken = 0
     while True:
         waiting.get().help()
+        taken += 1
+        kernels.wait_above(posted, 0, taken, SPIN_READS)
 
 
 HELPERS = Helpers()
@@ -181,6 +208,31 @@ def squared_norms(arrays: Mapping[str, np.ndarray], threads: int) -> dict[str, f
     return {name: task.finish() for name, task in tasks.items()}
 
 
+def run_checked(
+    gradients: Mapping[str, np.ndarray], tasks: Sequence[FusedTask], threads: int
+) -> tuple[dict[str, float], float | None]:
+    """A whole step in one run: Σ g² of each gradient (as `squared_norms`), then — only if
+    every sum is finite — the tasks, and Σ‖u‖² over them (as `run`); None instead when a sum
+    is not finite, and then no task has written anything. One hand-off to the helpers per step
+    instead of two, and no Python between the sums and the updates."""
+    norms = {
+        name: FusedTask(kernels.sum_of_squares, [_kernel_dtype(gradient)])
+        for name, gradient in gradients.items()
+    }
+    everything = [*norms.values(), *tasks]
+    helpers = _helpers_for(tasks, threads)
+    finite = HELPERS.run(everything, helpers, gate=len(norms))
+    squared = {name: task.finish() for name, task in norms.items()}
+    if not finite:
+        return squared, None
+    return squared, math.fsum(task.finish() for task in tasks)
+
+
+def _helpers_for(tasks: Sequence[FusedTask], threads: int) -> int:
+    """Helpers a run of these tasks takes: `threads` − 1 from PARALLEL_MIN_ELEMENTS on."""
+    return threads - 1 if sum(task.size for task in tasks) >= PARALLEL_MIN_ELEMENTS else 0
+
+
 def run(tasks: Sequence[FusedTask], threads: int) -> float:
     """Run the tasks and return Σ‖u‖² over them: on `threads` threads when they hold
     PARALLEL_MIN_ELEMENTS elements or more (the calling thread and `threads` − 1 helpers
@@ -189,8 +241,7 @@ def run(tasks: Sequence[FusedTask], threads: int) -> float:
     do not depend on the threads."""
     if not tasks:
         return 0.0
-    total = sum(task.size for task in tasks)
-    HELPERS.run(tasks, threads - 1 if total >= PARALLEL_MIN_ELEMENTS else 0)
+    HELPERS.run(tasks, _helpers_for(tasks, threads))
     return math.fsum(task.finish() for task in tasks)
 
 
