@@ -2,13 +2,14 @@
 
 Every byte a step writes to `session_arrays` dies within `OPTAAS_CHECKPOINT_EVERY` steps (the
 step log when the next checkpoint drops it, a checkpoint when the next one replaces it), so
-dead TOAST chunks pile up at the WAL's rate: about 5.5 MB per step of a 1e6-parameter Adam
-session, tens of MB/s under load. Autovacuum's cost-based delay (PostgreSQL 15: 2 ms per 200
-cost units, 20 units per page it dirties) lets it clean about 40 MB/s at best, so with the
-server's defaults the TOAST table never stops growing: a 1e6 session grew it by 29 GB in six
-minutes (benchmarks/results/pg_write.md). Without the delay, and started from a fixed number
-of dead chunks rather than a fifth of the table, autovacuum frees the space and new chunks
-reuse it.
+dead TOAST chunks pile up at about the WAL's rate: 5.5 MB and 2 500 chunks per step of a
+1e6-parameter Adam session. Autovacuum's cost-based delay (PostgreSQL 15: a 2 ms sleep after
+every 200 cost units, 20 units per page it dirties, and vacuum dirties each dead page twice)
+holds a vacuum to a few tens of MB/s, so with the server's defaults the TOAST table grew for as
+long as the steps went on: 9 GB after six minutes at 5 steps/s, no vacuum of it finished
+(benchmarks/results/pg_write.md). Without the delay, and started from a fixed number of dead
+chunks rather than a fifth of the table, it stayed within 1.7–4.7 GB (2.9 GB with
+`autovacuum_naptime` at 10 s), new chunks reusing the space vacuum freed.
 
 Only these two tables' settings change (`ALTER TABLE … SET`): the server's and other tables'
 stay as the server has them. SQLite has no such settings.
