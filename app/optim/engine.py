@@ -309,6 +309,24 @@ class Optimizer:
         checked with the gradient."""
         return self.group_of[name].sparse_refusal is None
 
+    @property
+    def piecewise(self) -> bool:
+        """Whether a dense step acts on each element of a tensor from that element's θ,
+        gradient and slots and the tensor's 0-d slots alone, so that any part of a tensor can be
+        stepped apart: `step` on a flat slice of θ, the gradient and the slots of θ's shape,
+        with the 0-d slots as they were before the step, gives that slice of the whole step
+        (as the engine's own slices do, `_work_units`), bit for bit.
+
+        Not so with `clip_grad_norm` (one norm over every tensor), a whole-step rule (the
+        learning-rate-free family's globals), or a block that reads the whole tensor (norms,
+        factored moments, matrix products: `elementwise=False`). Sparse rows are a step's
+        property, not the rule's: the caller judges them."""
+        return (
+            self.clip_grad_norm is None
+            and not isinstance(self.base_group.transform, GlobalTransformation)
+            and all(group.transform.elementwise for group in self.groups)
+        )
+
     def eval_params(
         self, params: Mapping[str, np.ndarray], state: OptimizerState
     ) -> dict[str, np.ndarray]:

@@ -6,7 +6,8 @@ path held equal to it (tests/optim/test_kernels.py). A group is covered when its
 to a type later leaves that type on its chain until its kernel learns the field); `custom`
 and the types without a kernel always run their chain. The engine asks once per group
 (`fused_step_for`) and once per tensor and step (`FusedStep.task`), and runs the tasks of a
-step with `run` on its threads.
+step on its threads: with the gradient's sums of squares in one run (`run_checked`), or after
+them (`squared_norms`, then `run`).
 
 A task hands the kernel flat C-contiguous views of θ, the gradient and the slots: an array
 that is not C-contiguous is copied in and written back afterwards, never read with the wrong
@@ -37,8 +38,8 @@ from app.optim.transforms import (
 FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PARALLEL_MIN_ELEMENTS = 1 << 18
 """A step's fused work below this many elements runs in one thread: handing blocks to another
-thread costs about what it saves there (a pool thread's wake-up is tens of µs on a busy
-machine; one kernel pass over 2¹⁸ float32 elements of Adam takes about 100 µs)."""
+thread costs about what it saves there (waking a helper takes 50–80 µs on a virtual machine;
+one kernel pass over 2¹⁸ float32 elements of Adam takes about 200 µs)."""
 
 FactorsFn = Callable[[Mapping[str, Any], int, float, type, Slots], Any]
 """(hyper-parameters, the tensor's count t, η_t, the dtype's scalar type, the tensor's slots)
