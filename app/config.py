@@ -126,7 +126,9 @@ class Settings(BaseSettings):
         ),
     )
     cache_max_bytes: int = Field(
-        default=1024**3,
+        # 2 GiB holds one 1e8-parameter float32 Adam session (θ, m, v: 1.2 GB), so that its steps
+        # are logged ones by default.
+        default=2 * 1024**3,
         ge=0,
         description=(
             "Bytes of arrays each server process keeps of the sessions it stepped lately (their "

@@ -31,6 +31,7 @@ from optaas_state import (
     finite_or_none,
     header_from_metadata,
     header_to_metadata,
+    safetensors_pieces,
     split_export_arrays,
     split_globals,
 )
@@ -44,7 +45,6 @@ from app.tensors import (
     tensor_from_json,
     tensors_from_json,
     tensors_to_json,
-    tensors_to_safetensors,
 )
 
 
@@ -119,10 +119,11 @@ def to_json(state: SessionState) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def to_safetensors(state: SessionState) -> bytes:
-    """The safetensors export: arrays keyed as stored, the header as string metadata."""
+def safetensors_pieces_of(state: SessionState) -> list[bytes | memoryview]:
+    """The safetensors export — arrays keyed as stored, the header as string metadata — as
+    pieces to send in turn (views of the arrays, no copy)."""
     arrays = export_arrays(state.tensors, state.params, state.slots, state.globals)
-    return tensors_to_safetensors(arrays, header_to_metadata(state.header()))
+    return safetensors_pieces(arrays, header_to_metadata(state.header()))
 
 
 # -- reading ----------------------------------------------------------------------------------

@@ -204,8 +204,18 @@ def targets_table(checked: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scheduling() -> str:
+    """This process's scheduling policy: a run under `chrt` (real-time priority, so that the
+    other work of a shared machine does not preempt it) says so."""
+    policy = os.sched_getscheduler(0)
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
+    priority = os.sched_getparam(0).sched_priority
+    return f"{names.get(policy, policy)} priority {priority}"
+
+
 def environment() -> dict:
     return {
+        "scheduling": scheduling(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,

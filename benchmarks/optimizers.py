@@ -35,6 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from optaas_client.torch_interop import TORCH_OPTIMIZER_NAMES
+
 from app.optim import OPTIMIZER_TYPES, Optimizer, SparseRows, optimizer_defaults
 from benchmarks.optim_step import environment, median_seconds
 
@@ -42,22 +44,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SHAPE = (1000, 1000)
 SPARSE_ROWS = 100
 BUDGET_SECONDS = 3.0
-TORCH_CLASSES = {
-    "sgd": "SGD",
-    "adagrad": "Adagrad",
-    "rmsprop": "RMSprop",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "adamax": "Adamax",
-    "nadam": "NAdam",
-    "radam": "RAdam",
-    "adadelta": "Adadelta",
-    "adafactor": "Adafactor",
-    "muon": "Muon",
-    "rprop": "Rprop",
-    "asgd": "ASGD",
-    "sparse_adam": "SparseAdam",
-}
 OPTAX_TYPES = {"yogi", "lamb", "lars", "adabelief", "novograd", "adan"}
 LEARNING_RATE_FREE_CLASSES = {
     "schedule_free_adamw": ("schedulefree", "AdamWScheduleFree"),
@@ -75,7 +61,7 @@ SPARSE_TYPES = ("sparse_adam", "adagrad", "sgd")
 
 def torch_peer(kind: str, tensor: torch.Tensor) -> tuple[torch.optim.Optimizer, str]:
     """torch's optimizer for `kind` at the contract's defaults, in its strongest CPU setting."""
-    cls = getattr(torch.optim, TORCH_CLASSES[kind])
+    cls = getattr(torch.optim, TORCH_OPTIMIZER_NAMES[kind])
     accepted = inspect.signature(cls).parameters
     kwargs = {
         key: tuple(value) if isinstance(value, list) else value
@@ -174,7 +160,7 @@ def measure(kind: str, quick: bool, sparse: bool = False) -> dict:
         "optaas": functools.partial(optimizer.step, params, state, {"w": gradient})
     }
     peer = "-"
-    if kind in TORCH_CLASSES:
+    if kind in TORCH_OPTIMIZER_NAMES:
         tensor = torch.from_numpy(theta.copy()).requires_grad_(True)
         if sparse or kind == "sparse_adam":
             indices = torch.from_numpy(rows if sparse else np.arange(SHAPE[0]))[None]

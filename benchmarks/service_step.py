@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +45,8 @@ import orjson
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+
+from optaas_state import in_pieces  # noqa: E402
 
 from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_to_safetensors  # noqa: E402
 from tests import live_server  # noqa: E402
@@ -91,7 +92,7 @@ class Stepper:
         started = time.perf_counter()
         created = self.client.post(
             "/v1/sessions",
-            content=pieces(body),
+            content=in_pieces(body),
             headers={"Content-Type": SAFETENSORS_MEDIA_TYPE, "Content-Length": str(len(body))},
         )
         self.create_ms = (time.perf_counter() - started) * 1000
@@ -112,7 +113,7 @@ class Stepper:
         body = self.bodies[index % len(self.bodies)]
         response = self.client.post(
             self.url,
-            content=pieces(body),
+            content=in_pieces(body),
             headers={**self.headers, "Content-Length": str(len(body))},
         )
         self.response_bytes = len(response.content)
@@ -126,17 +127,6 @@ class Stepper:
 
 
 MEDIA_TYPES = {"json": "application/json", "safetensors": SAFETENSORS_MEDIA_TYPE}
-
-
-def pieces(body: bytes, size: int = 1 << 20) -> Iterator[memoryview]:
-    """`body` as views of `size` bytes, to send with its Content-Length.
-
-    httpx's synchronous transport sends a `bytes` body by slicing off what each socket send
-    took — a copy of the whole rest every time —, so a body's cost grows with its square
-    (320 MB took 40 s on loopback); in 1 MiB views it is linear (1.2 s)."""
-    view = memoryview(body)
-    for start in range(0, len(view), size):
-        yield view[start : start + size]
 
 
 CREATION_SETTINGS = orjson.dumps({"optimizer": {"type": "adam", "lr": 1e-3}}).decode()

@@ -269,23 +269,35 @@ learning-rate-free family, see [tuning_cost.md](tuning_cost.md).
 """
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def training_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options every comparison run takes: the server, the data's epochs, batch size and
+    seed, where the page goes, and `--quick` for CI."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the optaas server")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps (for CI)")
-    parser.add_argument("--types", help="comma-separated types (default: every type offered)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", type=Path, default=Path("docs"))
     parser.add_argument("--data", type=Path, help="also write every run's numbers as JSON here")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def training_plan(args: argparse.Namespace) -> tuple[Any, list[Any], int]:
+    """The digits data, the batches every run sees in the same order (the first QUICK_STEPS
+    with `--quick`), and the window the losses are smoothed over (a tenth of the run, ≤ 50)."""
     data = digits(args.seed)
     batches = epoch_batches(len(data[0]), args.epochs, args.batch_size, args.seed)
     if args.quick:
         batches = batches[:QUICK_STEPS]
-    window = max(1, min(len(batches) // 10, 50))
+    return data, batches, max(1, min(len(batches) // 10, 50))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = training_arguments(__doc__)
+    parser.add_argument("--types", help="comma-separated types (default: every type offered)")
+    args = parser.parse_args(argv)
+    data, batches, window = training_plan(args)
     runs: dict[str, dict[str, Any]] = {}
     with Client(args.url) as client:
         kinds = args.types.split(",") if args.types else optimizer_types(client)

@@ -14,7 +14,6 @@ Writes a page (a table and a figure) and the numbers:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -26,11 +25,16 @@ import numpy as np
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
-from compare_optimizers import final_loss, rate_text, smoothed, train
+from compare_optimizers import (
+    final_loss,
+    rate_text,
+    smoothed,
+    train,
+    training_arguments,
+    training_plan,
+)
 from optaas_client import Client
-from train_digits import digits, epoch_batches
 
-QUICK_STEPS = 25
 ADAM_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 """Adam's grid: seven rates, half a decade apart, around torch's default 1e-3."""
 LEARNING_RATE_FREE = ("prodigy", "schedule_free_adamw", "dog")
@@ -240,21 +244,8 @@ necessarily a better final model. See also [compare_optimizers.md](compare_optim
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the optaas server")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps (for CI)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", type=Path, default=Path("docs"))
-    parser.add_argument("--data", type=Path, help="also write every run's numbers as JSON here")
-    args = parser.parse_args(argv)
-
-    data = digits(args.seed)
-    batches = epoch_batches(len(data[0]), args.epochs, args.batch_size, args.seed)
-    if args.quick:
-        batches = batches[:QUICK_STEPS]
-    window = max(1, min(len(batches) // 10, 50))
+    args = training_arguments(__doc__).parse_args(argv)
+    data, batches, window = training_plan(args)
     with Client(args.url) as client:
         runs = sweep(client, batches, data, args.seed)
     rows = summary(runs, len(batches))

@@ -33,6 +33,17 @@ REQUIRE_POSTGRES = os.environ.get("OPTAAS_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
+def run_lengths(short: int, full: int) -> list[Any]:
+    """Parameters for a long run's number of steps: `short` in the fast loop, `full` with the
+    slow tests. Both make the same assertions; the full run adds what builds up over many steps
+    (rounding that accumulates, a warm-up that ends, a late regime of a step size). The short
+    run is not collected on PostgreSQL, where the full run covers it."""
+    return [
+        pytest.param(short, id=f"{short}-steps", marks=pytest.mark.short_run),
+        pytest.param(full, id=f"{full}-steps", marks=pytest.mark.slow),
+    ]
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The optimizer kernels compiled (or loaded from numba's disk cache) once, before any test
     and in the controlling process only: the first run of a checkout fills the cache that every
@@ -103,7 +114,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
       `postgres_url` fixture or a private cluster); `system` also marks what needs Chromium,
       nginx, Node or docker-compose (those modules say so themselves);
     - `xdist_group` by module: a slow test that shares a module's processes (a module-scoped
-      server) runs on the worker that started them, so each is started once per run.
+      server) runs on the worker that started them, so each is started once per run;
+    - `slow` also for the PostgreSQL variant of a test marked `slow_on_postgres`: a long run
+      whose SQLite variant stays in the fast loop (each round trip to the server costs several
+      times SQLite's, and the run repeats work that PostgreSQL-specific tests cover);
+    - the short run of `run_lengths` on PostgreSQL is deselected: its full run covers it.
     """
     for item in items:
         live = _live_fixtures(item)
@@ -119,8 +134,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.postgres)
         if item.get_closest_marker("postgres") is not None:
             item.add_marker(pytest.mark.system)
+            if item.get_closest_marker("slow_on_postgres") is not None:
+                item.add_marker(pytest.mark.slow)
         if any(definition.scope in SHARED_SCOPES for definition in live):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    covered = [
+        item
+        for item in items
+        if item.get_closest_marker("short_run") and item.get_closest_marker("postgres")
+    ]
+    if covered:
+        items[:] = [item for item in items if item not in covered]
+        config.hook.pytest_deselected(items=covered)
 
 
 def _unavailable(reason: str) -> None:

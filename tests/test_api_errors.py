@@ -4,7 +4,9 @@ Each case is sent to the app in this process (`tests.in_process`; SQLite, then P
 configured with API keys and a small body limit; the answer must be the contract's status as
 `application/problem+json`, and every stored byte of every session (rows and arrays) must be
 unchanged afterwards. The two bodies that only a socket can send (one declared too long, one
-streamed past the limit) go to a live server process over the same database.
+streamed past the limit) go to a live server process over the same database. The fast loop
+sends every case on SQLite; their PostgreSQL repeat (a few hundred round trips to the server)
+runs with the slow tests.
 """
 
 from __future__ import annotations
@@ -1394,6 +1396,7 @@ def send(server: InProcessServer, sessions: dict[str, Any], case: Bad):
         return client.request(case.method, path, content=content, headers=headers)
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_request_gets_its_problem_and_changes_nothing(
     server, sessions, module_migrated_database, name

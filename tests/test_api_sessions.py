@@ -56,6 +56,7 @@ def gradient_stream(shapes, dtype, steps, seed):
     return [random_arrays(rng, shapes, dtype) for _ in range(steps)]
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("run", list(RUNS))
 def test_hundred_steps_equal_the_cores_own_result(module_app, run):
     spec = RUNS[run]

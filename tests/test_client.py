@@ -337,6 +337,7 @@ def test_api_key_is_sent_when_creating(start_server, tmp_path):
 STEPS = 40
 
 
+@pytest.mark.slow_on_postgres
 def test_a_lossy_network_and_503s_apply_every_gradient_exactly_once(module_app):
     """Every third answer is lost after the server committed it, and every fifth request is
     answered 503 before reaching the server; the client retries both with the same key."""
@@ -465,6 +466,7 @@ PARITY = [
 ]
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize(("spec", "local_class", "local_settings"), PARITY, ids=["adam", "sgd"])
 def test_remote_optimizer_trains_to_the_weights_of_local_torch(
     client, spec, local_class, local_settings
@@ -540,7 +542,7 @@ def test_remote_optimizer_names_plain_tensors_by_position(client):
 def test_bodies_go_in_views_of_at_most_a_mebibyte_that_make_the_body():
     """Large bodies are sent in pieces (httpx copies the rest of a `bytes` body after every
     socket send); the pieces are views of the body, in order, and make it exactly."""
-    from optaas_client.transport import PIECE_BYTES, in_pieces
+    from optaas_state import PIECE_BYTES, in_pieces
 
     body = bytes(range(256)) * (3 * PIECE_BYTES // 256 + 7)
     pieces = list(in_pieces(body))

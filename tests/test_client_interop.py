@@ -190,18 +190,18 @@ def test_an_export_continues_in_torch_as_in_the_core(case):
     assert_same_params(parameters, core.params)
 
 
-def torch_run_exported(case, seed):
-    """`STEPS` steps of local torch on `problem(seed)`, and the export of where they left it:
-    (optimizer, parameters, gradients, export)."""
+def torch_run_exported(case, seed, steps=STEPS):
+    """`steps` steps of local torch on `problem(seed)` (which holds twice as many gradients),
+    and the export of where they left it: (optimizer, parameters, gradients, export)."""
     _, torch_class, settings = TORCH_CASES[case]
-    theta0, grads = problem(seed)
+    theta0, grads = problem(seed, 2 * steps)
     parameters = torch_parameters(theta0)
     optimizer = torch_class(list(parameters.values()), **settings)
-    for g in grads[:STEPS]:
+    for g in grads[:steps]:
         torch_step(optimizer, parameters, g)
     # torch's SGD keeps no step count: the export is told how many steps it took.
     export = export_from_torch(
-        optimizer, parameters, step=STEPS if case == "sgd-momentum" else None
+        optimizer, parameters, step=steps if case == "sgd-momentum" else None
     )
     return optimizer, parameters, grads, export
 
@@ -413,13 +413,14 @@ MORE_TORCH_CASES = {
 }
 
 
-def more_problem(case, seed):
-    """θ₀ and 100 gradients for a case: dense, or sparse rows (some steps touch none)."""
+def more_problem(case, seed, steps=2 * STEPS):
+    """θ₀ and `steps` (100) gradients for a case: dense, or sparse rows (some steps touch
+    none)."""
     *_, shapes, sparse = MORE_TORCH_CASES[case]
     rng = np.random.default_rng(seed)
     theta0 = random_arrays(rng, shapes, "float64")
     grads = []
-    for _ in range(2 * STEPS):
+    for _ in range(steps):
         if not sparse:
             grads.append(random_arrays(rng, shapes, "float64"))
             continue

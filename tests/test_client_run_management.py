@@ -30,6 +30,7 @@ from optaas_client import SparseRows as ClientRows
 from app.optim import SparseRows
 from app.store.database import Database
 from app.tensors import SAFETENSORS_MEDIA_TYPE
+from tests.conftest import run_lengths
 from tests.optim.reference import assert_moved_alike
 from tests.support import CoreRun, DroppingTransport, database_snapshot, random_arrays
 from tests.test_client_interop import (
@@ -50,6 +51,9 @@ from tests.test_client_interop import (
 )
 
 FAST_RETRIES = {"backoff": 0.001, "max_delay": 0.01}
+HALVES = run_lengths(8, STEPS)
+"""The steps of each half of a round trip between the service and torch: 8 in the fast loop,
+50 with the slow tests."""
 
 
 @pytest.fixture
@@ -237,42 +241,44 @@ def test_a_tensor_imported_as_step_0_alone_starts_fresh(client, binary):
 # -- torch interop through the service ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("steps", HALVES)
 @pytest.mark.parametrize("case", TORCH_CASES)
-def test_50_steps_on_the_service_then_50_in_torch_equal_100_on_the_service(client, case):
+def test_half_on_the_service_then_half_in_torch_equal_all_on_the_service(client, case, steps):
     spec, _, _ = TORCH_CASES[case]
-    theta0, grads = problem(12)
+    theta0, grads = problem(12, 2 * steps)
     session = client.create_session(theta0, optimizer=spec)
-    for g in grads[:STEPS]:
+    for g in grads[:steps]:
         session.step(g)
     export = session.export()
-    for g in grads[STEPS:]:
+    for g in grads[steps:]:
         on_the_service = session.step(g)
 
     parameters = torch_parameters({name: np.zeros(shape) for name, shape in SHAPES.items()})
     optimizer = torch_optimizer(export, parameters)
-    for g in grads[STEPS:]:
+    for g in grads[steps:]:
         torch_step(optimizer, parameters, g)
     assert_same_params(parameters, on_the_service)
 
 
+@pytest.mark.parametrize("steps", HALVES)
 @pytest.mark.parametrize("case", TORCH_CASES)
-def test_50_steps_in_torch_then_50_on_the_service_equal_100_in_torch(client, case):
-    optimizer, parameters, grads, export = torch_run_exported(case, 13)
+def test_half_in_torch_then_half_on_the_service_equal_all_in_torch(client, case, steps):
+    optimizer, parameters, grads, export = torch_run_exported(case, 13, steps)
     session = client.import_session(export)
-    for g in grads[STEPS:]:
+    for g in grads[steps:]:
         torch_step(optimizer, parameters, g)
         on_the_service = session.step(g)
-    assert session.step_count == 2 * STEPS
+    assert session.step_count == 2 * steps
     assert_same_params(parameters, on_the_service)
 
 
-def more_dense_problem(case, seed):
-    """θ₀ and 100 dense gradients for a case, and the same gradients as torch takes them:
+def more_dense_problem(case, seed, steps):
+    """θ₀ and `steps` dense gradients for a case, and the same gradients as torch takes them:
     SparseAdam's as every row of a sparse COO gradient (the service's reading of a dense one)."""
     _, _, _, shapes, sparse = MORE_TORCH_CASES[case]
     rng = np.random.default_rng(seed)
     theta0 = random_arrays(rng, shapes, "float64")
-    grads = [random_arrays(rng, shapes, "float64") for _ in range(2 * STEPS)]
+    grads = [random_arrays(rng, shapes, "float64") for _ in range(steps)]
     if not sparse:
         return theta0, grads, grads
     as_rows = [
@@ -281,83 +287,87 @@ def more_dense_problem(case, seed):
     return theta0, grads, as_rows
 
 
+@pytest.mark.parametrize("steps", HALVES)
 @pytest.mark.parametrize("case", MORE_TORCH_CASES)
-def test_the_rest_of_torch_optim_goes_on_in_torch_from_a_service_export(client, case):
+def test_the_rest_of_torch_optim_goes_on_in_torch_from_a_service_export(client, case, steps):
     spec, *_ = MORE_TORCH_CASES[case]
-    theta0, grads, torch_grads = more_dense_problem(case, 14)
+    theta0, grads, torch_grads = more_dense_problem(case, 14, 2 * steps)
     session = client.create_session(theta0, optimizer=spec)
-    for g in grads[:STEPS]:
+    for g in grads[:steps]:
         session.step(g)
     export = session.export()
-    for g in grads[STEPS:]:
+    for g in grads[steps:]:
         on_the_service = session.step(g)
 
     parameters = torch_parameters({name: np.zeros_like(array) for name, array in theta0.items()})
     optimizer = torch_optimizer(export, parameters)
-    torch_steps([optimizer], parameters, torch_grads[STEPS:])
+    torch_steps([optimizer], parameters, torch_grads[steps:])
     assert_moved_alike(on_the_service, numpy_of(parameters), theta0, 1e-9)
 
 
+@pytest.mark.parametrize("steps", HALVES)
 @pytest.mark.parametrize("case", MORE_TORCH_CASES)
-def test_the_rest_of_torch_optim_goes_on_on_the_service_from_torch(client, case):
+def test_the_rest_of_torch_optim_goes_on_on_the_service_from_torch(client, case, steps):
     _, torch_class, settings, *_ = MORE_TORCH_CASES[case]
-    theta0, grads, torch_grads = more_dense_problem(case, 15)
+    theta0, grads, torch_grads = more_dense_problem(case, 15, 2 * steps)
     parameters = torch_parameters(theta0)
     optimizer = torch_class(list(parameters.values()), **settings)
-    torch_steps([optimizer], parameters, torch_grads[:STEPS])
-    export = export_from_torch(optimizer, parameters, step=STEPS if case == "muon" else None)
+    torch_steps([optimizer], parameters, torch_grads[:steps])
+    export = export_from_torch(optimizer, parameters, step=steps if case == "muon" else None)
     session = client.import_session(export)
-    torch_steps([optimizer], parameters, torch_grads[STEPS:])
-    for g in grads[STEPS:]:
+    torch_steps([optimizer], parameters, torch_grads[steps:])
+    for g in grads[steps:]:
         on_the_service = session.step(g)
-    assert session.step_count == 2 * STEPS
+    assert session.step_count == 2 * steps
     assert_moved_alike(on_the_service, numpy_of(parameters), theta0, 1e-9)
 
 
-def test_sparse_adam_on_embedding_rows_goes_on_in_torch_with_sparse_coo_gradients(client):
+@pytest.mark.parametrize("steps", HALVES)
+def test_sparse_adam_on_embedding_rows_goes_on_in_torch_with_sparse_coo_gradients(client, steps):
     """Sparse row gradients (repeats, empty steps) posted as the client's `SparseRows`; the
     export continues in torch's SparseAdam fed the same rows as sparse COO tensors."""
     spec, *_ = MORE_TORCH_CASES["sparse_adam"]
-    theta0, grads = more_problem("sparse_adam", 17)
+    theta0, grads = more_problem("sparse_adam", 17, 2 * steps)
     session = client.create_session(theta0, optimizer=spec)
 
     def posted(step):
         return {name: ClientRows(g.rows.copy(), g.values.copy()) for name, g in step.items()}
 
-    for g in grads[:STEPS]:
+    for g in grads[:steps]:
         session.step(posted(g), return_params=False)
     export = session.export()
-    for g in grads[STEPS:]:
+    for g in grads[steps:]:
         session.step(posted(g), return_params=False)
 
     parameters = torch_parameters({name: np.zeros_like(array) for name, array in theta0.items()})
     optimizer = torch_optimizer(export, parameters)
-    torch_steps([optimizer], parameters, grads[STEPS:])
+    torch_steps([optimizer], parameters, grads[steps:])
     assert_moved_alike(session.params(), numpy_of(parameters), theta0, 1e-9)
 
 
+@pytest.mark.parametrize("steps", HALVES)
 def test_muon_beside_adamw_round_trips_between_the_service_and_a_pair_of_torch_optimizers(
-    client,
+    client, steps
 ):
     rng = np.random.default_rng(16)
     theta0 = random_arrays(rng, MIXED_SHAPES, "float64")
-    grads = [random_arrays(rng, MIXED_SHAPES, "float64") for _ in range(3 * STEPS)]
+    grads = [random_arrays(rng, MIXED_SHAPES, "float64") for _ in range(3 * steps)]
     session = client.create_session(
         theta0, optimizer=MUON_AND_ADAMW["optimizer"], groups=MUON_AND_ADAMW["groups"]
     )
-    for g in grads[:STEPS]:
+    for g in grads[:steps]:
         session.step(g)
     parameters = torch_parameters({name: np.zeros_like(array) for name, array in theta0.items()})
     optimizers = torch_optimizers(session.export(), parameters)
     assert list(optimizers) == ["adamw", "muon"]
-    torch_steps(optimizers.values(), parameters, grads[STEPS : 2 * STEPS])
+    torch_steps(optimizers.values(), parameters, grads[steps : 2 * steps])
 
     back = client.import_session(export_from_torch(list(optimizers.values()), parameters))
-    for g in grads[STEPS:]:
+    for g in grads[steps:]:
         on_the_service = session.step(g)
-    for g in grads[2 * STEPS :]:
+    for g in grads[2 * steps :]:
         on_the_service_again = back.step(g)
-    assert back.step_count == session.step_count == 3 * STEPS
+    assert back.step_count == session.step_count == 3 * steps
     assert_moved_alike(on_the_service_again, on_the_service, theta0, 1e-9)
 
 
@@ -485,6 +495,7 @@ def fit(model, optimizer, steps, data, scheduler=None):
             scheduler.step()
 
 
+@pytest.mark.slow_on_postgres
 def test_a_remote_optimizer_checkpoint_resumes_exactly(client):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1).double()
@@ -509,6 +520,7 @@ def test_a_remote_optimizer_checkpoint_resumes_exactly(client):
         assert torch.equal(ours, theirs)
 
 
+@pytest.mark.slow_on_postgres
 def test_a_torch_lr_scheduler_drives_the_session_rate(client):
     torch.manual_seed(1)
     remote_model = torch.nn.Linear(4, 1).double()

@@ -193,7 +193,7 @@ def test_tuning_cost_puts_adams_sweep_beside_the_learning_rate_free_runs(server,
     tuning = load_example("tuning_cost")
     results = json.loads(data.read_text())
     runs, rows = results["runs"], results["rows"]
-    steps = tuning.QUICK_STEPS
+    steps = load_example("compare_optimizers").QUICK_STEPS
     assert len(runs) == len(tuning.ADAM_RATES) + 3 and not any("error" in r for r in runs.values())
     adam = [runs[tuning.adam_label(rate)]["test_accuracy"] for rate in tuning.ADAM_RATES]
     assert rows[0]["test_accuracy"] == max(adam) and rows[0]["steps"] == 7 * steps

@@ -210,6 +210,7 @@ def test_the_fedadam_schedule_is_flowers_rate(client):
     assert rates[5] == rates[6] == rates[4]  # the last value holds after the rounds given
 
 
+@pytest.mark.slow_on_postgres
 def test_yogi_is_optaxs_and_flowers_fedyogi_is_not_expressible(client):
     """optaas's `yogi` through the strategy is optax.yogi on the pseudo-gradients g_t (1e-7,
     the contract's optax tolerance). Flower's FedYogi with the same settings moves elsewhere:
@@ -254,6 +255,7 @@ def weighted_mean(results):
 # -- durable state: resuming, exactly once ---------------------------------------------------
 
 
+@pytest.mark.slow_on_postgres
 def test_a_restarted_flower_server_resumes_the_session(start_app, migrated_database_url, tmp_path):
     """Three rounds, then the Flower server goes (and the optaas server restarts too); a new
     strategy from the same session file continues, and six rounds in two runs are six rounds

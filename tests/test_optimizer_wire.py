@@ -9,7 +9,9 @@ displacement θ − θ₀ to the references: torch 2.13 (1e-9 in float64, 1e-5 i
 size a learning-rate-free type chose is the answer's `lr` and the history's. Bad input is a 422
 naming the field or tensor, and leaves every stored byte as it was.
 
-The app runs on PostgreSQL (skipped without one) and, with the slow tests, on a SQLite file.
+The app runs on a SQLite file and on PostgreSQL (skipped without one). The fast loop runs each
+parity case for 30 steps in float64 on SQLite; the slow tests run the 120 steps in both dtypes
+on both databases.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pytest
 from app.optim import OPTIMIZER_TYPES, SparseRows, optimizer_defaults
 from app.optim.catalog import CATALOG, CHOOSES_ITS_STEP_SIZE, ENTRIES
 from app.store.database import Database
-from tests.conftest import migrated_database
+from tests.conftest import BACKENDS, migrated_database
 from tests.in_process import InProcessServer
 from tests.optim.learning_rate_free_reference import (
     NoisyQuadratic,
@@ -39,11 +41,32 @@ from tests.support import bearer, create_session, database_snapshot, post_json, 
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 120
-DTYPES = [
-    pytest.param(np.float64, id="float64"),
-    pytest.param(np.float32, id="float32", marks=pytest.mark.slow),
+SHORT_STEPS = 30
+"""A short run still passes ASGD's `t0` (20) and schedule-free AdamW's warm-up (10)."""
+RUNS = [
+    pytest.param("sqlite", np.float64, SHORT_STEPS, id=f"sqlite-float64-{SHORT_STEPS}-steps"),
+    pytest.param("sqlite", np.float64, STEPS, id="sqlite-float64", marks=pytest.mark.slow),
+    pytest.param("sqlite", np.float32, STEPS, id="sqlite-float32", marks=pytest.mark.slow),
+    pytest.param(
+        "postgresql",
+        np.float64,
+        STEPS,
+        id="postgresql-float64",
+        marks=[pytest.mark.postgres, pytest.mark.slow],
+    ),
+    pytest.param(
+        "postgresql",
+        np.float32,
+        STEPS,
+        id="postgresql-float32",
+        marks=[pytest.mark.postgres, pytest.mark.slow],
+    ),
 ]
-"""120 steps over HTTP take seconds: float64 in the fast loop, float32 with the slow tests."""
+"""Parity runs by database, dtype and length: 120 steps over HTTP take seconds, so the fast loop
+runs a short float64 one on SQLite and the slow tests the full ones on both databases."""
+parity_runs = pytest.mark.parametrize(
+    ("database_url", "dtype", "steps"), RUNS, indirect=["database_url"]
+)
 TORCH_RTOL = {np.float64: 1e-9, np.float32: 1e-5}
 OPTAX_RTOL = {np.float64: 1e-7, np.float32: 1e-5}
 SHAPES = {"scalar": (), "vector": (7,), "matrix": (4, 5), "cube": (2, 3, 4)}
@@ -83,15 +106,9 @@ LEARNING_RATE_FREE_CASES = {
 }
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("postgresql", marks=pytest.mark.postgres),
-        pytest.param("sqlite", marks=pytest.mark.slow),
-    ],
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory, database_templates):
-    """A migrated database: PostgreSQL in the fast loop, a SQLite file with the slow tests."""
+    """A migrated database: a SQLite file, then PostgreSQL (the parity runs choose theirs)."""
     directory = tmp_path_factory.mktemp("db")
     with migrated_database(request.param, directory, database_templates) as url:
         yield url
@@ -198,26 +215,26 @@ def _rates_are_reported(remote: Remote, expected: Sequence[float], rtol: float) 
     assert remote.history_rates() == answered
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@parity_runs
 @pytest.mark.parametrize("kind", sorted(TORCH_CASES))
-def test_torch_types_match_torch_through_http(client, kind, dtype):
+def test_torch_types_match_torch_through_http(client, kind, dtype, steps):
     fields, shapes = TORCH_CASES[kind]
-    params, grads = random_problem(11, dtype, STEPS, shapes)
+    params, grads = random_problem(11, dtype, steps, shapes)
     remote = Remote(client, params, {"optimizer": {"type": kind, **fields}})
     for step in grads:
         remote.step(step)
     theirs = run_torch(kind, fields, params, _every_row(grads) if kind == "sparse_adam" else grads)
     assert_moved_alike(remote.theta, theirs, params, TORCH_RTOL[dtype])
-    _rates_are_reported(remote, [fields.get("lr", optimizer_defaults(kind)["lr"])] * STEPS, 0)
+    _rates_are_reported(remote, [fields.get("lr", optimizer_defaults(kind)["lr"])] * steps, 0)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@parity_runs
 @pytest.mark.parametrize("kind", sorted(OPTAX_CASES))
-def test_optax_types_match_optax_through_http(client, kind, dtype):
+def test_optax_types_match_optax_through_http(client, kind, dtype, steps):
     from tests.optim.optax_reference import run_optax  # skips without the `reference` extra
 
     fields = OPTAX_CASES[kind]
-    params, grads = random_problem(13, dtype, STEPS, SHAPES)
+    params, grads = random_problem(13, dtype, steps, SHAPES)
     remote = Remote(client, params, {"optimizer": {"type": kind, **fields}})
     for step in grads:
         remote.step(step)
@@ -225,31 +242,31 @@ def test_optax_types_match_optax_through_http(client, kind, dtype):
     assert_moved_alike(remote.theta, theirs, params, OPTAX_RTOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@parity_runs
 @pytest.mark.parametrize("kind", sorted(LEARNING_RATE_FREE_CASES))
-def test_learning_rate_free_types_match_their_packages_through_http(client, kind, dtype):
+def test_learning_rate_free_types_match_their_packages_through_http(client, kind, dtype, steps):
     """Each run takes its gradients at its own θ (the answers' θ for the session); the step
     size the reference chose is the answer's `lr` and the history's."""
     fields = LEARNING_RATE_FREE_CASES[kind]
-    problem = NoisyQuadratic(17, dtype, STEPS)
+    problem = NoisyQuadratic(17, dtype, steps)
     reference = ReferenceRun(kind, fields, problem.start)
     remote = Remote(client, problem.start, {"optimizer": {"type": kind, **fields}})
     chosen = []
-    for t in range(STEPS):
+    for t in range(steps):
         chosen.append(reference.step(problem.gradients(reference.theta(), t)))
         remote.step(problem.gradients(remote.theta, t))
     assert_displacement_close(remote.theta, reference.theta(), problem.start, dtype)
     _rates_are_reported(remote, chosen, quantity_tolerance(dtype))
     view = client.get(remote.path, headers=remote.headers).json()
-    assert view["step"] == STEPS and view["optimizer"]["type"] == kind
+    assert view["step"] == steps and view["optimizer"]["type"] == kind
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_muon_with_adamw_in_groups_matches_torch(client, dtype):
+@parity_runs
+def test_muon_with_adamw_in_groups_matches_torch(client, dtype, steps):
     """Muon for the matrices, the session's AdamW for the rest (optax's `multi_transform`):
     each tensor moves as its own torch optimizer moves it."""
     shapes = {"layer.weight": (6, 4), "layer.bias": (6,), "out.weight": (3, 6), "out.bias": ()}
-    params, grads = random_problem(19, dtype, STEPS, shapes)
+    params, grads = random_problem(19, dtype, steps, shapes)
     muon = {"lr": 0.02, "momentum": 0.9}
     config = {
         "optimizer": {"type": "adamw", "lr": 0.01},

@@ -17,8 +17,15 @@ from sqlalchemy import func, select
 from app.errors import InvalidContent
 from app.exports import SessionState
 from app.optim import NonFiniteGradient, Optimizer
-from app.schemas import SessionConfig, StepAccepted
-from app.service import accumulate, accumulation_key, core_config, import_session, merge_patch
+from app.schemas import SessionConfig
+from app.service import (
+    Accepted,
+    accumulate,
+    accumulation_key,
+    core_config,
+    import_session,
+    merge_patch,
+)
 from app.stepping import SessionArrays
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository
@@ -267,9 +274,9 @@ def test_a_valid_import_continues_the_run(database):
     imported = exported(steps=2)
     with database.transaction(write=True) as db:
         created = import_session(db, imported)
-    assert created.step == 2
+    assert created.session.step == 2
     with database.transaction(write=False) as db:
-        arrays = SessionArrays(db).load(created.id, writable=False)
+        arrays = SessionArrays(db).load(created.session.id, writable=False)
     for name in SHAPES:
         np.testing.assert_array_equal(arrays[f"param/{name}"], imported.params[name])
         for slot, value in imported.slots[name].items():
@@ -282,7 +289,7 @@ def test_a_tensor_exported_with_step_zero_alone_starts_fresh(database):
     with database.transaction(write=True) as db:
         created = import_session(db, imported)
     with database.transaction(write=False) as db:
-        arrays = SessionArrays(db).load(created.id, writable=False)
+        arrays = SessionArrays(db).load(created.session.id, writable=False)
     assert int(arrays["step/b"]) == 0
     np.testing.assert_array_equal(arrays["exp_avg/b"], np.zeros(3, np.float32))
 
@@ -323,7 +330,7 @@ def test_k_posts_give_their_mean_and_the_mean_of_the_losses_given(database):
     first, received = post(
         database, record_id, {"w": np.array([1.0, 2.0]), "b": np.array([3.0])}, loss=1.0
     )
-    assert first == StepAccepted(step=0, received=1, missing=2, wait_for_step=1)
+    assert first == Accepted(step=0, received=1, missing=2) and first.wait_for_step == 1
     second, _ = post(database, record_id, {"w": np.array([2.0, 2.0]), "b": np.array([0.0])})
     assert (second.received, second.missing) == (2, 1)
     (mean, loss, partial), received = post(

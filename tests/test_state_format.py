@@ -16,6 +16,7 @@ from optaas_state import (
     header_to_metadata,
     is_accumulation_key,
     safetensors_arrays,
+    safetensors_pieces,
     split_export_arrays,
     split_key,
     tensors_to_safetensors,
@@ -107,6 +108,27 @@ def test_the_safetensors_codec_agrees_with_the_safetensors_library():
     for name, array in read.items():
         assert array.dtype == arrays[name].dtype
         np.testing.assert_array_equal(array, arrays[name])
+
+
+def test_the_safetensors_pieces_are_views_of_the_arrays_that_make_the_file():
+    """A streamed file (`GET …/state` as safetensors) is sent from the arrays themselves: each
+    array's piece is a view of its memory, no copy, and the pieces make the file exactly."""
+    rng = np.random.default_rng(1)
+    arrays = {
+        "param/w": rng.standard_normal((300, 7)).astype(np.float32),
+        "step/w": np.array(4, np.int64),
+        "exp_avg/w": rng.standard_normal(2100),
+    }
+    pieces = safetensors_pieces(arrays, {"format": "x"})
+    assert b"".join(pieces) == tensors_to_safetensors(arrays, {"format": "x"})
+    for piece, array in zip(pieces[2:], arrays.values(), strict=True):
+        assert np.shares_memory(np.frombuffer(piece, np.uint8), array)
+    strided = np.arange(10.0)[::2]  # not C-contiguous: copied, and still exact
+    (_, _, piece) = safetensors_pieces({"s": strided})
+    assert not np.shares_memory(np.frombuffer(piece, np.uint8), strided)
+    np.testing.assert_array_equal(
+        safetensors_arrays(tensors_to_safetensors({"s": strided}))[0]["s"], strided
+    )
 
 
 @pytest.mark.parametrize("cut", [4, 20, -1])

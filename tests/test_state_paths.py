@@ -3,7 +3,11 @@ database (SQLite, PostgreSQL): the eval view (`GET …/params?for=eval`, JSON an
 against schedulefree's `eval()` and torch's ASGD average; the learning-rate-free types' global
 quantities across a restart with steps in the log, through export → import (JSON and
 safetensors), fork and PATCH; partial steps as the references define them (DoG refuses them);
-and bad globals in an import, each a 422 that creates nothing."""
+and bad globals in an import, each a 422 that creates nothing.
+
+The long runs take PostgreSQL with the slow tests only (`slow_on_postgres`, `run_lengths`): its
+round trips cost several times SQLite's and the bytes they store are the same. The fast loop
+restarts and exports after 6 of 12 steps, the slow tests after 20 of 40."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from sqlalchemy import func, select
 
 from app.store.database import Database
 from app.store.models import SessionRecord
+from tests.conftest import run_lengths
 from tests.in_process import InProcessServer
 from tests.optim.learning_rate_free_reference import (
     NoisyQuadratic,
@@ -135,6 +140,7 @@ def import_body(client, export, *, binary=False):
 # -- the eval view -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("kind", ["schedule_free_adamw", "schedule_free_sgd"])
 def test_the_eval_view_is_schedulefrees_x(client, kind):
     """x − θ₀ from `?for=eval` (JSON and safetensors) agrees with schedulefree's eval() to
@@ -155,6 +161,7 @@ def test_the_eval_view_is_schedulefrees_x(client, kind):
     assert not all(np.allclose(x[name], y[name]) for name in y)  # x and y are apart
 
 
+@pytest.mark.slow_on_postgres
 def test_the_eval_view_of_asgd_is_torchs_average(client):
     rng = np.random.default_rng(5)
     start = {"w": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
@@ -191,15 +198,16 @@ def test_an_unknown_view_is_a_422(client):
 # -- global quantities: restarts, exports, forks ----------------------------------------------
 
 
+@pytest.mark.parametrize("steps", run_lengths(12, STEPS))
 @pytest.mark.parametrize("kind", sorted(FAMILY))
-def test_a_restart_mid_run_changes_nothing(client, server, kind):
-    """40 steps with the server restarted after 20 (steps in the log, the working sets gone):
-    θ − θ₀ agrees with the reference's uninterrupted run to 1e-7 relative."""
-    problem = NoisyQuadratic(4, np.float64, STEPS)
+def test_a_restart_mid_run_changes_nothing(client, server, kind, steps):
+    """40 steps (12 in the fast loop) with the server restarted half way (steps in the log, the
+    working sets gone): θ − θ₀ agrees with the reference's uninterrupted run to 1e-7 relative."""
+    problem = NoisyQuadratic(4, np.float64, steps)
     reference = ReferenceRun(kind, FAMILY[kind], problem.start)
     run = Run(client, problem.start, {"optimizer": {"type": kind, **FAMILY[kind]}})
-    for t in range(STEPS):
-        if t == STEPS // 2:
+    for t in range(steps):
+        if t == steps // 2:
             server.restart()
             client = server.client()
             run.client = client
@@ -208,20 +216,21 @@ def test_a_restart_mid_run_changes_nothing(client, server, kind):
     assert_displacement_close(run.params(), reference.theta(), problem.start, np.float64)
 
 
+@pytest.mark.parametrize("steps", run_lengths(12, STEPS))
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "safetensors"])
 @pytest.mark.parametrize("kind", sorted(FAMILY))
-def test_export_import_continue_equals_an_uninterrupted_run(client, kind, binary):
+def test_export_import_continue_equals_an_uninterrupted_run(client, kind, binary, steps):
     """Half a run, exported (globals included) and imported; both sessions continue with the
     same gradients and end bit for bit alike."""
-    problem = NoisyQuadratic(6, np.float64, STEPS)
+    problem = NoisyQuadratic(6, np.float64, steps)
     run = Run(client, problem.start, {"optimizer": {"type": kind, **FAMILY[kind]}})
-    for t in range(STEPS // 2):
+    for t in range(steps // 2):
         run.step(problem.gradients(run.theta or problem.start, t))
     export = run.export(binary=binary)
     if not binary:
         assert export["globals"], "a learning-rate-free session exports its globals"
     copy = run.imported(export, binary=binary)
-    for t in range(STEPS // 2, STEPS):
+    for t in range(steps // 2, steps):
         grads = problem.gradients(run.theta, t)
         run.step(grads)
         copy.step(grads)
@@ -303,6 +312,7 @@ def test_dog_refuses_a_partial_step_naming_the_missing_tensor(client, database, 
     assert "partial" in response.json()["detail"]
 
 
+@pytest.mark.slow_on_postgres
 @pytest.mark.parametrize("kind", ["prodigy", "dadapt_adam", "schedule_free_adamw"])
 def test_partial_steps_follow_the_reference(client, kind):
     """A tensor left out of a step is `grad is None` in the reference: its sums skip it."""

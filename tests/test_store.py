@@ -19,6 +19,7 @@ from app.store.database import Database
 from app.store.migrate import alembic_config, downgrade, upgrade
 from app.store.models import SessionArray
 from app.store.repository import SessionRepository
+from app.store.steplog import LoggedStep
 from tests.support import new_record
 
 TABLES = {"sessions", "session_arrays", "idempotency_records", "session_history"}
@@ -335,3 +336,45 @@ def test_an_array_missing_a_chunk_is_an_error_not_a_shorter_array(migrated_datab
 
 def test_the_default_chunk_size_is_the_settings_default():
     assert Settings().array_chunk_bytes == CHUNK_BYTES <= 64 * 1024**2
+
+
+def test_some_chunks_are_rewritten_with_their_version_and_the_log_dropped_up_to_one(
+    migrated_database_url,
+):
+    """`save_chunks` rewrites only the chunks named, recording the version (on PostgreSQL by
+    COPY: 64 KiB chunks, 256 KiB and more in all); the other chunks and the log stay until
+    `drop_log_through` drops the entries up to a version."""
+    database = Database(migrated_database_url, chunk_bytes=64 * 1024)
+    store = database.arrays
+    rng = np.random.default_rng(2)
+    before = {"param/w": rng.standard_normal(80_000), "step/w": np.array(4, np.int64)}  # 10 chunks
+    after = {key: array + 1 for key, array in before.items()}
+    record = new_record()
+    try:
+        with database.transaction(write=True) as db:
+            SessionRepository(db).add(record)
+            store.save(db, record.id, before)
+            for version in (2, 3, 4):
+                entry = LoggedStep(version, 0, ["w"], {}, {}, None, False, {"w": before["param/w"]})
+                store.append_log(db, record.id, entry)
+        with database.transaction(write=True) as db:
+            chunks = {"param/w": [1, 3, 4, 5, 9], "step/w": [0]}
+            store.save_chunks(db, record.id, after, chunks, 7)
+            store.drop_log_through(db, record.id, 3)
+        with database.transaction(write=False) as db:
+            stored = store.read(db, record.id, writable=False)
+    finally:
+        database.dispose()
+    assert [entry.version for entry in stored.log] == [4]
+    new = {1, 3, 4, 5, 9}
+    assert stored.written_at == {
+        "param/w": tuple(7 if chunk in new else 0 for chunk in range(10)),
+        "step/w": (7,),
+    }
+    assert stored.chunk_bytes["param/w"] == 64 * 1024
+    theta, elements = stored.checkpoint["param/w"], 64 * 1024 // 8
+    for chunk in range(10):
+        part = slice(chunk * elements, (chunk + 1) * elements)
+        expected = after if chunk in new else before
+        np.testing.assert_array_equal(theta[part], expected["param/w"][part])
+    assert int(stored.checkpoint["step/w"]) == 5

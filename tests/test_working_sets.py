@@ -206,7 +206,7 @@ def test_the_log_replays_each_step_with_its_own_configuration(database):
     }
     with stepping.transaction(write=True) as db:
         created = service.create_session(db, new_session(CreateSession.model_validate(body)))
-    reference = CoreRun(created.model_dump(), theta)
+    reference = CoreRun(created.session.config, theta)
 
     def step(index: int) -> dict:
         gradients = {name: rng.standard_normal(array.shape) for name, array in theta.items()}
@@ -218,12 +218,12 @@ def test_the_log_replays_each_step_with_its_own_configuration(database):
         post = GradientPost(copies, loss=float(index % 3), partial=partial)
         with stepping.transaction(write=True) as db:
             return service.step(
-                db, str(created.id), created.token, post, history_max_records=100
+                db, str(created.session.id), created.token, post, history_max_records=100
             ).params
 
     def assert_stored_state_is_the_references() -> None:
         with database.transaction(write=False) as db:  # another process: no working set
-            arrays = SessionArrays(db).load(created.id)
+            arrays = SessionArrays(db).load(created.session.id)
         assert not any(is_log_key(key) for key in arrays)  # callers never see the log
         for name in theta:
             np.testing.assert_array_equal(arrays[f"param/{name}"], reference.params[name])
@@ -232,9 +232,9 @@ def test_the_log_replays_each_step_with_its_own_configuration(database):
 
     for index in range(6):
         step(index)
-    assert logged_steps(url, str(created.id)) == 6
+    assert logged_steps(url, str(created.session.id)) == 6
     with stepping.transaction(write=True) as db:  # the PATCH
-        record = db.get(SessionRecord, created.id, with_for_update=True)
+        record = db.get(SessionRecord, created.session.id, with_for_update=True)
         optimizer = {**record.config["optimizer"], "lr": 0.1, "betas": [0.5, 0.9]}
         record.config = {**record.config, "optimizer": optimizer}
         record.version += 1
@@ -265,19 +265,19 @@ def test_save_arrays_is_a_checkpoint_that_drops_the_log(database):
         with cached.transaction(write=True) as db:
             service.step(
                 db,
-                str(created.id),
+                str(created.session.id),
                 created.token,
                 GradientPost({"params": np.ones(3)}),
                 history_max_records=10,
             )
     with database.transaction(write=True) as db:
-        arrays = SessionArrays(db).load(created.id, writable=True)
+        arrays = SessionArrays(db).load(created.session.id, writable=True)
         arrays["param/params"][:] = 7.0
-        SessionArrays(db).save(created.id, arrays)
+        SessionArrays(db).save(created.session.id, arrays)
     with database.transaction(write=False) as db:
-        stored = SessionArrays(db).load(created.id)
+        stored = SessionArrays(db).load(created.session.id)
     np.testing.assert_array_equal(stored["param/params"], [7.0, 7.0, 7.0])
-    assert logged_steps(url, str(created.id)) == 0
+    assert logged_steps(url, str(created.session.id)) == 0
     cached.dispose()
 
 
@@ -291,7 +291,7 @@ def test_a_step_that_changes_more_than_the_core_does_can_ask_for_a_checkpoint(da
         created = service.create_session(db, new_session(CreateSession.model_validate(body)))
     with stepping.transaction(write=True) as db:
         repository = SessionRepository(db)
-        record = repository.get(created.id, for_update=True)
+        record = repository.get(created.session.id, for_update=True)
         working = SessionArrays(db).working_set(record)
         optimizer, params, state = service.working_state(record, working)
         grads = {"params": np.array([0.5, -0.5, 1.0])}
@@ -301,9 +301,9 @@ def test_a_step_that_changes_more_than_the_core_does_can_ask_for_a_checkpoint(da
         arrays = {**service.stored_arrays(params, state), "accum/params": np.zeros(3)}
         write.finish(arrays)
         record.step, record.version = state.step, record.version + 1
-    assert logged_steps(url, str(created.id)) == 0
+    assert logged_steps(url, str(created.session.id)) == 0
     with database.transaction(write=False) as db:
-        stored = SessionArrays(db).load(created.id)
+        stored = SessionArrays(db).load(created.session.id)
     assert set(stored) == set(arrays)
     for key, array in arrays.items():
         np.testing.assert_array_equal(stored[key], array)

@@ -3,11 +3,14 @@ each with the `ETag` of the step it shows; `Location` for new sessions and accep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
 from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from optaas_state import in_pieces
 from pydantic import BaseModel
 
 from app import exports
@@ -16,8 +19,14 @@ from app.api.conditions import etag
 from app.api.idempotency import Answer
 from app.exports import SessionState
 from app.optim import SparseRows
-from app.schemas import CreatedSession, ParamsResponse, StepAccepted, StepResponse
-from app.service import Params, Stepped
+from app.schemas import (
+    CreatedSession,
+    ParamsResponse,
+    SessionView,
+    StepAccepted,
+    StepResponse,
+)
+from app.service import Accepted, Created, Params, SessionInfo, Stepped
 from app.tensors import (
     SAFETENSORS_MEDIA_TYPE,
     tensors_by_name,
@@ -48,11 +57,40 @@ def session_answer(
     return Answer(status, headers, json_bytes(model, exclude=exclude))
 
 
-def accepted_answer(request: Request, session_id: str, accepted: StepAccepted) -> Answer:
+def session_view(info: SessionInfo) -> SessionView:
+    """The session's wire view: its config's fields beside its identity and progress."""
+    return SessionView(
+        **info.config,
+        id=info.id,
+        name=info.name,
+        dtype=info.dtype,
+        layout=info.layout,
+        shapes=info.shapes,
+        step=info.step,
+        accumulated=info.accumulated,
+        lr=info.lr,
+        last_loss=info.last_loss,
+        created_at=info.created_at,
+        updated_at=info.updated_at,
+    )
+
+
+def info_answer(info: SessionInfo) -> Answer:
+    """200 with the session's view and the `ETag` of its step."""
+    return session_answer(session_view(info), info.step)
+
+
+def accepted_answer(request: Request, session_id: str, accepted: Accepted) -> Answer:
     """202: the gradient is counted toward the next step; `Location` is where to wait for it."""
     params = request.app.url_path_for("get_params", session_id=session_id)
     location = f"{params}?wait_for_step={accepted.wait_for_step}"
-    return session_answer(accepted, accepted.step, status=202, headers={"Location": location})
+    view = StepAccepted(
+        step=accepted.step,
+        received=accepted.received,
+        missing=accepted.missing,
+        wait_for_step=accepted.wait_for_step,
+    )
+    return session_answer(view, accepted.step, status=202, headers={"Location": location})
 
 
 def step_response(stepped: Stepped) -> StepResponse:
@@ -92,16 +130,41 @@ def safetensors_answer(
     return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
 
 
-def created_answer(request: Request, created: CreatedSession) -> Answer:
-    """201 with the new session, its `Location` and `ETag`."""
-    location = request.app.url_path_for("get_session", session_id=str(created.id))
-    return session_answer(created, created.step, status=201, headers={"Location": location})
+def created_answer(request: Request, created: Created) -> Answer:
+    """201 with the new session (its token shown this once), its `Location` and `ETag`."""
+    info = created.session
+    location = request.app.url_path_for("get_session", session_id=str(info.id))
+    view = CreatedSession(**session_view(info).model_dump(), token=created.token)
+    return session_answer(view, info.step, status=201, headers={"Location": location})
 
 
-def state_answer(state: SessionState, *, binary: bool) -> Answer:
+def state_answer(state: SessionState, *, binary: bool) -> Answer | StreamedAnswer:
+    """The export. As a safetensors file it is streamed from the arrays (no second whole copy
+    of θ and the state is made for the body); the JSON document is made whole."""
     headers = {"ETag": etag(state.step), "Vary": "Accept"}
     if binary:
-        content_type, body = SAFETENSORS_MEDIA_TYPE, exports.to_safetensors(state)
-    else:
-        content_type, body = JSON_MEDIA_TYPE, exports.to_json(state)
-    return Answer(200, {"Content-Type": content_type, **headers}, body)
+        headers["Content-Type"] = SAFETENSORS_MEDIA_TYPE
+        return StreamedAnswer(200, headers, exports.safetensors_pieces_of(state))
+    return Answer(200, {"Content-Type": JSON_MEDIA_TYPE, **headers}, exports.to_json(state))
+
+
+@dataclass(frozen=True)
+class StreamedAnswer:
+    """An answer whose body is sent piece by piece (views of arrays, at most `PIECE_BYTES`
+    each), never joined into one bytes object; its `Content-Length` is known beforehand."""
+
+    status: int
+    headers: dict[str, str]
+    pieces: Sequence[bytes | memoryview]
+
+    def response(self) -> Response:
+        length = sum(memoryview(piece).nbytes for piece in self.pieces)
+        return StreamingResponse(
+            self._body(),
+            status_code=self.status,
+            headers={**self.headers, "Content-Length": str(length)},
+        )
+
+    def _body(self) -> Iterator[memoryview]:
+        for piece in self.pieces:
+            yield from in_pieces(piece)

@@ -34,6 +34,12 @@ async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
+async def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """`Authorization: Bearer …` as `session_token`'s dependency reads it (by hand: the step
+    route's direct handler, `app.api.direct`)."""
+    return await _bearer(request)
+
+
 async def session_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

@@ -55,6 +55,13 @@ async def get_history(
     return await run_use_case(
         database,
         lambda db: service.get_history(db, session_id, token, after=after, limit=limit),
-        lambda page: Answer(200, {"Content-Type": JSON_MEDIA_TYPE}, json_bytes(page)),
+        lambda page: Answer(200, {"Content-Type": JSON_MEDIA_TYPE}, json_bytes(history_view(page))),
         write=False,
+    )
+
+
+def history_view(page: service.HistoryPage) -> HistoryPage:
+    """The page's wire form: each record's fields as `HistoryRecord` shows them."""
+    return HistoryPage.model_validate(
+        {"records": page.records, "next": page.next}, from_attributes=True
     )

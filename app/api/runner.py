@@ -10,12 +10,18 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from fastapi import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.idempotency import Answer, IdempotencyKeeper, Replay
+from app.api.idempotency import IdempotencyKeeper, Replay
 from app.errors import OptaasError
 from app.optim import OptimError
-from app.store.database import Database
+from app.store.database import Database, WouldWait
 
 Result = TypeVar("Result")
+
+
+class Answerable(Protocol):
+    """What a use case's answer is made into: a kept `Answer`, or one streamed from arrays."""
+
+    def response(self) -> Response: ...
 
 
 @runtime_checkable
@@ -29,12 +35,13 @@ class Detachable(Protocol):
 async def run_use_case(
     database: Database,
     use_case: Callable[..., Result],
-    answer: Callable[[Result], Answer],
+    answer: Callable[[Result], Answerable],
     *,
     write: bool,
     parse: Callable[[], Any] | None = None,
     keeper: IdempotencyKeeper | None = None,
     answer_in_transaction: bool = False,
+    inline: bool = False,
 ) -> Response:
     """In the thread pool: run `use_case` in one transaction, commit, then answer.
 
@@ -47,12 +54,18 @@ async def run_use_case(
     `answer_in_transaction` the answer is made before the commit too (when making it is quick,
     as a safetensors file is). An answer made after the commit gets the result `detached()`
     if it is `Detachable`: the stepping layer copies θ then if the next step may change it.
+
+    `inline`: the caller says the work is tiny (a step of a small session), so it runs on the
+    event loop — no hand-off to a thread and back, which cost more than such a step does —
+    as long as it needs no wait: the transaction begins with `wait=False` (where the database
+    allows it, `Database.waits_only_for_locks`), and work that would wait for a lock (or a
+    body that fails to parse under a key, which is looked up) goes to the thread pool as any
+    other.
     """
 
-    def run() -> Response:
+    def run(given: tuple[Any, ...], wait: bool) -> Response:
         try:
-            given = _parsed(database, parse, keeper)
-            with database.transaction(write=write) as db:
+            with database.transaction(write=write, wait=wait) as db:
                 try:
                     result = use_case(db, *given)
                 except (OptaasError, OptimError):
@@ -70,7 +83,25 @@ async def run_use_case(
             return replay.answer.response(replayed=True)
         return answer(result).response()
 
-    return await run_in_threadpool(run)
+    def parse_and_run() -> Response:
+        try:
+            given = _parsed(database, parse, keeper)
+        except Replay as replay:
+            return replay.answer.response(replayed=True)
+        return run(given, wait=True)
+
+    if not (inline and database.waits_only_for_locks):
+        return await run_in_threadpool(parse_and_run)
+    try:
+        given = () if parse is None else (parse(),)
+    except (OptaasError, OptimError):
+        if keeper is None:
+            raise
+        return await run_in_threadpool(parse_and_run)  # the key is looked up there
+    try:
+        return run(given, wait=False)
+    except WouldWait:
+        return await run_in_threadpool(run, given, True)
 
 
 def _parsed(

@@ -34,6 +34,14 @@ async def preview_schedule(body: JsonBodyDep) -> Response:
     """
 
     def preview() -> bytes:
-        return json_bytes(service.preview_schedule(parse_json(body, SchedulePreviewRequest)))
+        request = parse_json(body, SchedulePreviewRequest)
+        optimizer = request.optimizer
+        rates = service.preview_schedule(
+            request.schedule.model_dump(mode="json"),
+            request.steps,
+            lr=request.lr,
+            optimizer=None if optimizer is None else optimizer.model_dump(mode="json"),
+        )
+        return json_bytes(SchedulePreview(lr=rates.lr, estimated=rates.estimated))
 
     return Response(await run_in_threadpool(preview), media_type=JSON_MEDIA_TYPE)

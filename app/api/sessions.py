@@ -31,6 +31,7 @@ from app.api.admission import (
 from app.api.answers import (
     accepted_answer,
     created_answer,
+    info_answer,
     params_response,
     safetensors_answer,
     session_answer,
@@ -42,9 +43,11 @@ from app.api.bodies import (
     TensorBody,
     parse_json,
     parse_settings_file,
+    read_body,
+    tensor_body,
     validate,
 )
-from app.api.conditions import IfMatchDep
+from app.api.conditions import IfMatchDep, if_match
 from app.api.deps import (
     ClockDep,
     DatabaseDep,
@@ -53,9 +56,19 @@ from app.api.deps import (
     SettingsDep,
     TensorBodyDep,
     TokenDep,
+    answer_in_safetensors,
+    bearer_credentials,
+    session_token,
 )
+from app.api.direct import direct_route
 from app.api.errors import validation_problem
-from app.api.idempotency import Answer, IdempotencyDep, creation_scope, session_scope
+from app.api.idempotency import (
+    Answer,
+    IdempotencyDep,
+    creation_scope,
+    idempotency_keeper,
+    session_scope,
+)
 from app.api.openapi import (
     CREATE_FILE,
     IMPORT_FILE,
@@ -81,11 +94,10 @@ from app.schemas import (
     SessionView,
     StateExport,
     StateHeader,
-    StepAccepted,
     StepRequest,
     StepResponse,
 )
-from app.service import GradientPost, Params, Stepped
+from app.service import Accepted, Created, GradientPost, Params, SessionInfo, Stepped
 from app.store.models import SessionRecord
 from app.tensors import tensors_from_safetensors
 
@@ -143,7 +155,7 @@ async def get_session(session_id: str, database: DatabaseDep, token: TokenDep) -
     return await run_use_case(
         database,
         lambda db: service.get_session(db, session_id, token),
-        lambda view: session_answer(view, view.step),
+        info_answer,
         write=False,
     )
 
@@ -169,18 +181,6 @@ async def delete_session(
     return response
 
 
-@router.post(
-    "/{session_id}/step",
-    response_model=StepResponse,
-    summary="Apply one gradient",
-    openapi_extra=tensor_request(StepRequest, STEP_FILE, "Idempotency-Key", "If-Match"),
-    responses={
-        **session_headers(200, binary=STEP_ANSWER_FILE),
-        **accepted_step_response(),
-        **problems(400, 401, 404, 408, 412, 413, 415, 422, 503),
-    },
-    dependencies=[Depends(step_admission)],
-)
 async def step_session(
     request: Request,
     session_id: str,
@@ -232,7 +232,7 @@ async def step_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def apply(db: Session, post: GradientPost) -> Stepped | StepAccepted:
+    def apply(db: Session, post: GradientPost) -> Stepped | Accepted:
         return service.step(
             db,
             session_id,
@@ -244,8 +244,8 @@ async def step_session(
             history_max_records=settings.history_max_records,
         )
 
-    def answer(result: Stepped | StepAccepted) -> Answer:
-        if isinstance(result, StepAccepted):
+    def answer(result: Stepped | Accepted) -> Answer:
+        if isinstance(result, Accepted):
             return accepted_answer(request, session_id, result)
         if binary_answer:
             return safetensors_answer(result.params, result.step, step_metadata(result))
@@ -262,7 +262,75 @@ async def step_session(
         parse=lambda: inputs.gradient_post(body, facts),
         keeper=keeper,
         answer_in_transaction=binary_answer,
+        inline=tiny_step(facts, body),
     )
+
+
+STEP_RETURNS = ("params", "full", "none")
+
+
+async def direct_step(request: Request) -> Response | None:
+    """`step_session` with its dependencies called by hand, in the order FastAPI resolves them
+    (the route's admission, then the parameters as declared): the step route's `DirectRoute`
+    handler. A query other than one valid `return` is left to FastAPI (None), which validates
+    it as it always did."""
+    returns = "params"
+    if request.scope["query_string"]:
+        given = request.query_params
+        if list(given) != ["return"] or len(given.getlist("return")) != 1:
+            return None
+        returns = given["return"]
+        if returns not in STEP_RETURNS:
+            return None
+    state = request.app.state
+    session_id = request.path_params["session_id"]
+    token = await session_token(await bearer_credentials(request))
+    facts = await step_admission(
+        request, session_id, token, state.database, state.settings, state.session_gate
+    )
+    body = await tensor_body(request)
+    keeper = await idempotency_keeper(request, state.settings, await read_body(request))
+    return await step_session(
+        request,
+        session_id,
+        state.database,
+        token,
+        body,
+        keeper,
+        await if_match(request),
+        state.settings,
+        await answer_in_safetensors(request),
+        facts,
+        returns,  # type: ignore[arg-type]
+    )
+
+
+router.add_api_route(
+    "/{session_id}/step",
+    step_session,
+    methods=["POST"],
+    response_model=StepResponse,
+    summary="Apply one gradient",
+    openapi_extra=tensor_request(StepRequest, STEP_FILE, "Idempotency-Key", "If-Match"),
+    responses={
+        **session_headers(200, binary=STEP_ANSWER_FILE),
+        **accepted_step_response(),
+        **problems(400, 401, 404, 408, 412, 413, 415, 422, 503),
+    },
+    dependencies=[Depends(step_admission)],
+    route_class_override=direct_route(direct_step),
+)
+
+
+INLINE_STEP_ELEMENTS = 4096
+"""Parameters of a session whose steps run on the event loop (`run_use_case(inline=True)`): a
+step of this size (parse, update, answer) costs less CPU than a hand-off to a thread and back."""
+INLINE_STEP_BODY_BYTES = 64 * 1024
+
+
+def tiny_step(facts: service.SessionFacts, body: TensorBody) -> bool:
+    """Whether a step is small enough to run on the event loop: a small session, a small body."""
+    return facts.elements <= INLINE_STEP_ELEMENTS and len(body.data) <= INLINE_STEP_BODY_BYTES
 
 
 @router.get(
@@ -387,7 +455,7 @@ async def patch_session(
         if precondition is not None:
             precondition.require(record.step)
 
-    def change(db: Session, patch: dict[str, Any]) -> SessionView:
+    def change(db: Session, patch: dict[str, Any]) -> SessionInfo:
         with patch_problems():
             return service.patch_session(
                 db,
@@ -401,7 +469,7 @@ async def patch_session(
     return await run_use_case(
         database,
         change,
-        lambda view: session_answer(view, view.step),
+        info_answer,
         write=True,
         parse=lambda: inputs.config_patch(body),
     )
@@ -445,7 +513,7 @@ async def fork_session(
         if precondition is not None:
             precondition.require(source.step)
 
-    def fork(db: Session, overrides: dict[str, Any]) -> CreatedSession:
+    def fork(db: Session, overrides: dict[str, Any]) -> Created:
         with patch_problems():
             return service.fork_session(
                 db,

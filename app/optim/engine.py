@@ -309,6 +309,24 @@ class Optimizer:
         checked with the gradient."""
         return self.group_of[name].sparse_refusal is None
 
+    @property
+    def piecewise(self) -> bool:
+        """Whether a dense step acts on each element of a tensor from that element's θ,
+        gradient and slots and the tensor's 0-d slots alone, so that any part of a tensor can be
+        stepped apart: `step` on a flat slice of θ, the gradient and the slots of θ's shape,
+        with the 0-d slots as they were before the step, gives that slice of the whole step
+        (as the engine's own slices do, `_work_units`), bit for bit.
+
+        Not so with `clip_grad_norm` (one norm over every tensor), a whole-step rule (the
+        learning-rate-free family's globals), or a block that reads the whole tensor (norms,
+        factored moments, matrix products: `elementwise=False`). Sparse rows are a step's
+        property, not the rule's: the caller judges them."""
+        return (
+            self.clip_grad_norm is None
+            and not isinstance(self.base_group.transform, GlobalTransformation)
+            and all(group.transform.elementwise for group in self.groups)
+        )
+
     def eval_params(
         self, params: Mapping[str, np.ndarray], state: OptimizerState
     ) -> dict[str, np.ndarray]:
@@ -333,9 +351,7 @@ class Optimizer:
         configuration is checked against them (`service`)."""
         if not isinstance(self.base_group.transform, GlobalTransformation):
             return {}
-        probe = {
-            name: np.zeros((1,) * param.ndim, param.dtype) for name, param in params.items()
-        }
+        probe = {name: np.zeros((1,) * param.ndim, param.dtype) for name, param in params.items()}
         state = self.init(probe)
         for _ in range(2):
             grads = {name: np.ones_like(param) for name, param in probe.items()}
@@ -372,8 +388,16 @@ class Optimizer:
             loss = _loss_value(loss)
         t = state.step
         base_rate = self.lr(state)
-        squared = fused.squared_norms(
-            {name: values_of(grad) for name, grad in checked.items()}, self.threads, _thread_pool
+        whole = self._step_fused(params, state, checked)
+        if whole is not None and whole[1] is not None:
+            squared, update_squared = whole
+            return self._stepped(state, t, loss, base_rate, squared, update_squared, {})
+        squared = (
+            whole[0]  # a step whose gradient is not finite, or whose norm overflowed
+            if whole is not None
+            else fused.squared_norms(
+                {name: values_of(grad) for name, grad in checked.items()}, self.threads
+            )
         )
         bad_tensor = first_nonfinite(checked, squared)
         if bad_tensor is not None:
@@ -400,26 +424,84 @@ class Optimizer:
                 if task is not None:
                     kernel_tasks.append(task)
                     continue
-                units.extend(
-                    self._work_units(name, params[name], grad, slots, group, rates[group])
-                )
+                units.extend(self._work_units(name, params[name], grad, slots, group, rates[group]))
             update_squared = sum(self._run(units))
-            update_squared += fused.run(kernel_tasks, self.threads, _thread_pool)
+            update_squared += fused.run(kernel_tasks, self.threads)
             for name, rows in sparse.items():
                 group = self.group_of[name]
                 update_squared += _step_rows(
                     group.transform, params[name], rows, tensor_slots[name], rates[group]
                 )
+        return self._stepped(state, t, loss, base_rate, squared, update_squared, sparse)
+
+    def _stepped(
+        self,
+        state: OptimizerState,
+        t: int,
+        loss: float | None,
+        rate: float,
+        squared: Mapping[str, float],
+        update_squared: float,
+        sparse: Mapping[str, SparseRows],
+    ) -> StepResult:
+        """The step's end: t + 1, the loss to the schedule, and what it reports."""
         state.step = t + 1
         if loss is not None:
             state.schedule = self.schedule.observe(t, loss, state.schedule)
         return StepResult(
             skipped=False,
-            lr=base_rate,
-            grad_norm=grad_norm,
+            lr=rate,
+            grad_norm=global_norm(squared.values()),
             update_norm=math.sqrt(update_squared),
             changed_rows={name: rows.rows for name, rows in sparse.items()},
         )
+
+    def _step_fused(
+        self, params: Params, state: OptimizerState, grads: Mapping[str, Gradient]
+    ) -> tuple[dict[str, float], float | None] | None:
+        """Steps 2–5 as one run of kernels (`fused.run_checked`) where they can be: every
+        gradient dense, every tensor's group fused in θ's dtype with all its slots there, no
+        clipping (it needs ‖g‖ between the sums and the updates), no whole-step rule. Returns
+        the gradients' Σ g² and Σ‖u‖², with θ and the state updated; or Σ g² and None when a
+        sum was not finite: then nothing has changed (the step counts and 0-d slots the
+        factors advanced are put back); or None when the step cannot run so."""
+        if (
+            self.clip_grad_norm is not None
+            or self.clip_grad_value is not None
+            or isinstance(self.base_group.transform, GlobalTransformation)
+        ):
+            return None
+        for name, grad in grads.items():
+            group, param = self.group_of[name], params[name]
+            slots = state.slots.get(name, {})
+            if (
+                isinstance(grad, SparseRows)
+                or group.kernel is None
+                or param.dtype not in fused.FUSED_DTYPES
+                or STEP_SLOT not in slots
+                or any(slot not in slots for slot in self._expected_slots(name, param))
+            ):
+                return None
+        t = state.step
+        rates = {group: self.schedule.rate(t, group.lr, state.schedule) for group in self.groups}
+        scalars = [
+            (array, array.copy())
+            for name in grads
+            for array in state.slots[name].values()
+            if not array.ndim
+        ]
+        tasks = []
+        for name, grad in grads.items():
+            group, slots = self.group_of[name], state.slots[name]
+            slots[STEP_SLOT] += 1
+            task = _fused_task(group, params[name], grad, slots, rates[group])
+            assert task is not None  # fused dtypes checked above
+            tasks.append(task)
+        squared, update_squared = fused.run_checked(grads, tasks, self.threads)
+        if update_squared is None:
+            for array, before in scalars:
+                array[...] = before
+        return squared, update_squared
 
     def check_sparse_rows(self, grads: Mapping[str, Gradient]) -> None:
         """`UnsupportedTensor` for the first sparse row gradient its group cannot step (public:
@@ -668,6 +750,8 @@ def _step_rows(
         if array.shape == param.shape:
             array[rows] = gathered[key]
     return squared
+
+
 def _fused_task(
     group: Group, param: np.ndarray, grad: np.ndarray, slots: Slots, rate: float
 ) -> fused.FusedTask | None:

@@ -6,7 +6,8 @@ path held equal to it (tests/optim/test_kernels.py). A group is covered when its
 to a type later leaves that type on its chain until its kernel learns the field); `custom`
 and the types without a kernel always run their chain. The engine asks once per group
 (`fused_step_for`) and once per tensor and step (`FusedStep.task`), and runs the tasks of a
-step with `run` on its threads.
+step on its threads: with the gradient's sums of squares in one run (`run_checked`), or after
+them (`squared_norms`, then `run`).
 
 A task hands the kernel flat C-contiguous views of θ, the gradient and the slots: an array
 that is not C-contiguous is copied in and written back afterwards, never read with the wrong
@@ -15,10 +16,10 @@ strides (the kernels take only C-contiguous 1-D arrays).
 
 from __future__ import annotations
 
-import itertools
 import math
+import queue
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,8 @@ from app.optim.transforms import (
 FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PARALLEL_MIN_ELEMENTS = 1 << 18
 """A step's fused work below this many elements runs in one thread: handing blocks to another
-thread costs about what it saves there (a pool thread's wake-up is tens of µs on a busy
-machine; one kernel pass over 2¹⁸ float32 elements of Adam takes about 100 µs)."""
+thread costs about what it saves there (waking a helper takes 50–80 µs on a virtual machine;
+one kernel pass over 2¹⁸ float32 elements of Adam takes about 200 µs)."""
 
 FactorsFn = Callable[[Mapping[str, Any], int, float, type, Slots], Any]
 """(hyper-parameters, the tensor's count t, η_t, the dtype's scalar type, the tensor's slots)
@@ -74,31 +75,22 @@ class FusedTask:
     of each of its blocks of `kernels.BLOCK` elements."""
 
     def __init__(
-        self, kernel: Callable[..., None], arrays: Sequence[np.ndarray], factors: Any = None
+        self, kernel: Callable[..., bool], arrays: Sequence[np.ndarray], factors: Any = None
     ) -> None:
         self.kernel = kernel
-        self.factors = () if factors is None else (factors,)
-        self.flat = [_flat(array) for array in arrays]
+        flat = [_flat(array) for array in arrays]
         self.copied = [
-            (array, flat)
-            for array, flat in zip(arrays, self.flat, strict=True)
+            (array, view)
+            for array, view in zip(arrays, flat, strict=True)
             if not array.flags.c_contiguous
         ]
-        self.size = self.flat[0].size
+        self.size = flat[0].size
         self.partials = np.zeros(-(-self.size // kernels.BLOCK))
+        self.arguments = (*flat, *(() if factors is None else (factors,)), self.partials)
 
     @property
     def blocks(self) -> int:
         return self.partials.size
-
-    def run_blocks(self, first: int, stop: int) -> None:
-        """The update of blocks [first, stop)."""
-        if first == 0 and stop == self.blocks:
-            self.kernel(*self.flat, *self.factors, self.partials)
-            return
-        start, end = first * kernels.BLOCK, min(self.size, stop * kernels.BLOCK)
-        views = [array[start:end] if array.size else array for array in self.flat]
-        self.kernel(*views, *self.factors, self.partials[first:stop])
 
     def finish(self) -> float:
         """Write back what was copied in; return ‖u‖² (the blocks' sums added in order)."""
@@ -107,13 +99,104 @@ class FusedTask:
         return float(self.partials.sum())
 
 
-Piece = tuple[FusedTask, int, int]
-"""A task's blocks [first, stop)."""
+class Run:
+    """One call of a step's tasks on its threads: every thread taking part calls `work`, which
+    runs each task's kernel in order on the blocks no other thread has claimed yet (see
+    `kernels`), and the thread finishing the run's last block releases `finished`. The first
+    `gate` tasks may be sums of squares that the others wait for (`kernels.claims_for`)."""
+
+    __slots__ = ("claims", "finished", "tasks")
+
+    def __init__(self, tasks: Sequence[FusedTask], gate: int = 0) -> None:
+        self.tasks = tasks
+        self.claims = kernels.claims_for([task.blocks for task in tasks], gate)
+        self.finished = threading.Lock()
+        self.finished.acquire()
+
+    def work(self, backward: bool = False) -> bool:
+        """Compute blocks until none is left unclaimed, claiming each task's from its front or
+        from its back (`backward`); True if this thread finished the run's last block."""
+        last = False
+        claims = self.claims
+        for index, task in enumerate(self.tasks):
+            if claims[kernels.DONE] == claims[kernels.BLOCKS]:
+                break  # a helper that woke late: nothing left
+            last = task.kernel(*task.arguments, claims, index, backward) or last
+        return last
+
+    def help(self) -> None:
+        """A helper's part: work, and release the caller if this thread finished the run."""
+        if self.work(backward=True):
+            self.finished.release()
 
 
-def squared_norms(
-    arrays: Mapping[str, np.ndarray], threads: int, pool: Callable[[int], Executor]
-) -> dict[str, float]:
+class Helpers:
+    """Threads kept for the life of the process that help a step's thread with its runs. Each
+    waits on a queue of its own (`SimpleQueue`: a lock in C, no Python-level condition) and
+    works on each run put there. A helper that wakes late costs nothing but its help: the
+    caller claims the blocks it has not, and waits only for blocks being computed.
+
+    After a run a helper spins for up to SPIN_READS reads (some 70 µs) on its count of runs
+    posted before it sleeps: a step's second run (the update, after the gradient's norm) comes
+    tens of µs after its first, and a sleeping thread takes as long again to wake up."""
+
+    def __init__(self) -> None:
+        self._helpers: list[tuple[queue.SimpleQueue[Run], np.ndarray]] = []
+        self._lock = threading.Lock()
+
+    def run(self, tasks: Sequence[FusedTask], helpers: int, gate: int = 0) -> bool:
+        """Run the tasks on this thread and up to `helpers` others, the first `gate` of them
+        (sums of squares) before the others; False if a sum was not finite: then the others
+        did not run (the sums are all done)."""
+        work = Run(tasks, gate)
+        claims = work.claims
+        if claims[kernels.BLOCKS] == 0:
+            return True
+        if helpers:
+            self._post(work, helpers)
+        if work.work():
+            return True
+        if gate and claims[kernels.NOT_FINITE]:
+            return False  # this thread passed the gate: every sum is done, no update ran
+        # A helper is finishing the last blocks, within one block's time unless the machine is
+        # busy: spin for them first, and sleep only when that is not enough.
+        if not kernels.wait_above(claims, kernels.DONE, claims[kernels.BLOCKS] - 1, SPIN_READS):
+            work.finished.acquire()
+        return True
+
+    def _post(self, work: Run, helpers: int) -> None:
+        with self._lock:
+            while len(self._helpers) < helpers:
+                waiting: queue.SimpleQueue[Run] = queue.SimpleQueue()
+                posted = np.zeros(1, np.int64)
+                thread = threading.Thread(
+                    target=_help, args=(waiting, posted), name="optaas-kernels", daemon=True
+                )
+                thread.start()
+                self._helpers.append((waiting, posted))
+            for waiting, posted in self._helpers[:helpers]:
+                posted[0] += 1  # under the lock: each post counted once
+                waiting.put(work)
+
+
+SPIN_READS = 1 << 18
+"""Reads of its posted count a helper makes before it sleeps (a read takes about a cycle)."""
+
+
+def _help(waiting: queue.SimpleQueue[Run], posted: np.ndarray) -> None:
+    """A helper's life: take a run, help with it, spin briefly for the next, else sleep."""
+    taken = 0
+    while True:
+        waiting.get().help()
+        taken += 1
+        kernels.wait_above(posted, 0, taken, SPIN_READS)
+
+
+HELPERS = Helpers()
+"""The process's helper threads, started as steps first need them."""
+
+
+def squared_norms(arrays: Mapping[str, np.ndarray], threads: int) -> dict[str, float]:
     """Σ x² of each array in float64, as `run` runs kernels: on the step's threads, block by
     block, the same sums whatever the threads (other dtypes than float32 and float64 are
     widened to float64 first)."""
@@ -121,49 +204,45 @@ def squared_norms(
         name: FusedTask(kernels.sum_of_squares, [_kernel_dtype(array)])
         for name, array in arrays.items()
     }
-    run(list(tasks.values()), threads, pool)
+    run(list(tasks.values()), threads)
     return {name: task.finish() for name, task in tasks.items()}
 
 
-def run(tasks: Sequence[FusedTask], threads: int, pool: Callable[[int], Executor]) -> float:
-    """Run the tasks and return Σ‖u‖² over them: on `threads` threads (`pool(n)` lends n more)
-    when they hold PARALLEL_MIN_ELEMENTS elements or more, each thread a consecutive run of
-    blocks. The blocks and their sums are the same whatever the number of threads, and so are
-    the numbers."""
+def run_checked(
+    gradients: Mapping[str, np.ndarray], tasks: Sequence[FusedTask], threads: int
+) -> tuple[dict[str, float], float | None]:
+    """A whole step in one run: Σ g² of each gradient (as `squared_norms`), then — only if
+    every sum is finite — the tasks, and Σ‖u‖² over them (as `run`); None instead when a sum
+    is not finite, and then no task has written anything. One hand-off to the helpers per step
+    instead of two, and no Python between the sums and the updates."""
+    norms = {
+        name: FusedTask(kernels.sum_of_squares, [_kernel_dtype(gradient)])
+        for name, gradient in gradients.items()
+    }
+    everything = [*norms.values(), *tasks]
+    helpers = _helpers_for(tasks, threads)
+    finite = HELPERS.run(everything, helpers, gate=len(norms))
+    squared = {name: task.finish() for name, task in norms.items()}
+    if not finite:
+        return squared, None
+    return squared, math.fsum(task.finish() for task in tasks)
+
+
+def _helpers_for(tasks: Sequence[FusedTask], threads: int) -> int:
+    """Helpers a run of these tasks takes: `threads` − 1 from PARALLEL_MIN_ELEMENTS on."""
+    return threads - 1 if sum(task.size for task in tasks) >= PARALLEL_MIN_ELEMENTS else 0
+
+
+def run(tasks: Sequence[FusedTask], threads: int) -> float:
+    """Run the tasks and return Σ‖u‖² over them: on `threads` threads when they hold
+    PARALLEL_MIN_ELEMENTS elements or more (the calling thread and `threads` − 1 helpers
+    claiming blocks as they go), else on the calling thread alone. Each block is computed
+    alike whichever thread claims it, and the blocks' sums are added in order, so the numbers
+    do not depend on the threads."""
     if not tasks:
         return 0.0
-    total = sum(task.size for task in tasks)
-    runs = _split_blocks(tasks, threads if total >= PARALLEL_MIN_ELEMENTS else 1)
-    futures = [pool(len(runs) - 1).submit(_run_pieces, pieces) for pieces in runs[1:]]
-    _run_pieces(runs[0])
-    for future in futures:
-        future.result()
+    HELPERS.run(tasks, _helpers_for(tasks, threads))
     return math.fsum(task.finish() for task in tasks)
-
-
-def _run_pieces(pieces: Sequence[Piece]) -> None:
-    for task, first, stop in pieces:
-        task.run_blocks(first, stop)
-
-
-def _split_blocks(tasks: Sequence[FusedTask], parts: int) -> list[list[Piece]]:
-    """The tasks' blocks in order, cut into at most `parts` consecutive runs of about equal
-    numbers of blocks (a task may be cut between two of its blocks)."""
-    if parts == 1:
-        return [[(task, 0, task.blocks) for task in tasks]]
-    ends = list(itertools.accumulate(task.blocks for task in tasks))
-    total = ends[-1]
-    cuts = sorted({round(total * k / parts) for k in range(parts + 1)})
-    runs = []
-    for low, high in itertools.pairwise(cuts):
-        pieces = []
-        for task, end in zip(tasks, ends, strict=True):
-            begin = end - task.blocks
-            first, stop = max(low, begin), min(high, end)
-            if first < stop:
-                pieces.append((task, first - begin, stop - begin))
-        runs.append(pieces)
-    return runs
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
@@ -480,9 +559,5 @@ def warm_up() -> None:
             slots = {**transform.init(param), STEP_SLOT: np.ones((), np.int64)}
             task = step.task(param, np.zeros(1, dtype), slots, 0.0)
             assert task is not None
-            run([task], 1, _no_pool)
-            squared_norms({"w": param}, 1, _no_pool)
-
-
-def _no_pool(workers: int) -> Executor:
-    raise AssertionError("one thread only")
+            run([task], 1)
+            squared_norms({"w": param}, 1)

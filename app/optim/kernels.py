@@ -4,8 +4,15 @@ chains of `optimizers.py` stay the definition these kernels are tested against.
 
 Each kernel updates θ and the slots in place, for one optimizer, and writes ‖u‖² of every block
 of BLOCK elements into `partials`, so that the update norm does not depend on how a step is cut
-among threads. The arguments are 1-D C-contiguous arrays (`fused.py` hands over flat views,
-copies where needed) of one dtype, an optional slot is an empty array when the configuration has
+among threads. The blocks are claimed one at a time from a shared counter (`claims`, see
+`claims_for`), so any number of threads may run the same kernel call at once: each block is
+computed exactly once, by whichever thread claims it first, and a thread that wakes late finds
+less (or nothing) left to do instead of holding the others up. A kernel returns True when one of
+the blocks it finished was the last of the whole run (every task's): exactly one thread learns
+that the run is complete.
+
+The arguments are 1-D C-contiguous arrays (`fused.py` hands over flat views, copies where
+needed) of one dtype, an optional slot is an empty array when the configuration has
 none, and `f` holds the step's factors — numbers already in the arrays' dtype, so that every
 operation rounds in that dtype as the chain's numpy passes do (NEP 50), and flags. No fastmath:
 each operation rounds as the formula says, in the chain's order, except where the docstring says
@@ -20,10 +27,13 @@ Loop-invariant options are flags tested inside the loop: the compiler turns them
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 BLOCK = 1 << 14
 """Elements per partial sum of ‖u‖²: a step cut among threads is cut at multiples of it."""
@@ -31,6 +41,100 @@ BLOCK = 1 << 14
 KERNEL_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False}
 """Released GIL (threads run kernels side by side), compiled once and kept on disk (see
 `NUMBA_CACHE_DIR`), numpy's semantics for x/0 (±inf, nan: no exception), no fastmath."""
+
+
+DONE, BLOCKS, GATE_DONE, GATE_BLOCKS, NOT_FINITE, FIRST_TASK = range(6)
+"""The slots of a run's `claims` array: blocks finished and blocks in the run; the gate's blocks
+finished and blocks in all, and the count of them whose sum of squares was not finite; from
+FIRST_TASK on, each task's claims (the kernel calls of one run, in order).
+
+The gate lets one run hold a whole step: the gradient's sums of squares first (`sum_of_squares`
+calls, the gate's blocks), then the updates, which start only once every sum is done and only
+if all are finite, so that a step with a non-finite gradient writes nothing."""
+
+
+def claims_for(blocks: Sequence[int], gate: int = 0) -> np.ndarray:
+    """The counters of a run of tasks holding these numbers of blocks, none claimed yet; its
+    first `gate` tasks are the gate's (`sum_of_squares` calls)."""
+    claims = np.zeros(FIRST_TASK + len(blocks), np.int64)
+    claims[BLOCKS] = sum(blocks)
+    claims[GATE_BLOCKS] = sum(blocks[:gate])
+    return claims
+
+
+@intrinsic
+def _fetch_add(typingctx, array, index, value):  # noqa: ANN001, ANN202
+    """array[index] += value atomically (sequentially consistent); the value before. The other
+    threads' writes before their additions are visible after it (the partial sums read once
+    the run is done)."""
+    signature = types.int64(array, types.intp, types.int64)
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        array_type = sig.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]])
+        return builder.atomic_rmw("add", pointer, args[2], "seq_cst")
+
+    return signature, codegen
+
+
+@intrinsic
+def _load(typingctx, array, index):  # noqa: ANN001, ANN202
+    """array[index], read atomically (acquire): a value another thread is changing."""
+    signature = types.int64(array, types.intp)
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        array_type = sig.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]])
+        return builder.load_atomic(pointer, "acquire", 8)
+
+    return signature, codegen
+
+
+@njit(nogil=True, cache=True)
+def wait_above(counter: np.ndarray, index: int, value: int, reads: int) -> bool:
+    """Whether counter[index] rose above `value` within `reads` reads of it (a spin, with the
+    GIL released): waking a sleeping thread costs tens of µs on a virtual machine, more than
+    the waits this serves."""
+    for _ in range(reads):  # noqa: SIM110 (numba compiles no generator in any())
+        if _load(counter, index) > value:
+            return True
+    return False
+
+
+FROM_FRONT, FROM_BACK = 1, 1 << 32
+"""A task's counter holds its claims from the front in its low 32 bits, those from the back
+above them."""
+
+
+@njit(inline="always")
+def _claim(claims: np.ndarray, task: int, blocks: int, backward: bool) -> int:
+    """The next unclaimed block of task `task`: the first from the front, or the last from the
+    back (`backward`), or −1 when every block is claimed. A claim is granted when the claims
+    made before it, from both ends, number fewer than the blocks: the ends meet without a
+    block claimed twice or left out, and each thread streams through a consecutive run of
+    blocks (the calling thread from the front, the helpers from the back)."""
+    before = _fetch_add(claims, FIRST_TASK + task, FROM_BACK if backward else FROM_FRONT)
+    front, back = before & (FROM_BACK - 1), before >> 32
+    if front + back >= blocks:
+        return -1
+    return blocks - 1 - back if backward else front
+
+
+@njit(inline="always")
+def _count_done(claims: np.ndarray) -> bool:
+    """Count one finished block; True for the run's last."""
+    return _fetch_add(claims, DONE, 1) + 1 == claims[BLOCKS]
+
+
+@njit(inline="always")
+def _through_gate(claims: np.ndarray) -> bool:
+    """Wait (spinning: the gate's last blocks are being summed, a few µs) until every sum of
+    squares of the gate is done; whether all were finite. Open at once in a run without one."""
+    while _load(claims, GATE_DONE) < claims[GATE_BLOCKS]:
+        pass
+    return _load(claims, NOT_FINITE) == 0
 
 
 @njit(fastmath={"reassoc"}, error_model="numpy", cache=True)
@@ -79,11 +183,22 @@ def _decoupled_decay(u: float, p: float, shrink_minus_one: float, decoupled: boo
 
 
 @njit(**KERNEL_OPTIONS)
-def sum_of_squares(x: np.ndarray, partials: np.ndarray) -> None:
+def sum_of_squares(
+    x: np.ndarray, partials: np.ndarray, claims: np.ndarray, task: int, backward: bool
+) -> bool:
     """partials[b] = Σ x² over block b, in float64."""
-    for block in range(partials.size):
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         start, stop = _block_bounds(block, x.size)
-        partials[block] = _sum_of_squares(x[start:stop])
+        partial = _sum_of_squares(x[start:stop])
+        partials[block] = partial
+        if not np.isfinite(partial):
+            _fetch_add(claims, NOT_FINITE, 1)
+        _fetch_add(claims, GATE_DONE, 1)
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -113,12 +228,19 @@ class SgdFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def sgd(theta, grad, momentum_buffer, f, partials) -> None:  # noqa: ANN001
+def sgd(theta, grad, momentum_buffer, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """m_t = μ·m_{t−1} + (1 − dampening)·g_t (m_1 = g_1), u = −η·m_t (nesterov: −η·(g_t +
     μ·m_t); no momentum: −η·g_t), θ ← θ + u."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _sgd(theta[a:b], grad[a:b], momentum_buffer[a:b], f)
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -154,11 +276,18 @@ class AdagradFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def adagrad(theta, grad, total_sq, f, partials) -> None:  # noqa: ANN001
+def adagrad(theta, grad, total_sq, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """s_t = s_{t−1} + g², σ = sqrt(s_t) (mean: sqrt(s_t/t)), u = −η'·g/(σ + eps)."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _adagrad(theta[a:b], grad[a:b], total_sq[a:b], f)
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -199,14 +328,21 @@ class RmspropFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def rmsprop(theta, grad, square_avg, grad_avg, momentum_buffer, f, partials) -> None:  # noqa: ANN001
+def rmsprop(theta, grad, square_avg, grad_avg, momentum_buffer, f, partials, claims, task, backward) -> bool:  # noqa: ANN001, E501  # fmt: skip
     """v_t = α·v + (1 − α)·g², c_t = lerp(c, g, 1 − α) (centered), σ = sqrt(v_t − c_t²) or
     sqrt(v_t), u = g/(σ + eps); momentum: m_t = μ·m + u; θ ← θ − η·u."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _rmsprop(
             theta[a:b], grad[a:b], square_avg[a:b], grad_avg[a:b], momentum_buffer[a:b], f
         )
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -256,18 +392,25 @@ class AdamFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def adam(theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, f, partials) -> None:  # noqa: ANN001
+def adam(theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, f, partials, claims, task, backward) -> bool:  # noqa: ANN001, E501  # fmt: skip
     """m_t = lerp(m, g, 1 − β1), v_t = β2·v + (1 − β2)·g² (amsgrad: v̂ = max(v̂, v_t)),
     θ ← θ·(1 − η·λ) (decoupled) + (−η/(1 − β1^t))·m_t / (sqrt(v̂)/sqrt(1 − β2^t) + eps).
 
     The last line in torch's order (`param.mul_(1 − lr·λ)`, then `addcdiv_` with the step size
     −η/(1 − β1^t)): one division fewer than the chain's blocks, which divide m by (1 − β1^t)
     first, so θ agrees with the chain within rounding rather than bit for bit."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _adam(
             theta[a:b], grad[a:b], exp_avg[a:b], exp_avg_sq[a:b], max_exp_avg_sq[a:b], f
         )
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -308,11 +451,18 @@ class AdamaxFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def adamax(theta, grad, exp_avg, exp_inf, f, partials) -> None:  # noqa: ANN001
+def adamax(theta, grad, exp_avg, exp_inf, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """m_t = lerp(m, g, 1 − β1), σ_t = max(β2·σ, |g| + eps), u = −η·(m_t/(1 − β1^t))/σ_t."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _adamax(theta[a:b], grad[a:b], exp_avg[a:b], exp_inf[a:b], f)
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -355,12 +505,19 @@ class NadamFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def nadam(theta, grad, exp_avg, exp_avg_sq, f, partials) -> None:  # noqa: ANN001
+def nadam(theta, grad, exp_avg, exp_avg_sq, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """m_t = lerp(m, g, 1 − β1), u = (1 − μ_t)/(1 − Π_t)·g + μ_{t+1}/(1 − Π_t·μ_{t+1})·m_t,
     σ = sqrt(v_t)/sqrt(1 − β2^t) + eps, θ ← θ − η·u/σ (+ (f − 1)·θ decoupled)."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _nadam(theta[a:b], grad[a:b], exp_avg[a:b], exp_avg_sq[a:b], f)
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -405,12 +562,19 @@ class RadamFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def radam(theta, grad, exp_avg, exp_avg_sq, f, partials) -> None:  # noqa: ANN001
+def radam(theta, grad, exp_avg, exp_avg_sq, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """m̂ = lerp(m, g, 1 − β1)/(1 − β1^t); ρ_t > 5: u = m̂/(sqrt(v_t) + eps)·r_t·sqrt(1 − β2^t),
     else u = m̂; θ ← θ − η·u (+ (f − 1)·θ decoupled)."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _radam(theta[a:b], grad[a:b], exp_avg[a:b], exp_avg_sq[a:b], f)
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -448,12 +612,19 @@ class AdadeltaFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def adadelta(theta, grad, square_avg, acc_delta, f, partials) -> None:  # noqa: ANN001
+def adadelta(theta, grad, square_avg, acc_delta, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """v_t = ρ·v + (1 − ρ)·g², Δ = g/sqrt(v_t + eps)·sqrt(d + eps), d_t = ρ·d + (1 − ρ)·Δ²,
     θ ← θ − η·Δ."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _adadelta(theta[a:b], grad[a:b], square_avg[a:b], acc_delta[a:b], f)
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)
@@ -492,11 +663,18 @@ class LionFactors(NamedTuple):
 
 
 @njit(**KERNEL_OPTIONS)
-def lion(theta, grad, exp_avg, f, partials) -> None:  # noqa: ANN001
+def lion(theta, grad, exp_avg, f, partials, claims, task, backward) -> bool:  # noqa: ANN001
     """c = lerp(m, g, 1 − β1), m_t = lerp(m, g, 1 − β2), θ ← θ − η·sign(c) (+ (f − 1)·θ)."""
-    for block in range(partials.size):
+    if not _through_gate(claims):
+        return False
+    last = False
+    block = _claim(claims, task, partials.size, backward)
+    while block >= 0:
         a, b = _block_bounds(block, theta.size)
         partials[block] = _lion(theta[a:b], grad[a:b], exp_avg[a:b], f)
+        last = _count_done(claims) or last
+        block = _claim(claims, task, partials.size, backward)
+    return last
 
 
 @njit(**KERNEL_OPTIONS)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from optaas_state import ACCUMULATION_ROWS_SLOT, ACCUMULATION_SLOT, is_accumulation_key
 
 from app.optim import NonFiniteGradient, Optimizer, SparseRows, check_gradients, coalesce_rows
 from app.optim.base import Gradient, values_of
-from app.schemas import StepAccepted
 from app.service.records import core_config, tensor_names
 from app.stepping import SessionArrays
 from app.store.models import SessionRecord
@@ -26,6 +26,20 @@ def accumulates(record: SessionRecord | SessionRow) -> bool:
     return record.config["accumulate"] > 1 or record.accumulated > 0
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A gradient counted toward the next step, which awaits `missing` more: the session is at
+    `step`, and the step it is part of is `wait_for_step` = step + 1."""
+
+    step: int
+    received: int
+    missing: int
+
+    @property
+    def wait_for_step(self) -> int:
+        return self.step + 1
+
+
 def accumulate(
     repository: SessionRepository,
     record: SessionRecord,
@@ -35,7 +49,7 @@ def accumulate(
     *,
     loss: float | None,
     partial: bool,
-) -> StepAccepted | Batch:
+) -> Accepted | Batch:
     """Add one posted gradient to the sums of the next step (with the session locked).
 
     The sums are kept per tensor as `accum/<tensor>` arrays in the session's dtype, the count of
@@ -52,7 +66,7 @@ def accumulate(
     losses. Clipping and `nonfinite: skip` then act on ḡ, as torch acts on accumulated `.grad`.
     A tensor every post gave as sparse rows keeps a sparse sum (`_add_to_sum`: the union of
     their rows, `accum_rows/<tensor>` beside the values) and steps by sparse rows.
-    Before that: `StepAccepted` with how many are still missing.
+    Before that: `Accepted` with how many are still missing.
     """
     checked = check_gradients(params, grads, partial=partial)
     Optimizer(core_config(record.config), tensor_names(record)).check_sparse_rows(checked)
@@ -71,12 +85,7 @@ def accumulate(
         stored = {**_without_accumulation(arrays), **_stored_sums(sums)}
         SessionArrays(repository.db).save(record.id, stored)
         repository.touch(record)
-        return StepAccepted(
-            step=record.step,
-            received=received,
-            missing=goal - received,
-            wait_for_step=record.step + 1,
-        )
+        return Accepted(step=record.step, received=received, missing=goal - received)
     mean = {name: _divided(sums[name], received) for name in params if name in sums}
     mean_loss = (
         _accumulated_loss_sum(record) / record.accumulated_losses

@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidContent, OptimizerTypeChange
 from app.optim import Optimizer, OptimizerState, build_schedule
-from app.schemas import CreatedSession, SessionConfig, SessionView
+from app.schemas import SessionConfig
 from app.service.accumulation import pending_sums
 from app.service.auth import authorized_record
-from app.service.records import core_config, split_arrays, tensor_names
-from app.service.sessions import add_session, created_session, get_session_view
+from app.service.records import Created, SessionInfo, core_config, split_arrays, tensor_names
+from app.service.sessions import add_session, created_session, current_info
 from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
@@ -31,7 +31,7 @@ def patch_session(
     *,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
-) -> SessionView:
+) -> SessionInfo:
     """Change the session's configuration (and name) mid-run; t, θ and the state are kept.
 
     `patch` is merged into the config (`merge_patch`), and the result is validated as a
@@ -47,7 +47,7 @@ def patch_session(
     name, config = patched_config(record, patch, allow_type_change=False)
     old, new = {"name": record.name, **record.config}, {"name": name, **config}
     if new == old:
-        return get_session_view(record)
+        return current_info(record)
     if _slots_may_differ(record.config, config):
         arrays = SessionArrays(db).load(record.id, writable=True)
         params, slots = split_arrays(record, arrays)
@@ -61,7 +61,7 @@ def patch_session(
     HistoryRepository(db, history_max_records).record_change(
         record.id, step=record.step, old=old, new=new
     )
-    return get_session_view(record)
+    return current_info(record)
 
 
 def fork_session(
@@ -72,7 +72,7 @@ def fork_session(
     *,
     guard: Callable[[SessionRecord], None] | None = None,
     history_max_records: int,
-) -> CreatedSession:
+) -> Created:
     """A new session (new id and token) with the source's θ, state, t and last loss.
 
     `overrides` change the copy's config as a PATCH would, its optimizer type included (slots

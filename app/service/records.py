@@ -3,12 +3,14 @@ names, its stored arrays split into θ and state, its view."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from app.schemas import SessionView
 from app.stepping import split_stored
 from app.store.models import SessionRecord
 from app.store.repository import SessionRow
@@ -36,14 +38,41 @@ def split_arrays(
     return split_stored(arrays, tensor_names(record))
 
 
-def session_view(record: SessionRecord, lr: float) -> SessionView:
-    return SessionView(
-        **record.config,
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session as the use-cases report it: who it is, its config (every default filled in),
+    its tensors' shapes and where its run is — `lr` the rate its next step will use."""
+
+    id: uuid.UUID
+    name: str | None
+    dtype: str
+    layout: str
+    shapes: dict[str, list[int]]
+    config: dict[str, Any]
+    step: int
+    accumulated: int
+    lr: float
+    last_loss: float | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Created:
+    """A new session and its token (shown only once)."""
+
+    session: SessionInfo
+    token: str
+
+
+def session_info(record: SessionRecord, lr: float) -> SessionInfo:
+    return SessionInfo(
         id=record.id,
         name=record.name,
         dtype=record.dtype,
         layout=record.layout,
         shapes={tensor["name"]: tensor["shape"] for tensor in record.tensors},
+        config=dict(record.config),
         step=record.step,
         accumulated=record.accumulated,
         lr=lr,

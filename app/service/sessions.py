@@ -16,15 +16,15 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidContent
 from app.optim import Optimizer, OptimizerState, schedule_lrs
 from app.optim.catalog import CHOOSES_ITS_STEP_SIZE
-from app.schemas import (
-    CreatedSession,
-    HistoryPage,
-    SchedulePreview,
-    SchedulePreviewRequest,
-    SessionView,
-)
 from app.service.auth import TOKEN_BYTES, authorized_record, hash_token
-from app.service.records import core_config, session_view, split_arrays, tensor_names
+from app.service.records import (
+    Created,
+    SessionInfo,
+    core_config,
+    session_info,
+    split_arrays,
+    tensor_names,
+)
 from app.stepping import SessionArrays, stored_arrays
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
@@ -43,7 +43,7 @@ class NewSession:
     params: dict[str, np.ndarray]
 
 
-def create_session(db: Session, new: NewSession) -> CreatedSession:
+def create_session(db: Session, new: NewSession) -> Created:
     """A new session at t = 0: θ₀ as given (finite), the optimizer's initial state, a new
     token."""
     _require_finite(new.params, new.layout)
@@ -90,19 +90,19 @@ def add_session(
     return record, token
 
 
-def created_session(record: SessionRecord, lr: float, token: str) -> CreatedSession:
-    return CreatedSession(**session_view(record, lr).model_dump(), token=token)
+def created_session(record: SessionRecord, lr: float, token: str) -> Created:
+    return Created(session_info(record, lr), token)
 
 
-def get_session(db: Session, session_id: str, token: str) -> SessionView:
-    return get_session_view(authorized_record(SessionRepository(db), session_id, token))
+def get_session(db: Session, session_id: str, token: str) -> SessionInfo:
+    return current_info(authorized_record(SessionRepository(db), session_id, token))
 
 
-def get_session_view(record: SessionRecord) -> SessionView:
+def current_info(record: SessionRecord) -> SessionInfo:
     """The session as `GET` shows it, `lr` the rate its next step will use."""
     optimizer = Optimizer(core_config(record.config), tensor_names(record))
     state = OptimizerState.from_arrays(record.step, {}, record.schedule_state)
-    return session_view(record, optimizer.lr(state))
+    return session_info(record, optimizer.lr(state))
 
 
 def delete_session(db: Session, session_id: str, token: str) -> None:
@@ -153,30 +153,48 @@ def get_progress(db: Session, session_id: str, token: str) -> Progress:
     return Progress(record.step, record.config["accumulate"], record.accumulated)
 
 
+@dataclass(frozen=True)
+class HistoryPage:
+    """Up to a page of a session's history records (rows: steps and changes), oldest first,
+    and the cursor of the next page (None when this one reached the newest)."""
+
+    records: list[Any]
+    next: int | None
+
+
 def get_history(db: Session, session_id: str, token: str, *, after: int, limit: int) -> HistoryPage:
     """Up to `limit` history records of the session with `seq > after`, oldest first."""
     record = authorized_record(SessionRepository(db), session_id, token)
     entries, next_cursor = HistoryRepository(db).page(record.id, after=after, limit=limit)
-    return HistoryPage.model_validate(
-        {"records": entries, "next": next_cursor}, from_attributes=True
-    )
+    return HistoryPage(list(entries), next_cursor)
 
 
-def preview_schedule(request: SchedulePreviewRequest) -> SchedulePreview:
+@dataclass(frozen=True)
+class SchedulePreview:
+    """η_0 … η_{N−1} (None where not finite), and whether the optimizer scales them by a
+    step size it finds during the run (`estimated`)."""
+
+    lr: list[float | None]
+    estimated: bool
+
+
+def preview_schedule(
+    schedule: Mapping[str, Any],
+    steps: int,
+    *,
+    lr: float | None = None,
+    optimizer: Mapping[str, Any] | None = None,
+) -> SchedulePreview:
     """η_0 … η_{N−1} of a schedule at base rate `lr`, as a session would use them: `lr` if
     given, else the optimizer's (its type's default where it gives none), else 1. `estimated`
     says that the optimizer scales these rates by a step size it finds during the run."""
-    schedule = request.schedule.model_dump(mode="json")
-    lr, estimated = request.lr, False
-    if request.optimizer is not None:
-        spec = request.optimizer.model_dump(mode="json")
-        Optimizer({"optimizer": spec}, [])  # the core's value checks, naming the field
-        lr = spec["lr"] if lr is None else lr
-        estimated = spec["type"] in CHOOSES_ITS_STEP_SIZE
-    rates = schedule_lrs(schedule, 1.0 if lr is None else lr, request.steps)
-    return SchedulePreview(
-        lr=[rate if np.isfinite(rate) else None for rate in rates], estimated=estimated
-    )
+    estimated = False
+    if optimizer is not None:
+        Optimizer({"optimizer": dict(optimizer)}, [])  # the core's value checks, naming the field
+        lr = optimizer["lr"] if lr is None else lr
+        estimated = optimizer["type"] in CHOOSES_ITS_STEP_SIZE
+    rates = schedule_lrs(dict(schedule), 1.0 if lr is None else lr, steps)
+    return SchedulePreview([rate if np.isfinite(rate) else None for rate in rates], estimated)
 
 
 def _require_finite(params: Mapping[str, np.ndarray], layout: Layout) -> None:

@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session
 from app import observe
 from app.optim import OptimError, Optimizer, OptimizerState, SparseRows, StepResult
 from app.optim.base import Gradient
-from app.schemas import StepAccepted
-from app.service.accumulation import accumulate, accumulates, reset_accumulation
+from app.service.accumulation import Accepted, accumulate, accumulates, reset_accumulation
 from app.service.auth import authorized_row
 from app.service.records import core_config, split_arrays, tensor_names
 from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
@@ -48,7 +47,7 @@ def step(
     full_tensors: bool = False,
     guard: Callable[[SessionRow], None] | None = None,
     history_max_records: int,
-) -> Stepped | StepAccepted:
+) -> Stepped | Accepted:
     """Apply one gradient: lock the session, take its working set, update it, store the step.
 
     The row lock (SQLite: the write transaction) is held until the caller commits, so steps on
@@ -63,7 +62,7 @@ def step(
     θ's new rows: copies), unless `full_tensors`.
 
     With `accumulate` K > 1 the gradient is added to the next step's sums instead
-    (`StepAccepted`), and the K-th applies their mean (`step_accumulated`).
+    (`Accepted`), and the K-th applies their mean (`step_accumulated`).
     """
     started = time.perf_counter()
     repository = SessionRepository(db)
@@ -87,9 +86,7 @@ def step(
         raise
     write.finish(None if result.skipped else stored_arrays(params, state))
     if not result.skipped:
-        repository.advance(
-            row, step=state.step, schedule_state=state.schedule, last_loss=post.loss
-        )
+        repository.advance(row, step=state.step, schedule_state=state.schedule, last_loss=post.loss)
     _record_step(history, row, post.loss, result, started)
     shown = answer_tensors(params, _changed_rows(post.gradients, result, full_tensors))
     return _stepped(row, result, shown if return_params else None, live=working.shared)
@@ -130,7 +127,7 @@ def step_accumulated(
     post: GradientPost,
     started: float,
     answered: tuple[bool, bool],
-) -> Stepped | StepAccepted:
+) -> Stepped | Accepted:
     """A post to a session that accumulates: counted toward the next step (202), or — the K-th
     — applied with the others as their mean. θ, state and the sums are read from the database
     and written back in full (a checkpoint: the step log replays the core's update only, not
@@ -142,7 +139,7 @@ def step_accumulated(
     batch = accumulate(
         repository, record, params, arrays, post.gradients, loss=post.loss, partial=post.partial
     )
-    if isinstance(batch, StepAccepted):
+    if isinstance(batch, Accepted):
         return batch
     mean, loss, partial = batch
     state = OptimizerState.from_arrays(record.step, slots, record.schedule_state)

@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidContent
 from app.exports import SessionState
 from app.optim import HyperParameterError, Optimizer, OptimizerState
-from app.schemas import CreatedSession
 from app.service.auth import authorized_record
-from app.service.records import core_config, split_arrays, tensor_names
+from app.service.records import Created, core_config, split_arrays, tensor_names
 from app.service.sessions import add_session, created_session
 from app.stepping import SessionArrays
 from app.store.repository import SessionRepository
@@ -54,7 +53,7 @@ def export_state(db: Session, session_id: str, token: str) -> SessionState:
     )
 
 
-def import_session(db: Session, imported: SessionState) -> CreatedSession:
+def import_session(db: Session, imported: SessionState) -> Created:
     """A new session (new id and token) that continues the exported run exactly.
 
     Everything is checked before anything is stored (422 naming what is wrong): the config as a

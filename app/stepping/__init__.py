@@ -8,8 +8,9 @@ never imports the optimizer core) and the use-cases never see how arrays are kep
 - `arrays`: `SessionArrays` (load, save, working set, a step's write) and `WorkingSets` (this
   process's cache of one database), `checkpoint_logged_sessions` at a clean stop;
 - `working_sets`: `WorkingSet` and the bounded `WorkingSetCache`;
-- `replay`: the log replayed through the core; `stored_arrays` / `split_stored` (θ and state ↔
-  stored keys);
+- `replay`: the log replayed through the core, onto each chunk from the version it was
+  written at; `stored_arrays` / `split_stored` (θ and state ↔ stored keys);
+- `spread`: the pieces a spread checkpoint writes, oldest first;
 - `outcome`: `Stepped`, a step's result as the service gives it to the API.
 """
 

@@ -9,9 +9,11 @@ writes, and keeps what a process may keep between steps:
   reader of the version this process holds a working set of gets copies of it instead;
 - a step works on a *working set* (`working_set`): this process's cached arrays of the session
   when they are at its version, else the stored ones (see `app.stepping.working_sets`);
-- a step's write (`begin_step` … `finish`) appends its inputs to the log, or writes a
-  checkpoint every `checkpoint_every` steps (and when the log would not pay), and puts the
-  working set back into the cache once the transaction commits;
+- a step's write (`begin_step` … `finish`) appends its inputs to the log and, for a large
+  session whose rule is piecewise, rewrites the oldest 1/`checkpoint_every` of its chunks (a
+  spread checkpoint, `app.stepping.spread`), dropping the logged steps no chunk needs any more;
+  otherwise it writes a whole checkpoint every `checkpoint_every` steps (and when the log would
+  not pay). It puts the working set back into the cache once the transaction commits;
 - an answer made after the commit copies θ if the next step may update it in place by then
   (`Stepped.detached`): the cached working sets of a database store, never the memory store's
   committed arrays.
@@ -26,16 +28,18 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
 
 import numpy as np
+from optaas_state import split_key
 from sqlalchemy.orm import Session
 
 from app.optim import Optimizer
-from app.stepping.replay import replay
+from app.stepping import spread
+from app.stepping.replay import replay, replays_by_parts
 from app.stepping.working_sets import WorkingSet, WorkingSetCache
-from app.store.arrays import ArrayStore, on_commit, store_of
+from app.store.arrays import ArrayStore, StoredArrays, on_commit, store_of
 from app.store.database import DATABASE, Database
 from app.store.models import SessionRecord
 from app.store.repository import SessionRow
@@ -148,8 +152,8 @@ class SessionArrays:
             copies = self.sets.cache.copy_of(session_id, version, wanted)
             if copies is not None:
                 return copies
-        arrays, _ = self._materialise(session_id, writable=writable)
-        return {key: array for key, array in arrays.items() if wanted(key)}
+        stored, _ = self._materialise(session_id, writable=writable)
+        return {key: array for key, array in stored.checkpoint.items() if wanted(key)}
 
     def save(self, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]) -> None:
         """Replace every stored array of the session with `arrays` (a checkpoint: the step log
@@ -176,8 +180,15 @@ class SessionArrays:
         working = self.sets.cache.take(record.id, record.version)
         if working is not None:
             return working
-        arrays, logged = self._materialise(record.id, writable=True)
-        return WorkingSet(record.id, record.version, arrays, logged_steps=logged)
+        stored, by_parts = self._materialise(record.id, writable=True)
+        return WorkingSet(
+            record.id,
+            record.version,
+            stored.checkpoint,
+            log=[entry.version for entry in stored.log],
+            log_by_parts=by_parts,
+            chunks=self._chunks_as_cut(stored),
+        )
 
     def begin_step(
         self,
@@ -199,10 +210,17 @@ class SessionArrays:
         `checkpoint=True`, so that everything it leaves is written in full."""
         if self.store.keeps_committed:
             return _CopiedStepWrite(self, record, working)
-        logged = not checkpoint and self._logs(working, entry)
-        if logged:
+        by_parts = working.optimizer is not None and replays_by_parts(working.optimizer, entry)
+        if by_parts:  # a later step may checkpoint some of its chunks only: see `replay`
+            entry = replace(entry, scalars=_scalars_before(working.arrays, entry))
+        pieces = None if checkpoint else self._spread_pieces(working, entry, by_parts)
+        if pieces is not None:
+            write: _Write = "spread"
+        else:
+            write = "log" if not checkpoint and self._logs(working, entry) else "checkpoint"
+        if write != "checkpoint":
             self.store.append_log(self.db, record.id, entry)
-        return _CachedStepWrite(self, record, working, entry, logged)
+        return _CachedStepWrite(self, record, working, entry, write, by_parts, pieces or [])
 
     def _logs(self, working: WorkingSet, entry: LoggedStep) -> bool:
         """Whether this step appends to the log (True) or writes a checkpoint (False)."""
@@ -212,38 +230,83 @@ class SessionArrays:
             return False  # the log was replayed here: keep the next reader from doing it again
         return working.nbytes >= LOG_PAYS_RATIO * entry.nbytes
 
-    def _materialise(
-        self, session_id: uuid.UUID, *, writable: bool
-    ) -> tuple[dict[str, np.ndarray], int]:
-        """The checkpoint with the log replayed onto it, and how many steps the log held."""
+    def _spread_pieces(
+        self, working: WorkingSet, entry: LoggedStep, by_parts: bool
+    ) -> list[spread.Piece] | None:
+        """The session's pieces if this step logs and writes a spread checkpoint: its rule and
+        every logged step replay by parts, its chunks are cut as the store cuts them, and it is
+        larger than a chunk, in two pieces or more, with a log that pays (see `_logs`)."""
+        chunk_bytes = self.store.chunk_bytes
+        if not (by_parts and working.log_by_parts and working.chunks is not None):
+            return None
+        if self.sets.checkpoint_every < 2 or working.nbytes <= chunk_bytes:
+            return None
+        if working.nbytes < LOG_PAYS_RATIO * entry.nbytes:
+            return None
+        pieces = spread.pieces_of(working.arrays, chunk_bytes)
+        return pieces if pieces is not None and len(pieces) > 1 else None
+
+    def _materialise(self, session_id: uuid.UUID, *, writable: bool) -> tuple[StoredArrays, bool]:
+        """The stored arrays with the log replayed onto the checkpoint, and whether every
+        logged step replays by parts."""
         stored = self.store.read(self.db, session_id, writable=writable)
-        replay(stored.checkpoint, stored.log)
-        return stored.checkpoint, len(stored.log)
+        by_parts = replay(stored.checkpoint, stored.log, stored.written_at, stored.chunk_bytes)
+        return stored, by_parts
+
+    def _chunks_as_cut(self, stored: StoredArrays) -> dict[str, list[int]] | None:
+        """Each stored key's chunks' versions, if every key is cut as the store cuts arrays
+        now (else None: rows from before chunks, or another chunk size)."""
+        chunk_bytes = self.store.chunk_bytes
+        for key, array in stored.checkpoint.items():
+            count = spread.chunk_count(array.nbytes, chunk_bytes)
+            written = stored.written_at.get(key, ())
+            if len(written) != count or (count > 1 and stored.chunk_bytes[key] != chunk_bytes):
+                return None
+        return {key: list(written) for key, written in stored.written_at.items()}
+
+    def whole_chunks(self, arrays: Mapping[str, np.ndarray]) -> dict[str, list[int]]:
+        """The chunks' versions after a whole checkpoint of `arrays`: every one 0."""
+        chunk_bytes = self.store.chunk_bytes
+        return {
+            key: [0] * spread.chunk_count(array.nbytes, chunk_bytes)
+            for key, array in arrays.items()
+        }
+
+
+_Write = Literal["log", "spread", "checkpoint"]
+"""What a step writes: its log entry; its log entry and a spread checkpoint; a checkpoint."""
 
 
 @dataclass
 class _CachedStepWrite:
-    """A step on a database store: logged or checkpointed; its working set cached at commit."""
+    """A step on a database store: logged, spread or checkpointed; its working set cached at
+    commit."""
 
     arrays: SessionArrays
     record: SessionRecord | SessionRow
     working: WorkingSet
     entry: LoggedStep
-    logged: bool
+    write: _Write
+    by_parts: bool
+    pieces: list[spread.Piece]
 
     def finish(self, arrays: dict[str, np.ndarray] | None) -> None:
         working, record, db = self.working, self.record, self.arrays.db
         store, cache = self.arrays.store, self.arrays.sets.cache
         if arrays is None:  # skipped: nothing changed, so nothing is logged
-            if self.logged:
+            if self.write != "checkpoint":
                 store.drop_log_entry(db, record.id, self.entry.version)
-        elif self.logged:
+        elif self.write == "checkpoint":
             working.arrays = arrays
-            working.logged_steps += 1
+            working.log, working.log_by_parts = [], True
+            working.chunks = self.arrays.whole_chunks(arrays)
+            self.arrays.save(record.id, arrays)
         else:
             working.arrays = arrays
-            working.logged_steps = 0
-            self.arrays.save(record.id, arrays)
+            working.log.append(self.entry.version)
+            working.log_by_parts = working.log_by_parts and self.by_parts
+            if self.write == "spread":
+                self._spread_checkpoint()
 
         def keep() -> None:
             working.version = record.version  # the version this transaction committed
@@ -253,6 +316,25 @@ class _CachedStepWrite:
 
     def release(self) -> None:
         self.arrays.sets.cache.put(self.working)
+
+    def _spread_checkpoint(self) -> None:
+        """Rewrite the oldest pieces, 1/`checkpoint_every` of the bytes, at this step's version;
+        then drop the logged steps every piece is past."""
+        working, version = self.working, self.entry.version
+        chunks = working.chunks
+        assert chunks is not None  # a spread step has them (`_spread_pieces`)
+        share = sum(piece.nbytes for piece in self.pieces) // self.arrays.sets.checkpoint_every
+        written: dict[str, list[int]] = {}
+        for piece in spread.due(self.pieces, chunks, share):
+            for key in (*piece.cut, *piece.whole):
+                written.setdefault(key, []).append(piece.chunk)
+                chunks[key][piece.chunk] = version
+        db, session_id = self.arrays.db, self.record.id
+        self.arrays.store.save_chunks(db, session_id, working.arrays, written, version)
+        oldest = spread.oldest(self.pieces, chunks)
+        if working.log and working.log[0] <= oldest:
+            self.arrays.store.drop_log_through(db, session_id, oldest)
+            working.log = [logged for logged in working.log if logged > oldest]
 
 
 @dataclass
@@ -274,6 +356,16 @@ class _CopiedStepWrite:
 
     def release(self) -> None:
         """Nothing to do: the working set was a copy."""
+
+
+def _scalars_before(arrays: Mapping[str, np.ndarray], entry: LoggedStep) -> dict[str, np.ndarray]:
+    """Copies of the 0-d slots of the tensors the step carries, before it runs."""
+    carried = set(entry.gradients)
+    return {
+        key: array.copy()
+        for key, array in arrays.items()
+        if not array.ndim and not key.startswith("~") and split_key(key)[1] in carried
+    }
 
 
 def checkpoint_logged_sessions(database: Database) -> int:

@@ -40,9 +40,12 @@ from app.optim import Optimizer
 class WorkingSet:
     """One session's stored arrays at `version`, writable, owned by whoever holds it.
 
-    `arrays` are keyed as stored (`param/<tensor>`, `<slot>/<tensor>`); `logged_steps` counts
-    the steps kept in the database's step log since its last checkpoint (see
-    `app.store.steplog`); `optimizer` is the session's optimizer at this version (whose config
+    `arrays` are keyed as stored (`param/<tensor>`, `<slot>/<tensor>`); `log` holds the
+    versions of the steps kept in the database's step log (see `app.store.steplog`), and
+    `log_by_parts` whether each of them replays by parts (`app.stepping.replay`); `chunks`, by
+    key, the version each stored chunk was written at (0: by a whole checkpoint), or None when
+    the stored chunks are not cut as the store cuts them now (no spread checkpoint then: see
+    `app.stepping.arrays`); `optimizer` is the session's optimizer at this version (whose config
     the version fixes), kept with the scratch buffers it reuses. `cached` says
     whether it came from the cache (False: just read from the database). `shared`: the arrays
     will be updated in place by the next step once this one commits, so an answer that shows
@@ -52,10 +55,17 @@ class WorkingSet:
     session_id: uuid.UUID
     version: int
     arrays: dict[str, np.ndarray]
-    logged_steps: int = 0
+    log: list[int] = field(default_factory=list)
+    log_by_parts: bool = True
+    chunks: dict[str, list[int]] | None = None
     optimizer: Optimizer | None = None
     cached: bool = False
     shared: bool = True
+
+    @property
+    def logged_steps(self) -> int:
+        """How many steps the database's log holds beside the stored chunks."""
+        return len(self.log)
 
     @property
     def nbytes(self) -> int:

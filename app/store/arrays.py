@@ -28,13 +28,20 @@ from typing import Any, Protocol
 
 import numpy as np
 import orjson
-from sqlalchemy import Select, delete, insert, select
+from sqlalchemy import Select, delete, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.store import codec
 from app.store.models import SessionArray
-from app.store.steplog import LoggedStep, entry_key, is_log_key, log_rows, read_log
+from app.store.steplog import (
+    LOG_PREFIX,
+    LoggedStep,
+    entry_key,
+    is_log_key,
+    log_rows,
+    read_log,
+)
 
 AFTER_COMMIT = "optaas.after_commit"
 """`Session.info` key: actions to run once the session's transaction has committed."""
@@ -52,9 +59,18 @@ class StoredArrays:
 
     checkpoint: dict[str, np.ndarray]
     log: list[LoggedStep]
+    written_at: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """By checkpoint key, the version each of its chunks was written at (`save_chunks`), one
+    per chunk in order; 0 for a chunk of a whole checkpoint (`save`), which no logged step
+    precedes. Empty from a store that keeps no log."""
+    chunk_bytes: dict[str, int] = field(default_factory=dict)
+    """By checkpoint key, the bytes of each of its chunks but the last (as they were written,
+    whatever the store's `chunk_bytes` is now)."""
 
 
 class ArrayStore(Protocol):
+    chunk_bytes: int
+    """The most bytes of an array one row holds (each chunk but an array's last that many)."""
     keeps_committed: bool
     """Whether the arrays a transaction commits are kept as they are, never updated in place
     (the memory store), so that a reader may show them after the commit without a copy."""
@@ -68,9 +84,20 @@ class ArrayStore(Protocol):
         self, db: Session, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]
     ) -> None: ...
 
+    def save_chunks(
+        self,
+        db: Session,
+        session_id: uuid.UUID,
+        arrays: Mapping[str, np.ndarray],
+        chunks: Mapping[str, Collection[int]],
+        version: int,
+    ) -> None: ...
+
     def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None: ...
 
     def drop_log_entry(self, db: Session, session_id: uuid.UUID, version: int) -> None: ...
+
+    def drop_log_through(self, db: Session, session_id: uuid.UUID, version: int) -> None: ...
 
     def forget(self, db: Session, session_id: uuid.UUID) -> None: ...
 
@@ -90,14 +117,16 @@ class DatabaseArrays:
         """The checkpoint and the log, read in one statement (one snapshot). With a log the
         checkpoint is writable whatever `writable` says: replaying it updates it in place."""
         rows = _fetch(db, session_id, writable=writable)
-        log = [row for row in rows if is_log_key(row[0])]
+        log = [row[:4] for row in rows if is_log_key(row[0])]
         writable = writable or bool(log)
         checkpoint = {
             key: codec.decode(dtype, shape, data, writable=writable)
-            for key, dtype, shape, data in rows
+            for key, dtype, shape, data, *_ in rows
             if not is_log_key(key)
         }
-        return StoredArrays(checkpoint, read_log(log))
+        written_at = {row[0]: row[4] for row in rows if not is_log_key(row[0])}
+        chunk_bytes = {row[0]: row[5] for row in rows if not is_log_key(row[0])}
+        return StoredArrays(checkpoint, read_log(log), written_at, chunk_bytes)
 
     def save(self, db: Session, session_id: uuid.UUID, arrays: Mapping[str, np.ndarray]) -> None:
         """A checkpoint: the rows become exactly `arrays` (the log goes).
@@ -118,6 +147,48 @@ class DatabaseArrays:
         if rows:
             db.execute(_UPSERT[db.get_bind().dialect.name], rows)
 
+    def save_chunks(
+        self,
+        db: Session,
+        session_id: uuid.UUID,
+        arrays: Mapping[str, np.ndarray],
+        chunks: Mapping[str, Collection[int]],
+        version: int,
+    ) -> None:
+        """Rewrite chunks `chunks[key]` of the stored arrays `arrays[key]` (each as stored: same
+        size), recording `version` as the version they were written at. The others and the
+        log stay as they are (a spread checkpoint, see `app.stepping.arrays`).
+
+        On PostgreSQL, large ones are deleted and written again with COPY (`_copy_rows`);
+        otherwise rewritten in place (upsert).
+        """
+        rows = [
+            {**row, "written_at": version}
+            for key, wanted in chunks.items()
+            for row in self._chunks_of(session_id, key, arrays[key])
+            if row["chunk"] in wanted
+        ]
+        if not rows:
+            return
+        if _is_postgresql(db) and _copy_pays(rows):
+            pairs = [(row["key"], row["chunk"]) for row in rows]
+            for start in range(0, len(pairs), KEYS_PER_STATEMENT):
+                batch = pairs[start : start + KEYS_PER_STATEMENT]
+                db.execute(
+                    delete(SessionArray).where(
+                        SessionArray.session_id == session_id,
+                        tuple_(SessionArray.key, SessionArray.chunk).in_(batch),
+                    )
+                )
+            _copy_rows(db, rows)
+            return
+        db.execute(_UPSERT[db.get_bind().dialect.name], rows)
+
+    def _chunks_of(
+        self, session_id: uuid.UUID, key: str, array: np.ndarray
+    ) -> list[dict[str, Any]]:
+        return _chunked([_row(session_id, key, codec.encode(array))], self.chunk_bytes)
+
     def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None:
         """Add `entry`'s rows to the session's log."""
         rows = _chunked(
@@ -134,6 +205,16 @@ class DatabaseArrays:
             delete(SessionArray).where(
                 SessionArray.session_id == session_id,
                 SessionArray.key.startswith(entry_key(version)),
+            )
+        )
+
+    def drop_log_through(self, db: Session, session_id: uuid.UUID, version: int) -> None:
+        """Remove the logged steps to versions up to `version` (every chunk is past them)."""
+        db.execute(
+            delete(SessionArray).where(
+                SessionArray.session_id == session_id,
+                SessionArray.key >= LOG_PREFIX,
+                SessionArray.key < entry_key(version + 1),
             )
         )
 
@@ -194,6 +275,7 @@ def _row(session_id: uuid.UUID, key: str, encoded: codec.EncodedArray) -> dict[s
         "dtype": encoded.dtype,
         "shape": encoded.shape,
         "data": encoded.data,
+        "written_at": None,
     }
 
 
@@ -202,7 +284,12 @@ def _upsert(dialect_insert: Any) -> Any:
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=["session_id", "key", "chunk"],
-        set_={"dtype": excluded.dtype, "shape": excluded.shape, "data": excluded.data},
+        set_={
+            "dtype": excluded.dtype,
+            "shape": excluded.shape,
+            "data": excluded.data,
+            "written_at": excluded.written_at,
+        },
     )
 
 
@@ -211,11 +298,13 @@ _UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.in
 (on SQLite a quarter faster than deleting and inserting it again)."""
 
 _COPY = (
-    "COPY session_arrays (session_id, key, chunk, dtype, shape, data) FROM STDIN (FORMAT BINARY)"
+    "COPY session_arrays (session_id, key, chunk, dtype, shape, written_at, data) "
+    "FROM STDIN (FORMAT BINARY)"
 )
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
-_COPY_FIELDS = (6).to_bytes(2, "big")
+_COPY_FIELDS = (7).to_bytes(2, "big")
+_COPY_NULL = (-1).to_bytes(4, "big", signed=True)
 _COPY_CHUNK_BYTES = 1 << 20
 
 
@@ -254,17 +343,26 @@ def _copy_rows(db: Session, rows: list[dict[str, Any]]) -> None:
                 orjson.dumps(row["shape"]),
             )
             prefix = b"".join(len(field).to_bytes(4, "big") + field for field in fields)
+            written_at = row.get("written_at")
+            prefix += (
+                _COPY_NULL
+                if written_at is None
+                else (8).to_bytes(4, "big") + written_at.to_bytes(8, "big", signed=True)
+            )
             copy.write(_COPY_FIELDS + prefix + len(data).to_bytes(4, "big"))
             for start in range(0, len(data), _COPY_CHUNK_BYTES):
                 copy.write(data[start : start + _COPY_CHUNK_BYTES])
         copy.write(_COPY_TRAILER)
 
 
-def _fetch(
-    db: Session, session_id: uuid.UUID, *, writable: bool
-) -> list[tuple[str, str, list[int], Any]]:
-    """The session's arrays as (key, dtype, shape, data), each whole; with `writable`, each
-    array's data is a buffer of its own (see `_joined`)."""
+Joined = tuple[str, str, list[int], Any, tuple[int, ...], int]
+"""An array read back whole: key, dtype, shape, data, the version each chunk was written at (0
+for NULL), and the bytes of its first chunk."""
+
+
+def _fetch(db: Session, session_id: uuid.UUID, *, writable: bool) -> list[Joined]:
+    """The session's arrays as `Joined` (key, dtype, shape, data, …), each whole; with
+    `writable`, each array's data is a buffer of its own (see `_joined`)."""
     statement = (
         select(
             SessionArray.key,
@@ -272,6 +370,7 @@ def _fetch(
             SessionArray.dtype,
             SessionArray.shape,
             SessionArray.data,
+            SessionArray.written_at,
         )
         .where(SessionArray.session_id == session_id)
         .order_by(SessionArray.key, SessionArray.chunk)
@@ -286,8 +385,9 @@ class CorruptChunksError(RuntimeError):
     """An array's chunks do not make it whole (a bug, or rows changed by hand)."""
 
 
-def _joined(rows: Iterable[Any], *, own: bool) -> list[tuple[str, str, list[int], Any]]:
-    """Chunk rows, in (key, chunk) order, as one (key, dtype, shape, data) per array.
+def _joined(rows: Iterable[Any], *, own: bool) -> list[Joined]:
+    """Chunk rows, in (key, chunk) order, as one `Joined` per array (with each chunk's
+    `written_at`, 0 for NULL, and the first chunk's bytes).
 
     The chunks of an array of several — of every array, with `own` — are copied, as they
     arrive, into one buffer of its own (uninitialised numpy bytes, handed to `codec.decode` as
@@ -295,27 +395,37 @@ def _joined(rows: Iterable[Any], *, own: bool) -> list[tuple[str, str, list[int]
     rows and then the arrays too. Otherwise a one-chunk array's data is the row's bytes as
     they came (a read-only view of them needs no copy at all).
     """
-    arrays: list[tuple[str, str, list[int], Any]] = []
+    arrays: list[Joined] = []
     filling: np.ndarray | None = None
     filled = 0
-    for key, chunk, dtype, shape, data in rows:
+    written: list[int] = []
+    for key, chunk, dtype, shape, data, written_at in rows:
         size = len(memoryview(data).cast("B"))
         if chunk == 0:
             _require_whole(arrays, filling, filled)
             total = codec.nbytes(dtype, shape) if dtype in codec.STORED_DTYPES else size
-            filling, filled = None, size
+            filling, filled, written = None, size, [written_at or 0]
             if size != total or (own and dtype in codec.STORED_DTYPES):
                 filling = np.empty(total, np.uint8)
                 filling[:size] = np.frombuffer(data, np.uint8)
                 data = filling
-            arrays.append((key, dtype, shape, data))
+            arrays.append((key, dtype, shape, data, written, size))  # type: ignore[arg-type]
+            continue
+        if arrays and arrays[-1][0] == key and dtype not in codec.STORED_DTYPES:
+            joined = arrays[-1][3]  # a log entry's JSON longer than a chunk: joined as it comes
+            if not isinstance(joined, bytearray):
+                joined = bytearray(joined)
+            joined += memoryview(data).cast("B")
+            arrays[-1] = (*arrays[-1][:3], joined, *arrays[-1][4:])
+            written.append(written_at or 0)
             continue
         if filling is None or arrays[-1][0] != key or filled + size > filling.size:
             raise CorruptChunksError(f"chunk {chunk} of {key!r} does not follow its array")
         filling[filled : filled + size] = np.frombuffer(data, np.uint8)
         filled += size
+        written.append(written_at or 0)
     _require_whole(arrays, filling, filled)
-    return arrays
+    return [(*array[:4], tuple(array[4]), array[5]) for array in arrays]
 
 
 def _require_whole(arrays: list[Any], filling: np.ndarray | None, filled: int) -> None:
@@ -351,6 +461,7 @@ class MemoryArrays:
     _committed: dict[uuid.UUID, dict[str, np.ndarray]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     keeps_committed = True
+    chunk_bytes = CHUNK_BYTES  # unused: no rows
 
     def read(self, db: Session, session_id: uuid.UUID, *, writable: bool) -> StoredArrays:
         """The committed arrays (read-only, no copy), or with `writable` copies of them."""
@@ -367,6 +478,19 @@ class MemoryArrays:
         raise NotImplementedError("the memory store keeps no log: a step saves its arrays")
 
     def drop_log_entry(self, db: Session, session_id: uuid.UUID, version: int) -> None:
+        raise NotImplementedError("the memory store keeps no log")
+
+    def save_chunks(
+        self,
+        db: Session,
+        session_id: uuid.UUID,
+        arrays: Mapping[str, np.ndarray],
+        chunks: Mapping[str, Collection[int]],
+        version: int,
+    ) -> None:
+        raise NotImplementedError("the memory store keeps no chunks: a step saves its arrays")
+
+    def drop_log_through(self, db: Session, session_id: uuid.UUID, version: int) -> None:
         raise NotImplementedError("the memory store keeps no log")
 
     def forget(self, db: Session, session_id: uuid.UUID) -> None:

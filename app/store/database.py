@@ -196,6 +196,17 @@ MEMORY_URL = "memory://"
 DATABASE = "optaas.database"
 """`Session.info` key: the `Database` the session belongs to."""
 
+NOWAIT = "optaas.nowait"
+"""`Session.info` key, set in a transaction that must not wait for a lock (`wait=False`): its
+row locks are taken with `FOR UPDATE NOWAIT`."""
+
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+class WouldWait(Exception):  # noqa: N818 (not an error: the caller runs the work where it may wait)
+    """A transaction begun with `wait=False` met a lock another transaction holds; nothing of
+    it was kept (it rolled back)."""
+
 
 def is_memory_url(url: str) -> bool:
     return url.startswith("memory:")
@@ -252,16 +263,40 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def waits_only_for_locks(self) -> bool:
+        """Whether a transaction here can be run with `wait=False`: in memory (its one lock is
+        this process's) and on PostgreSQL (row locks by `NOWAIT`). A SQLite file's lock may be
+        another process's, met only in SQLite's busy handler."""
+        return self.memory or self.dialect == "postgresql"
+
     @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[Session]:
+    def transaction(self, *, write: bool, wait: bool = True) -> Iterator[Session]:
         """A unit of work: commits when the block ends normally, rolls back when it raises.
 
         `write=True` on SQLite takes the write lock up front (BEGIN IMMEDIATE). In memory, one
         transaction runs at a time (they share one connection).
+
+        `wait=False` (where `waits_only_for_locks`): instead of waiting for a lock that another
+        transaction holds — memory's turn, a PostgreSQL row locked `FOR UPDATE` — the
+        transaction rolls back and raises `WouldWait` (on PostgreSQL also when the pool has no
+        idle connection). For work small enough to run on the event loop, which must never
+        sleep on a lock.
         """
         factory = self._writers if write else self._readers
-        with self._taking_turns(write), factory.begin() as session:
-            yield session
+        if not wait and self.dialect == "postgresql" and self.engine.pool.checkedin() == 0:
+            raise WouldWait()  # no idle connection: one would be made, or waited for
+        with self._taking_turns(write, wait), factory.begin() as session:
+            if wait:
+                yield session
+                return
+            session.info[NOWAIT] = True
+            try:
+                yield session
+            except DBAPIError as error:
+                if getattr(error.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                    raise WouldWait() from error
+                raise
 
     def ping(self) -> None:
         """Raises unless the database answers a trivial query."""
@@ -272,7 +307,7 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def _taking_turns(self, write: bool) -> Iterator[None]:
+    def _taking_turns(self, write: bool, wait: bool = True) -> Iterator[None]:
         """Transactions of this process that cannot run at once wait for their turn here.
 
         In memory, every transaction (they share one connection). On SQLite, the writers: the
@@ -280,18 +315,24 @@ class Database:
         after sleeps of up to 100 ms (its busy handler), which made tail latencies of a second
         under many clients; here the next writer starts as soon as the last one ends. Writers
         of other processes still meet SQLite's lock and its busy timeout. The wait is bounded
-        by the lock timeout (then 503, as for a lock held too long).
+        by the lock timeout (then 503, as for a lock held too long). Without `wait`, a turn
+        that is not free at once is `WouldWait`.
         """
         if not (self.memory or (write and self.dialect == "sqlite")):
             yield
             return
-        timeout = self.lock_timeout_seconds if self.lock_timeout_seconds is not None else -1
-        if not self._turns.acquire(timeout=timeout):
+        if not wait:
+            if not self._turns.acquire(blocking=False):
+                raise WouldWait()
+        elif not self._turns.acquire(timeout=self._turn_timeout()):
             raise PoolTimeoutError("the database stayed busy with other writers past the timeout")
         try:
             yield
         finally:
             self._turns.release()
+
+    def _turn_timeout(self) -> float:
+        return self.lock_timeout_seconds if self.lock_timeout_seconds is not None else -1
 
 
 def _memory_engine() -> Engine:

@@ -67,7 +67,9 @@ class SessionArray(Base):
 
     `data` holds raw little-endian bytes: chunk `chunk` (from 0) of the array's bytes in C
     order, each but the last `app.store.arrays.CHUNK_BYTES` long; `dtype` and `shape` (on
-    every chunk) say how to read the whole.
+    every chunk) say how to read the whole. `written_at` is the session's version when a spread
+    checkpoint wrote the chunk (NULL: written by a whole checkpoint, which dropped the step log):
+    the log replays onto the chunk from there (`app.stepping.replay`).
     """
 
     __tablename__ = "session_arrays"
@@ -86,6 +88,10 @@ class SessionArray(Base):
     dtype: Mapped[str] = mapped_column(String(16))
     shape: Mapped[list[Any]]
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    written_at: Mapped[int | None] = mapped_column(
+        BigInteger,
+        comment="the session version this chunk was written at (NULL: a whole checkpoint)",
+    )
 
 
 class IdempotencyRecord(Base):

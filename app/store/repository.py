@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.store.arrays import store_of
+from app.store.database import NOWAIT
 from app.store.models import IdempotencyRecord, SessionRecord
 
 PRUNE_BATCH_ROWS = 1000
@@ -51,6 +52,7 @@ class SessionRow:
 _SESSIONS = SessionRecord.__table__
 _ROW = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
 _LOCKED_ROW = _ROW.with_for_update()
+_LOCKED_ROW_NOWAIT = _ROW.with_for_update(nowait=True)
 _ADVANCE = (
     update(_SESSIONS)
     .where(_SESSIONS.c.id == bindparam("row_id"), _SESSIONS.c.version == bindparam("read"))
@@ -72,8 +74,12 @@ class SessionRepository:
     def row(self, session_id: uuid.UUID, *, for_update: bool = False) -> SessionRow | None:
         """The session row as a `SessionRow` (one SELECT); `for_update` locks it as `get` does.
 
-        Not an ORM object: change it with `advance`, or read `get` for the ORM's."""
-        statement = _LOCKED_ROW if for_update else _ROW
+        Not an ORM object: change it with `advance`, or read `get` for the ORM's. In a
+        transaction that must not wait (`Database.transaction(wait=False)`) the lock is taken
+        with NOWAIT: a row locked by another transaction fails at once (`WouldWait`)."""
+        statement = _ROW
+        if for_update:
+            statement = _LOCKED_ROW_NOWAIT if self.db.info.get(NOWAIT) else _LOCKED_ROW
         found = self.db.connection().execute(statement, {"id": session_id}).first()
         return None if found is None else SessionRow(**found._mapping)
 

@@ -19,7 +19,11 @@ slot can have (slot names are identifiers):
 
 `<version>` is the session's version after the step, zero-padded, so keys sort in step order.
 The store reads the checkpoint and the log in one statement (one snapshot: `ArrayStore.read`)
-and writes a checkpoint, which drops the log, or appends an entry. Replaying the log onto the
+and writes a checkpoint, which drops the log, or appends an entry; with spread checkpoints
+(`app.stepping.spread`) it rewrites some chunks, each recording the version it was written at,
+and drops the entries every chunk is past (`drop_log_through`). An entry then also keeps the
+0-d slots of its tensors as they were before the step (`LoggedStep.scalars`), so that a chunk
+written at an earlier version than its tensor's first can replay it. Replaying the log onto the
 checkpoint is the stepping layer's (`app.stepping.replay`), which runs the optimizer core: the
 store keeps rows and bytes and never runs it. A logged step's configuration travels with it,
 so a configuration changed between two logged steps replays correctly.
@@ -69,6 +73,11 @@ class LoggedStep:
     row gradient: its values)."""
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     """The rows of the tensors whose gradient was sparse rows (int64), by tensor."""
+    scalars: dict[str, np.ndarray] = field(default_factory=dict)
+    """The 0-d slots of the tensors it carried as they were before the step, by stored key
+    (`<slot>/<tensor>`: the per-tensor `step` count, NAdam's `mu_product`, …), so that a part
+    of a tensor checkpointed at another version than the rest can replay this step apart
+    (`app.stepping.replay`). Kept in the entry's JSON, each as its dtype and hex bytes."""
 
     @property
     def nbytes(self) -> int:
@@ -98,6 +107,10 @@ def log_rows(entry: LoggedStep) -> list[dict[str, Any]]:
         "loss": None if entry.loss is None else repr(float(entry.loss)),
         "partial": entry.partial,
         "tensors": list(entry.gradients),
+        "scalars": {
+            key: [value.dtype.name, bytes(codec.encode(value).data).hex()]
+            for key, value in entry.scalars.items()
+        },
     }
     rows = [{"key": base, "dtype": META_DTYPE, "shape": [], "data": orjson.dumps(meta)}]
     for name, gradient in entry.gradients.items():
@@ -142,6 +155,10 @@ def read_log(rows: Iterable[tuple[str, str, list[int], bytes]]) -> list[LoggedSt
                 partial=meta["partial"],
                 gradients={name: given[name] for name in meta["tensors"]},
                 rows=rows,
+                scalars={
+                    key: codec.decode(dtype, [], bytes.fromhex(data), writable=True)
+                    for key, (dtype, data) in meta.get("scalars", {}).items()
+                },
             )
         )
     return entries

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.optim import OPTIMIZER_TYPES, Optimizer, engine, fused, kernels, optimizer_fields
+from app.optim.base import NonFiniteGradient
+from app.optim.optimizers import build_optimizer
 from tests.optim.reference import (
     TORCH_OPTIMIZERS,
     assert_close,
@@ -264,19 +267,81 @@ def test_arrays_of_any_layout_are_copied_in_and_written_back(kind, layout):
 # -- threads -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("parts", [1, 2, 3, 5])
-def test_blocks_are_cut_into_consecutive_runs_covering_each_once(parts):
-    sizes = [kernels.BLOCK * 3, 5, kernels.BLOCK * 2 + 1, 1]
-    tasks = [fused.FusedTask(kernels.sgd, [np.zeros(n, np.float32)] * 2, None) for n in sizes]
-    runs = fused._split_blocks(tasks, parts)
-    assert 1 <= len(runs) <= parts
-    covered = [
-        (id(task), block)
-        for run in runs
-        for task, first, stop in run
-        for block in range(first, stop)
-    ]
-    assert covered == [(id(task), block) for task in tasks for block in range(task.blocks)]
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_threads_claim_each_block_of_a_run_exactly_once(threads):
+    """Threads working on one run at once, from the front and from the back, update every
+    element once (θ ← θ − 1·g with g = 1: an element updated twice would read −2), write every
+    block's ‖u‖², and exactly one of them learns that it finished the run's last block."""
+    sizes = [kernels.BLOCK * 3, 5, kernels.BLOCK * 2 + 1, 1, 0]
+    factors = fused.fused_step_for(build_optimizer({"type": "sgd", "lr": 1.0})[0])
+    assert factors is not None
+    tasks = []
+    for size in sizes:
+        slots = {"step": np.ones((), np.int64)}
+        task = factors.task(np.zeros(size), np.ones(size), slots, 1.0)
+        assert task is not None
+        tasks.append(task)
+    work = fused.Run(tasks)
+    start = threading.Barrier(threads)
+    finished = []
+
+    def claim(backward: bool) -> None:
+        start.wait()
+        finished.append(work.work(backward))
+
+    others = [threading.Thread(target=claim, args=(i % 2 == 0,)) for i in range(threads - 1)]
+    for thread in others:
+        thread.start()
+    claim(False)
+    for thread in others:
+        thread.join()
+    assert sorted(finished) == [False] * (threads - 1) + [True]
+    for task, size in zip(tasks, sizes, strict=True):
+        np.testing.assert_array_equal(task.arguments[0], np.full(size, -1.0))
+        lengths = [min(kernels.BLOCK, size - start) for start in range(0, size, kernels.BLOCK)]
+        np.testing.assert_array_equal(task.partials, lengths)
+
+
+@pytest.mark.parametrize("policy", ["reject", "skip"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_step_in_one_run_with_a_nonfinite_gradient_changes_nothing(policy, threads, monkeypatch):
+    """The gradient's sums and the updates run as one (`fused.run_checked`): a NaN in the last
+    block of the second tensor stops every update, on any thread, before it writes, and the
+    step counts and NAdam's 0-d `mu_product`, advanced for the factors, are put back."""
+    monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 0)
+    config = {"optimizer": {"type": "nadam"}, "nonfinite": policy}
+    optimizer = Optimizer(config, ["a", "b"], threads=threads)
+    rng = np.random.default_rng(3)
+    size = 5 * kernels.BLOCK + 7
+    params = {name: rng.standard_normal(size).astype(np.float32) for name in ("a", "b")}
+    state = optimizer.init(params)
+    optimizer.step(params, state, {name: np.ones(size, np.float32) for name in params})
+    theta = {name: value.copy() for name, value in params.items()}
+    slots = {name: {k: v.copy() for k, v in state.slots[name].items()} for name in params}
+    grads = {name: np.ones(size, np.float32) for name in params}
+    grads["b"][-1] = np.nan
+    if policy == "reject":
+        with pytest.raises(NonFiniteGradient):
+            optimizer.step(params, state, grads)
+    else:
+        assert optimizer.step(params, state, grads).skipped
+    assert state.step == 1
+    for name in params:
+        np.testing.assert_array_equal(params[name], theta[name])
+        for slot, value in slots[name].items():
+            np.testing.assert_array_equal(state.slots[name][slot], value, err_msg=slot)
+
+
+def test_a_finite_gradient_whose_norm_overflows_still_steps():
+    """float64 values above 1e154 square to inf: the one run stops at its gate, and the step
+    goes on the other way (the gradient is finite), with its norm reported as inf."""
+    optimizer = Optimizer({"optimizer": {"type": "sgd", "lr": 1e-300}}, ["w"])
+    params = {"w": np.zeros(3)}
+    state = optimizer.init(params)
+    result = optimizer.step(params, state, {"w": np.array([1e200, 0.0, -1e200])})
+    assert not result.skipped and result.grad_norm == np.inf
+    np.testing.assert_array_equal(params["w"], [-1e-100, 0.0, 1e-100])
+    assert state.step == 1 and int(state.slots["w"]["step"]) == 1
 
 
 # -- the chains still match torch --------------------------------------------------------------

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -275,10 +275,19 @@ def tensors_to_safetensors(
     The data follows a header padded to 8 bytes (as the `safetensors` library writes it), in
     the arrays' order, with one copy of each array's bytes into the file.
     """
+    return b"".join(safetensors_pieces(arrays, metadata))
+
+
+def safetensors_pieces(
+    arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> list[bytes | memoryview]:
+    """The safetensors file of `arrays` as pieces to send one after the other: the header's
+    length and the header, then each array's bytes as a view of the array (a copy only where it
+    is not little-endian and C-contiguous). Their concatenation is `tensors_to_safetensors`."""
     header: dict[str, Any] = {}
     if metadata:
         header[_METADATA_KEY] = dict(metadata)
-    chunks = []
+    chunks: list[memoryview] = []
     position = 0
     for name, array in arrays.items():
         dtype = _SAFETENSORS_DTYPES.get(array.dtype.name)
@@ -297,7 +306,23 @@ def tensors_to_safetensors(
         chunks.append(chunk)
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     encoded += b" " * (-len(encoded) % _HEADER_ALIGNMENT)
-    return b"".join([len(encoded).to_bytes(_HEADER_LENGTH_BYTES, "little"), encoded, *chunks])
+    return [len(encoded).to_bytes(_HEADER_LENGTH_BYTES, "little"), encoded, *chunks]
+
+
+PIECE_BYTES = 1 << 20
+"""The largest piece a body is sent in (`in_pieces`)."""
+
+
+def in_pieces(content: bytes | memoryview) -> Iterator[memoryview]:
+    """`content` as views of up to PIECE_BYTES, to send with its `Content-Length`.
+
+    A sender that slices off what each socket send took copies the whole rest every time
+    (httpx's synchronous transport, asyncio's transports on Python 3.11): a 400 MB body costs it
+    tens of seconds. Views of the body keep the send linear (320 MB: 40 s as bytes, 1.2 s in
+    views)."""
+    view = memoryview(content).cast("B")
+    for start in range(0, max(len(view), 1), PIECE_BYTES):
+        yield view[start : start + PIECE_BYTES]
 
 
 def safetensors_arrays(body: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -8,6 +8,9 @@
  * from +1 to −1 forever while y creeps in; Adagrad (σ the root mean square of every past gradient,
  * the lecture's form) reaches the minimum at once, but as its σ shrinks its steps grow until they
  * burst out again; the decay η_t = η/√(t+1) tames the bursts; RMSProp and Adam for comparison.
+ * Then the learning-rate-free types at their defaults (Prodigy, D-Adaptation Adam, DoG,
+ * schedule-free AdamW), each with where it lands: the weights to evaluate after the last step
+ * (`?for=eval`: schedule-free's x, θ for the others).
  *
  * Run a server (`optaas serve`), then, in clients/typescript:
  *
@@ -16,7 +19,7 @@
 import { writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { Client, type CreateSessionOptions, RemoteOptimizer } from "../src/index.js";
+import { Client, type CreateSessionOptions, type Params, RemoteOptimizer, type Tensor } from "../src/index.js";
 
 const STEEP = 100;
 const FLAT = 1;
@@ -36,10 +39,20 @@ export const RUNS: [string, Settings][] = [
   ["Adam, η = 0.05", { optimizer: { type: "adam", lr: 0.05 } }],
 ];
 
+/** The second row of the Python example: each at its defaults — nothing chosen for this surface. */
+export const LEARNING_RATE_FREE: [string, Settings][] = [
+  ["Prodigy", { optimizer: { type: "prodigy" } }],
+  ["D-Adaptation Adam", { optimizer: { type: "dadapt_adam" } }],
+  ["DoG", { optimizer: { type: "dog" } }],
+  ["schedule-free AdamW", { optimizer: { type: "schedule_free_adamw" } }],
+];
+
 export interface Trajectory {
   path: number[][];
   grad_norms: number[];
   lr: (number | null)[];
+  /** With `landing`: the weights to evaluate after the last step. */
+  landed?: number[];
 }
 
 function error([x, y]: Iterable<number>): number {
@@ -54,8 +67,9 @@ function norm([x, y]: Iterable<number>): number {
   return Math.sqrt(x! * x! + y! * y!);
 }
 
-/** θ_0 … θ_steps on E, stepped by a RemoteOptimizer over one session (deleted afterwards). */
-async function descend(client: Client, settings: Settings, steps: number): Promise<Trajectory> {
+/** θ_0 … θ_steps on E, stepped by a RemoteOptimizer over one session (deleted afterwards); with
+ *  `landing`, also the weights to evaluate after the last step (where the run lands). */
+async function descend(client: Client, settings: Settings, steps: number, landing = false): Promise<Trajectory> {
   const theta = Float64Array.from(START);
   const optimizer = await RemoteOptimizer.create(client, { theta }, { ...settings, name: "error-surface" });
   const trajectory: Trajectory = { path: [Array.from(theta)], grad_norms: [], lr: [] };
@@ -67,10 +81,21 @@ async function descend(client: Client, settings: Settings, steps: number): Promi
       trajectory.lr.push(lr);
       trajectory.path.push(Array.from(theta)); // θ was updated in place
     }
+    if (landing) trajectory.landed = values(await optimizer.session.params({ forEval: true }));
   } finally {
     await optimizer.session.delete();
   }
   return trajectory;
+}
+
+/** The numbers of the run's one tensor. */
+function values(params: Params): number[] {
+  const tensor = isTensor(params) ? params : params.theta!;
+  return Array.from(tensor.data);
+}
+
+function isTensor(params: Params): params is Tensor {
+  return ArrayBuffer.isView((params as Tensor).data);
 }
 
 /** Python's `format(value, ".3g")`, so both examples print the same lines. */
@@ -104,8 +129,18 @@ async function main(): Promise<void> {
     const final = norm(runs[label].path.at(-1)!);
     console.log(`${label.padEnd(34)} ‖θ_${steps}‖ = ${formatG(final)}`);
   }
+  const free: Record<string, Settings & Trajectory> = {};
+  for (const [label, settings] of LEARNING_RATE_FREE) {
+    free[label] = { ...settings, ...(await descend(client, settings, steps, true)) };
+    const landed = free[label].landed!;
+    const lastRate = free[label].lr.at(-1) ?? Number.NaN;
+    console.log(
+      `${label.padEnd(34)} lands at (${formatG(landed[0]!)}, ${formatG(landed[1]!)}), ` +
+        `‖·‖ = ${formatG(norm(landed))}, last step size ${formatG(lastRate)}`,
+    );
+  }
   if (values.data) {
-    writeFileSync(values.data, JSON.stringify({ steps, runs }));
+    writeFileSync(values.data, JSON.stringify({ steps, runs, learning_rate_free: free }));
     console.log(`trajectories: ${values.data}`);
   }
 }

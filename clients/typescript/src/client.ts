@@ -378,8 +378,12 @@ export class Session {
   // -- reading ----------------------------------------------------------------------------
 
   /** θ_t in the session's form. With `waitForStep: t`, waits (up to `timeoutS` seconds, the
-   *  server's default if absent) until the session has reached step t, else `StepWaitTimeout`. */
-  async params(options: { waitForStep?: number; timeoutS?: number; binary?: boolean } = {}): Promise<Params> {
+   *  server's default if absent) until the session has reached step t, else `StepWaitTimeout`.
+   *  `forEval: true` asks for the weights to evaluate instead (`?for=eval`): schedule-free's x,
+   *  ASGD's average, θ itself for the other types. */
+  async params(
+    options: { forEval?: boolean; waitForStep?: number; timeoutS?: number; binary?: boolean } = {},
+  ): Promise<Params> {
     const known = this.view ?? (await this.info());
     const waiting = options.waitForStep !== undefined;
     const binary = this.client.useBinary(this.size, options.binary);
@@ -389,7 +393,11 @@ export class Session {
     const result = await this.client.api.GET("/v1/sessions/{session_id}/params", {
       params: {
         path: { session_id: this.id },
-        query: { wait_for_step: options.waitForStep, timeout: options.timeoutS },
+        query: {
+          for: options.forEval ? "eval" : undefined,
+          wait_for_step: options.waitForStep,
+          timeout: options.timeoutS,
+        },
       },
       headers: { ...this.auth(), ...(binary ? { Accept: `${SAFETENSORS_MEDIA_TYPE}, ${JSON_MEDIA_TYPE};q=0.5` } : {}) },
       parseAs: "arrayBuffer",

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { formatG, QUICK_STEPS, RUNS, type Trajectory } from "../examples/error_surface.js";
+import { formatG, LEARNING_RATE_FREE, QUICK_STEPS, RUNS, type Trajectory } from "../examples/error_surface.js";
 import { PACKAGE_ROOT } from "../scripts/repository.mjs";
 import { serverUrl } from "./support.js";
 
@@ -38,9 +38,12 @@ test("the example trains the error surface and tells the lecture's story", () =>
       { encoding: "utf8", timeout: 300_000 },
     );
     const lines = output.trim().split("\n");
-    assert.equal(lines.length, RUNS.length + 1);
-    for (const [index, [label]] of RUNS.entries()) assert.ok(lines[index]!.startsWith(label), lines[index]);
-    const runs = JSON.parse(readFileSync(data, "utf8")).runs as Record<string, Trajectory>;
+    assert.equal(lines.length, RUNS.length + LEARNING_RATE_FREE.length + 1);
+    for (const [index, [label]] of [...RUNS, ...LEARNING_RATE_FREE].entries()) {
+      assert.ok(lines[index]!.startsWith(label), lines[index]);
+    }
+    const written = JSON.parse(readFileSync(data, "utf8"));
+    const runs = written.runs as Record<string, Trajectory>;
     const [gd, adagrad, decayed] = RUNS.map(([label]) => runs[label]!);
     for (const run of Object.values(runs)) assert.equal(run.path.length, QUICK_STEPS + 1);
 
@@ -62,6 +65,25 @@ test("the example trains the error surface and tells the lecture's story", () =>
       decayed!.lr.slice(0, 4),
       [1, 2, 3, 4].map((k) => 0.5 / Math.sqrt(k)),
     );
+
+    // The learning-rate-free runs: each chose its own step sizes (no two the same rate all along),
+    // and each says where it lands. Schedule-free AdamW's weights to evaluate (x) are not its last
+    // θ (y, where the gradients are taken); the others evaluate at θ itself.
+    const free = written.learning_rate_free as Record<string, Trajectory>;
+    assert.deepEqual(
+      Object.keys(free),
+      LEARNING_RATE_FREE.map(([label]) => label),
+    );
+    for (const [label, run] of Object.entries(free)) {
+      assert.equal(run.path.length, QUICK_STEPS + 1, label);
+      assert.equal(run.landed!.length, 2, label);
+      const rates = run.lr.filter((rate): rate is number => rate !== null);
+      assert.ok(rates.length === QUICK_STEPS && rates.every(Number.isFinite), label);
+      const line = lines[RUNS.length + Object.keys(free).indexOf(label)]!;
+      assert.ok(line.includes(`lands at (${formatG(run.landed![0]!)}, ${formatG(run.landed![1]!)})`), line);
+      if (label === "schedule-free AdamW") assert.notDeepEqual(run.landed, run.path.at(-1), label);
+      else assert.deepEqual(run.landed, run.path.at(-1), label);
+    }
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }

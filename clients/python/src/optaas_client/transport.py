@@ -11,11 +11,12 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from optaas_state import in_pieces
 
 from optaas_client.errors import ConnectionFailed, error_for, retry_after_seconds
 
@@ -150,17 +151,3 @@ class Transport:
             return self._http.get(path).status_code
         except httpx.TransportError:
             return None
-
-
-PIECE_BYTES = 1 << 20
-
-
-def in_pieces(content: bytes) -> Iterator[memoryview]:
-    """`content` as views of up to 1 MiB, sent with its `Content-Length`.
-
-    httpx's synchronous transport sends a `bytes` body by slicing off what each socket send
-    took, a copy of the whole rest every time: a 400 MB gradient costs it tens of seconds.
-    Views of the body keep the send linear (320 MB: 40 s as bytes, 1.2 s in views)."""
-    view = memoryview(content)
-    for start in range(0, max(len(view), 1), PIECE_BYTES):
-        yield view[start : start + PIECE_BYTES]
