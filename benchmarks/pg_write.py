@@ -10,8 +10,8 @@ what reaches PostgreSQL, so that its share can be taken apart.
 
 Three private clusters (`initdb` in temporary directories, PostgreSQL's durable defaults) are
 stepped at the same time, one thread each, so that they share the machine alike and none has
-idle time in which its autovacuum could catch up: A migrated to 0005 (the arrays' autovacuum
-as the server has it), B to head (0006: the arrays' TOAST table vacuumed without the
+idle time in which its autovacuum could catch up: A migrated to 0006 (the arrays' autovacuum
+as the server has it), B to head (0007: the arrays' TOAST table vacuumed without the
 cost-based delay), C as B on a server whose autovacuum wakes every 10 s instead of 60
 (`autovacuum_naptime`, the deployment guide's advice for large sessions). The run lasts
 minutes because autovacuum wakes once a minute by default and a vacuum of a grown table takes
@@ -341,8 +341,8 @@ def main() -> None:
         rng.standard_normal(args.parameters).astype(np.float32) for _ in range(GRADIENT_VARIANTS)
     ]
     clusters = [
-        Cluster("A: autovacuum as the server has it (0005)", "0005", args.parameters),
-        Cluster("B: the arrays' TOAST vacuumed unthrottled (0006)", "head", args.parameters),
+        Cluster("A: autovacuum as the server has it (0006)", "0006", args.parameters),
+        Cluster("B: the arrays' TOAST vacuumed unthrottled (0007)", "head", args.parameters),
         Cluster(
             "C: as B, autovacuum_naptime 10 s",
             "head",

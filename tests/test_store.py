@@ -67,7 +67,7 @@ RELOPTIONS = text(
 
 
 def test_autovacuum_of_array_rows_is_unthrottled_on_postgresql(postgres_url):
-    """Migration 0006: the arrays' dead TOAST chunks are vacuumed without the cost-based delay,
+    """Migration 0007: the arrays' dead TOAST chunks are vacuumed without the cost-based delay,
     from 10 000 dead chunks on; downgrading restores the server's defaults."""
     upgrade(postgres_url)
     database = Database(postgres_url)
@@ -80,7 +80,7 @@ def test_autovacuum_of_array_rows_is_unthrottled_on_postgresql(postgres_url):
             "autovacuum_vacuum_scale_factor=0",
             "autovacuum_vacuum_threshold=10000",
         }
-        downgrade(postgres_url, "0005")
+        downgrade(postgres_url, "0006")
         with database.transaction(write=False) as db:
             assert db.execute(RELOPTIONS).one() == (None, None)
     finally:

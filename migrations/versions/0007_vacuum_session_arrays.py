@@ -14,8 +14,8 @@ chunks rather than a fifth of the table, it stayed within 1.7–4.7 GB (2.9 GB w
 Only these two tables' settings change (`ALTER TABLE … SET`): the server's and other tables'
 stay as the server has them. SQLite has no such settings.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-05
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
