@@ -1,6 +1,8 @@
 """Parameter groups, partial steps and `reduce_on_plateau` through the service (real HTTP, SQLite
 and PostgreSQL) against torch.optim on the same numbers, and partial steps against the stored
-bytes."""
+bytes. The fast loop runs groups and partial steps for 25 steps on SQLite, and the plateau
+schedule's 100 (it needs them to reduce the rate several times); the slow tests run all for
+100 steps on both databases."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from torch.optim import lr_scheduler
 
 from app.stepping import SessionArrays
 from app.store.database import Database
+from tests.conftest import run_lengths
 from tests.optim.reference import assert_close, random_problem, run_torch, torch_default_dtype
 from tests.support import (
     bearer,
@@ -61,13 +64,13 @@ GROUP_CASES = [
 ]
 
 
-@pytest.mark.slow_on_postgres
+@pytest.mark.parametrize("steps", run_lengths(25, STEPS))
 @pytest.mark.parametrize("case", GROUP_CASES, ids=[case[0] for case in GROUP_CASES])
-def test_groups_match_torch_param_groups(client, case):
+def test_groups_match_torch_param_groups(client, case, steps):
     """`groups` as torch's param_groups: encoder tensors take the overrides, `scale` its own lr,
     the rest the base optimizer; the first matching group wins."""
     kind, fields, overrides = case
-    params, grads = random_problem(21, np.dtype("float64"), STEPS, SHAPES)
+    params, grads = random_problem(21, np.dtype("float64"), steps, SHAPES)
     session = start(
         client,
         params,
@@ -92,11 +95,11 @@ def test_groups_match_torch_param_groups(client, case):
     assert_close(final_params(client, session), theirs, np.dtype("float64"))
 
 
-@pytest.mark.slow_on_postgres
+@pytest.mark.parametrize("steps", run_lengths(25, STEPS))
 @pytest.mark.parametrize("kind", ["adam", "rmsprop", "sgd"])
-def test_partial_steps_match_torch_grad_none(client, kind):
+def test_partial_steps_match_torch_grad_none(client, kind, steps):
     fields = {"lr": 0.01, "momentum": 0.9} if kind != "adam" else {"lr": 0.01}
-    params, grads = random_problem(22, np.dtype("float64"), STEPS, SHAPES)
+    params, grads = random_problem(22, np.dtype("float64"), steps, SHAPES)
     rng = np.random.default_rng(23)
     for g in grads:
         for name in g:
