@@ -60,6 +60,33 @@ def test_array_data_is_stored_uncompressed_out_of_line_on_postgresql(postgres_ur
     assert storage == "e"  # EXTERNAL
 
 
+RELOPTIONS = text(
+    "SELECT c.reloptions, t.reloptions FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid "
+    "WHERE c.oid = 'session_arrays'::regclass"
+)
+
+
+def test_autovacuum_of_array_rows_is_unthrottled_on_postgresql(postgres_url):
+    """Migration 0007: the arrays' dead TOAST chunks are vacuumed without the cost-based delay,
+    from 10 000 dead chunks on; downgrading restores the server's defaults."""
+    upgrade(postgres_url)
+    database = Database(postgres_url)
+    try:
+        with database.transaction(write=False) as db:
+            table, toast = db.execute(RELOPTIONS).one()
+        assert "autovacuum_vacuum_cost_delay=0" in table
+        assert set(toast) == {
+            "autovacuum_vacuum_cost_delay=0",
+            "autovacuum_vacuum_scale_factor=0",
+            "autovacuum_vacuum_threshold=10000",
+        }
+        downgrade(postgres_url, "0006")
+        with database.transaction(write=False) as db:
+            assert db.execute(RELOPTIONS).one() == (None, None)
+    finally:
+        database.dispose()
+
+
 def test_arrays_round_trip_exactly(database):
     rng = np.random.default_rng(0)
     arrays = {

@@ -318,17 +318,21 @@ class _CachedStepWrite:
         self.arrays.sets.cache.put(self.working)
 
     def _spread_checkpoint(self) -> None:
-        """Rewrite the oldest pieces, 1/`checkpoint_every` of the bytes, at this step's version;
-        then drop the logged steps every piece is past."""
+        """Rewrite the oldest pieces, 1/`checkpoint_every` of the bytes on average (what the last
+        steps wrote beyond their share is carried), at this step's version; then drop the
+        logged steps every piece is past."""
         working, version = self.working, self.entry.version
         chunks = working.chunks
         assert chunks is not None  # a spread step has them (`_spread_pieces`)
         share = sum(piece.nbytes for piece in self.pieces) // self.arrays.sets.checkpoint_every
+        share += working.spread_credit
         written: dict[str, list[int]] = {}
         for piece in spread.due(self.pieces, chunks, share):
+            share -= piece.nbytes
             for key in (*piece.cut, *piece.whole):
                 written.setdefault(key, []).append(piece.chunk)
                 chunks[key][piece.chunk] = version
+        working.spread_credit = share  # ≤ 0: written ahead; carried to the next step
         db, session_id = self.arrays.db, self.record.id
         self.arrays.store.save_chunks(db, session_id, working.arrays, written, version)
         oldest = spread.oldest(self.pieces, chunks)

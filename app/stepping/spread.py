@@ -73,14 +73,17 @@ def written_at(piece: Piece, chunks: Mapping[str, list[int]]) -> int:
 
 
 def due(pieces: list[Piece], chunks: Mapping[str, list[int]], share: int) -> list[Piece]:
-    """The pieces to write now: the oldest first (in session order among equals), until they
-    hold at least `share` bytes (at least one)."""
+    """The pieces to write now: the oldest first (in session order among equals), while they
+    hold fewer than `share` bytes (none if `share` ≤ 0). The caller carries what they wrote
+    beyond or short of its share to the next step (`WorkingSet.spread_credit`), so that the
+    steps write 1/`checkpoint_every` of the bytes on average even with pieces larger than that,
+    and every piece within about `checkpoint_every` steps."""
     ordered = sorted(
         range(len(pieces)), key=lambda index: (written_at(pieces[index], chunks), index)
     )
     chosen, nbytes = [], 0
     for index in ordered:
-        if chosen and nbytes >= share:
+        if nbytes >= share:
             break
         chosen.append(pieces[index])
         nbytes += pieces[index].nbytes

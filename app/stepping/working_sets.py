@@ -58,6 +58,9 @@ class WorkingSet:
     log: list[int] = field(default_factory=list)
     log_by_parts: bool = True
     chunks: dict[str, list[int]] | None = None
+    spread_credit: int = 0
+    """Bytes the spread checkpoints of the next step may write beyond its share (negative: the
+    last steps wrote ahead)."""
     optimizer: Optimizer | None = None
     cached: bool = False
     shared: bool = True
