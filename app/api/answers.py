@@ -4,7 +4,7 @@ each with the `ETag` of the step it shows; `Location` for new sessions and accep
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import orjson
@@ -58,21 +58,10 @@ def session_answer(
 
 
 def session_view(info: SessionInfo) -> SessionView:
-    """The session's wire view: its config's fields beside its identity and progress."""
-    return SessionView(
-        **info.config,
-        id=info.id,
-        name=info.name,
-        dtype=info.dtype,
-        layout=info.layout,
-        shapes=info.shapes,
-        step=info.step,
-        accumulated=info.accumulated,
-        lr=info.lr,
-        last_loss=info.last_loss,
-        created_at=info.created_at,
-        updated_at=info.updated_at,
-    )
+    """The session's wire view: its config's fields beside its identity and progress (every
+    other field of `SessionInfo`, by the same name)."""
+    facts = {field.name: getattr(info, field.name) for field in fields(info)}
+    return SessionView(**facts.pop("config"), **facts)
 
 
 def info_answer(info: SessionInfo) -> Answer:
