@@ -403,6 +403,15 @@ def test_requests_uvicorn_cannot_parse_get_problem_json(server):
     assert orjson.loads(body)["type"] == "/problems/malformed-request"
 
 
+def test_an_empty_content_length_on_a_get_is_the_documented_malformed_request(server):
+    """What the fuzzer sent to `GET …/params`: a `Content-Length` header with no value."""
+    with connections(server, 1) as (connection,):
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n")
+        status, _, body = read_answer(connection)
+    assert status == 400
+    assert orjson.loads(body)["type"] == "/problems/malformed-request"
+
+
 @pytest.mark.parametrize("page", ["/docs", "/redoc", "/ui"])
 def test_pages_send_security_headers(server, page):
     with server.client() as client:

@@ -199,6 +199,19 @@ def test_problem_examples_fit_each_operation(document):
     assert example["type"] == "/problems/validation-error"
 
 
+def test_every_operation_documents_the_protocols_400_for_malformed_http(document):
+    """Any route can be sent a request that is not valid HTTP (an empty `Content-Length`, say):
+    the protocol layer answers it 400 before routing, so every operation documents that 400."""
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            answer = operation["responses"].get("400")
+            assert answer is not None, f"{method.upper()} {path}"
+            assert "/problems/malformed-request" in answer["description"], f"{method} {path}"
+    params = document["paths"]["/v1/sessions/{session_id}/params"]["get"]["responses"]
+    example = params["400"]["content"]["application/problem+json"]["example"]
+    assert example["type"] == "/problems/malformed-request"
+
+
 def test_tensor_bodies_and_answers_are_declared_in_both_forms(document):
     binary = {"type": "string", "format": "binary"}
     imported = document["paths"]["/v1/sessions/import"]["post"]["requestBody"]["content"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from app.api.bodies import JSON_MEDIA_TYPE
 from app.api.errors import PROBLEM_MEDIA_TYPE
 from app.api.examples import add_examples
+from app.api.protocol import MALFORMED_REQUEST
 from app.config import Settings
 from app.schemas import (
     COMPONENTS,
@@ -256,12 +258,39 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         for name, schema in {**definitions.get("$defs", {}), **EXTRA_COMPONENTS}.items():
             schemas.setdefault(name, schema)
         _declare_validation_errors_as_problems(document)
+        _declare_malformed_requests(document)
         _declare_the_servers_limits(document, app.state.settings)
         _declare_security(document, app.state.settings)
         _declare_session_ids(document)
         add_examples(document)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+MALFORMED_REQUEST_DESCRIPTION = (
+    "The request is not valid HTTP/1.1 (request line, headers or body framing): the server's "
+    "protocol layer answers it before any route (`/problems/malformed-request`)."
+)
+
+
+def _declare_malformed_requests(document: dict[str, Any]) -> None:
+    """Every operation can be answered 400 for a request that is not valid HTTP (an empty
+    `Content-Length`, say): `app.api.protocol` refuses it whatever its route. Operations that
+    document a 400 of their own (a body that is no JSON) name both causes."""
+    malformed = problems(400)[400]
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "400" in responses:
+                described = responses["400"]["description"]
+                responses["400"]["description"] = f"{described} Or: {MALFORMED_REQUEST_DESCRIPTION}"
+            else:
+                content = {PROBLEM_MEDIA_TYPE: {**malformed["content"][PROBLEM_MEDIA_TYPE]}}
+                content[PROBLEM_MEDIA_TYPE]["example"] = orjson.loads(MALFORMED_REQUEST)
+                responses["400"] = {
+                    "description": MALFORMED_REQUEST_DESCRIPTION,
+                    "content": content,
+                }
 
 
 def _declare_the_servers_limits(document: dict[str, Any], settings: Settings) -> None:

@@ -3151,7 +3151,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedSession"];
                 };
             };
-            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            /** @description The body is not valid JSON (or not a valid safetensors file). Or: The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3376,6 +3376,23 @@ export interface operations {
                     "application/json": components["schemas"]["SessionView"];
                 };
             };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No bearer token (or, for creation, no valid API key). */
             401: {
                 headers: {
@@ -3476,6 +3493,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
             /** @description No bearer token (or, for creation, no valid API key). */
             401: {
@@ -3641,7 +3675,7 @@ export interface operations {
                     "application/json": components["schemas"]["SessionView"];
                 };
             };
-            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            /** @description The body is not valid JSON (or not a valid safetensors file). Or: The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3893,7 +3927,7 @@ export interface operations {
                     "application/json": components["schemas"]["StepAccepted"];
                 };
             };
-            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            /** @description The body is not valid JSON (or not a valid safetensors file). Or: The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4119,6 +4153,23 @@ export interface operations {
                     "application/vnd.safetensors": Uint8Array;
                 };
             };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No bearer token (or, for creation, no valid API key). */
             401: {
                 headers: {
@@ -4310,7 +4361,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedSession"];
                 };
             };
-            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            /** @description The body is not valid JSON (or not a valid safetensors file). Or: The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4627,6 +4678,23 @@ export interface operations {
                     "application/vnd.safetensors": Uint8Array;
                 };
             };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No bearer token (or, for creation, no valid API key). */
             401: {
                 headers: {
@@ -4793,7 +4861,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedSession"];
                 };
             };
-            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            /** @description The body is not valid JSON (or not a valid safetensors file). Or: The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5020,6 +5088,23 @@ export interface operations {
                     "application/json": components["schemas"]["HistoryPage"];
                 };
             };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No bearer token (or, for creation, no valid API key). */
             401: {
                 headers: {
@@ -5118,7 +5203,7 @@ export interface operations {
                     "application/json": components["schemas"]["SchedulePreview"];
                 };
             };
-            /** @description The body is not valid JSON (or not a valid safetensors file). */
+            /** @description The body is not valid JSON (or not a valid safetensors file). Or: The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5255,6 +5340,23 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     "health-healthz_head": {
@@ -5280,6 +5382,23 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     "health-readyz": {
@@ -5303,6 +5422,23 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
@@ -5347,6 +5483,23 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description The database cannot be reached, or the session stayed locked past the server's lock timeout: send the request again after `Retry-After` seconds. */
@@ -5394,6 +5547,23 @@ export interface operations {
                      *     optaas_sessions 3.0
                      */
                     "text/plain": unknown;
+                };
+            };
+            /** @description The request is not valid HTTP/1.1 (request line, headers or body framing): the server's protocol layer answers it before any route (`/problems/malformed-request`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "/problems/malformed-request",
+                     *       "title": "Malformed HTTP request",
+                     *       "status": 400,
+                     *       "detail": "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
