@@ -43,6 +43,7 @@ from app.store.arrays import (
     MemoryArrays,
 )
 from app.store.base import Base
+from app.store.held import drop, send
 
 WRITE_OPTION = "optaas_write"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
@@ -256,6 +257,7 @@ class Database:
             self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False, info=info
         )
         for factory in (self._readers, self._writers):
+            event.listen(factory, "before_commit", send)  # writes still held (`app.store.held`)
             event.listen(factory, "after_commit", _run_commit_actions)
             event.listen(factory, "after_soft_rollback", _drop_commit_actions)
 
@@ -359,3 +361,4 @@ def _run_commit_actions(session: Session) -> None:
 
 def _drop_commit_actions(session: Session, _transaction: object) -> None:
     session.info.pop(AFTER_COMMIT, None)
+    drop(session)
