@@ -145,8 +145,17 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
+    # On the driver itself: every transaction begins here, and `exec_driver_sql` cost ten
+    # times the statement. Its errors (SQLITE_BUSY: the lock not had in the busy timeout) are
+    # raised as `Connection.execute` raises them, for `transient_failure`.
     write = connection.get_execution_options().get(WRITE_OPTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+    try:
+        connection.connection.dbapi_connection.execute(statement)
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(
+            statement, (), error, sqlite3.Error, dialect=connection.dialect
+        ) from error
 
 
 class TransientFailure(enum.Enum):

@@ -9,7 +9,9 @@ the whole compilation, each time. `DriverStatement` compiles its Core statement 
 dialect and keeps what an execution needs: the SQL text, the order of its parameters and each
 column type's bind processor (SQLAlchemy's own: a UUID becomes what the database stores, JSON
 its text, a datetime SQLite's text), so values go in exactly as `Connection.execute` would put
-them. Its results are the driver's rows as they come (the statements here return integers).
+them; rows come back through each column type's result processor likewise (JSON parsed, a
+UUID and SQLite's datetimes made objects), found at the first execution from the driver's own
+description of the columns.
 
 It runs in the unit of work's transaction, on its connection. A driver error is raised as
 SQLAlchemy's `DBAPIError` (the connection invalidated where the dialect says it is gone), so
@@ -39,6 +41,8 @@ class _Ready:
     processors: Mapping[str, Any]
     positional: tuple[str, ...] | None
     """The parameters' order for a positional paramstyle (SQLite's `?`); None: by name."""
+    keys: tuple[str, ...]
+    """The names of the columns it returns."""
 
 
 class DriverStatement:
@@ -47,6 +51,8 @@ class DriverStatement:
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._ready: dict[str, _Ready] = {}
+        self._results: dict[str, list[Any]] = {}
+        """Per dialect, each returned column's result processor (None: as the driver gives it)."""
         self._lock = threading.Lock()
 
     def execute(self, db: Session, params: Mapping[str, Any]) -> DriverResult:
@@ -65,8 +71,21 @@ class DriverStatement:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(ready.sql, bound)
-            rows = cursor.fetchall() if cursor.description is not None else []
-            return DriverResult(rows, cursor.rowcount)
+            if cursor.description is None:
+                return DriverResult([], cursor.rowcount, ready.keys)
+            rows = cursor.fetchall()
+            processors = self._results.get(dialect.name)
+            if processors is None:
+                processors = self._result_processors(ready, dialect, cursor.description)
+            if any(processors):
+                rows = [
+                    tuple(
+                        value if p is None else p(value)
+                        for p, value in zip(processors, row, strict=True)
+                    )
+                    for row in rows
+                ]
+            return DriverResult(rows, cursor.rowcount, ready.keys)
         except dialect.loaded_dbapi.Error as error:
             gone = dialect.is_disconnect(error, dbapi_connection, cursor)
             if gone:
@@ -96,12 +115,26 @@ class DriverStatement:
                     if process is not None
                 },
                 positional=tuple(compiled.positiontup) if compiled.positional else None,
+                keys=tuple(column.keyname for column in compiled._result_columns),
             )
             self._ready[dialect.name] = ready
             return ready
+
+    def _result_processors(
+        self, ready: _Ready, dialect: Dialect, description: Sequence[Any]
+    ) -> list[Any]:
+        columns = ready.compiled._result_columns
+        processors = [
+            column.type._cached_result_processor(dialect, described[1])
+            for column, described in zip(columns, description, strict=True)
+        ]
+        self._results[dialect.name] = processors
+        return processors
 
 
 @dataclass(frozen=True)
 class DriverResult:
     rows: list[Sequence[Any]]
     rowcount: int
+    keys: tuple[str, ...]
+    """The returned columns' names, in the rows' order."""

@@ -20,6 +20,7 @@ from sqlalchemy.sql.dml import Update
 
 from app.store.arrays import store_of
 from app.store.database import NOWAIT
+from app.store.driver import DriverStatement
 from app.store.held import HeldWrite, hold
 from app.store.models import IdempotencyRecord, SessionRecord
 
@@ -52,10 +53,11 @@ class SessionRow:
 
 
 _SESSIONS = SessionRecord.__table__
-_ROW = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
-_LOCKED_ROW = _ROW.with_for_update()
-_LOCKED_ROW_NOWAIT = _ROW.with_for_update(nowait=True)
-"""The step path's read, built once (each execution then only binds values)."""
+_SELECT_ROW = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
+_ROW = DriverStatement(_SELECT_ROW)
+_LOCKED_ROW = DriverStatement(_SELECT_ROW.with_for_update())
+_LOCKED_ROW_NOWAIT = DriverStatement(_SELECT_ROW.with_for_update(nowait=True))
+"""The step path's read, compiled once and run on the driver (`app.store.driver`)."""
 
 
 def _advance(prefix: str) -> Update:
@@ -91,8 +93,10 @@ class SessionRepository:
         statement = _ROW
         if for_update:
             statement = _LOCKED_ROW_NOWAIT if self.db.info.get(NOWAIT) else _LOCKED_ROW
-        found = self.db.connection().execute(statement, {"id": session_id}).first()
-        return None if found is None else SessionRow(**found._mapping)
+        found = statement.execute(self.db, {"id": session_id})
+        if not found.rows:
+            return None
+        return SessionRow(**dict(zip(found.keys, found.rows[0], strict=True)))
 
     def advance(
         self,
