@@ -17,11 +17,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.stepping import SessionArrays
 from app.store import driver
-from app.store.database import Database
+from app.store.database import Database, TransientFailure, transient_failure
 from app.store.held import HELD, send
 from app.store.history import HistoryEntry, HistoryRepository
 from app.store.repository import SessionRepository
@@ -222,3 +223,20 @@ def test_two_processes_stepping_one_adam_session_lose_no_step_and_stay_exact(
         assert step == 2 * STEPS_EACH
         assert seqs == list(range(1, 2 * STEPS_EACH + 1))
         np.testing.assert_array_equal(theta, final(two_apps[1], alone)[1])
+
+
+def test_a_lock_not_had_on_the_driver_is_the_same_transient_failure(migrated_database_url: str):
+    """The step path's BEGIN (SQLite) and row lock (PostgreSQL) run on the driver: a lock held
+    elsewhere past the lock timeout is still SQLAlchemy's `DBAPIError`, a lock timeout (503)."""
+    holder = Database(migrated_database_url)
+    waiter = Database(migrated_database_url, lock_timeout_seconds=0.05)
+    try:
+        session_id = add_session(holder)
+        with holder.transaction(write=True) as db:
+            SessionRepository(db).row(session_id, for_update=True)
+            with pytest.raises(DBAPIError) as refused, waiter.transaction(write=True) as other:
+                SessionRepository(other).row(session_id, for_update=True)
+        assert transient_failure(refused.value) is TransientFailure.LOCK_TIMEOUT
+    finally:
+        waiter.dispose()
+        holder.dispose()
