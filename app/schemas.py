@@ -163,9 +163,7 @@ def _spec_model(
 
 
 def _optimizer_model(entry: Entry) -> type[Spec]:
-    nested = {
-        name: _spec_model(title, factory) for name, (title, factory) in entry.nested.items()
-    }
+    nested = {name: _spec_model(title, factory) for name, (title, factory) in entry.nested.items()}
     return _spec_model(
         entry.title, entry.factory, kind=entry.type, reference=entry.reference, nested=nested
     )

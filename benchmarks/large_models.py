@@ -7,11 +7,15 @@ one server process per store with default settings.
 - 1e8: a fresh server: the session created from a file of θ₀ with default settings (time and
   peak memory), its first step, then more steps; the server's peak resident set over the idle
   server ÷ what θ, m, v, g and θ′ occupy (20 bytes a parameter; target ≤ 1.5×).
+- The disk's floor: the bytes a durable 1e7 step must keep (its gradient in the log, 4 bytes a
+  parameter, and on average 1/`OPTAAS_CHECKPOINT_EVERY` of θ, m and v, 12 bytes a parameter),
+  written to a file beside the SQLite database and flushed (`fdatasync`), timed: no store can
+  keep a step faster than that.
 
     python benchmarks/large_models.py [--stores memory sqlite postgresql] [--no-1e8]
         [--large 100000000]
 
-Prints the figures and writes benchmarks/results/large_models.{json,md}. A 1e8 run needs some
+Prints the figures and writes benchmarks/results/large_models.{json,md,png}. A 1e8 run needs some
 4-6 GB of memory (the server and this client) and minutes per store. The load average is
 recorded before and after: the ratios are what to trust on a shared machine.
 """
@@ -22,7 +26,10 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import sys
+import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -46,12 +53,41 @@ WARMUP = {SMALL: 5, MEDIUM: 3}
 LARGE_STEPS = 4
 ADAM_BYTES_PER_PARAMETER = 20
 """float32 Adam: θ, m, v (12 bytes), the gradient g (4) and the answer θ′ (4)."""
+STATE_BYTES_PER_PARAMETER = 12
+"""float32 Adam's θ, m and v: what a checkpoint rewrites."""
+CHECKPOINT_EVERY = 8
+"""`OPTAAS_CHECKPOINT_EVERY`'s default: a step rewrites 1/8 of θ and state on average."""
+DISK_REPEATS = 5
 TARGETS = {
     "durable_p50_1e7": 1.5,
     "worst_over_p50_1e7": 1.5,
     "per_parameter_1e8": 1.2,
     "peak_memory_1e8": 1.5,
 }
+
+
+def kept_bytes_per_step(size: int) -> int:
+    """What a durable float32 Adam step of `size` parameters must write: its gradient (the log)
+    and, on average, 1/CHECKPOINT_EVERY of θ, m and v (the spread checkpoint)."""
+    gradient = 4 * size
+    return gradient + STATE_BYTES_PER_PARAMETER * size // CHECKPOINT_EVERY
+
+
+def disk_floor_ms(nbytes: int, directory: Path, repeats: int = DISK_REPEATS) -> dict[str, Any]:
+    """The p50 time to write `nbytes` to a new file in `directory` and `fdatasync` it, in
+    pieces of 4 MiB (as the stores write chunks): the disk's own rate for a step's bytes."""
+    piece = os.urandom(4 * 2**20)
+    times = []
+    for _ in range(repeats):
+        with tempfile.NamedTemporaryFile(dir=directory) as file:
+            started = time.perf_counter()
+            left = nbytes
+            while left > 0:
+                left -= os.write(file.fileno(), piece[: min(left, len(piece))])
+            os.fdatasync(file.fileno())
+            times.append((time.perf_counter() - started) * 1e3)
+    p50 = statistics.median(times)
+    return {"bytes": nbytes, "p50_ms": round(p50, 1), "mb_per_s": round(nbytes / p50 / 1e3)}
 
 
 def steps_of(server: Any, size: int, steps: int, warmup: int) -> dict[str, Any]:
@@ -205,6 +241,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {row['store']} | {size:,} | {item['p50_ms']:.1f} | {item['worst_ms']:.1f} | "
                 f"{item['worst_ms'] / item['p50_ms']:.2f} | {1e6 * item['p50_ms'] / size:.2f} |"
             )
+    lines += floor_lines(results)
     if large:
         lines += [
             "",
@@ -222,18 +259,109 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{item['p50_ms']:.0f} | {1e6 * item['p50_ms'] / large:.2f} | "
                 f"{item['peak_over_idle_mib']} | {item['floor_mib']} | {item['peak_ratio']}× |"
             )
+    lines += ["", "![time per parameter and consecutive steps](large_models.png)"]
     return "\n".join(lines) + "\n"
+
+
+def floor_lines(results: dict[str, Any]) -> list[str]:
+    """The disk's floor for a durable 1e7 step beside what each durable store adds to a
+    memory:// step."""
+    floor = results.get("disk_floor_1e7")
+    by_store = {row["store"]: row for row in results["stores"]}
+    if floor is None or "memory" not in by_store:
+        return []
+    memory = by_store["memory"][str(MEDIUM)]["p50_ms"]
+    lines = [
+        "",
+        "## The disk's floor at 1e7",
+        "",
+        f"A durable step keeps {floor['bytes'] / 1e6:.0f} MB (its gradient, and on average "
+        f"1/{CHECKPOINT_EVERY} of θ, m and v); written and flushed to a file on the same disk: "
+        f"{floor['p50_ms']} ms ({floor['mb_per_s']} MB/s). memory:// plus that: "
+        f"{memory + floor['p50_ms']:.0f} ms ({(memory + floor['p50_ms']) / memory:.2f}× memory://).",
+        "",
+        "| store | p50 ms | added to memory:// ms | added ÷ the disk's floor |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in results["stores"]:
+        if row["store"] == "memory":
+            continue
+        p50 = row[str(MEDIUM)]["p50_ms"]
+        added = p50 - memory
+        lines.append(
+            f"| {row['store']} | {p50:.1f} | {added:.1f} | {added / floor['p50_ms']:.1f}× |"
+        )
+    return lines
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Time per parameter by size, and the consecutive 1e7 steps, one line per store."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (per_parameter, consecutive) = plt.subplots(1, 2, figsize=(13, 5))
+    large = results["large"]
+    for row in results["stores"]:
+        sizes = [size for size in (SMALL, MEDIUM, large) if size and str(size) in row]
+        per_1e3 = [1e6 * row[str(size)]["p50_ms"] / size for size in sizes]
+        per_parameter.plot(sizes, per_1e3, marker="o", label=row["store"])
+        steps = row[str(MEDIUM)]["latencies_ms"]
+        (line,) = consecutive.plot(range(1, len(steps) + 1), steps, marker=".", label=row["store"])
+        limit = TARGETS["worst_over_p50_1e7"] * row[str(MEDIUM)]["p50_ms"]
+        consecutive.axhline(limit, color=line.get_color(), linestyle=":", linewidth=1)
+    floor = results.get("disk_floor_1e7")
+    memory = next((row for row in results["stores"] if row["store"] == "memory"), None)
+    if floor is not None and memory is not None:
+        floor_per_1e3 = 1e6 * (memory[str(MEDIUM)]["p50_ms"] + floor["p50_ms"]) / MEDIUM
+        per_parameter.plot(
+            [MEDIUM],
+            [floor_per_1e3],
+            marker="*",
+            markersize=12,
+            linestyle="none",
+            color="black",
+            label="memory:// + the disk's floor",
+        )
+    per_parameter.set(
+        xscale="log",
+        xlabel="parameters",
+        ylabel="step p50, µs per 1e3 parameters",
+        title="time per parameter (flat = scales linearly)",
+    )
+    per_parameter.set_ylim(bottom=0)
+    consecutive.set(
+        xlabel="step",
+        ylabel="ms",
+        title=f"{CONSECUTIVE_STEPS} consecutive 1e7 steps "
+        f"(dotted: {TARGETS['worst_over_p50_1e7']}× each store's p50)",
+    )
+    consecutive.set_ylim(bottom=0)
+    for axes in (per_parameter, consecutive):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    environment_ = results["environment"]
+    figure.suptitle(
+        f"optaas large models, Adam float32, safetensors — {environment_['when']}, code "
+        f"{environment_['code']}, load average {results['load_before']} → {results['load_after']}"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def run(store_names: list[str], large: int | None) -> dict[str, Any]:
     """Every store's figures and the targets checked (`benchmarks/performance.py --large`
     runs this too)."""
     load_before = round(os.getloadavg()[0], 2)
+    floor = disk_floor_ms(kept_bytes_per_step(MEDIUM), Path(tempfile.gettempdir()))
     stores = [run_store(store, large) for store in store_names]
     results = {
         "load_before": load_before,
         "load_after": round(os.getloadavg()[0], 2),
         "large": large,
+        "disk_floor_1e7": floor,
         "stores": stores,
         "environment": environment(),
     }
@@ -254,6 +382,7 @@ def main() -> None:
     (RESULTS / "large_models.json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)
     (RESULTS / "large_models.md").write_text(text)
+    chart(results, RESULTS / "large_models.png")
     print(text)
 
 

@@ -23,6 +23,7 @@ def torch_default_dtype(dtype):
     finally:
         torch.set_default_dtype(previous)
 
+
 pytestmark = pytest.mark.slow
 
 

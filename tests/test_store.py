@@ -16,6 +16,7 @@ from app.stepping import SessionArrays
 from app.store import codec
 from app.store.arrays import CHUNK_BYTES, CorruptChunksError
 from app.store.database import SQLITE_PAGE_SIZE, SQLITE_WAL_CHECKPOINT_BYTES, Database
+from app.store.held import send
 from app.store.migrate import alembic_config, downgrade, upgrade
 from app.store.models import SessionArray
 from app.store.repository import SessionRepository
@@ -297,8 +298,9 @@ def test_the_step_paths_row_advances_by_one_version_and_refuses_a_stale_one(data
         assert stored.version == 3
         stale = repository.row(record.id)
         stale.version = 2
+        repository.advance(stale, step=2, schedule_state={}, last_loss=None)
         with pytest.raises(StaleDataError):
-            repository.advance(stale, step=2, schedule_state={}, last_loss=None)
+            send(db)  # the UPDATE is held until the unit of work sends it
 
 
 def test_large_arrays_are_stored_in_chunks_and_read_back_whole(migrated_database_url):

@@ -400,6 +400,8 @@ def add_shrinkage(weight_decay: float) -> GradientTransformation:
         return np.add(updates, shrunk, out=ctx.scratch.work)
 
     return GradientTransformation(_no_slots, update)
+
+
 def decoupled_shrink(dtype: type[np.floating], rate: float, weight_decay: float) -> np.floating:
     """Decoupled decay's factor f = 1 − η_t·λ, rounded to θ's dtype as torch's `mul_` rounds it."""
     return dtype(1.0 - rate * weight_decay)
@@ -596,6 +598,8 @@ def shrinkage(param: np.ndarray, factor: float, out: np.ndarray) -> np.ndarray:
     difference exact (Sterbenz), so that adding it to θ repeats torch's rounding of θ·f."""
     shrunk = np.multiply(param, param.dtype.type(factor), out=out)
     return np.subtract(shrunk, param, out=shrunk)
+
+
 def decayed_rate(rate: float, count: int, lr_decay: float) -> float:
     """Adagrad's rate at the tensor's step t: η_t / (1 + (t − 1)·lr_decay)."""
     return rate / (1.0 + (count - 1) * lr_decay) if lr_decay else rate

@@ -17,6 +17,7 @@ from app.service.auth import authorized_row
 from app.service.records import core_config, split_arrays, tensor_names
 from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
 from app.stepping.replay import loggable_gradients
+from app.store.held import send
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
 from app.store.repository import SessionRepository, SessionRow
@@ -88,6 +89,7 @@ def step(
     if not result.skipped:
         repository.advance(row, step=state.step, schedule_state=state.schedule, last_loss=post.loss)
     _record_step(history, row, post.loss, result, started)
+    send(db)  # the log entry, the row's UPDATE and the history record: one statement if it can
     shown = answer_tensors(params, _changed_rows(post.gradients, result, full_tensors))
     return _stepped(row, result, shown if return_params else None, live=working.shared)
 

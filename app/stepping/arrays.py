@@ -218,8 +218,8 @@ class SessionArrays:
             write: _Write = "spread"
         else:
             write = "log" if not checkpoint and self._logs(working, entry) else "checkpoint"
-        if write != "checkpoint":
-            self.store.append_log(self.db, record.id, entry)
+        if write != "checkpoint":  # a plain log entry goes with the step's other writes
+            self.store.append_log(self.db, record.id, entry, hold=write == "log")
         return _CachedStepWrite(self, record, working, entry, write, by_parts, pieces or [])
 
     def _logs(self, working: WorkingSet, entry: LoggedStep) -> bool:

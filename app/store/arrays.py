@@ -20,6 +20,7 @@ Changes take effect at commit: both stores register what to do then with `on_com
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -28,11 +29,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import orjson
-from sqlalchemy import Select, delete, insert, select, tuple_
+from sqlalchemy import Select, bindparam, delete, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
-from app.store import codec
+from app.store import codec, held
+from app.store.held import HeldWrite
 from app.store.models import SessionArray
 from app.store.steplog import (
     LOG_PREFIX,
@@ -93,7 +96,9 @@ class ArrayStore(Protocol):
         version: int,
     ) -> None: ...
 
-    def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None: ...
+    def append_log(
+        self, db: Session, session_id: uuid.UUID, entry: LoggedStep, *, hold: bool = False
+    ) -> None: ...
 
     def drop_log_entry(self, db: Session, session_id: uuid.UUID, version: int) -> None: ...
 
@@ -189,18 +194,40 @@ class DatabaseArrays:
     ) -> list[dict[str, Any]]:
         return _chunked([_row(session_id, key, codec.encode(array))], self.chunk_bytes)
 
-    def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None:
-        """Add `entry`'s rows to the session's log."""
+    def append_log(
+        self, db: Session, session_id: uuid.UUID, entry: LoggedStep, *, hold: bool = False
+    ) -> None:
+        """Add `entry`'s rows to the session's log.
+
+        With `hold`, rows of fewer than `_COPY_FROM_BYTES` in all are held back to go with
+        the step's other writes (`app.store.held`), as copies of their bytes (the core may use
+        the gradients as scratch once this returns); larger ones go now, by COPY. A held entry
+        taken back by `drop_log_entry` is never sent."""
         rows = _chunked(
             ({"session_id": session_id, **row} for row in log_rows(entry)), self.chunk_bytes
         )
         if _is_postgresql(db) and _copy_pays(rows):
             _copy_rows(db, rows)
+        elif hold:
+            values = {
+                f"r{index}_{column}": bytes(row[column]) if column == "data" else row[column]
+                for index, row in enumerate(rows)
+                for column in _LOG_COLUMNS
+            }
+            write = HeldWrite(
+                ("log", len(rows)),
+                functools.partial(_log_insert, rows=len(rows)),
+                values,
+                tag=(LOG_PREFIX, session_id, entry.version),
+            )
+            held.hold(db, write)
         else:
             db.execute(insert(SessionArray), rows)
 
     def drop_log_entry(self, db: Session, session_id: uuid.UUID, version: int) -> None:
         """Remove the logged step to `version` (it was skipped after all: nothing changed)."""
+        if held.take_back(db, (LOG_PREFIX, session_id, version)):
+            return
         db.execute(
             delete(SessionArray).where(
                 SessionArray.session_id == session_id,
@@ -277,6 +304,23 @@ def _row(session_id: uuid.UUID, key: str, encoded: codec.EncodedArray) -> dict[s
         "data": encoded.data,
         "written_at": None,
     }
+
+
+_LOG_COLUMNS = ("session_id", "key", "chunk", "dtype", "shape", "data")
+
+
+def _log_insert(prefix: str, *, rows: int) -> Insert:
+    """A held log entry's INSERT of `rows` rows, its bind names prefixed (`app.store.held`)."""
+    table = SessionArray.__table__
+    return insert(table).values(
+        [
+            {
+                column: bindparam(f"{prefix}r{index}_{column}", type_=table.c[column].type)
+                for column in _LOG_COLUMNS
+            }
+            for index in range(rows)
+        ]
+    )
 
 
 def _upsert(dialect_insert: Any) -> Any:
@@ -474,7 +518,9 @@ class MemoryArrays:
         """`arrays` become the session's at commit (they are the store's from now on)."""
         self._pending(db)[session_id] = dict(arrays)
 
-    def append_log(self, db: Session, session_id: uuid.UUID, entry: LoggedStep) -> None:
+    def append_log(
+        self, db: Session, session_id: uuid.UUID, entry: LoggedStep, *, hold: bool = False
+    ) -> None:
         raise NotImplementedError("the memory store keeps no log: a step saves its arrays")
 
     def drop_log_entry(self, db: Session, session_id: uuid.UUID, version: int) -> None:

@@ -43,6 +43,7 @@ from app.store.arrays import (
     MemoryArrays,
 )
 from app.store.base import Base
+from app.store.held import drop, send
 
 WRITE_OPTION = "optaas_write"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
@@ -165,8 +166,17 @@ def _configure_sqlite(dbapi_connection: Any, page_size: int | None) -> None:
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
+    # On the driver itself: every transaction begins here, and `exec_driver_sql` cost ten
+    # times the statement. Its errors (SQLITE_BUSY: the lock not had in the busy timeout) are
+    # raised as `Connection.execute` raises them, for `transient_failure`.
     write = connection.get_execution_options().get(WRITE_OPTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+    try:
+        connection.connection.dbapi_connection.execute(statement)
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(
+            statement, (), error, sqlite3.Error, dialect=connection.dialect
+        ) from error
 
 
 class TransientFailure(enum.Enum):
@@ -277,6 +287,7 @@ class Database:
             self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False, info=info
         )
         for factory in (self._readers, self._writers):
+            event.listen(factory, "before_commit", send)  # writes still held (`app.store.held`)
             event.listen(factory, "after_commit", _run_commit_actions)
             event.listen(factory, "after_soft_rollback", _drop_commit_actions)
 
@@ -380,3 +391,4 @@ def _run_commit_actions(session: Session) -> None:
 
 def _drop_commit_actions(session: Session, _transaction: object) -> None:
     session.info.pop(AFTER_COMMIT, None)
+    drop(session)

@@ -31,8 +31,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql.dml import Insert
 
 from app.store.base import Base
+from app.store.held import HeldWrite, hold, send
 
 STEP = "step"
 CHANGE = "change"
@@ -65,16 +67,18 @@ class HistoryEntry(Base):
 
 _TABLE = HistoryEntry.__table__
 _RECORD_COLUMNS = ("lr", "loss", "grad_norm", "update_norm", "skipped", "duration_ms", "changes")
-_APPEND = (
-    _TABLE.insert()
-    .values(
-        seq=select(func.coalesce(func.max(_TABLE.c.seq), 0) + 1)
-        .where(_TABLE.c.session_id == bindparam("of_session"))
-        .scalar_subquery()
+_VALUE_COLUMNS = ("session_id", "kind", "step", "at", *_RECORD_COLUMNS)
+
+
+def _append_statement(prefix: str) -> Insert:
+    """INSERT … VALUES (…, (SELECT max(seq) + 1 of the session), …) RETURNING seq, its bind
+    names prefixed (see `app.store.held`)."""
+    session_id = bindparam(f"{prefix}session_id")
+    last = select(func.coalesce(func.max(_TABLE.c.seq), 0) + 1).where(
+        _TABLE.c.session_id == session_id
     )
-    .returning(_TABLE.c.seq)
-)
-"""INSERT … VALUES (…, (SELECT max(seq) + 1 of the session), …) RETURNING seq."""
+    values = {column: bindparam(f"{prefix}{column}") for column in _VALUE_COLUMNS}
+    return _TABLE.insert().values(**values, seq=last.scalar_subquery()).returning(_TABLE.c.seq)
 
 
 def prune_interval(max_records: int) -> int:
@@ -154,6 +158,7 @@ class HistoryRepository:
         changes = changed_fields(old, new)
         if changes:
             self._append(session_id, kind=CHANGE, step=step, changes=changes)
+            send(self.db)  # now: only a step's writes wait for the step's others
         return changes
 
     def page(
@@ -174,21 +179,24 @@ class HistoryRepository:
         return rows, None
 
     def _append(self, session_id: uuid.UUID, **values: Any) -> None:
-        """Insert the next record (seq = last + 1); prune the oldest when a batch is due.
+        """Hold the next record (seq = last + 1) back until the unit of work sends its writes
+        (`app.store.held`); prune the oldest then, when a batch is due.
 
-        One statement, the numbering included (`_APPEND`), because it sits on every step's
-        path. The caller holds the session's row lock, so no other writer numbers records
+        One statement, the numbering included (`_append_statement`), because it sits on every
+        step's path. The caller holds the session's row lock, so no other writer numbers records
         meanwhile.
         """
         if self.max_records == 0:
             return
         row = {column: None for column in _RECORD_COLUMNS} | values
-        seq = self.db.execute(
-            _APPEND,
-            {**row, "session_id": session_id, "at": datetime.now(UTC), "of_session": session_id},
-        ).scalar_one()
-        if self.max_records is not None:
-            self._prune(session_id, seq, self.max_records)
+        row |= {"session_id": session_id, "at": datetime.now(UTC)}
+        max_records = self.max_records
+
+        def done(seq: int) -> None:
+            if max_records is not None:
+                self._prune(session_id, seq, max_records)
+
+        hold(self.db, HeldWrite("history", _append_statement, row, done))
 
     def _prune(self, session_id: uuid.UUID, seq: int, max_records: int) -> None:
         """Every `interval` records, delete all but the newest `max_records − interval + 1`."""

@@ -16,9 +16,12 @@ from sqlalchemy import bindparam, delete, null, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql.dml import Update
 
 from app.store.arrays import store_of
 from app.store.database import NOWAIT
+from app.store.driver import DriverStatement
+from app.store.held import HeldWrite, hold
 from app.store.models import IdempotencyRecord, SessionRecord
 
 PRUNE_BATCH_ROWS = 1000
@@ -50,21 +53,31 @@ class SessionRow:
 
 
 _SESSIONS = SessionRecord.__table__
-_ROW = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
-_LOCKED_ROW = _ROW.with_for_update()
-_LOCKED_ROW_NOWAIT = _ROW.with_for_update(nowait=True)
-_ADVANCE = (
-    update(_SESSIONS)
-    .where(_SESSIONS.c.id == bindparam("row_id"), _SESSIONS.c.version == bindparam("read"))
-    .values(
-        step=bindparam("step"),
-        schedule_state=bindparam("schedule_state"),
-        last_loss=bindparam("last_loss"),
-        updated_at=bindparam("updated_at"),
-        version=bindparam("version"),
+_SELECT_ROW = select(*_SESSIONS.c).where(_SESSIONS.c.id == bindparam("id"))
+_ROW = DriverStatement(_SELECT_ROW)
+_LOCKED_ROW = DriverStatement(_SELECT_ROW.with_for_update())
+_LOCKED_ROW_NOWAIT = DriverStatement(_SELECT_ROW.with_for_update(nowait=True))
+"""The step path's read, compiled once and run on the driver (`app.store.driver`)."""
+
+
+def _advance(prefix: str) -> Update:
+    """The step path's UPDATE of the row (bind names prefixed: see `app.store.held`), which
+    returns the new version where the version read was still there, and no row otherwise."""
+    return (
+        update(_SESSIONS)
+        .where(
+            _SESSIONS.c.id == bindparam(f"{prefix}row_id"),
+            _SESSIONS.c.version == bindparam(f"{prefix}read"),
+        )
+        .values(
+            step=bindparam(f"{prefix}step"),
+            schedule_state=bindparam(f"{prefix}schedule_state"),
+            last_loss=bindparam(f"{prefix}last_loss"),
+            updated_at=bindparam(f"{prefix}updated_at"),
+            version=bindparam(f"{prefix}version"),
+        )
+        .returning(_SESSIONS.c.version)
     )
-)
-"""The step path's statements, built once (each execution then only binds values)."""
 
 
 class SessionRepository:
@@ -80,8 +93,10 @@ class SessionRepository:
         statement = _ROW
         if for_update:
             statement = _LOCKED_ROW_NOWAIT if self.db.info.get(NOWAIT) else _LOCKED_ROW
-        found = self.db.connection().execute(statement, {"id": session_id}).first()
-        return None if found is None else SessionRow(**found._mapping)
+        found = statement.execute(self.db, {"id": session_id})
+        if not found.rows:
+            return None
+        return SessionRow(**dict(zip(found.keys, found.rows[0], strict=True)))
 
     def advance(
         self,
@@ -94,7 +109,8 @@ class SessionRepository:
         """The row after an applied step (locked by this transaction): t, the schedule's
         state, the loss, `updated_at` and the next version, in one UPDATE — the mapper's
         `version_id_col` rule written in SQL (version + 1 where the version read is still
-        there)."""
+        there). Held (`app.store.held`): it goes with the step's other writes, when the unit
+        of work sends them; `StaleDataError` then if the row had moved on."""
         now = datetime.now(UTC)
         values = {
             "row_id": row.id,
@@ -105,8 +121,13 @@ class SessionRepository:
             "updated_at": now,
             "version": row.version + 1,
         }
-        if self.db.connection().execute(_ADVANCE, values).rowcount != 1:
-            raise StaleDataError(f"session {row.id} is no longer at version {row.version}")
+        session_id, read = row.id, row.version
+
+        def done(version: int | None) -> None:
+            if version is None:
+                raise StaleDataError(f"session {session_id} is no longer at version {read}")
+
+        hold(self.db, HeldWrite("advance", _advance, values, done))
         row.step, row.schedule_state, row.last_loss = step, schedule_state, last_loss
         row.updated_at, row.version = now, row.version + 1
 
