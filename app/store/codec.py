@@ -21,14 +21,25 @@ class EncodedArray:
     the statement runs: do not change the array before)."""
 
 
+_NAMES = {np.dtype(name): name for name in STORED_DTYPES}
+"""Stored dtypes' names by dtype (either byte order): numpy's `dtype.name` is computed in
+Python on every access, a good part of encoding a step log's small arrays."""
+_NAMES.update({dtype.newbyteorder(): name for dtype, name in list(_NAMES.items())})
+
+
+def dtype_name(array: np.ndarray) -> str:
+    """The name of `array`'s dtype, one of `STORED_DTYPES` (ValueError for any other)."""
+    name = _NAMES.get(array.dtype)
+    if name is None:
+        raise ValueError(f"cannot store dtype {array.dtype.name}")
+    return name
+
+
 def encode(array: np.ndarray) -> EncodedArray:
     """The array's elements in C order as little-endian bytes (a view when no copy is needed)."""
-    if array.dtype.name not in STORED_DTYPES:
-        raise ValueError(f"cannot store dtype {array.dtype.name}")
+    name = dtype_name(array)
     little_endian = np.require(array.astype(array.dtype.newbyteorder("<"), copy=False), None, "C")
-    return EncodedArray(
-        array.dtype.name, list(array.shape), little_endian.reshape(-1).view(np.uint8).data
-    )
+    return EncodedArray(name, list(array.shape), little_endian.reshape(-1).view(np.uint8).data)
 
 
 def nbytes(dtype: str, shape: list[int]) -> int:

@@ -38,6 +38,10 @@ class _Ready:
 
     sql: str
     compiled: Compiled
+    defaults: Mapping[str, Any]
+    """The values of the parameters the statement fixes itself (literals such as a `+ 1`)."""
+    required: frozenset[str]
+    """The parameters an execution must give."""
     processors: Mapping[str, Any]
     positional: tuple[str, ...] | None
     """The parameters' order for a positional paramstyle (SQLite's `?`); None: by name."""
@@ -51,8 +55,8 @@ class DriverStatement:
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._ready: dict[str, _Ready] = {}
-        self._results: dict[str, list[Any]] = {}
-        """Per dialect, each returned column's result processor (None: as the driver gives it)."""
+        self._results: dict[str, list[tuple[int, Any]]] = {}
+        """Per dialect, the returned columns that have a result processor: (index, processor)."""
         self._lock = threading.Lock()
 
     def execute(self, db: Session, params: Mapping[str, Any]) -> DriverResult:
@@ -61,7 +65,10 @@ class DriverStatement:
         connection = db.connection()
         dialect = connection.dialect
         ready = self._ready.get(dialect.name) or self._prepare(dialect)
-        values = ready.compiled.construct_params(params)
+        missing = ready.required.difference(params)
+        if missing:
+            raise ValueError(f"no value for the parameters {sorted(missing)}")
+        values = {**ready.defaults, **params}
         for name, process in ready.processors.items():
             values[name] = process(values[name])
         bound: Sequence[Any] | Mapping[str, Any] = (
@@ -77,14 +84,8 @@ class DriverStatement:
             processors = self._results.get(dialect.name)
             if processors is None:
                 processors = self._result_processors(ready, dialect, cursor.description)
-            if any(processors):
-                rows = [
-                    tuple(
-                        value if p is None else p(value)
-                        for p, value in zip(processors, row, strict=True)
-                    )
-                    for row in rows
-                ]
+            if processors:
+                rows = [_processed(row, processors) for row in rows]
             return DriverResult(rows, cursor.rowcount, ready.keys)
         except dialect.loaded_dbapi.Error as error:
             gone = dialect.is_disconnect(error, dbapi_connection, cursor)
@@ -106,9 +107,14 @@ class DriverStatement:
             compiled = self.statement.compile(dialect=dialect)
             if compiled.escaped_bind_names:  # names that need quoting: none of ours
                 raise ValueError("DriverStatement takes plain bind names only")
+            binds = {name: compiled.binds[name] for name in compiled.bind_names.values()}
             ready = _Ready(
                 sql=compiled.string,
                 compiled=compiled,
+                defaults={
+                    name: bind.effective_value for name, bind in binds.items() if not bind.required
+                },
+                required=frozenset(name for name, bind in binds.items() if bind.required),
                 processors={
                     name: process
                     for name, process in compiled._bind_processors.items()
@@ -122,12 +128,13 @@ class DriverStatement:
 
     def _result_processors(
         self, ready: _Ready, dialect: Dialect, description: Sequence[Any]
-    ) -> list[Any]:
+    ) -> list[tuple[int, Any]]:
         columns = ready.compiled._result_columns
         processors = [
-            column.type._cached_result_processor(dialect, described[1])
-            for column, described in zip(columns, description, strict=True)
+            (index, column.type._cached_result_processor(dialect, described[1]))
+            for index, (column, described) in enumerate(zip(columns, description, strict=True))
         ]
+        processors = [(index, process) for index, process in processors if process is not None]
         self._results[dialect.name] = processors
         return processors
 
@@ -138,3 +145,10 @@ class DriverResult:
     rowcount: int
     keys: tuple[str, ...]
     """The returned columns' names, in the rows' order."""
+
+
+def _processed(row: Sequence[Any], processors: list[tuple[int, Any]]) -> tuple[Any, ...]:
+    values = list(row)
+    for index, process in processors:
+        values[index] = process(values[index])
+    return tuple(values)

@@ -108,7 +108,7 @@ def log_rows(entry: LoggedStep) -> list[dict[str, Any]]:
         "partial": entry.partial,
         "tensors": list(entry.gradients),
         "scalars": {
-            key: [value.dtype.name, bytes(codec.encode(value).data).hex()]
+            key: [codec.dtype_name(value), bytes(codec.encode(value).data).hex()]
             for key, value in entry.scalars.items()
         },
     }
