@@ -144,12 +144,14 @@ class Settings(BaseSettings):
         ),
     )
     array_chunk_bytes: int = Field(
-        default=16 * 1024**2,
+        default=4 * 1024**2,
         ge=1024,
         le=64 * 1024**2,
         description=(
             "The most bytes of an array one database row holds; larger arrays are stored in "
-            "several rows (chunks), written and read chunk by chunk."
+            "several rows (chunks), written and read chunk by chunk. A spread checkpoint "
+            "rewrites whole chunks: 4 MiB (measured against 16 MiB) lets every step write its "
+            "share, where larger chunks make one step in a few write a large piece."
         ),
     )
     compute_threads: int = Field(

@@ -371,6 +371,72 @@ def test_an_array_missing_a_chunk_is_an_error_not_a_shorter_array(migrated_datab
         database.dispose()
 
 
+@pytest.mark.parametrize("sizes", [(1024, 4096), (1024, 3000), (4096, 1024)])
+def test_a_checkpoint_after_the_chunk_size_changed_leaves_no_chunk_over(
+    migrated_database_url, sizes
+):
+    """A server restarted with another `chunk_bytes` rewrites a session's arrays in its own
+    cut: chunks past a key's new last one go (whatever the size), and it reads back exact."""
+    before, after = sizes
+    rng = np.random.default_rng(2)
+    arrays = {
+        "param/w": rng.standard_normal(1000).astype(np.float32),  # 4000 bytes
+        "exp_avg/w": rng.standard_normal(1000).astype(np.float32),
+        "step/w": np.array(3, np.int64),
+    }
+    record = new_record()
+    first = Database(migrated_database_url, chunk_bytes=before)
+    try:
+        with first.transaction(write=True) as db:
+            SessionRepository(db).add(record)
+            SessionArrays(db).save(record.id, arrays)
+    finally:
+        first.dispose()
+    second = Database(migrated_database_url, chunk_bytes=after)
+    moved = {key: array + 1 for key, array in arrays.items()}
+    try:
+        with second.transaction(write=True) as db:
+            SessionArrays(db).save(record.id, moved)
+        with second.transaction(write=False) as db:
+            stored = db.execute(
+                select(SessionArray.key, SessionArray.chunk).where(
+                    SessionArray.session_id == record.id
+                )
+            ).all()
+            loaded = SessionArrays(db).load(record.id)
+    finally:
+        second.dispose()
+    expected = {(key, 0) for key in moved} | {
+        (key, chunk) for key in ("param/w", "exp_avg/w") for chunk in range(1, -(-4000 // after))
+    }
+    assert set(stored) == expected
+    for key, array in moved.items():
+        np.testing.assert_array_equal(loaded[key], array)
+
+
+def test_a_checkpoint_of_single_chunks_drops_chunks_cut_before(migrated_database_url):
+    """Arrays that were several chunks and are one now (one statement's path)."""
+    record = new_record()
+    first = Database(migrated_database_url, chunk_bytes=1024)
+    second = Database(migrated_database_url, chunk_bytes=1 << 20)
+    try:
+        with first.transaction(write=True) as db:
+            SessionRepository(db).add(record)
+            SessionArrays(db).save(record.id, {"param/w": np.zeros(1000, np.float32)})
+        with second.transaction(write=True) as db:
+            SessionArrays(db).save(record.id, {"param/w": np.ones(1000, np.float32)})
+        with second.transaction(write=False) as db:
+            chunks = db.scalars(
+                select(SessionArray.chunk).where(SessionArray.session_id == record.id)
+            ).all()
+            loaded = SessionArrays(db).load(record.id)
+    finally:
+        first.dispose()
+        second.dispose()
+    assert chunks == [0]
+    np.testing.assert_array_equal(loaded["param/w"], np.ones(1000, np.float32))
+
+
 def test_the_default_chunk_size_is_the_settings_default():
     assert Settings().array_chunk_bytes == CHUNK_BYTES <= 64 * 1024**2
 
