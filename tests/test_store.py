@@ -15,7 +15,7 @@ from app.config import Settings
 from app.stepping import SessionArrays
 from app.store import codec
 from app.store.arrays import CHUNK_BYTES, CorruptChunksError
-from app.store.database import Database
+from app.store.database import SQLITE_PAGE_SIZE, SQLITE_WAL_CHECKPOINT_BYTES, Database
 from app.store.held import send
 from app.store.migrate import alembic_config, downgrade, upgrade
 from app.store.models import SessionArray
@@ -223,6 +223,41 @@ def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path):
     with database.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    database.dispose()
+
+
+def test_a_new_sqlite_file_has_large_pages_and_a_wal_checkpoint_by_bytes(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    with database.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA page_size").scalar() == SQLITE_PAGE_SIZE
+        autocheckpoint = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        assert autocheckpoint * SQLITE_PAGE_SIZE == SQLITE_WAL_CHECKPOINT_BYTES
+        limit = connection.exec_driver_sql("PRAGMA journal_size_limit").scalar()
+        assert limit == SQLITE_WAL_CHECKPOINT_BYTES
+    database.dispose()
+    upgrade(f"sqlite:///{tmp_path / 'db.sqlite3'}")  # the migrations' connections keep it
+    with sqlite3.connect(tmp_path / "db.sqlite3") as connection:
+        assert connection.execute("PRAGMA page_size").fetchone() == (SQLITE_PAGE_SIZE,)
+
+
+def test_an_existing_sqlite_file_keeps_its_page_size(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as connection:  # made by SQLite's defaults: 4 KiB pages
+        connection.execute("PRAGMA page_size=4096")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE t (x)")
+    database = Database(f"sqlite:///{path}")
+    with database.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+        autocheckpoint = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        assert autocheckpoint * 4096 == SQLITE_WAL_CHECKPOINT_BYTES
+    database.dispose()
+
+
+def test_the_memory_store_keeps_sqlites_own_page_size():
+    database = Database("memory://")
+    with database.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA page_size").scalar() < SQLITE_PAGE_SIZE
     database.dispose()
 
 
