@@ -24,6 +24,7 @@ one caller's token to another.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -293,6 +294,13 @@ def config_limits() -> BodyLimits:
 
 
 def step_limits(facts: SessionFacts, settings: Settings) -> BodyLimits:
+    """`session_limits` of the session, within the server's JSON body limit: made once per
+    session and limit (a step's admission asked for them anew on every request)."""
+    return session_limits(facts, settings.max_body_bytes)
+
+
+@functools.lru_cache(maxsize=FACTS_CACHE_ENTRIES)
+def session_limits(facts: SessionFacts, max_body_bytes: int) -> BodyLimits:
     """What a step of this session may send: room for each of its numbers (and arrays and
     names) in JSON or in a safetensors file.
 
@@ -318,7 +326,7 @@ def step_limits(facts: SessionFacts, settings: Settings) -> BodyLimits:
         json=limit(
             json_need + names,
             f"in JSON (send large ones as {SAFETENSORS_MEDIA_TYPE})",
-            settings.max_body_bytes,
+            max_body_bytes,
         ),
         binary=limit(binary_need + names, "as a safetensors file"),
     )

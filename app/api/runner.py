@@ -5,7 +5,7 @@ that commits before the answer is sent (an acknowledged change is a committed ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Response
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,6 @@ class Answerable(Protocol):
     def response(self) -> Response: ...
 
 
-@runtime_checkable
 class Detachable(Protocol):
     """A result that may show arrays the commit hands on to the next change (a step's θ in a
     working set): `detached()` gives one that stays as it is, copying only if it must."""
@@ -77,8 +76,11 @@ async def run_use_case(
                     if keeper is not None:
                         keeper.keep(db, made)
                     return made.response()
-                if isinstance(result, Detachable):
-                    result = result.detached()  # the answer below is made after the commit
+                # A `Detachable`, found by its method (`isinstance` of a runtime-checkable
+                # protocol cost 15 µs a request); the answer below is made after the commit.
+                detached = getattr(result, "detached", None)
+                if detached is not None:
+                    result = detached()
         except Replay as replay:
             return replay.answer.response(replayed=True)
         return answer(result).response()
