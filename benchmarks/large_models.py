@@ -369,6 +369,16 @@ def run(store_names: list[str], large: int | None) -> dict[str, Any]:
     return results
 
 
+def write_results(results: dict[str, Any]) -> None:
+    """Print the report and write benchmarks/results/large_models.{json,md,png}."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "large_models.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (RESULTS / "large_models.md").write_text(text)
+    chart(results, RESULTS / "large_models.png")
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stores", nargs="+", default=["memory", "sqlite", "postgresql"])
@@ -378,12 +388,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     results = run(args.stores, args.large if args.run_large else None)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "large_models.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    (RESULTS / "large_models.md").write_text(text)
-    chart(results, RESULTS / "large_models.png")
-    print(text)
+    write_results(results)
 
 
 if __name__ == "__main__":

@@ -278,9 +278,7 @@ def main() -> None:
     print(f"written to {RESULTS}/performance.{{md,json,png}}")
     if args.large:
         large = large_models.run(["memory", "sqlite", "postgresql"], large_models.LARGE)
-        (RESULTS / "large_models.json").write_text(json.dumps(large, indent=2) + "\n")
-        (RESULTS / "large_models.md").write_text(large_models.markdown(large))
-        print(large_models.markdown(large))
+        large_models.write_results(large)
 
 
 if __name__ == "__main__":
