@@ -46,6 +46,43 @@ def warmup_of(size: int) -> int:
     return 20 if size < 100_000 else 3
 
 
+def alternated(
+    store: str, sides: dict[str, tuple[Path, dict[str, str]]], size: int, steps: int, warmup: int
+) -> dict[str, list[float]]:
+    """Each side's server — its checkout and its variables — on a fresh database of `store`,
+    with one Adam float32 session of `size` created from a file; the sessions stepped in
+    alternation (safetensors in and out), so that every side meets the same machine load.
+    Each side's step latencies (ms) after `warmup` steps."""
+    with ExitStack() as stack:
+        steppers = {}
+        for side, (root, env) in sides.items():
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            url = database_url(stack, store, directory)
+            log = directory / "server.log"
+            server = stack.enter_context(LiveServer(url, log, root=root, env=env))
+            steppers[side] = Stepper(server, size, form="safetensors", accept="safetensors")
+            stack.callback(steppers[side].close)
+        latencies: dict[str, list[float]] = {side: [] for side in sides}
+        for index in range(warmup + steps):
+            for side, stepper in steppers.items():
+                latency = stepper.step(index)
+                if index >= warmup:
+                    latencies[side].append(latency)
+    return latencies
+
+
+def summarised(latencies: list[float]) -> dict[str, Any]:
+    """One side's p50, p99 and mean, its worst step and worst ÷ p50, and every step."""
+    summary = summary_of(latencies)
+    worst = max(latencies)
+    return {
+        **summary,
+        "worst_ms": worst,
+        "worst_over_p50": round(worst / summary["p50_ms"], 2),
+        "latencies_ms": [round(latency, 2) for latency in latencies],
+    }
+
+
 def side_by_side(
     store: str,
     baseline: Path,
@@ -55,39 +92,16 @@ def side_by_side(
     env_this: dict[str, str],
 ) -> dict[str, Any]:
     """Both servers on `store`, their sessions of `size` stepped in alternation."""
-    warmup = warmup_of(size)
-    with ExitStack() as stack:
-        steppers = {}
-        for side, root in zip(SIDES, (baseline, REPO_ROOT), strict=True):
-            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            url = database_url(stack, store, directory)
-            log = directory / "server.log"
-            side_env = {**env, **(env_this if side == "this" else {})}
-            server = stack.enter_context(LiveServer(url, log, root=root, env=side_env))
-            steppers[side] = Stepper(server, size, form="safetensors", accept="safetensors")
-            stack.callback(steppers[side].close)
-        latencies: dict[str, list[float]] = {side: [] for side in SIDES}
-        for index in range(warmup + steps):
-            for side in SIDES:
-                latency = steppers[side].step(index)
-                if index >= warmup:
-                    latencies[side].append(latency)
+    sides = {"baseline": (baseline, env), "this": (REPO_ROOT, {**env, **env_this})}
+    latencies = alternated(store, sides, size, steps, warmup_of(size))
     result: dict[str, Any] = {
         "store": store,
         "parameters": size,
         "steps": steps,
         "env": env,
         "env_this": env_this,
+        **{side: summarised(latencies[side]) for side in SIDES},
     }
-    for side in SIDES:
-        summary = summary_of(latencies[side])
-        worst = max(latencies[side])
-        result[side] = {
-            **summary,
-            "worst_ms": worst,
-            "worst_over_p50": round(worst / summary["p50_ms"], 2),
-            "latencies_ms": [round(latency, 2) for latency in latencies[side]],
-        }
     result["p50_ratio"] = round(result["this"]["p50_ms"] / result["baseline"]["p50_ms"], 3)
     for side in SIDES:
         item = result[side]

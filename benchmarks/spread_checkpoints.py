@@ -19,23 +19,15 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.service_step import (  # noqa: E402
-    RESULTS,
-    Stepper,
-    context_line,
-    database_url,
-    environment,
-    summary_of,
-)
-from tests.live_server import LiveServer  # noqa: E402
+from app.store.arrays import CHUNK_BYTES  # noqa: E402
+from benchmarks.durable_steps import alternated, summarised  # noqa: E402
+from benchmarks.service_step import RESULTS, context_line, environment  # noqa: E402
 
 WARMUP = 3
 SIDES = ("baseline", "spread")
@@ -45,34 +37,14 @@ def side_by_side(
     store: str, baseline: Path, size: int, steps: int, env: dict[str, str]
 ) -> dict[str, Any]:
     """Both servers on `store` (with `env`), their sessions stepped in alternation."""
-    with ExitStack() as stack:
-        steppers = {}
-        for side, root in zip(SIDES, (baseline, REPO_ROOT), strict=True):
-            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            url = database_url(stack, store, directory)
-            log = directory / "server.log"
-            server = stack.enter_context(LiveServer(url, log, root=root, env=env))
-            steppers[side] = Stepper(server, size, form="safetensors", accept="safetensors")
-            stack.callback(steppers[side].close)
-        latencies: dict[str, list[float]] = {side: [] for side in SIDES}
-        for index in range(WARMUP + steps):
-            for side in SIDES:
-                latency = steppers[side].step(index)
-                if index >= WARMUP:
-                    latencies[side].append(latency)
+    sides = {"baseline": (baseline, env), "spread": (REPO_ROOT, env)}
+    latencies = alternated(store, sides, size, steps, WARMUP)
     result: dict[str, Any] = {"store": store, "parameters": size, "steps": steps, "env": env}
     for side in SIDES:
-        summary = summary_of(latencies[side])
-        worst = max(latencies[side])
-        result[side] = {
-            **summary,
-            "worst_ms": worst,
-            "worst_over_p50": round(worst / summary["p50_ms"], 2),
-            "latencies_ms": [round(latency, 1) for latency in latencies[side]],
-        }
+        result[side] = item = summarised(latencies[side])
         print(
-            f"{store:<11} {side:<9} p50 {summary['p50_ms']:8.1f} ms  worst {worst:8.1f} ms  "
-            f"worst ÷ p50 {worst / summary['p50_ms']:.2f}",
+            f"{store:<11} {side:<9} p50 {item['p50_ms']:8.1f} ms  worst {item['worst_ms']:8.1f} "
+            f"ms  worst ÷ p50 {item['worst_over_p50']:.2f}",
             flush=True,
         )
     return result
@@ -90,9 +62,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{context_line(results['environment'])} Load average {results['load_before']} at the "
         f"start, {results['load_after']} at the end. Baseline: {results['baseline']}. Adam "
-        "float32, safetensors in and out, default settings (`OPTAAS_CHECKPOINT_EVERY` 8, 16 MiB "
-        f"chunks) unless the row says; {results['steps']} steps after {WARMUP}, the two "
-        "servers stepped in alternation.",
+        "float32, safetensors in and out, default settings (`OPTAAS_CHECKPOINT_EVERY` 8, "
+        f"{CHUNK_BYTES // 2**20} MiB chunks) unless the row says; {results['steps']} steps "
+        f"after {WARMUP}, the two servers stepped in alternation.",
         "",
         "| store | parameters | settings | code | p50 ms | p99 ms | worst ms | worst ÷ p50 |",
         "|---|---:|---|---|---:|---:|---:|---:|",
