@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 
 from app.tensors import SAFETENSORS_MEDIA_TYPE, tensors_from_safetensors, tensors_to_safetensors
+from tests.in_process import InProcessServer
 from tests.support import (
     CoreRun,
     bearer,
@@ -197,3 +198,51 @@ def test_a_binary_step_with_an_idempotency_key_is_applied_once(module_app, accep
         assert again.headers["content-type"] == first.headers["content-type"]
         view = client.get(f"/v1/sessions/{session['id']}", headers=bearer(session["token"]))
         assert view.json()["step"] == 1
+
+
+LARGE = 400_000
+"""float32 elements of a tensor whose safetensors answer (1.6 MB) passes a send piece (1 MiB):
+such an answer is streamed from the arrays, not joined into one bytes object."""
+
+
+def large_binary_steps(app: InProcessServer, key: str | None = None) -> None:
+    """Three large binary steps, each answered in safetensors with its `Content-Length`, each
+    answer θ as the core computes it at that step (the next step does not change an answer
+    already made); with an `Idempotency-Key`, a repeat of the last gets the same bytes."""
+    rng = np.random.default_rng(11)
+    params = {"w": rng.standard_normal(LARGE).astype(np.float32)}
+    with app.client() as client:
+        session = create_session(
+            client,
+            {"params": wire_tensors(params, "named"), "optimizer": {"type": "adam", "lr": 0.01}},
+        )
+        reference = CoreRun(session, params)
+        path = f"/v1/sessions/{session['id']}/step"
+        for step in range(1, 4):
+            gradients = {"w": rng.standard_normal(LARGE).astype(np.float32)}
+            reference.step(gradients)
+            content, headers = step_request(gradients, binary=True)
+            headers = {**headers, **bearer(session["token"]), "Accept": SAFETENSORS_MEDIA_TYPE}
+            if key is not None:
+                headers["Idempotency-Key"] = f"{key}-{step}"
+            response = client.post(path, content=content, headers=headers)
+            assert response.status_code == 200, response.text
+            assert int(response.headers["content-length"]) == len(response.content) > 1 << 20
+            tensors, metadata = tensors_from_safetensors(response.content)
+            assert orjson.loads(metadata["step"]) == step
+            np.testing.assert_array_equal(tensors["w"], reference.params["w"])
+        if key is not None:
+            again = client.post(path, content=content, headers=headers)
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.content == response.content
+
+
+@pytest.mark.parametrize("key", [None, "large"])
+def test_a_large_binary_answer_shows_its_step_on_a_database(module_app, key):
+    large_binary_steps(module_app, key)
+
+
+@pytest.mark.parametrize("key", [None, "large"])
+def test_a_large_binary_answer_shows_its_step_in_memory(key):
+    with InProcessServer("memory://") as app:
+        large_binary_steps(app, key)

@@ -3,14 +3,14 @@ each with the `ETag` of the step it shows; `Location` for new sessions and accep
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
 import orjson
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
-from optaas_state import in_pieces
+from optaas_state import PIECE_BYTES, in_pieces, safetensors_pieces
 from pydantic import BaseModel
 
 from app import exports
@@ -31,7 +31,6 @@ from app.tensors import (
     SAFETENSORS_MEDIA_TYPE,
     tensors_by_name,
     tensors_to_json,
-    tensors_to_safetensors,
 )
 
 
@@ -110,13 +109,14 @@ def step_metadata(result: Stepped) -> dict[str, str]:
 
 def safetensors_answer(
     params: Mapping[str, np.ndarray | SparseRows] | None, step: int, metadata: dict[str, str]
-) -> Answer:
+) -> StreamedAnswer:
     """A safetensors answer showing a session at `step`: θ by tensor name (none if `params` is
     None, e.g. `?return=none`; a tensor's changed rows as `rows/<tensor>` beside its values)
-    and `metadata`; its `ETag` goes with it."""
+    and `metadata`; its `ETag` goes with it. Sent from views of the arrays, so `params` must
+    stay as they are until it is sent (a step's θ detached from the working set)."""
     tensors = {} if params is None else tensors_by_name(dict(params))
     headers = {"Content-Type": SAFETENSORS_MEDIA_TYPE, "ETag": etag(step)}
-    return Answer(200, headers, tensors_to_safetensors(tensors, metadata))
+    return StreamedAnswer(200, headers, safetensors_pieces(tensors, metadata))
 
 
 def created_answer(request: Request, created: Created) -> Answer:
@@ -140,20 +140,35 @@ def state_answer(state: SessionState, *, binary: bool) -> Answer | StreamedAnswe
 @dataclass(frozen=True)
 class StreamedAnswer:
     """An answer whose body is sent piece by piece (views of arrays, at most `PIECE_BYTES`
-    each), never joined into one bytes object; its `Content-Length` is known beforehand."""
+    each), never joined into one bytes object; its `Content-Length` is known beforehand.
+
+    A body of one piece or less is sent whole (streaming it would cost more than the copy).
+    One bytes object of hundreds of MB handed to the socket would be copied again by asyncio's
+    transport (Python 3.11 keeps what a send did not take in a buffer of its own), so a large
+    answer sent whole costs its size twice over in memory and time."""
 
     status: int
     headers: dict[str, str]
     pieces: Sequence[bytes | memoryview]
 
+    def kept(self) -> Answer:
+        """The answer as bytes of its own (one copy of the arrays): to keep with an
+        `Idempotency-Key`, or to send after the arrays it views may have changed."""
+        return Answer(self.status, self.headers, b"".join(self.pieces))
+
     def response(self) -> Response:
         length = sum(memoryview(piece).nbytes for piece in self.pieces)
+        if length <= PIECE_BYTES:
+            return self.kept().response()
         return StreamingResponse(
             self._body(),
             status_code=self.status,
             headers={**self.headers, "Content-Length": str(length)},
         )
 
-    def _body(self) -> Iterator[memoryview]:
+    async def _body(self) -> AsyncIterator[memoryview]:
+        # An asynchronous iterator: Starlette would hand each piece of a synchronous one to
+        # the thread pool and back.
         for piece in self.pieces:
-            yield from in_pieces(piece)
+            for part in in_pieces(piece):
+                yield part

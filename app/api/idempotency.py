@@ -76,6 +76,10 @@ class Answer:
     headers: dict[str, str]
     body: bytes
 
+    def kept(self) -> Answer:
+        """Itself: its body is its own bytes already."""
+        return self
+
     def response(self, *, replayed: bool = False) -> Response:
         headers = {**self.headers, REPLAYED_HEADER: "true"} if replayed else self.headers
         return Response(self.body, status_code=self.status, headers=headers)

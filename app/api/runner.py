@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 from fastapi import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.idempotency import IdempotencyKeeper, Replay
+from app.api.idempotency import Answer, IdempotencyKeeper, Replay
 from app.errors import OptaasError
 from app.optim import OptimError
 from app.store.database import Database, WouldWait
@@ -22,6 +22,10 @@ class Answerable(Protocol):
     """What a use case's answer is made into: a kept `Answer`, or one streamed from arrays."""
 
     def response(self) -> Response: ...
+
+    def kept(self) -> Answer:
+        """The answer with a body of its own bytes (a streamed one's pieces joined)."""
+        ...
 
 
 class Detachable(Protocol):
@@ -39,7 +43,6 @@ async def run_use_case(
     write: bool,
     parse: Callable[[], Any] | None = None,
     keeper: IdempotencyKeeper | None = None,
-    answer_in_transaction: bool = False,
     inline: bool = False,
 ) -> Response:
     """In the thread pool: run `use_case` in one transaction, commit, then answer.
@@ -49,10 +52,11 @@ async def run_use_case(
 
     With an `Idempotency-Key` (`keeper`), the use case names the key's scope, and the answer is
     made inside the transaction and kept with the change it reports; a repeat of a request
-    that was applied gets the kept answer instead (see `app.api.idempotency`). With
-    `answer_in_transaction` the answer is made before the commit too (when making it is quick,
-    as a safetensors file is). An answer made after the commit gets the result `detached()`
-    if it is `Detachable`: the stepping layer copies θ then if the next step may change it.
+    that was applied gets the kept answer instead (see `app.api.idempotency`): made into bytes
+    of its own there (`kept()`), as it is sent after the commit. Any other answer is made after
+    the commit, from the result `detached()` if it is `Detachable` (the stepping layer copies
+    θ then, before the commit, if the next step may change it), and may be streamed from its
+    arrays.
 
     `inline`: the caller says the work is tiny (a step of a small session), so it runs on the
     event loop — no hand-off to a thread and back, which cost more than such a step does —
@@ -71,10 +75,9 @@ async def run_use_case(
                     if keeper is not None:  # a repeat that fails where its original did not
                         keeper.replay_if_kept(db)
                     raise
-                if keeper is not None or answer_in_transaction:
-                    made = answer(result)
-                    if keeper is not None:
-                        keeper.keep(db, made)
+                if keeper is not None:
+                    made = answer(result).kept()
+                    keeper.keep(db, made)
                     return made.response()
                 # A `Detachable`, found by its method (`isinstance` of a runtime-checkable
                 # protocol cost 15 µs a request); the answer below is made after the commit.

@@ -29,6 +29,7 @@ from app.api.admission import (
     step_admission,
 )
 from app.api.answers import (
+    StreamedAnswer,
     accepted_answer,
     created_answer,
     info_answer,
@@ -244,7 +245,7 @@ async def step_session(
             history_max_records=settings.history_max_records,
         )
 
-    def answer(result: Stepped | Accepted) -> Answer:
+    def answer(result: Stepped | Accepted) -> Answer | StreamedAnswer:
         if isinstance(result, Accepted):
             return accepted_answer(request, session_id, result)
         if binary_answer:
@@ -252,8 +253,9 @@ async def step_session(
         exclude = None if return_params else {"params"}
         return session_answer(step_response(result), result.step, exclude=exclude)
 
-    # A safetensors answer is made before the commit: writing the file is the one copy of θ it
-    # needs. A JSON answer is written after it, from θ the runner detaches first.
+    # Either answer is made after the commit, from θ the runner detaches first (a copy only of
+    # a working set the next step may update in place); a safetensors file is then streamed
+    # from those arrays, with no copy of its own.
     return await run_use_case(
         database,
         apply,
@@ -261,7 +263,6 @@ async def step_session(
         write=True,
         parse=lambda: inputs.gradient_post(body, facts),
         keeper=keeper,
-        answer_in_transaction=binary_answer,
         inline=tiny_step(facts, body),
     )
 
@@ -396,7 +397,7 @@ async def get_params(
     single form's tensor is `params`), `step` in its `__metadata__`.
     """
 
-    def answer(params: Params) -> Answer:
+    def answer(params: Params) -> Answer | StreamedAnswer:
         if binary_answer:
             return safetensors_answer(params.params, params.step, {"step": str(params.step)})
         return session_answer(params_response(params), params.step)
