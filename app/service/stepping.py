@@ -109,7 +109,7 @@ held, to go with the UPDATE: far below the size the store writes by COPY at once
 
 def _optimistic(
     db: Session, arrays: SessionArrays, session_id: str, token: str, post: GradientPost
-) -> tuple[SessionRow, WorkingSet] | None:
+) -> tuple[SessionRow, WorkingSet, LoggedStep] | None:
     """The row and working set this process's last step of the session committed, for a step
     that skips the locking read (`SessionArrays.optimistic`: PostgreSQL), if this step may be
     one: not a redo (`LOCK_FIRST`), dense gradients of at most OPTIMISTIC_MAX_BYTES, a
@@ -126,14 +126,14 @@ def _optimistic(
     if working is None:
         return None
     row = replace(working.row)  # type: ignore[type-var]  (optimistic() gives one with a row)
-    if (
-        accumulates(row)
-        or not token_matches(row.token_hash, token)
-        or not arrays.logs_alone(working, logged_step(row, post))  # the UPDATE must go first
-    ):
+    if accumulates(row) or not token_matches(row.token_hash, token):
         arrays.sets.cache.put(working)  # untouched: as good as before
         return None
-    return row, working
+    entry = logged_step(row, post)
+    if not arrays.logs_alone(working, entry):  # its UPDATE must be its first write
+        arrays.sets.cache.put(working)
+        return None
+    return row, working, entry
 
 
 def _small_dense(gradients: Mapping[str, Gradient]) -> bool:
@@ -149,7 +149,7 @@ def _step_cached(
     db: Session,
     repository: SessionRepository,
     arrays: SessionArrays,
-    optimistic: tuple[SessionRow, WorkingSet],
+    optimistic: tuple[SessionRow, WorkingSet, LoggedStep],
     post: GradientPost,
     started: float,
     guard: Callable[[SessionRow], None] | None,
@@ -157,7 +157,7 @@ def _step_cached(
 ) -> _Applied:
     """An optimistic step (see `step`): the core runs on a copy of the gradients, so that a
     redo finds them as posted."""
-    row, working = optimistic
+    row, working, entry = optimistic
     if guard is not None:
         try:
             guard(row)
@@ -167,7 +167,7 @@ def _step_cached(
     observe.note_step(optimizer=row.config["optimizer"]["type"])
     history = HistoryRepository(db, history_max_records)
     gradients = {name: gradient.copy() for name, gradient in post.gradients.items()}
-    return _apply(repository, arrays, history, row, working, post, gradients, started, locked=False)
+    return _apply(repository, arrays, history, row, working, post, gradients, started, entry=entry)
 
 
 @dataclass(frozen=True)
@@ -196,12 +196,16 @@ def _apply(
     gradients: Mapping[str, Gradient],
     started: float,
     *,
-    locked: bool = True,
+    entry: LoggedStep | None = None,
 ) -> _Applied:
     """The step on `working` at `row`'s version with `gradients` (the posted ones, or a copy),
-    its writes sent; `locked`: whether the row was read under this transaction's lock."""
+    its writes sent. Given its log `entry` (made already), it is an optimistic step: the row
+    was not read under this transaction's lock."""
+    locked = entry is None
+    if entry is None:
+        entry = logged_step(row, post)
     optimizer, params, state = working_state(row, working)
-    write = arrays.begin_step(row, working, logged_step(row, post), optimistic=not locked)
+    write = arrays.begin_step(row, working, entry, optimistic=not locked)
     try:
         result = optimizer.step(params, state, gradients, loss=post.loss, partial=post.partial)
     except OptimError as error:
