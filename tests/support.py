@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import func, select
 
 from app.optim import Optimizer, StepResult
-from app.store.database import Database
+from app.store.database import Database, Redo
 from app.store.models import IdempotencyRecord, SessionArray, SessionRecord
 from app.tensors import Layout, tensors_to_json
 
@@ -210,3 +210,16 @@ class DroppingTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def step_in_transaction(database: Database, *args: Any, **kwargs: Any) -> Any:
+    """`service.step(db, *args, **kwargs)` in a write transaction of `database`, run again
+    locking first if it raises `Redo` (an optimistic step refused), as the API's runner does."""
+    from app import service
+
+    try:
+        with database.transaction(write=True) as db:
+            return service.step(db, *args, **kwargs)
+    except Redo:
+        with database.transaction(write=True, lock_first=True) as db:
+            return service.step(db, *args, **kwargs)

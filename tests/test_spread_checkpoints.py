@@ -26,7 +26,7 @@ from app.stepping.spread import pieces_of
 from app.store.database import Database
 from app.store.models import SessionArray
 from app.store.steplog import is_log_key
-from tests.support import CoreRun
+from tests.support import CoreRun, step_in_transaction
 
 CHUNK_BYTES = 1024
 EVERY = 4
@@ -87,14 +87,13 @@ class Spread:
         loss = float(index % 3)
         copies = {name: array.copy() for name, array in gradients.items()}  # the core's scratch
         self.reference.step(gradients, loss=loss, partial=partial)
-        with self.stepping.transaction(write=True) as db:
-            service.step(
-                db,
-                str(self.created.session.id),
-                self.created.token,
-                GradientPost(copies, loss=loss, partial=partial),
-                history_max_records=1000,
-            )
+        step_in_transaction(
+            self.stepping,
+            str(self.created.session.id),
+            self.created.token,
+            GradientPost(copies, loss=loss, partial=partial),
+            history_max_records=1000,
+        )
 
     def assert_recovered_exactly(self) -> None:
         """What another process reads is the reference's θ and state, bit for bit."""

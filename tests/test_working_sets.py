@@ -25,7 +25,7 @@ from app.store.models import SessionArray, SessionRecord
 from app.store.repository import SessionRepository
 from app.store.steplog import is_log_key
 from tests.conftest import BACKENDS, temporary_database
-from tests.support import CoreRun, bearer, create_session, post_json
+from tests.support import CoreRun, bearer, create_session, post_json, step_in_transaction
 
 SIZE = 50
 ADAM = {"type": "adam", "lr": 0.05, "amsgrad": True}
@@ -216,10 +216,9 @@ def test_the_log_replays_each_step_with_its_own_configuration(database):
         copies = {name: array.copy() for name, array in gradients.items()}  # the core's scratch
         reference.step(gradients, loss=float(index % 3), partial=partial)
         post = GradientPost(copies, loss=float(index % 3), partial=partial)
-        with stepping.transaction(write=True) as db:
-            return service.step(
-                db, str(created.session.id), created.token, post, history_max_records=100
-            ).params
+        return step_in_transaction(
+            stepping, str(created.session.id), created.token, post, history_max_records=100
+        ).params
 
     def assert_stored_state_is_the_references() -> None:
         with database.transaction(write=False) as db:  # another process: no working set
@@ -262,14 +261,13 @@ def test_save_arrays_is_a_checkpoint_that_drops_the_log(database):
     with cached.transaction(write=True) as db:
         created = service.create_session(db, new_session(CreateSession.model_validate(body)))
     for _ in range(3):
-        with cached.transaction(write=True) as db:
-            service.step(
-                db,
-                str(created.session.id),
-                created.token,
-                GradientPost({"params": np.ones(3)}),
-                history_max_records=10,
-            )
+        step_in_transaction(
+            cached,
+            str(created.session.id),
+            created.token,
+            GradientPost({"params": np.ones(3)}),
+            history_max_records=10,
+        )
     with database.transaction(write=True) as db:
         arrays = SessionArrays(db).load(created.session.id, writable=True)
         arrays["param/params"][:] = 7.0

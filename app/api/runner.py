@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.idempotency import Answer, IdempotencyKeeper, Replay
 from app.errors import OptaasError
 from app.optim import OptimError
-from app.store.database import Database, WouldWait
+from app.store.database import Database, Redo, WouldWait
 
 Result = TypeVar("Result")
 
@@ -64,11 +64,20 @@ async def run_use_case(
     allows it, `Database.waits_only_for_locks`), and work that would wait for a lock (or a
     body that fails to parse under a key, which is looked up) goes to the thread pool as any
     other.
+
+    A use case that raises `Redo` (an optimistic step that found its session moved on) has
+    changed nothing: it is run once more, in a transaction that locks first.
     """
 
     def run(given: tuple[Any, ...], wait: bool) -> Response:
         try:
-            with database.transaction(write=write, wait=wait) as db:
+            return attempt(given, wait, lock_first=False)
+        except Redo:
+            return attempt(given, wait, lock_first=True)
+
+    def attempt(given: tuple[Any, ...], wait: bool, *, lock_first: bool) -> Response:
+        try:
+            with database.transaction(write=write, wait=wait, lock_first=lock_first) as db:
                 try:
                     result = use_case(db, *given)
                 except (OptaasError, OptimError):

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from app import observe
+from app.errors import OptaasError
 from app.optim import OptimError, Optimizer, OptimizerState, SparseRows, StepResult
 from app.optim.base import Gradient
 from app.service.accumulation import Accepted, accumulate, accumulates, reset_accumulation
-from app.service.auth import authorized_row
+from app.service.auth import authorized_row, token_matches
 from app.service.records import core_config, split_arrays, tensor_names
 from app.stepping import SessionArrays, Stepped, WorkingSet, stored_arrays
 from app.stepping.replay import loggable_gradients
+from app.store.database import LOCK_FIRST, Redo
 from app.store.held import send
 from app.store.history import HistoryRepository
 from app.store.models import SessionRecord
@@ -64,9 +69,23 @@ def step(
 
     With `accumulate` K > 1 the gradient is added to the next step's sums instead
     (`Accepted`), and the K-th applies their mean (`step_accumulated`).
+
+    On PostgreSQL a step is optimistic where it can be (`_optimistic`): from the row and
+    working set this process's last step of the session committed, without the locking read;
+    its UPDATE's version check then refuses it if the session moved on, and it raises `Redo`
+    (the runner rolls back and runs it again, locking first).
     """
     started = time.perf_counter()
     repository = SessionRepository(db)
+    arrays = SessionArrays(db)
+    optimistic = _optimistic(db, arrays, session_id, token, post)
+    if optimistic is not None:
+        try:
+            return _step_cached(
+                db, repository, arrays, optimistic, post, started, guard, history_max_records
+            ).answered(return_params, full_tensors)
+        except (StaleDataError, IntegrityError) as error:  # the session moved on meanwhile
+            raise Redo() from error
     row = authorized_row(repository, session_id, token)
     observe.note_step(optimizer=row.config["optimizer"]["type"])
     if guard is not None:
@@ -76,22 +95,139 @@ def step(
         record = repository.get(row.id, for_update=True)
         answered = (return_params, full_tensors)
         return step_accumulated(repository, history, record, post, started, answered)
-    arrays = SessionArrays(db)
     working = arrays.working_set(row)
-    optimizer, params, state = working_state(row, working)
-    write = arrays.begin_step(row, working, logged_step(row, post))
+    applied = _apply(repository, arrays, history, row, working, post, post.gradients, started)
+    return applied.answered(return_params, full_tensors)
+
+
+OPTIMISTIC_MAX_BYTES = 64 * 1024
+"""Gradients of up to this many bytes in all may be stepped optimistically: such a step hands
+the core a copy of them (which it may use as scratch), for the step's redo should it be
+refused; a copy of more would cost more than the locking read it saves. (Its log entry is then
+held, to go with the UPDATE: far below the size the store writes by COPY at once.)"""
+
+
+def _optimistic(
+    db: Session, arrays: SessionArrays, session_id: str, token: str, post: GradientPost
+) -> tuple[SessionRow, WorkingSet, LoggedStep] | None:
+    """The row and working set this process's last step of the session committed, for a step
+    that skips the locking read (`SessionArrays.optimistic`: PostgreSQL), if this step may be
+    one: not a redo (`LOCK_FIRST`), dense gradients of at most OPTIMISTIC_MAX_BYTES, a
+    session that does not accumulate, the token the kept row's (anything else — say, a token
+    not matching a row that may be stale — goes the locking way, which decides), and a step
+    that writes no arrays but its log entry (`SessionArrays.logs_alone`)."""
+    if db.info.get(LOCK_FIRST) or not _small_dense(post.gradients):
+        return None
     try:
-        result = optimizer.step(params, state, post.gradients, loss=post.loss, partial=post.partial)
-    except OptimError:
+        parsed_id = uuid.UUID(session_id)
+    except ValueError:
+        return None
+    working = arrays.optimistic(parsed_id)
+    if working is None:
+        return None
+    row = replace(working.row)  # type: ignore[type-var]  (optimistic() gives one with a row)
+    if accumulates(row) or not token_matches(row.token_hash, token):
+        arrays.sets.cache.put(working)  # untouched: as good as before
+        return None
+    entry = logged_step(row, post)
+    if not arrays.logs_alone(working, entry):  # its UPDATE must be its first write
+        arrays.sets.cache.put(working)
+        return None
+    return row, working, entry
+
+
+def _small_dense(gradients: Mapping[str, Gradient]) -> bool:
+    total = 0
+    for gradient in gradients.values():
+        if not isinstance(gradient, np.ndarray):
+            return False
+        total += gradient.nbytes
+    return total <= OPTIMISTIC_MAX_BYTES
+
+
+def _step_cached(
+    db: Session,
+    repository: SessionRepository,
+    arrays: SessionArrays,
+    optimistic: tuple[SessionRow, WorkingSet, LoggedStep],
+    post: GradientPost,
+    started: float,
+    guard: Callable[[SessionRow], None] | None,
+    history_max_records: int,
+) -> _Applied:
+    """An optimistic step (see `step`): the core runs on a copy of the gradients, so that a
+    redo finds them as posted."""
+    row, working, entry = optimistic
+    if guard is not None:
+        try:
+            guard(row)
+        except OptaasError as error:  # a precondition may fail on a row that moved on
+            arrays.sets.cache.put(working)
+            raise Redo() from error
+    observe.note_step(optimizer=row.config["optimizer"]["type"])
+    history = HistoryRepository(db, history_max_records)
+    gradients = {name: gradient.copy() for name, gradient in post.gradients.items()}
+    return _apply(repository, arrays, history, row, working, post, gradients, started, entry=entry)
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """A step applied: what the answer is made of."""
+
+    row: SessionRow
+    result: StepResult
+    params: dict[str, np.ndarray]
+    gradients: Mapping[str, Gradient]
+    live: bool
+
+    def answered(self, return_params: bool, full_tensors: bool) -> Stepped:
+        changed = _changed_rows(self.gradients, self.result, full_tensors)
+        shown = answer_tensors(self.params, changed)
+        return _stepped(self.row, self.result, shown if return_params else None, live=self.live)
+
+
+def _apply(
+    repository: SessionRepository,
+    arrays: SessionArrays,
+    history: HistoryRepository,
+    row: SessionRow,
+    working: WorkingSet,
+    post: GradientPost,
+    gradients: Mapping[str, Gradient],
+    started: float,
+    *,
+    entry: LoggedStep | None = None,
+) -> _Applied:
+    """The step on `working` at `row`'s version with `gradients` (the posted ones, or a copy),
+    its writes sent. Given its log `entry` (made already), it is an optimistic step: the row
+    was not read under this transaction's lock."""
+    locked = entry is None
+    if entry is None:
+        entry = logged_step(row, post)
+    optimizer, params, state = working_state(row, working)
+    write = arrays.begin_step(row, working, entry, optimistic=not locked)
+    try:
+        result = optimizer.step(params, state, gradients, loss=post.loss, partial=post.partial)
+    except OptimError as error:
         write.release()  # the core changed nothing: the working set is as good as before
+        if not locked:  # refused by a configuration that may have changed since: ask the row
+            raise Redo() from error
         raise
+    if result.skipped and not locked:
+        write.release()  # a skipped step writes no UPDATE that would check the version
+        raise Redo()
     write.finish(None if result.skipped else stored_arrays(params, state))
     if not result.skipped:
-        repository.advance(row, step=state.step, schedule_state=state.schedule, last_loss=post.loss)
+        repository.advance(
+            row,
+            step=state.step,
+            schedule_state=state.schedule,
+            last_loss=post.loss,
+            locked=locked,
+        )
     _record_step(history, row, post.loss, result, started)
-    send(db)  # the log entry, the row's UPDATE and the history record: one statement if it can
-    shown = answer_tensors(params, _changed_rows(post.gradients, result, full_tensors))
-    return _stepped(row, result, shown if return_params else None, live=working.shared)
+    send(repository.db)  # the log entry, the row's UPDATE and the history record: one statement
+    return _Applied(row, result, params, post.gradients, working.shared)
 
 
 def _changed_rows(

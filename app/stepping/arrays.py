@@ -40,7 +40,7 @@ from app.stepping import spread
 from app.stepping.replay import replay, replays_by_parts
 from app.stepping.working_sets import WorkingSet, WorkingSetCache
 from app.store.arrays import ArrayStore, StoredArrays, on_commit, store_of
-from app.store.database import DATABASE, Database
+from app.store.database import DATABASE, Database, Redo
 from app.store.models import SessionRecord
 from app.store.repository import SessionRow
 from app.store.steplog import LoggedStep
@@ -190,6 +190,15 @@ class SessionArrays:
             chunks=self._chunks_as_cut(stored),
         )
 
+    def optimistic(self, session_id: uuid.UUID) -> WorkingSet | None:
+        """This process's working set of the session with the row its last step committed
+        (`WorkingSet.row`), taken out of the cache for a step that reads no row first; None
+        where such steps are not taken (only PostgreSQL's row locks are worth skipping: SQLite
+        locks the whole database at BEGIN anyway; the memory store keeps no working sets)."""
+        if self.store.keeps_committed or self.db.get_bind().dialect.name != "postgresql":
+            return None
+        return self.sets.cache.take_with_row(session_id)
+
     def begin_step(
         self,
         record: SessionRecord | SessionRow,
@@ -197,6 +206,7 @@ class SessionArrays:
         entry: LoggedStep,
         *,
         checkpoint: bool = False,
+        optimistic: bool = False,
     ) -> StepWrite:
         """Start writing a step of `record` on `working`, before the core runs it: appends
         `entry` to the step log now if this step is logged (the core may use the gradients as
@@ -207,7 +217,13 @@ class SessionArrays:
 
         The log replays the core's update only: a step that also changes other arrays (say, it
         resets sums of accumulated gradients kept beside the state) must pass
-        `checkpoint=True`, so that everything it leaves is written in full."""
+        `checkpoint=True`, so that everything it leaves is written in full.
+
+        `optimistic`: the row is not locked yet (its UPDATE, held, will lock it), so nothing may
+        be written before that UPDATE: a step that would write more than its held log entry (a
+        checkpoint, a spread one: callers ask `logs_alone` first) puts the working set back and
+        raises `Redo`, to run locking first. (Written before the lock, such rows could wait for
+        a locking step of the session that waits for this step's lock in turn: a deadlock.)"""
         if self.store.keeps_committed:
             return _CopiedStepWrite(self, record, working)
         by_parts = working.optimizer is not None and replays_by_parts(working.optimizer, entry)
@@ -218,9 +234,18 @@ class SessionArrays:
             write: _Write = "spread"
         else:
             write = "log" if not checkpoint and self._logs(working, entry) else "checkpoint"
+        if optimistic and write != "log":
+            self.sets.cache.put(working)
+            raise Redo()
         if write != "checkpoint":  # a plain log entry goes with the step's other writes
             self.store.append_log(self.db, record.id, entry, hold=write == "log")
         return _CachedStepWrite(self, record, working, entry, write, by_parts, pieces or [])
+
+    def logs_alone(self, working: WorkingSet, entry: LoggedStep) -> bool:
+        """Whether a step with `entry` on `working` writes its log entry and no other arrays (no
+        checkpoint, no spread one): what `begin_step(optimistic=True)` takes."""
+        by_parts = working.optimizer is not None and replays_by_parts(working.optimizer, entry)
+        return self._spread_pieces(working, entry, by_parts) is None and self._logs(working, entry)
 
     def _logs(self, working: WorkingSet, entry: LoggedStep) -> bool:
         """Whether this step appends to the log (True) or writes a checkpoint (False)."""
@@ -310,6 +335,8 @@ class _CachedStepWrite:
 
         def keep() -> None:
             working.version = record.version  # the version this transaction committed
+            # The row as committed, for the next step (an optimistic one may start from it).
+            working.row = replace(record) if isinstance(record, SessionRow) else None
             cache.put(working)
 
         on_commit(db, keep)

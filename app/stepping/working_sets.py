@@ -16,6 +16,11 @@ session's `version` — which every change bumps, under the session's lock:
   fails), the working set is simply not put back: the arrays no longer match the database, and
   the next step reads the database. A crash loses only the cache.
 
+An optimistic step (PostgreSQL, `app.service.stepping`) skips the locking read: it takes the
+working set with the session row its last step committed (`row`) and steps from them; the
+step's UPDATE, which carries the version read (`… WHERE version = v`), then finds no row if the
+session moved on meanwhile, and the step is rolled back and run again the locking way.
+
 Taking the working set out while a step holds it also keeps other threads of this process from
 reading arrays that are being updated. Readers (`GET …/params`) may copy from a working set that
 is in the cache at the version they read (`copy_of`), under the cache's lock.
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.optim import Optimizer
+from app.store.repository import SessionRow
 
 
 @dataclass
@@ -64,6 +70,9 @@ class WorkingSet:
     optimizer: Optimizer | None = None
     cached: bool = False
     shared: bool = True
+    row: SessionRow | None = None
+    """The session row at `version` as the step that left the working set committed it (None
+    if another change did): what an optimistic step starts from."""
 
     @property
     def logged_steps(self) -> int:
@@ -96,6 +105,19 @@ class WorkingSetCache:
             if working is None or working.version != version:
                 self.misses += 1
                 return None
+            self.hits += 1
+        working.cached = True
+        return working
+
+    def take_with_row(self, session_id: uuid.UUID) -> WorkingSet | None:
+        """Remove and return the session's working set if it holds the row its version was
+        committed with (`WorkingSet.row`), else None (and the cache is left as it was)."""
+        with self._lock:
+            working = self._entries.get(session_id)
+            if working is None or working.row is None or working.row.version != working.version:
+                return None
+            del self._entries[session_id]
+            self._bytes -= working.nbytes
             self.hits += 1
         working.cached = True
         return working

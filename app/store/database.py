@@ -231,7 +231,17 @@ NOWAIT = "optaas.nowait"
 """`Session.info` key, set in a transaction that must not wait for a lock (`wait=False`): its
 row locks are taken with `FOR UPDATE NOWAIT`."""
 
+LOCK_FIRST = "optaas.lock_first"
+"""`Session.info` key, set in a unit of work run again after `Redo`: it reads what it changes
+under its locks (no optimistic step)."""
+
 _LOCK_NOT_AVAILABLE = "55P03"
+
+
+class Redo(Exception):  # noqa: N818 (not an error: the caller runs the work again)
+    """A unit of work found at its writes that what it had read without a lock had moved on
+    (an optimistic step: `app.service.stepping`); nothing of it was kept (it rolled back).
+    Its caller runs it again in a transaction begun with `lock_first=True`."""
 
 
 class WouldWait(Exception):  # noqa: N818 (not an error: the caller runs the work where it may wait)
@@ -303,7 +313,9 @@ class Database:
         return self.memory or self.dialect == "postgresql"
 
     @contextmanager
-    def transaction(self, *, write: bool, wait: bool = True) -> Iterator[Session]:
+    def transaction(
+        self, *, write: bool, wait: bool = True, lock_first: bool = False
+    ) -> Iterator[Session]:
         """A unit of work: commits when the block ends normally, rolls back when it raises.
 
         `write=True` on SQLite takes the write lock up front (BEGIN IMMEDIATE). In memory, one
@@ -314,11 +326,16 @@ class Database:
         transaction rolls back and raises `WouldWait` (on PostgreSQL also when the pool has no
         idle connection). For work small enough to run on the event loop, which must never
         sleep on a lock.
+
+        `lock_first`: the work is run again after `Redo`, and must lock what it reads
+        (`LOCK_FIRST`).
         """
         factory = self._writers if write else self._readers
         if not wait and self.dialect == "postgresql" and self.engine.pool.checkedin() == 0:
             raise WouldWait()  # no idle connection: one would be made, or waited for
         with self._taking_turns(write, wait), factory.begin() as session:
+            if lock_first:
+                session.info[LOCK_FIRST] = True
             if wait:
                 yield session
                 return

@@ -53,9 +53,14 @@ class HeldWrite:
     """What its holder knows it by, to take it back (`take_back`)."""
 
 
-def hold(db: Session, write: HeldWrite) -> None:
-    """Hold `write` until this unit of work sends its writes."""
-    db.info.setdefault(HELD, []).append(write)
+def hold(db: Session, write: HeldWrite, *, first: bool = False) -> None:
+    """Hold `write` until this unit of work sends its writes; `first`: before those held
+    already (on PostgreSQL the parts of the one statement run in their order)."""
+    writes = db.info.setdefault(HELD, [])
+    if first:
+        writes.insert(0, write)
+    else:
+        writes.append(write)
 
 
 def take_back(db: Session, tag: Hashable) -> bool:

@@ -80,6 +80,16 @@ def _advance(prefix: str) -> Update:
     )
 
 
+def _advance_unlocked_nowait(prefix: str) -> Update:
+    """`_advance` of a row this transaction has not locked (an optimistic step), in a
+    transaction that must not wait: the row is locked `NOWAIT` first, by a sub-select the UPDATE
+    evaluates before it takes the row (a row another transaction holds fails at once,
+    `WouldWait`, instead of waiting for it)."""
+    row_id = bindparam(f"{prefix}row_id")
+    locked = select(_SESSIONS.c.id).where(_SESSIONS.c.id == row_id).with_for_update(nowait=True)
+    return _advance(prefix).where(_SESSIONS.c.id == locked.scalar_subquery())
+
+
 class SessionRepository:
     def __init__(self, db: Session) -> None:
         self.db = db
@@ -105,12 +115,21 @@ class SessionRepository:
         step: int,
         schedule_state: dict[str, Any],
         last_loss: float | None,
+        locked: bool = True,
     ) -> None:
-        """The row after an applied step (locked by this transaction): t, the schedule's
-        state, the loss, `updated_at` and the next version, in one UPDATE — the mapper's
-        `version_id_col` rule written in SQL (version + 1 where the version read is still
-        there). Held (`app.store.held`): it goes with the step's other writes, when the unit
-        of work sends them; `StaleDataError` then if the row had moved on."""
+        """The row after an applied step: t, the schedule's state, the loss, `updated_at` and
+        the next version, in one UPDATE — the mapper's `version_id_col` rule written in SQL
+        (version + 1 where the version read is still there). Held (`app.store.held`): it goes
+        with the step's other writes, when the unit of work sends them; `StaleDataError` then
+        if the row had moved on.
+
+        `locked=False`: the row was not locked by this transaction (an optimistic step that
+        read it from this process's cache); the UPDATE takes the lock (`NOWAIT` in a
+        transaction that must not wait), and the version check refuses a stale row. It goes
+        first among the held writes, so that the row lock is taken before anything else is
+        written: a locking step of the session that holds the row and is about to write the
+        same log entry must not find that entry written by a transaction waiting for its lock
+        (each would wait for the other until the lock timeout)."""
         now = datetime.now(UTC)
         values = {
             "row_id": row.id,
@@ -127,7 +146,13 @@ class SessionRepository:
             if version is None:
                 raise StaleDataError(f"session {session_id} is no longer at version {read}")
 
-        hold(self.db, HeldWrite("advance", _advance, values, done))
+        if locked:
+            hold(self.db, HeldWrite("advance", _advance, values, done))
+        elif not self.db.info.get(NOWAIT):
+            hold(self.db, HeldWrite("advance", _advance, values, done), first=True)
+        else:
+            write = HeldWrite("advance-nowait", _advance_unlocked_nowait, values, done)
+            hold(self.db, write, first=True)
         row.step, row.schedule_state, row.last_loss = step, schedule_state, last_loss
         row.updated_at, row.version = now, row.version + 1
 
